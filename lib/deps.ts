@@ -1,0 +1,20 @@
+/**
+ * The one place that names external packages. Every specifier is a full `npm:pkg@version`, so `mod.ts`
+ * imported by URL resolves without an import map.
+ *
+ * @module
+ */
+// The umbrella package: tfjs-core alone registers no gradients (WebGPU backend needs them from here).
+export * as tf from "npm:@tensorflow/tfjs@4.22.0";
+// Side effect: registers the "webgpu" backend with tfjs-core.
+import "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
+export * as E from "npm:fp-ts@2.16.11/Either";
+export * as TE from "npm:fp-ts@2.16.11/TaskEither";
+export { pipe } from "npm:fp-ts@2.16.11/function";
+export * as t from "npm:io-ts@2.2.22";
+
+// Deno std, from the npm package `deno-std` (JSR is out of reach here). Plain JS without declarations:
+// typed wrappers live in lib/core/std.ts.
+export * as stdAssert from "npm:deno-std@1.4.0/assert/mod.js";
+export * as stdArgs from "npm:deno-std@1.4.0/cli/parse_args.js";
+export * as stdBytes from "npm:deno-std@1.4.0/fmt/bytes.js";
