@@ -8,9 +8,9 @@
 export * as tf from "npm:@tensorflow/tfjs@4.22.0";
 // Side effect: registers the "webgpu" backend with tfjs-core.
 import "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
-export * as E from "npm:fp-ts@2.16.11/Either";
-export * as TE from "npm:fp-ts@2.16.11/TaskEither";
-export { pipe } from "npm:fp-ts@2.16.11/function";
+export * as E from "npm:fp-ts@2.16.11/lib/Either.js";
+export * as TE from "npm:fp-ts@2.16.11/lib/TaskEither.js";
+export { pipe } from "npm:fp-ts@2.16.11/lib/function.js";
 export * as t from "npm:io-ts@2.2.22";
 
 // Deno std, from the npm package `deno-std` (JSR is out of reach here). Plain JS without declarations:
