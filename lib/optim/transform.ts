@@ -1,0 +1,161 @@
+/**
+ * Gradient transformations, optax-style (DESIGN.md principle 4; optax `_src/base.py`): an optimiser is a
+ * pair of pure functions `init(params) -> state` and `update(updates, state, params) -> [updates, state]`,
+ * composed with {@link chain}.
+ *
+ * Ownership rule (the same as lib/train's): `update` returns NEW tensors, both in the updates and in the
+ * state, and never disposes its inputs. The caller disposes what it replaced (old state, gradients,
+ * updates once applied) with {@link disposeState} / `disposeTree`. Every intermediate tensor is released
+ * inside `update` ({@link tidy}), so the tensor count stays flat across steps. Step counts are host
+ * numbers, so no transform reads a tensor back from the device.
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import { mapTree, type Params } from "../core/tree.ts";
+
+/**
+ * A gradient transformation with state `S`.
+ *
+ * - `init(params)`: the state before the first update.
+ * - `update(updates, state, params)`: transforms `updates` (gradients, or the output of the previous
+ *   transformation in a chain) given the current `params`; returns fresh tensors.
+ */
+export interface GradientTransformation<S> {
+  // Method syntax (not readonly function properties) on purpose: methods compare bivariantly, which
+  // lets `chain` accept `GradientTransformation<AdamState>` where its implementation sees
+  // `GradientTransformation<unknown>`, with no cast; its overloads keep every caller fully typed.
+  init(params: Params): S;
+  update(updates: Params, state: S, params: Params): readonly [Params, S];
+}
+
+/** The state of a stateless transformation. */
+export type EmptyState = Readonly<Record<never, never>>;
+
+/** The state of a transformation that only counts the updates applied so far (schedules read it). */
+export interface CountState {
+  /** Number of updates applied so far; the next update uses `schedule(count)`. */
+  readonly count: number;
+}
+
+const isTensor = (x: unknown): x is tf.Tensor => x instanceof tf.Tensor;
+const isRecord = (x: unknown): x is Readonly<Record<string, unknown>> => typeof x === "object" && x !== null;
+
+/** Every tensor inside a value made of arrays, records and tensors (states, param records, tuples). */
+export const tensorsIn = (x: unknown): tf.Tensor[] => {
+  const out: tf.Tensor[] = [];
+  const walk = (v: unknown): void => {
+    if (isTensor(v)) out.push(v);
+    else if (Array.isArray(v)) v.forEach(walk);
+    else if (isRecord(v)) Object.values(v).forEach(walk);
+  };
+  walk(x);
+  return out;
+};
+
+/** Disposes every tensor in an optimiser state (any nesting of tuples, records and tensors). */
+export const disposeState = (state: unknown): void => tf.dispose(tensorsIn(state));
+
+/**
+ * `tf.tidy` for any result type: runs `fn`, keeps the tensors inside its result and disposes every other
+ * tensor created meanwhile. (`tf.tidy` itself only types results that are `TensorContainer`s.)
+ */
+export const tidy = <T>(fn: () => T): T => {
+  const box: T[] = [];
+  tf.tidy(() => {
+    const result = fn();
+    box.push(result);
+    return tensorsIn(result);
+  });
+  return box[0];
+};
+
+/**
+ * The transformation that changes nothing. Its updates are `tf.clone`s of its inputs (no copy of the
+ * data), so the ownership rule holds: the caller may dispose its gradients and keep the updates.
+ */
+export const identity = (): GradientTransformation<EmptyState> => ({
+  init: () => ({}),
+  update: (updates, state) => [tidy(() => mapTree(updates, (u) => tf.clone(u))), state],
+});
+
+/**
+ * Composes transformations left to right; the state is the tuple of the members' states.
+ *
+ * @example
+ * ```ts
+ * import { tf } from "../deps.ts";
+ * import { chain } from "./transform.ts";
+ * import { clipByGlobalNorm } from "./clip.ts";
+ * import { scaleByAdam } from "./adam.ts";
+ * import { scaleByLearningRate } from "./lr.ts";
+ * await tf.setBackend("cpu");
+ * const opt = chain(clipByGlobalNorm(1), scaleByAdam(), scaleByLearningRate(1e-3));
+ * const params = { w: tf.ones([2]) };
+ * const [, adam] = opt.init(params); // adam: { count: number; mu: Params; nu: Params }
+ * if (adam.count !== 0) throw new Error("unexpected");
+ * ```
+ */
+export function chain<A>(a: GradientTransformation<A>): GradientTransformation<readonly [A]>;
+export function chain<A, B>(
+  a: GradientTransformation<A>,
+  b: GradientTransformation<B>,
+): GradientTransformation<readonly [A, B]>;
+export function chain<A, B, C>(
+  a: GradientTransformation<A>,
+  b: GradientTransformation<B>,
+  c: GradientTransformation<C>,
+): GradientTransformation<readonly [A, B, C]>;
+export function chain<A, B, C, D>(
+  a: GradientTransformation<A>,
+  b: GradientTransformation<B>,
+  c: GradientTransformation<C>,
+  d: GradientTransformation<D>,
+): GradientTransformation<readonly [A, B, C, D]>;
+export function chain<A, B, C, D, E>(
+  a: GradientTransformation<A>,
+  b: GradientTransformation<B>,
+  c: GradientTransformation<C>,
+  d: GradientTransformation<D>,
+  e: GradientTransformation<E>,
+): GradientTransformation<readonly [A, B, C, D, E]>;
+export function chain<A, B, C, D, E, F>(
+  a: GradientTransformation<A>,
+  b: GradientTransformation<B>,
+  c: GradientTransformation<C>,
+  d: GradientTransformation<D>,
+  e: GradientTransformation<E>,
+  f: GradientTransformation<F>,
+): GradientTransformation<readonly [A, B, C, D, E, F]>;
+export function chain(
+  ...ts: readonly GradientTransformation<unknown>[]
+): GradientTransformation<readonly unknown[]> {
+  return {
+    init: (params) => ts.map((t) => t.init(params)),
+    update: (updates, states, params) => {
+      if (states.length !== ts.length) {
+        throw new Error(
+          `chain.update: the state has ${states.length} entries but the chain has ${ts.length} members; ` +
+            `pass the state that this chain's init (or last update) returned`,
+        );
+      }
+      // The updates passed between members are owned by the chain: tidy releases them, keeping only
+      // the final updates and the members' new states.
+      return tidy(() => {
+        let current = updates;
+        const next = ts.map((t, i) => {
+          const [u, s] = t.update(current, states[i], params);
+          current = u;
+          return s;
+        });
+        return [current, next] as const;
+      });
+    },
+  };
+}
+
+/**
+ * A number or a schedule read at the current count (shared by the learning-rate and decay transforms).
+ */
+export const valueAt = (v: number | ((step: number) => number), count: number): number =>
+  typeof v === "number" ? v : v(count);
