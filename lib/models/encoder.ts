@@ -1,0 +1,118 @@
+/**
+ * The CAE v2 student encoder: a ViT over the visible patches plus cls (official `VisionTransformerEncoder`
+ * in CAE's `modeling_cae_helper.py`): patch embed + fixed sin-cos positions, keep visible tokens,
+ * pre-norm blocks with layer scale, final LayerNorm.
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import { type Key, split } from "../core/random.ts";
+import { attention, attentionInit, type AttentionParams } from "../nn/attention.ts";
+import { dropPath, dropPathRates } from "../nn/drop_path.ts";
+import type { LinearParams } from "../nn/linear.ts";
+import { mlp, mlpInit, type MlpParams } from "../nn/mlp.ts";
+import { layerNorm, layerNormInit, type LayerNormParams } from "../nn/norm.ts";
+import { patchEmbed, patchEmbedInit } from "../nn/patch_embed.ts";
+import { truncNormal } from "../nn/init.ts";
+import type { CaeV2Config } from "./config.ts";
+import { gatherTokens, type MaskIndex } from "./mask_index.ts";
+
+/** One pre-norm block with layer scale (`gamma_1`, `gamma_2`). */
+export type BlockParams = {
+  readonly norm1: LayerNormParams;
+  readonly attn: AttentionParams;
+  readonly gamma1: tf.Tensor1D;
+  readonly norm2: LayerNormParams;
+  readonly mlp: MlpParams;
+  readonly gamma2: tf.Tensor1D;
+};
+
+/** Encoder parameters. Position embeddings are fixed and not parameters. */
+export type EncoderParams = {
+  readonly patchEmbed: LinearParams;
+  readonly clsToken: tf.Tensor3D;
+  readonly blocks: Readonly<Record<string, BlockParams>>;
+  readonly norm: LayerNormParams;
+};
+
+/** Training context: randomness is explicit. */
+export interface Ctx {
+  readonly training: boolean;
+  readonly key?: Key;
+}
+
+/** Layer-scale vector. */
+export const layerScaleInit = (dim: number, value: number) => tf.fill([dim], value) as tf.Tensor1D;
+
+/** Block init (official: xavier Linear, LayerNorm 1/0, gammas = init_values). */
+export const blockInit = (k: Key, dim: number, mlpRatio: number, layerScale: number): BlockParams => {
+  const [ka, km] = split(k);
+  return {
+    norm1: layerNormInit(dim),
+    attn: attentionInit(ka, dim),
+    gamma1: layerScaleInit(dim, layerScale),
+    norm2: layerNormInit(dim),
+    mlp: mlpInit(km, dim, dim * mlpRatio),
+    gamma2: layerScaleInit(dim, layerScale),
+  };
+};
+
+/** `x = x + dp(gamma1 * attn(norm1(x)))`, `x = x + dp(gamma2 * mlp(norm2(x)))`. `x: [B, N, D]`. */
+export const block = (
+  p: BlockParams,
+  x: tf.Tensor3D,
+  heads: number,
+  eps: number,
+  drop: number,
+  ctx: Ctx,
+): tf.Tensor3D => {
+  const [k1, k2] = ctx.key ? split(ctx.key) : [undefined, undefined];
+  const a = tf.mul(attention(p.attn, layerNorm(p.norm1, x, eps) as tf.Tensor3D, heads), p.gamma1);
+  const x1 = tf.add(x, dropPath(a, drop, ctx.training, k1)) as tf.Tensor3D;
+  const m = tf.mul(mlp(p.mlp, layerNorm(p.norm2, x1, eps)), p.gamma2);
+  return tf.add(x1, dropPath(m, drop, ctx.training, k2)) as tf.Tensor3D;
+};
+
+/** Encoder init. */
+export const encoderInit = (k: Key, c: CaeV2Config): EncoderParams => {
+  const [kp, kc, kb] = split(k, 3);
+  const bkeys = split(kb, c.depth);
+  const blocks: Record<string, BlockParams> = {};
+  bkeys.forEach((bk, i) => (blocks[String(i)] = blockInit(bk, c.dim, c.mlpRatio, c.layerScale)));
+  return {
+    patchEmbed: patchEmbedInit(kp, c.patchSize, 3, c.dim),
+    clsToken: truncNormal(kc, [1, 1, c.dim]) as tf.Tensor3D,
+    blocks,
+    norm: layerNormInit(c.dim),
+  };
+};
+
+/**
+ * images `[B, H, W, 3]` -> `[B, 1 + Nv, D]`: cls then the visible tokens in patch order.
+ * `pos: [1, 1 + L, D]` is the fixed sin-cos embedding (cls row zero). Without `idx` every patch is kept.
+ */
+export const encoder = (
+  p: EncoderParams,
+  c: CaeV2Config,
+  images: tf.Tensor4D,
+  pos: tf.Tensor3D,
+  idx: MaskIndex | undefined,
+  ctx: Ctx,
+): tf.Tensor3D => {
+  const b = images.shape[0];
+  const l = pos.shape[1] - 1;
+  const tokens = tf.add(
+    patchEmbed(p.patchEmbed, images, c.patchSize),
+    tf.slice(pos, [0, 1, 0], [1, l, c.dim]),
+  );
+  const visible = idx ? gatherTokens(tokens as tf.Tensor3D, idx.visible, b) : tokens;
+  // The cls position is zero (official `pe_token = zeros`), so cls enters as the bare token.
+  const cls = tf.broadcastTo(p.clsToken, [b, 1, c.dim]);
+  let x = tf.concat([cls, visible], 1) as tf.Tensor3D;
+  const rates = dropPathRates(c.dropPath, c.depth);
+  const keys = ctx.key ? split(ctx.key, c.depth) : [];
+  for (let i = 0; i < c.depth; i++) {
+    x = block(p.blocks[String(i)], x, c.heads, c.eps, rates[i], { training: ctx.training, key: keys[i] });
+  }
+  return layerNorm(p.norm, x, c.eps) as tf.Tensor3D;
+};

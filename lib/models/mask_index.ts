@@ -1,0 +1,71 @@
+/**
+ * Turns a boolean patch mask into gather indices. Polarity as MAE/BEiT: 1 = masked (removed from the
+ * encoder's input), 0 = visible. Every row must mask the same number of patches (the official generator
+ * guarantees exactly N), so visible and masked tokens form dense `[B, Nv]` and `[B, Nm]` blocks.
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+
+/** Flat gather indices into a `[B * L, ...]` view, in patch order within each image. */
+export interface MaskIndex {
+  readonly batch: number;
+  readonly numPatches: number;
+  readonly numVisible: number;
+  readonly numMasked: number;
+  /** `[B * Nv]`: `b * L + patch` for each visible patch. */
+  readonly visible: Int32Array;
+  /** `[B * Nm]`: `b * L + patch` for each masked patch. */
+  readonly masked: Int32Array;
+  /**
+   * `[B * (1 + L)]` into a `[B * (1 + L), ...]` view whose token 0 is cls: the order
+   * `[cls, visible (patch order), masked (patch order)]` used for predictions and targets.
+   */
+  readonly clsVisibleMasked: Int32Array;
+}
+
+/** `mask: [B * L]`, 1 = masked. Throws naming the row whose count differs. */
+export const maskIndex = (mask: Uint8Array, batch: number, numPatches: number): MaskIndex => {
+  if (mask.length !== batch * numPatches) {
+    throw new Error(`mask has ${mask.length} entries, expected batch ${batch} x ${numPatches} patches`);
+  }
+  let numMasked = -1;
+  for (let b = 0; b < batch; b++) {
+    let n = 0;
+    for (let i = 0; i < numPatches; i++) n += mask[b * numPatches + i] ? 1 : 0;
+    if (numMasked < 0) numMasked = n;
+    else if (n !== numMasked) {
+      throw new Error(
+        `mask row ${b} masks ${n} patches but row 0 masks ${numMasked}: every row must mask the same count`,
+      );
+    }
+  }
+  const numVisible = numPatches - numMasked;
+  const visible = new Int32Array(batch * numVisible), masked = new Int32Array(batch * numMasked);
+  const order = new Int32Array(batch * (1 + numPatches));
+  let v = 0, m = 0;
+  for (let b = 0; b < batch; b++) {
+    const base = b * (1 + numPatches);
+    order[base] = base;
+    let ov = base + 1, om = base + 1 + numVisible;
+    for (let i = 0; i < numPatches; i++) {
+      if (mask[b * numPatches + i]) {
+        masked[m++] = b * numPatches + i;
+        order[om++] = base + 1 + i;
+      } else {
+        visible[v++] = b * numPatches + i;
+        order[ov++] = base + 1 + i;
+      }
+    }
+  }
+  return { batch, numPatches, numVisible, numMasked, visible, masked, clsVisibleMasked: order };
+};
+
+/** Gathers tokens of `x: [B, L, D]` by flat indices `[B * N]` -> `[B, N, D]`. */
+export const gatherTokens = (x: tf.Tensor3D, flatIdx: Int32Array, batch: number): tf.Tensor3D => {
+  const [b, l, d] = x.shape;
+  const idx = tf.tensor1d(flatIdx, "int32");
+  const out = tf.reshape(tf.gather(tf.reshape(x, [b * l, d]), idx), [batch, flatIdx.length / batch, d]);
+  idx.dispose();
+  return out as tf.Tensor3D;
+};

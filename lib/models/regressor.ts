@@ -1,0 +1,90 @@
+/**
+ * The latent contextual regressor of CAE v2 (official `RegressorBlock` / `VisionTransformerRegressor`):
+ * queries are the masked tokens (a learned mask token) plus the masked positions; keys are
+ * `[visible latents, current masked queries]` plus their positions; values are the same tokens without
+ * positions. Each block:
+ *   x = q + dp(gamma1 * crossAttn(norm_q(q + pos_q), norm_k(kv + pos_kv), norm_v(kv)))
+ *   x = norm2(x)
+ *   x = x + dp(gamma2 * mlp(x))
+ * CAE v2 applies no final norm (the official `regresser.norm` exists but is unused).
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import { type Key, split } from "../core/random.ts";
+import { crossAttention, crossAttentionInit, type CrossAttentionParams } from "../nn/cross_attention.ts";
+import { dropPath, dropPathRates } from "../nn/drop_path.ts";
+import { mlp, mlpInit, type MlpParams } from "../nn/mlp.ts";
+import { layerNorm, layerNormInit, type LayerNormParams } from "../nn/norm.ts";
+import type { CaeV2Config } from "./config.ts";
+import { type Ctx, layerScaleInit } from "./encoder.ts";
+
+/** One regressor block. */
+export type RegressorBlockParams = {
+  readonly normQ: LayerNormParams;
+  readonly normK: LayerNormParams;
+  readonly normV: LayerNormParams;
+  readonly crossAttn: CrossAttentionParams;
+  readonly gamma1: tf.Tensor1D;
+  readonly norm2: LayerNormParams;
+  readonly mlp: MlpParams;
+  readonly gamma2: tf.Tensor1D;
+};
+
+/** Regressor parameters. */
+export type RegressorParams = { readonly blocks: Readonly<Record<string, RegressorBlockParams>> };
+
+/** Regressor init. */
+export const regressorInit = (k: Key, c: CaeV2Config): RegressorParams => {
+  const blocks: Record<string, RegressorBlockParams> = {};
+  split(k, c.regressorDepth).forEach((bk, i) => {
+    const [ka, km] = split(bk);
+    const r = c.regressorDim;
+    blocks[String(i)] = {
+      normQ: layerNormInit(r),
+      normK: layerNormInit(r),
+      normV: layerNormInit(r),
+      crossAttn: crossAttentionInit(ka, r),
+      gamma1: layerScaleInit(r, c.layerScale),
+      norm2: layerNormInit(r),
+      mlp: mlpInit(km, r, r * c.mlpRatio),
+      gamma2: layerScaleInit(r, c.layerScale),
+    };
+  });
+  return { blocks };
+};
+
+/**
+ * queries `[B, Nm, R]` (mask tokens), their positions `[B, Nm, R]`, visible latents `[B, 1 + Nv, R]` and
+ * their positions `[B, 1 + Nv, R]` -> regressed masked latents `[B, Nm, R]`.
+ */
+export const regressor = (
+  p: RegressorParams,
+  c: CaeV2Config,
+  queries: tf.Tensor3D,
+  posQ: tf.Tensor3D,
+  visible: tf.Tensor3D,
+  posVisible: tf.Tensor3D,
+  ctx: Ctx,
+): tf.Tensor3D => {
+  const rates = dropPathRates(c.dropPath, c.regressorDepth);
+  const keys = ctx.key ? split(ctx.key, c.regressorDepth) : [];
+  const posKv = tf.concat([posVisible, posQ], 1) as tf.Tensor3D;
+  let x = queries;
+  for (let i = 0; i < c.regressorDepth; i++) {
+    const blk = p.blocks[String(i)];
+    const [k1, k2] = keys[i] ? split(keys[i]) : [undefined, undefined];
+    const kv = tf.concat([visible, x], 1) as tf.Tensor3D;
+    const attn = crossAttention(
+      blk.crossAttn,
+      layerNorm(blk.normQ, tf.add(x, posQ), c.eps) as tf.Tensor3D,
+      layerNorm(blk.normK, tf.add(kv, posKv), c.eps) as tf.Tensor3D,
+      layerNorm(blk.normV, kv, c.eps) as tf.Tensor3D,
+      c.regressorHeads,
+    );
+    const x1 = tf.add(x, dropPath(tf.mul(attn, blk.gamma1), rates[i], ctx.training, k1));
+    const x2 = layerNorm(blk.norm2, x1, c.eps);
+    x = tf.add(x2, dropPath(tf.mul(mlp(blk.mlp, x2), blk.gamma2), rates[i], ctx.training, k2)) as tf.Tensor3D;
+  }
+  return x;
+};

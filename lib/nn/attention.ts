@@ -1,0 +1,42 @@
+/**
+ * Multi-head self-attention. Two flavours share one function:
+ * - the CAE/BEiT student: `qkv` without bias plus separate `qBias` and `vBias` (no k bias: a bias on the
+ *   keys shifts every score of a query alike, which softmax ignores);
+ * - OpenAI CLIP (`nn.MultiheadAttention`): `qkv` with a full `[3D]` bias (`in_proj_bias`).
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import { type Key, split } from "../core/random.ts";
+import { linear, linearInit, type LinearParams } from "./linear.ts";
+import { mergeHeads, scaledDotProductAttention, splitHeads } from "./sdpa.ts";
+
+/** Parameters of self-attention. `qkv.kernel: [D, 3D]` with columns q | k | v. */
+export type AttentionParams = {
+  readonly qkv: LinearParams;
+  readonly qBias?: tf.Tensor1D;
+  readonly vBias?: tf.Tensor1D;
+  readonly proj: LinearParams;
+};
+
+/** Student attention init: xavier kernels, zero q/v biases, no qkv bias (official `qkv_bias=True`). */
+export const attentionInit = (k: Key, dim: number): AttentionParams => {
+  const [k1, k2] = split(k);
+  return {
+    qkv: linearInit(k1, dim, 3 * dim, false),
+    qBias: tf.zeros([dim]) as tf.Tensor1D,
+    vBias: tf.zeros([dim]) as tf.Tensor1D,
+    proj: linearInit(k2, dim, dim),
+  };
+};
+
+/** `x: [B, N, D] -> [B, N, D]`. */
+export const attention = (p: AttentionParams, x: tf.Tensor3D, heads: number): tf.Tensor3D => {
+  const bias = p.qBias && p.vBias
+    ? tf.concat([p.qBias, tf.zerosLike(p.qBias), p.vBias]) as tf.Tensor1D
+    : undefined;
+  const qkv = linear(p.qkv, x, bias); // [B, N, 3D]
+  const [q, k, v] = tf.split(qkv, 3, 2);
+  const o = scaledDotProductAttention(splitHeads(q, heads), splitHeads(k, heads), splitHeads(v, heads));
+  return linear(p.proj, mergeHeads(o)) as tf.Tensor3D;
+};

@@ -1,0 +1,47 @@
+/**
+ * Cross-attention of the latent contextual regressor (official CAE `CrossAttention`): separate q, k, v
+ * projections without bias, learned `qBias` and `vBias`, no k bias.
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import { type Key, split } from "../core/random.ts";
+import { linear, linearInit, type LinearParams } from "./linear.ts";
+import { mergeHeads, scaledDotProductAttention, splitHeads } from "./sdpa.ts";
+
+/** Parameters of cross-attention. */
+export type CrossAttentionParams = {
+  readonly q: LinearParams;
+  readonly k: LinearParams;
+  readonly v: LinearParams;
+  readonly qBias: tf.Tensor1D;
+  readonly vBias: tf.Tensor1D;
+  readonly proj: LinearParams;
+};
+
+/** Xavier kernels, zero biases. */
+export const crossAttentionInit = (key: Key, dim: number): CrossAttentionParams => {
+  const [kq, kk, kv, kp] = split(key, 4);
+  return {
+    q: linearInit(kq, dim, dim, false),
+    k: linearInit(kk, dim, dim, false),
+    v: linearInit(kv, dim, dim, false),
+    qBias: tf.zeros([dim]) as tf.Tensor1D,
+    vBias: tf.zeros([dim]) as tf.Tensor1D,
+    proj: linearInit(kp, dim, dim),
+  };
+};
+
+/** queries `[B, Nq, D]`, keys and values `[B, Nk, D]` -> `[B, Nq, D]`. */
+export const crossAttention = (
+  p: CrossAttentionParams,
+  queries: tf.Tensor3D,
+  keys: tf.Tensor3D,
+  values: tf.Tensor3D,
+  heads: number,
+): tf.Tensor3D => {
+  const q = splitHeads(linear(p.q, queries, p.qBias), heads);
+  const k = splitHeads(linear(p.k, keys), heads);
+  const v = splitHeads(linear(p.v, values, p.vBias), heads);
+  return linear(p.proj, mergeHeads(scaledDotProductAttention(q, k, v))) as tf.Tensor3D;
+};

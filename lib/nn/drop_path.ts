@@ -1,0 +1,25 @@
+/**
+ * Stochastic depth (drop path, timm `DropPath`): each sample's residual branch is zeroed with probability
+ * `rate` and scaled by `1 / (1 - rate)` otherwise. Needs a key whenever it is active: a layer that needs
+ * randomness refuses to run without one (STYLE.md, equinox).
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import { type Key, uniform } from "../core/random.ts";
+
+/** `x: [B, ...]`. Identity when `rate == 0` or not training. */
+export const dropPath = (x: tf.Tensor, rate: number, training: boolean, k?: Key): tf.Tensor => {
+  if (!training || rate === 0) return x;
+  if (!k) throw new Error("dropPath: a key is required when training with a drop-path rate > 0");
+  const b = x.shape[0];
+  const keep = 1 - rate;
+  const u = uniform(k, b);
+  const scale = new Float32Array(b);
+  for (let i = 0; i < b; i++) scale[i] = Math.floor(keep + u[i]) / keep;
+  return tf.mul(x, tf.tensor(scale, [b, ...x.shape.slice(1).map(() => 1)]));
+};
+
+/** Linearly increasing rates `0 .. rate` over `depth` blocks (official `torch.linspace(0, rate, depth)`). */
+export const dropPathRates = (rate: number, depth: number): number[] =>
+  Array.from({ length: depth }, (_, i) => (depth === 1 ? 0 : (rate * i) / (depth - 1)));
