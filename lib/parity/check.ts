@@ -1,0 +1,246 @@
+/**
+ * Runs the project on a parity fixture in float32 and measures, group by group, how far it lands from the
+ * official float64 numbers: teacher features, targets, predictions, the loss parts, every gradient group
+ * and the optimizer step. Error of a tensor: ||x - ref||_2 / ||ref||_2 in float64 (fixture README);
+ * a group's error is its worst tensor.
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import { flatten } from "../core/tree.ts";
+import { caev2Apply, caev2Buffers, type CaeV2Params } from "../models/caev2.ts";
+import { clipApply } from "../models/clip.ts";
+import { studentOfficialName, toOfficial } from "../models/names.ts";
+import { alignmentTargets, latentAlignment } from "../objectives/alignment.ts";
+import { valueAndGrad } from "../train/grad.ts";
+import { adamw } from "../optim/adamw.ts";
+import { applyUpdates } from "../optim/apply.ts";
+import { globalNorm } from "../optim/clip.ts";
+import { disposeState } from "../optim/transform.ts";
+import { disposeFixture, type Fixture, loadFixture } from "./fixture.ts";
+
+/** Default tolerance: float32 lands well under it on the fixtures (fixture README). */
+export const PARITY_TOLERANCE = 1e-4;
+
+/** One group's result. */
+export interface GroupResult {
+  readonly group: string;
+  readonly worst: number;
+  readonly at: string;
+  readonly tensors: number;
+  /** "relative" (||x-ref||/||ref||) or "absolute" (||g|| / grad_norm for zero-gradient tensors). */
+  readonly kind: "relative" | "absolute";
+  readonly tolerance: number;
+  readonly skipped?: string;
+}
+
+/** A whole fixture's result. */
+export interface ParityReport {
+  readonly file: string;
+  readonly backend: string;
+  readonly groups: readonly GroupResult[];
+  readonly pass: boolean;
+  readonly worst: number;
+  readonly worstAt: string;
+}
+
+/** ||x - ref|| / ||ref|| in float64. */
+export const relativeError = (x: ArrayLike<number>, ref: ArrayLike<number>): number => {
+  if (x.length !== ref.length) return Infinity;
+  let num = 0, den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const d = x[i] - ref[i];
+    num += d * d;
+    den += ref[i] * ref[i];
+  }
+  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+};
+
+const norm = (x: ArrayLike<number>) => {
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += x[i] * x[i];
+  return Math.sqrt(s);
+};
+
+class Groups {
+  readonly results: GroupResult[] = [];
+  private acc = new Map<
+    string,
+    { worst: number; at: string; n: number; kind: "relative" | "absolute"; tol: number }
+  >();
+  add(
+    group: string,
+    name: string,
+    err: number,
+    kind: "relative" | "absolute" = "relative",
+    tol = PARITY_TOLERANCE,
+  ) {
+    const g = this.acc.get(group) ?? { worst: -1, at: "", n: 0, kind, tol };
+    g.n++;
+    // NaN counts as the worst possible.
+    if (!(err <= g.worst) || Number.isNaN(err)) {
+      if (Number.isNaN(err) || err > g.worst) (g.worst = Number.isNaN(err) ? Infinity : err), (g.at = name);
+    }
+    this.acc.set(group, g);
+  }
+  skip(group: string, why: string) {
+    this.acc.set(group, { worst: 0, at: why, n: 0, kind: "relative", tol: PARITY_TOLERANCE });
+  }
+  done(): GroupResult[] {
+    return [...this.acc.entries()].map(([group, g]) => ({
+      group,
+      worst: g.worst,
+      at: g.n === 0 ? "" : g.at,
+      tensors: g.n,
+      kind: g.kind,
+      tolerance: g.tol,
+      ...(g.n === 0 ? { skipped: g.at } : {}),
+    }));
+  }
+}
+
+const gradGroup = (official: string) => {
+  const top = official.split(".")[0];
+  return top === "encoder" || top === "regresser" || top === "decoder" ? `grad.${top}` : "grad.other";
+};
+
+/** Runs every check on one fixture. Uses the current tfjs backend. */
+export const checkFixture = async (
+  f: Fixture,
+  opts: { tolerance?: number; step?: boolean } = {},
+): Promise<ParityReport> => {
+  const tol = opts.tolerance ?? PARITY_TOLERANCE;
+  const g = new Groups();
+  const cmp = async (group: string, name: string, x: tf.Tensor, refName: string) => {
+    const ref = f.refs[refName];
+    if (!ref) throw new Error(`${f.file}: missing reference tensor "${refName}"`);
+    g.add(group, refName, relativeError(await x.data(), ref.data), "relative", tol);
+  };
+
+  const buffers = caev2Buffers(f.student);
+  const teacherFeatures = clipApply(f.teacherParams, f.teacher, f.teacherImages);
+  await cmp("teacher_features", "teacher", teacherFeatures, "output.teacher_features");
+
+  const lossFn = (p: CaeV2Params) => {
+    const out = caev2Apply(p, f.student, buffers, f.studentImages, f.mask, { training: false });
+    const targets = alignmentTargets(teacherFeatures, out.index);
+    const parts = latentAlignment(out.predictions, targets, out.index);
+    return {
+      loss: parts.loss,
+      aux: { predictions: out.predictions, targets, visible: parts.visible, masked: parts.masked },
+    };
+  };
+  const { loss, aux, grads } = valueAndGrad(lossFn)(f.studentParams);
+  await cmp("targets", "targets", aux.targets, "output.targets");
+  await cmp("predictions", "predictions", aux.predictions, "output.predictions");
+  await cmp("loss", "loss", loss, "output.loss");
+  await cmp("loss", "loss_visible", aux.visible, "output.loss_visible");
+  await cmp("loss", "loss_masked", aux.masked, "output.loss_masked");
+
+  // Gradients, compared under the official names and layouts.
+  const gradNorm = f.refs["output.grad_norm"].data[0];
+  const officialGrads = toOfficial(grads, studentOfficialName, f.student.patchSize);
+  for (const [name, x] of Object.entries(officialGrads)) {
+    const data = await x.data();
+    if (f.zeroGradient.includes(name)) {
+      g.add("grad.zero_gradient", `grad.${name}`, norm(data) / gradNorm, "absolute", 1e-5);
+      continue;
+    }
+    const ref = f.refs[`grad.${name}`];
+    if (!ref) throw new Error(`${f.file}: no reference gradient "grad.${name}" for the project's "${name}"`);
+    g.add(gradGroup(name), `grad.${name}`, relativeError(data, ref.data), "relative", tol);
+  }
+  const gn = globalNorm(grads);
+  await cmp("grad_norm", "grad_norm", gn, "output.grad_norm");
+  gn.dispose();
+  tf.dispose(Object.values(officialGrads));
+
+  // One optimizer step: clip, then AdamW (the fixture's optimizer metadata).
+  if (opts.step === false) g.skip("step1", "skipped (--no-step)");
+  else {
+    const o = f.optimizer;
+    const opt = adamw({
+      lr: o.lr,
+      b1: o.betas[0],
+      b2: o.betas[1],
+      eps: o.eps,
+      weightDecay: o.weight_decay,
+      clip: o.clip_grad,
+    });
+    const state = opt.init(f.studentParams);
+    const [updates, next] = opt.update(grads, state, f.studentParams);
+    const stepped = applyUpdates(f.studentParams, updates);
+    const official = toOfficial(stepped, studentOfficialName, f.student.patchSize);
+    for (const [name, x] of Object.entries(official)) {
+      // Tensors with an exactly-zero true gradient are left out (fixture README: float32 noise becomes a step).
+      if (f.zeroGradient.includes(name)) continue;
+      await cmp("step1", name, x, `step1.${name}`);
+    }
+    tf.dispose([
+      ...Object.values(official),
+      ...Object.values(flatten(stepped)),
+      ...Object.values(flatten(updates)),
+    ]);
+    disposeState(state);
+    disposeState(next);
+  }
+
+  tf.dispose([
+    teacherFeatures,
+    loss,
+    ...Object.values(aux),
+    ...Object.values(flatten(grads)),
+    buffers.pos,
+    buffers.regressorPos,
+  ]);
+  const groups = g.done();
+  const active = groups.filter((r) => !r.skipped);
+  const failing = active.filter((r) => !(r.worst <= r.tolerance));
+  const worstGroup = active.reduce((a, b) => (b.worst / b.tolerance > a.worst / a.tolerance ? b : a));
+  const blame = failing.length > 0
+    ? failing.reduce((a, b) => (b.worst / b.tolerance > a.worst / a.tolerance ? b : a))
+    : worstGroup;
+  return {
+    file: f.file,
+    backend: tf.getBackend(),
+    groups,
+    pass: failing.length === 0,
+    worst: Math.max(...active.filter((r) => r.kind === "relative").map((r) => r.worst)),
+    worstAt: blame.at,
+  };
+};
+
+/** Loads, checks and disposes one fixture file. */
+export const runParity = async (
+  file: string,
+  opts: { tolerance?: number; step?: boolean } = {},
+): Promise<ParityReport> => {
+  const f = await loadFixture(file);
+  try {
+    return await checkFixture(f, opts);
+  } finally {
+    disposeFixture(f);
+  }
+};
+
+/** Human report: one line per group, then `parity: PASS worst=<err>` or `parity: FAIL worst=<err> at <name>`. */
+export const formatReport = (r: ParityReport): string[] => {
+  const lines = [
+    `fixture ${r.file} on ${r.backend}; tolerance ${PARITY_TOLERANCE} relative (||x-ref||/||ref||)`,
+  ];
+  for (const gr of r.groups) {
+    if (gr.skipped) lines.push(`  ${gr.group.padEnd(20)} ${gr.skipped}`);
+    else {
+      const ok = gr.worst <= gr.tolerance ? "ok  " : "FAIL";
+      const how = gr.kind === "absolute" ? ` (absolute: ||g||/grad_norm <= ${gr.tolerance})` : "";
+      lines.push(
+        `  ${gr.group.padEnd(20)} ${ok} worst=${
+          gr.worst.toExponential(2)
+        } over ${gr.tensors} tensor(s), at ${gr.at}${how}`,
+      );
+    }
+  }
+  const worst = r.worst.toExponential(2);
+  lines.push(r.pass ? `parity: PASS worst=${worst}` : `parity: FAIL worst=${worst} at ${r.worstAt}`);
+  return lines;
+};
