@@ -1,0 +1,122 @@
+/**
+ * Command-line flags decoded against a config's fields: `--batch-size 64` sets `batchSize`, values are
+ * coerced to what the field's codec takes, unknown flags and stray arguments are rejected with the list of
+ * known flags. Shared by every `deno task` that takes a config.
+ *
+ * @module
+ */
+import { E, t } from "../deps.ts";
+import { parseArgs } from "../core/std.ts";
+import { acceptsNull, closest, coerceFlag } from "./codec.ts";
+
+/** `batchSize` -> `batch-size`. */
+export const kebabCase = (camel: string): string => camel.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`);
+
+/** `batch-size` -> `batchSize`. */
+export const camelCase = (kebab: string): string =>
+  kebab.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+
+/** Flags that are not config fields (`--config FILE`, `--help`). */
+export interface ExtraFlags {
+  /** Extra flags that take a value, kebab-case. */
+  readonly strings?: readonly string[];
+  /** Extra on/off flags, kebab-case (`help` is always known). */
+  readonly booleans?: readonly string[];
+}
+
+/** What `parseFlags` found. */
+export interface ParsedFlags {
+  /** Config fields set on the command line, camelCase keys, values coerced for their codecs. */
+  readonly values: Readonly<Record<string, unknown>>;
+  /** Extra flags given, kebab-case keys. */
+  readonly extras: Readonly<Record<string, string | boolean>>;
+  /** Whether `--help` (or `-h`) was given. */
+  readonly help: boolean;
+}
+
+/** Every known flag, `--kebab-case`, fields first. */
+export const knownFlags = (fields: t.Props, extra: ExtraFlags = {}): string[] => [
+  ...Object.keys(fields).map((k) => `--${kebabCase(k)}`),
+  ...(extra.strings ?? []).map((k) => `--${k}`),
+  ...["help", ...(extra.booleans ?? [])].map((k) => `--${k}`),
+];
+
+const NEGATIVE_NUMBER = /^-\d|^-\.\d/;
+
+/**
+ * Parses `argv` against config `fields` (camelCase names, io-ts codecs). `--no-<field>` sets a nullable
+ * field to null; `--flag=-3` and `--flag -3` both pass a negative number.
+ *
+ * @example
+ * ```ts
+ * import { parseFlags } from "./flags.ts";
+ * import { t, E } from "../deps.ts";
+ * const r = parseFlags(["--batch-size", "8"], { batchSize: t.number });
+ * if (E.isLeft(r) || r.right.values.batchSize !== 8) throw new Error("not parsed");
+ * ```
+ */
+export const parseFlags = (
+  argv: readonly string[],
+  fields: t.Props,
+  extra: ExtraFlags = {},
+): E.Either<string, ParsedFlags> => {
+  const keyOf = new Map(Object.keys(fields).map((k) => [kebabCase(k), k]));
+  const fieldFlags = [...keyOf.keys()];
+  const strings = [...fieldFlags, ...(extra.strings ?? [])];
+  const booleans = ["help", ...(extra.booleans ?? [])];
+  const nullable = new Set(
+    Object.entries(fields).filter(([, c]) => acceptsNull(c)).map(([k]) => kebabCase(k)),
+  );
+  // std parseArgs reads "-3" after a flag as a short option: glue negative numbers to their flag, and turn
+  // `--no-teacher` into `--teacher=null` for nullable fields.
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const name = a.startsWith("--") && !a.includes("=") ? a.slice(2) : undefined;
+    if (name !== undefined && name.startsWith("no-") && nullable.has(name.slice(3))) {
+      args.push(`--${name.slice(3)}=null`);
+    } else if (name !== undefined && strings.includes(name) && NEGATIVE_NUMBER.test(argv[i + 1] ?? "")) {
+      args.push(`${a}=${argv[++i]}`);
+    } else args.push(a);
+  }
+  const unknown: string[] = [];
+  const parsed = parseArgs(args, {
+    string: strings,
+    boolean: booleans,
+    alias: { h: "help" },
+    unknown: (arg: string) => {
+      unknown.push(arg);
+      return false;
+    },
+  });
+  const errors: string[] = [];
+  const stray = unknown.filter((a) => !a.startsWith("-"));
+  const badFlags = unknown.filter((a) => a.startsWith("-"));
+  if (badFlags.length > 0) {
+    const known = knownFlags(fields, extra);
+    for (const f of badFlags) {
+      const near = closest(f.replace(/^-+/, "").replace(/=.*$/, ""), known.map((k) => k.slice(2)));
+      errors.push(`unknown flag ${f}${near === undefined ? "" : ` (did you mean --${near}?)`}`);
+    }
+    errors.push(`known flags: ${known.join(", ")}`);
+  }
+  if (stray.length > 0) errors.push(`unexpected argument${stray.length > 1 ? "s" : ""} ${stray.join(" ")}`);
+  const values: Record<string, unknown> = {};
+  const extras: Record<string, string | boolean> = {};
+  for (const flag of strings) {
+    const raw = parsed[flag];
+    if (raw === undefined) continue;
+    const text = Array.isArray(raw) ? String(raw[raw.length - 1]) : String(raw);
+    if (text === "") {
+      errors.push(`--${flag} needs a value (e.g. --${flag} VALUE or --${flag}=VALUE)`);
+      continue;
+    }
+    const key = keyOf.get(flag);
+    if (key !== undefined) values[key] = coerceFlag(fields[key], text);
+    else extras[flag] = text;
+  }
+  for (const flag of booleans) if (parsed[flag] === true && flag !== "help") extras[flag] = true;
+  return errors.length > 0
+    ? E.left(errors.join("\n"))
+    : E.right({ values, extras, help: parsed.help === true });
+};
