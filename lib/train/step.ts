@@ -1,0 +1,128 @@
+/**
+ * The CAE v2 training step as an immutable reducer (DESIGN.md principle 3):
+ * `trainStep(config)(state, batches) -> { state, metrics }` with `state = { params, opt, step, key }`.
+ * One step: teacher forward (no gradient) -> student forward/backward on each micro-batch (gradient
+ * accumulation averages them) -> clip + AdamW update.
+ *
+ * Ownership rule: the step never mutates or disposes its input state or batches; it returns fresh tensors
+ * (new params, new optimizer state, the metrics vector) and releases every intermediate. The loop disposes
+ * the state it replaced and the batches it fed, so the live tensor count stays flat across steps.
+ *
+ * Randomness: the key of step t is `foldIn(runKey, t)` (drop path here; masks and crops come from the data
+ * stream's own keys), so a resumed run draws exactly what an uninterrupted one draws.
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import { foldIn, type Key } from "../core/random.ts";
+import { disposeTree, flatten, type Params, zipTree } from "../core/tree.ts";
+import { caev2Apply, type CaeV2Buffers, type CaeV2Params } from "../models/caev2.ts";
+import type { CaeV2Config, ClipConfig } from "../models/config.ts";
+import { clipApply, type ClipParams } from "../models/clip.ts";
+import { alignmentTargets, type AlignmentWeights, latentAlignment } from "../objectives/alignment.ts";
+import { applyUpdates } from "../optim/apply.ts";
+import { globalNorm } from "../optim/clip.ts";
+import { type GradientTransformation, tidy } from "../optim/transform.ts";
+import { valueAndGrad } from "./grad.ts";
+
+/** The training state. `step` counts the optimizer updates applied; `key` is the run key (constant). */
+export interface TrainState<S> {
+  readonly params: CaeV2Params;
+  readonly opt: S;
+  readonly step: number;
+  readonly key: Key;
+}
+
+/** What one micro-batch brings to the step. Images NHWC. */
+export interface StepBatch {
+  readonly studentImages: tf.Tensor4D;
+  readonly teacherImages: tf.Tensor4D;
+  /** `[B * L]`, 1 = masked. */
+  readonly mask: Uint8Array;
+}
+
+/** Everything the step closes over. The teacher is a constant (principle 5). */
+export interface StepConfig<S> {
+  readonly student: CaeV2Config;
+  readonly teacher: ClipConfig;
+  readonly teacherParams: ClipParams;
+  readonly buffers: CaeV2Buffers;
+  readonly optimizer: GradientTransformation<S>;
+  readonly weights?: AlignmentWeights;
+}
+
+/** Names of the entries of the metrics vector, in order. */
+export const METRIC_NAMES = ["loss", "lossVisible", "lossMasked", "gradNorm"] as const;
+
+/** The step's result: the new state and a `[4]` metrics vector (read it once with `await data()`). */
+export interface StepResult<S> {
+  readonly state: TrainState<S>;
+  readonly metrics: tf.Tensor1D;
+}
+
+/** Loss and gradients of one micro-batch; the caller owns the results. */
+export const studentLossAndGrads = <S>(
+  cfg: StepConfig<S>,
+  params: CaeV2Params,
+  batch: StepBatch,
+  key: Key | undefined,
+) => {
+  const teacherFeatures = clipApply(cfg.teacherParams, cfg.teacher, batch.teacherImages);
+  try {
+    return valueAndGrad((p: CaeV2Params) => {
+      const out = caev2Apply(p, cfg.student, cfg.buffers, batch.studentImages, batch.mask, {
+        training: true,
+        key,
+      });
+      const targets = alignmentTargets(teacherFeatures, out.index);
+      const parts = latentAlignment(out.predictions, targets, out.index, cfg.weights);
+      return { loss: parts.loss, aux: { visible: parts.visible, masked: parts.masked } };
+    })(params);
+  } finally {
+    teacherFeatures.dispose();
+  }
+};
+
+/** Builds the reducer. */
+export const trainStep =
+  <S>(cfg: StepConfig<S>) => (state: TrainState<S>, batches: readonly StepBatch[]): StepResult<S> => {
+    if (batches.length === 0) throw new Error("trainStep: no batch given");
+    const stepKey = foldIn(state.key, state.step);
+    // Average the micro-batches' losses and gradients (gradient accumulation).
+    let grads: Params | undefined;
+    const parts: tf.Scalar[] = [];
+    for (let i = 0; i < batches.length; i++) {
+      const r = studentLossAndGrads(cfg, state.params, batches[i], foldIn(stepKey, i));
+      parts.push(r.loss, r.aux.visible, r.aux.masked);
+      if (grads === undefined) grads = r.grads;
+      else {
+        const prev: Params = grads;
+        grads = tidy(() => zipTree(prev, r.grads, (a, b) => tf.add(a, b)));
+        disposeTree(prev, r.grads);
+      }
+    }
+    const n = batches.length;
+    const g = n === 1 ? grads! : tidy(() => zipTree(grads!, grads!, (a) => tf.div(a, n)));
+    if (n > 1) disposeTree(grads);
+
+    const [updates, opt] = cfg.optimizer.update(g, state.opt, state.params);
+    const params = applyUpdates(state.params, updates);
+    const metrics = tidy(() => {
+      const mean = (k: number) => tf.div(tf.addN(parts.filter((_, j) => j % 3 === k)), n);
+      return tf.stack([mean(0), mean(1), mean(2), globalNorm(g)]) as tf.Tensor1D;
+    });
+    tf.dispose(parts);
+    disposeTree(g, updates);
+    return { state: { params, opt, step: state.step + 1, key: state.key }, metrics };
+  };
+
+/** Reads the metrics vector (one device read per step). */
+export const readMetrics = async (
+  metrics: tf.Tensor1D,
+): Promise<Record<(typeof METRIC_NAMES)[number], number>> => {
+  const v = await metrics.data();
+  return { loss: v[0], lossVisible: v[1], lossMasked: v[2], gradNorm: v[3] };
+};
+
+/** Number of live tensors held by a state (for the flat-count test). */
+export const stateTensorCount = <S>(s: TrainState<S>): number => Object.keys(flatten(s.params)).length;
