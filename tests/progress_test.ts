@@ -99,7 +99,11 @@ Deno.test("progress: a terminal redraws in place; a log gets a line every logEve
   assertEquals(ttyOut.filter((s) => s.startsWith("\rknn")).length, 5);
   assert(text.includes("\r\x1b[Kcheckpoint saved\n"));
   assert(text.endsWith("\x1b[K\n"));
-  for (const s of ttyOut) for (const l of s.split("\n")) assert(l.replace(/\r|\x1b\[K/g, "").length <= 79);
+  for (const s of ttyOut) {
+    for (const l of s.split("\n")) {
+      assert(l.replaceAll("\r", "").replaceAll("\x1b[K", "").length <= 79);
+    }
+  }
 
   clock = 0;
   const logOut: string[] = [];
