@@ -53,12 +53,15 @@ const fail = (msg: string): never => {
   console.error(`bench: ${msg}\n${usage}`);
   Deno.exit(2);
 };
-const args = parseArgs(Deno.args, {
+// `negatable` (std parseArgs: `--no-stock`) is not in lib/core/std.ts's ParseOptions, hence the variable.
+const parseOptions = {
   string: strings,
   boolean: booleans,
+  negatable: ["stock"],
   default: { stock: true },
   unknown: (arg: string) => arg.startsWith("-") ? fail(`unknown flag ${arg}`) : true,
-});
+};
+const args = parseArgs(Deno.args, parseOptions);
 if (args.help) {
   console.log(usage);
   Deno.exit(0);
