@@ -5,7 +5,7 @@
  */
 import { tf } from "../deps.ts";
 import { mapTree, type Params, zipTree } from "../core/tree.ts";
-import { type GradientTransformation, tidy } from "./transform.ts";
+import { assertSameNames, type GradientTransformation, tidy } from "./transform.ts";
 
 /** Adam's hyperparameters (PyTorch defaults; CAE v2 uses exactly these). */
 export interface AdamOptions {
@@ -42,8 +42,9 @@ export const scaleByAdam = (opts: AdamOptions = {}): GradientTransformation<Adam
       mu: tidy(() => mapTree(params, (p) => tf.zerosLike(p))),
       nu: tidy(() => mapTree(params, (p) => tf.zerosLike(p))),
     }),
-    update: (updates, state) =>
-      tidy(() => {
+    update: (updates, state) => {
+      assertSameNames("scaleByAdam.update", updates, "updates", state.mu, "Adam state");
+      return tidy(() => {
         const count = state.count + 1;
         // Bias corrections on the host, in float64.
         const invBc1 = 1 / (1 - b1 ** count);
@@ -56,6 +57,7 @@ export const scaleByAdam = (opts: AdamOptions = {}): GradientTransformation<Adam
           (m, v) => tf.div(tf.mul(m, invBc1), tf.add(tf.mul(tf.sqrt(v), invSqrtBc2), eps)),
         );
         return [direction, { count, mu, nu }] as const;
-      }),
+      });
+    },
   };
 };

@@ -8,7 +8,7 @@
 import { tf } from "../deps.ts";
 import { type Params, zipTree } from "../core/tree.ts";
 import type { Schedule } from "./schedule.ts";
-import { type CountState, type GradientTransformation, tidy, valueAt } from "./transform.ts";
+import { assertSameNames, type CountState, type GradientTransformation, tidy, valueAt } from "./transform.ts";
 
 /** Which parameters decay: `true` = decay. Receives the dotted name (`encoder.blocks.0.attn.qkv.weight`). */
 export type DecayMask = (name: string, x: tf.Tensor) => boolean;
@@ -41,8 +41,9 @@ export const addDecayedWeights = (
   mask: DecayMask = decayAll,
 ): GradientTransformation<CountState> => ({
   init: () => ({ count: 0 }),
-  update: (updates: Params, state, params) =>
-    tidy(() => {
+  update: (updates: Params, state, params) => {
+    assertSameNames("addDecayedWeights.update", updates, "updates", params, "params");
+    return tidy(() => {
       const r = valueAt(rate, state.count);
       const out = zipTree(
         updates,
@@ -50,5 +51,6 @@ export const addDecayedWeights = (
         (u, p, name) => r !== 0 && mask(name, p) ? tf.add(u, tf.mul(p, r)) : tf.clone(u),
       );
       return [out, { count: state.count + 1 }] as const;
-    }),
+    });
+  },
 });

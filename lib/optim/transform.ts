@@ -12,7 +12,7 @@
  * @module
  */
 import { tf } from "../deps.ts";
-import { mapTree, type Params } from "../core/tree.ts";
+import { flatten, mapTree, type Params } from "../core/tree.ts";
 
 /**
  * A gradient transformation with state `S`.
@@ -153,6 +153,24 @@ export function chain(
     },
   };
 }
+
+/**
+ * Throws a message for people when two records do not hold the same names (the first difference), e.g.
+ * gradients against an optimizer state built from other params.
+ */
+export const assertSameNames = (where: string, a: Params, aWhat: string, b: Params, bWhat: string): void => {
+  const na = Object.keys(flatten(a)), nb = Object.keys(flatten(b));
+  const sb = new Set(nb), sa = new Set(na);
+  const onlyA = na.find((n) => !sb.has(n)), onlyB = nb.find((n) => !sa.has(n));
+  if (onlyA === undefined && onlyB === undefined) return;
+  const which = onlyA !== undefined
+    ? `"${onlyA}" is in the ${aWhat} but not in the ${bWhat}`
+    : `"${onlyB}" is in the ${bWhat} but not in the ${aWhat}`;
+  throw new Error(
+    `${where}: ${which} (${na.length} vs ${nb.length} tensors). Initialise the optimizer with exactly the ` +
+      `trainable params you differentiate (leave frozen buffers such as pos_embed out of both).`,
+  );
+};
 
 /**
  * A number or a schedule read at the current count (shared by the learning-rate and decay transforms).
