@@ -36,7 +36,7 @@ export const threefry2x32 = (key: Key, x0: number, x1: number): [number, number]
  *
  * @example
  * ```ts
- * import { key, split } from "./lib/core/random.ts";
+ * import { key, split } from "./random.ts";
  * const [a, b] = split(key(0));
  * if (a[0] === b[0] && a[1] === b[1]) throw new Error("split keys must differ");
  * ```

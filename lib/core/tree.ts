@@ -23,8 +23,9 @@ const isTensor = (x: unknown): x is Tensor => x instanceof tf.Tensor;
  *
  * @example
  * ```ts
- * import { tf } from "./lib/deps.ts";
- * import { flatten } from "./lib/core/tree.ts";
+ * import { tf } from "../deps.ts";
+ * import { flatten } from "./tree.ts";
+ * await tf.setBackend("cpu");
  * const flat = flatten({ a: { w: tf.zeros([2]) } });
  * if (Object.keys(flat)[0] !== "a.w") throw new Error("unexpected");
  * ```

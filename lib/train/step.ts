@@ -108,7 +108,9 @@ export const trainStep =
     const [updates, opt] = cfg.optimizer.update(g, state.opt, state.params);
     const params = applyUpdates(state.params, updates);
     const metrics = tidy(() => {
-      const mean = (k: number) => tf.div(tf.addN(parts.filter((_, j) => j % 3 === k)), n);
+      // A fold of adds, not tf.addN: WebGPU's AddN binds every input as a storage buffer (limit 8).
+      const mean = (k: number) =>
+        tf.div(parts.filter((_, j) => j % 3 === k).reduce((a, b) => tf.add(a, b)), n);
       return tf.stack([mean(0), mean(1), mean(2), globalNorm(g)]) as tf.Tensor1D;
     });
     tf.dispose(parts);
