@@ -1,7 +1,7 @@
 /**
  * The latent contextual regressor of CAE v2 (official `RegressorBlock` / `VisionTransformerRegressor`):
  * queries are the masked tokens (a learned mask token) plus the masked positions; keys are
- * `[visible latents, current masked queries]` plus their positions; values are the same tokens without
+ * `[visible patch latents (no cls), current masked queries]` plus their positions; values are the same tokens without
  * positions. Each block:
  *   x = q + dp(gamma1 * crossAttn(norm_q(q + pos_q), norm_k(kv + pos_kv), norm_v(kv)))
  *   x = norm2(x)
@@ -55,8 +55,8 @@ export const regressorInit = (k: Key, c: CaeV2Config): RegressorParams => {
 };
 
 /**
- * queries `[B, Nm, R]` (mask tokens), their positions `[B, Nm, R]`, visible latents `[B, 1 + Nv, R]` and
- * their positions `[B, 1 + Nv, R]` -> regressed masked latents `[B, Nm, R]`.
+ * queries `[B, Nm, R]` (mask tokens), their positions `[B, Nm, R]`, visible patch latents `[B, Nv, R]`
+ * (no cls) and their positions `[B, Nv, R]` -> regressed masked latents `[B, Nm, R]`.
  */
 export const regressor = (
   p: RegressorParams,

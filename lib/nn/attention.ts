@@ -37,16 +37,13 @@ export const attention = (p: AttentionParams, x: tf.Tensor3D, heads: number): tf
     : undefined;
   const [b, n, d] = x.shape;
   const qkv = linear(p.qkv, x, bias); // [B, N, 3D]
-  // One transpose to [3, B, H, N, dh], then slices along the leading axis: contiguous, so cheap on every
-  // backend (a split along the last axis costs a strided copy per part; it dominated the cpu profile).
-  const heads5 = tf.transpose(tf.reshape(qkv, [b, n, 3, heads, d / heads]), [2, 0, 3, 1, 4]);
+  // One transpose to [3, B, H, N, dh], then slices along the leading axis of a 2-D view: contiguous, so
+  // cheap on every backend (a split along the last axis costs a strided copy per part; it dominated the
+  // cpu profile). 2-D, because tfjs-webgpu 4.22 computes the gradient of a rank-5 slice (a rank-5 pad) wrong.
+  const dh = d / heads;
+  const qkvHeads = tf.reshape(tf.transpose(tf.reshape(qkv, [b, n, 3, heads, dh]), [2, 0, 3, 1, 4]), [3, -1]);
   const part = (i: number) =>
-    tf.reshape(tf.slice(heads5, [i, 0, 0, 0, 0], [1, b, heads, n, d / heads]), [
-      b,
-      heads,
-      n,
-      d / heads,
-    ]) as tf.Tensor4D;
+    tf.reshape(tf.slice(qkvHeads, [i, 0], [1, -1]), [b, heads, n, dh]) as tf.Tensor4D;
   const o = scaledDotProductAttention(part(0), part(1), part(2));
   return linear(p.proj, mergeHeads(o)) as tf.Tensor3D;
 };
