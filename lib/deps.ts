@@ -18,3 +18,8 @@ export * as t from "npm:io-ts@2.2.22";
 export * as stdAssert from "npm:deno-std@1.4.0/assert/mod.js";
 export * as stdArgs from "npm:deno-std@1.4.0/cli/parse_args.js";
 export * as stdBytes from "npm:deno-std@1.4.0/fmt/bytes.js";
+
+// The wasm backend (registers "wasm"; its .wasm binaries load from the package folder on first use) and the
+// WebGPU backend's class type (for its GPUDevice): lib/core/backend.ts.
+export * as tfWasm from "npm:@tensorflow/tfjs-backend-wasm@4.22.0";
+export type { WebGPUBackend } from "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
