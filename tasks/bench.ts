@@ -28,6 +28,7 @@
 import { tf } from "../lib/deps.ts";
 import { parseArgs } from "../lib/core/std.ts";
 import { registerDeviceGradients, restoreStockGradients } from "../lib/core/gradients.ts";
+import { type BackendName, describeBackend, selectBackend } from "../lib/core/backend.ts";
 import { benchShape, type OpCase, opCases } from "../lib/bench/ops.ts";
 import { hasKernelTimer, readbackFloorMs, timeOp } from "../lib/bench/timing.ts";
 import { type BenchReport, formatTable, type OpResult, withRates } from "../lib/bench/report.ts";
@@ -86,14 +87,8 @@ if (!args.ops) {
 const backend = (args.backend as string | undefined) ?? "webgpu";
 if (!["webgpu", "wasm", "cpu"].includes(backend)) fail(`--backend ${backend}: expected webgpu, wasm or cpu`);
 
-// Backend selection: lib/core/backend.ts (selectBackend) will take over once it lands.
-if (!tf.findBackendFactory(backend)) {
-  fail(
-    `backend ${backend} is not registered in this build (wasm needs @tensorflow/tfjs-backend-wasm imported)`,
-  );
-}
-if (!(await tf.setBackend(backend))) fail(`backend ${backend} failed to initialise (no adapter?)`);
-await tf.ready();
+const backendInfo = await selectBackend(backend as BackendName).catch((e: Error) => fail(e.message));
+console.error(describeBackend(backendInfo));
 registerDeviceGradients();
 
 const gpu = (navigator as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
