@@ -1,0 +1,194 @@
+/**
+ * The command lines of the evaluation tasks (probe, knn, finetune, extract): flags decoded against one
+ * closed io-ts codec per task (lib/config/codec.ts), defaults filled in first, errors naming the flag as
+ * typed, `--help` generated from the same table.
+ *
+ * @module
+ */
+import { E, pipe, t } from "../deps.ts";
+import {
+  decodeWith,
+  NonNegativeInt,
+  NonNegativeNumber,
+  PositiveInt,
+  PositiveNumber,
+  strict,
+  UnitInterval,
+} from "../config/codec.ts";
+import { kebabCase, parseFlags } from "../config/flags.ts";
+import { BackendName, ModelName } from "../config/pretrain.ts";
+import { describeBackend, selectBackend } from "../core/backend.ts";
+import type { PresetName } from "../models/presets.ts";
+import { type DataSource, parseDataSource } from "../../data/source.ts";
+import { type EncoderModel, loadEncoder } from "./load.ts";
+
+/** One flag: its codec, its default (absent: optional without default), its help. */
+export interface FlagSpec {
+  readonly codec: t.Mixed;
+  readonly default?: unknown;
+  readonly help: string;
+  /** Placeholder in the usage line ("N", "FILE"). */
+  readonly arg: string;
+}
+
+/** A task's command line. */
+export interface TaskSpec {
+  readonly usage: string;
+  readonly summary: string;
+  readonly flags: Readonly<Record<string, FlagSpec>>;
+}
+
+/** `--help` text of a task. */
+export const usageOf = (spec: TaskSpec): string => {
+  const rows = Object.entries(spec.flags).map(([k, f]) => [
+    `--${kebabCase(k)} ${f.arg}`,
+    `${f.help}${f.default === undefined ? "" : ` (default: ${JSON.stringify(f.default)})`}`,
+  ]);
+  rows.push(["--help, -h", "this text"]);
+  const w = Math.max(...rows.map(([f]) => f.length)) + 2;
+  return [spec.summary, "", `Usage: ${spec.usage}`, "", ...rows.map(([f, h]) => `  ${f.padEnd(w)}${h}`)].join(
+    "\n",
+  );
+};
+
+/** Flags typed by the task's codec. */
+export type Flags = Readonly<Record<string, unknown>>;
+
+/**
+ * Decodes `argv` for `spec`: `Right(values)` with every default filled in, or `Left(message)` (the usage
+ * text for `--help`: check {@link wantsHelp} first).
+ */
+export const resolveFlags = (argv: readonly string[], spec: TaskSpec): E.Either<string, Flags> => {
+  const fields: t.Props = Object.fromEntries(Object.entries(spec.flags).map(([k, f]) => [k, f.codec]));
+  const parsed = parseFlags(argv, fields);
+  if (E.isLeft(parsed)) return E.left(`${parsed.left}\n(run with --help for the list of flags)`);
+  if (parsed.right.help) return E.left(usageOf(spec));
+  const defaults = Object.fromEntries(
+    Object.entries(spec.flags).filter(([, f]) => f.default !== undefined).map(([k, f]) => [k, f.default]),
+  );
+  const required = Object.fromEntries(Object.entries(spec.flags).filter(([, f]) => f.default !== undefined));
+  const optional = Object.fromEntries(Object.entries(spec.flags).filter(([, f]) => f.default === undefined));
+  const codec = strict(
+    Object.fromEntries(Object.entries(required).map(([k, f]) => [k, f.codec])),
+    Object.fromEntries(Object.entries(optional).map(([k, f]) => [k, f.codec])),
+  );
+  return pipe(
+    decodeWith(codec, { ...defaults, ...parsed.right.values }, "flags"),
+    E.mapLeft((m) => m.replace(/^flags: at (\w+):/gm, (_, k: string) => `flags: --${kebabCase(k)}:`)),
+    E.map((v) => v as Flags),
+  );
+};
+
+/** Whether the arguments ask for `--help`. */
+export const wantsHelp = (argv: readonly string[]): boolean => argv.includes("--help") || argv.includes("-h");
+
+/** Pooling of the features. */
+export const PoolingName = t.keyof({ cls: null, mean: null }, "Pooling");
+
+/** Flags shared by the tasks that read an encoder and a data source. */
+export const encoderFlags: Readonly<Record<string, FlagSpec>> = {
+  checkpoint: {
+    codec: t.string,
+    arg: "PATH",
+    help:
+      'pretraining run directory (its newest checkpoint), checkpoint or official-names .safetensors file, or "random"',
+  },
+  data: {
+    codec: t.string,
+    default: "synthetic",
+    arg: "SOURCE",
+    help: "synthetic[:N], folder:PATH or wds:PATTERN",
+  },
+  imageSize: {
+    codec: PositiveInt,
+    arg: "N",
+    help: "image side (default: the pretraining run's; 64 for random)",
+  },
+  model: {
+    codec: ModelName,
+    arg: "NAME",
+    help: "preset of a random encoder (micro, tiny, small, base, large; default micro)",
+  },
+  patchSize: { codec: PositiveInt, arg: "N", help: "patch side of a random encoder (default 8)" },
+  seed: {
+    codec: NonNegativeInt,
+    default: 0,
+    arg: "N",
+    help: "seed of every random choice (head init, order, random encoder)",
+  },
+  backend: {
+    codec: BackendName,
+    default: "auto",
+    arg: "NAME",
+    help: "tfjs backend: auto, webgpu, wasm, cpu",
+  },
+  workers: { codec: NonNegativeInt, default: 0, arg: "N", help: "data-loading workers (0 = main thread)" },
+};
+
+/** Flags of the tasks that extract frozen features. */
+export const featureFlags: Readonly<Record<string, FlagSpec>> = {
+  pooling: {
+    codec: PoolingName,
+    default: "cls",
+    arg: "cls|mean",
+    help: "cls token after the final norm (official --use_cls), or mean of patch tokens",
+  },
+  extractBatch: { codec: PositiveInt, default: 64, arg: "N", help: "images per encoder forward pass" },
+  maxTrain: { codec: PositiveInt, arg: "N", help: "use at most N training images (default: all)" },
+  maxVal: { codec: PositiveInt, arg: "N", help: "use at most N held-out images (default: all)" },
+};
+
+export { NonNegativeNumber, PositiveInt, PositiveNumber, UnitInterval };
+
+/** Prints a task's failure for people and exits 1; `--help` prints the usage and exits 0. */
+// A function declaration (not a const arrow) so that TypeScript narrows after a call to it.
+export function exitWith(argv: readonly string[], message: string): never {
+  if (wantsHelp(argv)) {
+    console.log(message);
+    Deno.exit(0);
+  }
+  console.error(`error: ${message}`);
+  Deno.exit(1);
+}
+
+/** A percentage with two decimals, as the final report lines print them. */
+export const pct = (x: number): string => x.toFixed(2);
+
+/** The encoder and data source a task works on, after the backend has started. */
+export interface TaskSetup {
+  readonly encoder: EncoderModel;
+  readonly source: DataSource;
+}
+
+/**
+ * Starts the backend (`--backend`), parses `--data`, loads `--checkpoint`; logs the backend, the weights'
+ * origin and any warning through `log`. Left: a message for people.
+ */
+export const setupTask = async (
+  f: Flags,
+  log: (line: string) => void,
+): Promise<E.Either<string, TaskSetup>> => {
+  const source = parseDataSource(f.data as string);
+  if (E.isLeft(source)) return source;
+  if (f.checkpoint === undefined) {
+    return E.left('--checkpoint is required (a run directory, a .safetensors file or "random")');
+  }
+  try {
+    log(describeBackend(await selectBackend(f.backend as "auto")));
+  } catch (e) {
+    return E.left(e instanceof Error ? e.message : String(e));
+  }
+  const enc = await loadEncoder(f.checkpoint as string, {
+    model: f.model as PresetName | undefined,
+    imageSize: f.imageSize as number | undefined,
+    patchSize: f.patchSize as number | undefined,
+    seed: f.seed as number,
+  });
+  if (E.isLeft(enc)) return enc;
+  const c = enc.right.config;
+  log(
+    `encoder: ${enc.right.origin}; ${c.dim} wide, ${c.depth} deep, ${c.heads} heads, ${c.imageSize} px, patch ${c.patchSize}`,
+  );
+  for (const w of enc.right.warnings) log(`warning: ${w}`);
+  return E.right({ encoder: enc.right, source: source.right });
+};

@@ -1,0 +1,146 @@
+/**
+ * Frozen features: the encoder over every patch (no mask), pooled to one vector per image.
+ *
+ * - `cls` (the official probe, `--use_cls`): the cls token after the encoder's final LayerNorm, exactly
+ *   what CAE's `VisionTransformer.forward_features` returns with `lin_probe` and `use_mean_pooling=False`.
+ * - `mean`: the average of the patch tokens (cls excluded) after the same final norm. (The official
+ *   fine-tuning pools the patch tokens *before* a norm instead: see finetune.ts.)
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import { encoder } from "../models/encoder.ts";
+import type { HostEvalBatch } from "../../data/batch.ts";
+import { evalLoader } from "../../data/loader.ts";
+import type { DataSource } from "../../data/source.ts";
+import type { EncoderModel } from "./load.ts";
+
+/** What feature extraction needs of an encoder (a loaded one, or the live student of a pretraining run). */
+export type FrozenEncoder = Pick<EncoderModel, "config" | "params" | "pos">;
+
+/** How tokens become one feature vector. */
+export type Pooling = "cls" | "mean";
+
+/** `tokens: [B, 1 + L, D]` -> `[B, D]`. */
+export const pool = (tokens: tf.Tensor3D, pooling: Pooling): tf.Tensor2D =>
+  tf.tidy(() => {
+    const [b, n, d] = tokens.shape;
+    return pooling === "cls"
+      ? tf.reshape(tf.slice(tokens, [0, 0, 0], [b, 1, d]), [b, d]) as tf.Tensor2D
+      : tf.mean(tf.slice(tokens, [0, 1, 0], [b, n - 1, d]), 1) as tf.Tensor2D;
+  });
+
+/** `images: [B, H, W, 3]` (ImageNet-normalised) -> features `[B, D]`, inference mode (no drop path). */
+export const encodeImages = (m: FrozenEncoder, images: tf.Tensor4D, pooling: Pooling): tf.Tensor2D =>
+  tf.tidy(() => pool(encoder(m.params, m.config, images, m.pos, undefined, { training: false }), pooling));
+
+/** Features of a whole split, on the host. */
+export interface FeatureSet {
+  /** `[N, D]`, row-major. */
+  readonly features: Float32Array;
+  /** `[N]`, -1 where the source has no label. */
+  readonly labels: Int32Array;
+  readonly count: number;
+  readonly dim: number;
+}
+
+/** Options of {@link extractFeatures}. */
+export interface ExtractOptions {
+  readonly pooling: Pooling;
+  /** Stop after this many images (the rest of the split is not read). */
+  readonly limit?: number;
+  /** Called after every batch with the images done so far. */
+  readonly onBatch?: (done: number) => void;
+}
+
+/**
+ * Runs the encoder over a stream of evaluation batches (data/loader.ts `evalLoader`) and gathers the
+ * features and labels on the host. One readback per batch.
+ */
+export const extractFeatures = async (
+  m: FrozenEncoder,
+  batches: AsyncIterable<HostEvalBatch>,
+  opts: ExtractOptions,
+): Promise<FeatureSet> => {
+  const d = m.config.dim;
+  const limit = opts.limit ?? Infinity;
+  const parts: Float32Array[] = [];
+  const labels: number[] = [];
+  let count = 0;
+  for await (const b of batches) {
+    if (b.height !== m.config.imageSize || b.width !== m.config.imageSize) {
+      throw new Error(
+        `extractFeatures: batch images are ${b.height}x${b.width}, the encoder expects ${m.config.imageSize}px`,
+      );
+    }
+    const take = Math.min(b.size, limit - count);
+    const images = tf.tensor4d(b.images.subarray(0, take * b.height * b.width * 3), [
+      take,
+      b.height,
+      b.width,
+      3,
+    ]);
+    const f = encodeImages(m, images, opts.pooling);
+    images.dispose();
+    const data = await f.data();
+    f.dispose();
+    parts.push(data instanceof Float32Array ? data : Float32Array.from(data));
+    for (let i = 0; i < take; i++) labels.push(b.labels[i]);
+    count += take;
+    opts.onBatch?.(count);
+    if (count >= limit) break;
+  }
+  const features = new Float32Array(count * d);
+  let at = 0;
+  for (const p of parts) {
+    features.set(p, at);
+    at += p.length;
+  }
+  return { features, labels: Int32Array.from(labels), count, dim: d };
+};
+
+/** The number of classes a labelled feature set implies (max label + 1); throws if a label is missing. */
+export const classesOf = (...sets: readonly FeatureSet[]): number => {
+  let max = -1;
+  for (const s of sets) {
+    for (const y of s.labels) {
+      if (y < 0) {
+        throw new Error(
+          "the data source has unlabelled images (label -1): probing and k-NN need labels (an image folder " +
+            "in class sub-folders, WebDataset shards with .cls, or the synthetic source)",
+        );
+      }
+      if (y > max) max = y;
+    }
+  }
+  return max + 1;
+};
+
+/** Options of {@link splitFeatures}. */
+export interface SplitFeatureOptions extends ExtractOptions {
+  /** Images per forward pass (default 64). */
+  readonly batchSize?: number;
+  /** Decoding workers (default 0: inline). */
+  readonly workers?: number;
+}
+
+/**
+ * Features of one split of a source: the evaluation loader (resize + centre crop at the encoder's image
+ * size, ImageNet normalisation) through {@link extractFeatures}; the loader is closed afterwards.
+ */
+export const splitFeatures = async (
+  m: FrozenEncoder,
+  source: DataSource,
+  split: "train" | "val",
+  o: SplitFeatureOptions,
+): Promise<FeatureSet> => {
+  const loader = evalLoader(
+    { source, batchSize: o.batchSize ?? 64, imageSize: m.config.imageSize, workers: o.workers ?? 0 },
+    split,
+  );
+  try {
+    return await extractFeatures(m, loader, o);
+  } finally {
+    await loader.close();
+  }
+};

@@ -1,0 +1,196 @@
+/**
+ * The fine-tuning run: a fold of the training step over augmented, mixed batches, with held-out top-1 /
+ * top-5 after every epoch (the official loop evaluates every epoch and reports the last and the best).
+ * Randomness: the head from `split(key)[0]`, the data order and crops from `split(key)[1]`, the mixing
+ * and drop path of step `t` from `foldIn(split(key)[2], t)`.
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import { foldIn, type Key, split } from "../core/random.ts";
+import { disposeTree } from "../core/tree.ts";
+import { applyUpdates } from "../optim/apply.ts";
+import { disposeState } from "../optim/transform.ts";
+import { valueAndGrad } from "../train/grad.ts";
+import { datasetSize, evalLoader, pretrainLoader } from "../../data/loader.ts";
+import { listFolder } from "../../data/folder.ts";
+import type { DataSource } from "../../data/source.ts";
+import { numClasses as syntheticClasses } from "../../data/synthetic.ts";
+import type { CaeV2Config } from "../models/config.ts";
+import {
+  classifierApply,
+  classifierInit,
+  type ClassifierParams,
+  finetuneOptimizer,
+  finetuneSchedule,
+  type FinetuneSettings,
+} from "./finetune.ts";
+import { type Accuracy, accuracyOf, countTopK, softCrossEntropy } from "./heads.ts";
+import type { EncoderModel } from "./load.ts";
+import { mixBatch } from "./mixup.ts";
+
+/**
+ * Classes of a labelled source: 10 for the synthetic data, the class folders of an image folder;
+ * undefined for WebDataset shards (pass `--num-classes`).
+ */
+export const sourceClasses = async (source: DataSource): Promise<number | undefined> =>
+  source.kind === "synthetic"
+    ? syntheticClasses
+    : source.kind === "folder"
+    ? (await listFolder(source.path, "train")).classes.length
+    : undefined;
+
+/** Everything a fine-tuning run needs besides the encoder. */
+export interface FinetuneRunOptions {
+  readonly source: DataSource;
+  readonly numClasses: number;
+  /** Resolved settings; `batchSize` and `lr` are this run's. */
+  readonly settings: FinetuneSettings;
+  /** Optimizer steps in all; default `epochs x floor(train size / batch)`. */
+  readonly steps?: number;
+  readonly key: Key;
+  /** Decoding workers (0: inline). */
+  readonly workers?: number;
+  /** Score the held-out split every this many steps (default: once per epoch) and at the end. */
+  readonly evalEvery?: number;
+  readonly onStep?: (s: { step: number; total: number; loss: number; lr: number }) => void;
+  readonly onEval?: (s: { step: number; accuracy: Accuracy }) => void;
+}
+
+/** What a fine-tuning run returns; the caller disposes `params`. */
+export interface FinetuneResult {
+  readonly params: ClassifierParams;
+  readonly config: CaeV2Config;
+  readonly accuracy: Accuracy;
+  readonly bestTop1: number;
+  readonly steps: number;
+}
+
+/** Top-1 / top-5 of a classifier on the held-out split (evaluation transform, no mixing). */
+export const evaluateClassifier = async (
+  p: ClassifierParams,
+  config: CaeV2Config,
+  pos: tf.Tensor3D,
+  source: DataSource,
+  numClasses: number,
+  opts: { batchSize?: number; workers?: number } = {},
+): Promise<Accuracy> => {
+  const loader = evalLoader(
+    { source, batchSize: opts.batchSize ?? 64, imageSize: config.imageSize, workers: opts.workers ?? 0 },
+    "val",
+  );
+  let h1 = 0, h5 = 0, n = 0;
+  try {
+    for await (const b of loader) {
+      const logits = tf.tidy(() =>
+        classifierApply(p, config, pos, tf.tensor4d(b.images, [b.size, b.height, b.width, 3]), {
+          training: false,
+        })
+      );
+      const z = await logits.data();
+      logits.dispose();
+      h1 += countTopK(z, b.labels, numClasses, 1);
+      h5 += countTopK(z, b.labels, numClasses, Math.min(5, numClasses));
+      n += b.size;
+    }
+  } finally {
+    await loader.close();
+  }
+  return accuracyOf(h1, h5, n);
+};
+
+/** Fine-tunes a copy of `enc` (which stays usable) and scores it. */
+export const runFinetune = async (enc: EncoderModel, o: FinetuneRunOptions): Promise<FinetuneResult> => {
+  const s = o.settings;
+  const config: CaeV2Config = { ...enc.config, dropPath: s.dropPath };
+  const n = await datasetSize(o.source, "train");
+  const perEpoch = n === undefined ? undefined : Math.floor(n / s.batchSize);
+  if (perEpoch === 0) {
+    throw new Error(`the training split has ${n} images, fewer than one batch of ${s.batchSize}`);
+  }
+  const total = o.steps ?? (perEpoch === undefined ? undefined : s.epochs * perEpoch);
+  if (total === undefined) throw new Error("the source's size is unknown (WebDataset shards): pass --steps");
+  const stepsPerEpoch = perEpoch ?? total;
+  const warmupSteps = Math.min(total, Math.round(s.warmupEpochs * stepsPerEpoch));
+  const schedule = finetuneSchedule({ lr: s.lr, minLr: s.minLr, totalSteps: total, warmupSteps });
+  const opt = finetuneOptimizer({
+    lr: schedule,
+    weightDecay: s.weightDecay,
+    layerDecay: s.layerDecay,
+    depth: config.depth,
+  });
+  const [kHead, kData, kStep] = split(o.key, 3);
+  let params = classifierInit(kHead, enc, o.numClasses, s.initScale);
+  let state = opt.init(params);
+  const evalEvery = o.evalEvery ?? stepsPerEpoch;
+  const loader = pretrainLoader(
+    {
+      source: o.source,
+      batchSize: s.batchSize,
+      imageSize: config.imageSize,
+      patchSize: config.patchSize,
+      numMasked: 0,
+      masking: "random",
+      workers: o.workers ?? 0,
+    },
+    kData,
+  );
+  let accuracy = accuracyOf(0, 0, 0), bestTop1 = 0, step = 0;
+  const score = async () => {
+    accuracy = await evaluateClassifier(params, config, enc.pos, o.source, o.numClasses, {
+      workers: o.workers,
+    });
+    bestTop1 = Math.max(bestTop1, accuracy.top1);
+    o.onEval?.({ step, accuracy });
+  };
+  try {
+    for await (const b of loader) {
+      if (step >= total) break;
+      if (b.labels.some((y) => y < 0 || y >= o.numClasses)) {
+        throw new Error(
+          `fine-tuning needs labels in 0..${o.numClasses - 1}; this batch has ${[...b.labels].join(", ")}`,
+        );
+      }
+      const k = foldIn(kStep, step);
+      const [kMix, kDrop] = split(k);
+      const mixed = mixBatch(b.studentImages, b.labels, b.height, b.width, {
+        mixup: s.mixup,
+        cutmix: s.cutmix,
+        smoothing: s.smoothing,
+        numClasses: o.numClasses,
+      }, kMix);
+      const images = tf.tensor4d(mixed.images, [b.size, b.height, b.width, 3]);
+      const targets = tf.tensor2d(mixed.targets, [b.size, o.numClasses]);
+      const lr = schedule(step);
+      const out = valueAndGrad((p: ClassifierParams) => ({
+        loss: softCrossEntropy(
+          classifierApply(p, config, enc.pos, images, { training: true, key: kDrop }),
+          targets,
+        ),
+        aux: {},
+      }))(params);
+      const [updates, next] = opt.update(out.grads, state, params);
+      const stepped = applyUpdates(params, updates);
+      disposeTree(params, out.grads, updates);
+      disposeState(state);
+      params = stepped;
+      state = next;
+      const loss = (await out.loss.data())[0];
+      tf.dispose([images, targets, out.loss]);
+      step++;
+      o.onStep?.({ step, total, loss, lr });
+      if (!Number.isFinite(loss)) {
+        throw new Error(`fine-tuning diverged at step ${step} (loss ${loss}): lower --lr`);
+      }
+      if (step % evalEvery === 0 || step === total) await score();
+    }
+  } catch (e) {
+    disposeTree(params);
+    throw e;
+  } finally {
+    disposeState(state);
+    await loader.close();
+  }
+  if (step < total) throw new Error(`the data ended after ${step} of ${total} steps`);
+  return { params, config, accuracy, bestTop1, steps: step };
+};

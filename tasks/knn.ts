@@ -1,0 +1,89 @@
+/**
+ * `deno task knn --checkpoint RUN_DIR|FILE|random --data SOURCE [flags]`: weighted k-NN classification on
+ * frozen features (k 20, cosine, temperature 0.07; lib/eval/knn.ts). The last line reads
+ * `knn top1=<pct> top5=<pct>`.
+ *
+ * @module
+ */
+import { E, t } from "../lib/deps.ts";
+import {
+  encoderFlags,
+  exitWith,
+  featureFlags,
+  pct,
+  PositiveInt,
+  PositiveNumber,
+  resolveFlags,
+  setupTask,
+  type TaskSpec,
+} from "../lib/eval/cli.ts";
+import { classesOf, type Pooling, splitFeatures } from "../lib/eval/features.ts";
+import { knnClassify } from "../lib/eval/knn.ts";
+import { disposeEncoder } from "../lib/eval/load.ts";
+
+const spec: TaskSpec = {
+  summary: "k-NN classification on frozen features (DINO's weighted vote).",
+  usage: "deno task knn --checkpoint RUN_DIR|FILE|random [--data SOURCE] [flags]",
+  flags: {
+    ...encoderFlags,
+    ...featureFlags,
+    k: { codec: PositiveInt, default: 20, arg: "N", help: "neighbours" },
+    temperature: { codec: PositiveNumber, default: 0.07, arg: "X", help: "vote temperature" },
+    numClasses: { codec: PositiveInt, arg: "N", help: "classes (default: largest label + 1)" },
+    out: { codec: t.string, arg: "FILE", help: "also write the results as JSON" },
+  },
+};
+
+const argv = Deno.args;
+const flags = resolveFlags(argv, spec);
+if (E.isLeft(flags)) exitWith(argv, flags.left);
+const f = flags.right;
+const log = (line: string) => console.log(line);
+const setup = await setupTask(f, log);
+if (E.isLeft(setup)) exitWith(argv, setup.left);
+const { encoder, source } = setup.right;
+const pooling = f.pooling as Pooling;
+
+const features = async (split: "train" | "val", limit: number | undefined) => {
+  const t0 = performance.now();
+  const set = await splitFeatures(encoder, source, split, {
+    pooling,
+    limit,
+    batchSize: f.extractBatch as number,
+    workers: f.workers as number,
+  });
+  log(
+    `features: ${set.count} ${split} images, ${set.dim}-d ${pooling}, ${
+      ((performance.now() - t0) / 1000).toFixed(1)
+    } s`,
+  );
+  return set;
+};
+
+try {
+  const train = await features("train", f.maxTrain as number | undefined);
+  const val = await features("val", f.maxVal as number | undefined);
+  const numClasses = (f.numClasses as number | undefined) ?? classesOf(train, val);
+  const acc = await knnClassify(train, val, {
+    numClasses,
+    k: f.k as number,
+    temperature: f.temperature as number,
+  });
+  if (typeof f.out === "string") {
+    const r = {
+      checkpoint: f.checkpoint,
+      origin: encoder.origin,
+      data: f.data,
+      pooling,
+      k: f.k,
+      numClasses,
+      ...acc,
+    };
+    await Deno.writeTextFile(f.out, JSON.stringify(r, null, 2) + "\n");
+  }
+  log(`knn top1=${pct(acc.top1)} top5=${pct(acc.top5)}`);
+} catch (e) {
+  exitWith(argv, e instanceof Error ? e.message : String(e));
+} finally {
+  disposeEncoder(encoder);
+}
