@@ -1,0 +1,362 @@
+/**
+ * A CAE v2 pretraining run, end to end: backend, teacher, student, optimizer, data stream, run directory,
+ * the fold of `trainStep` over the batches, metrics, progress, checkpoints and resume.
+ *
+ * Determinism: every random draw derives from `cfg.seed` through keys (init, teacher, data, steps), the
+ * data stream restarts from the checkpoint's position, and step t's key is `foldIn(trainKey, t)`, so a
+ * resumed run writes the same `metrics.jsonl` lines as an uninterrupted one. Wall-clock figures (images/s)
+ * go to `timing.jsonl` and the progress display, never into `metrics.jsonl`.
+ *
+ * Never lose data: checkpoints are atomic (lib/train/checkpoint.ts); a non-finite loss stops the run
+ * before anything of that step is written, leaving the last good checkpoint intact; SIGINT finishes the
+ * step in flight, writes a checkpoint and exits.
+ *
+ * @module
+ */
+import { E, tf } from "../deps.ts";
+import { type Key, key as makeKey, split } from "../core/random.ts";
+import { describeBackend, selectBackend } from "../core/backend.ts";
+import { registerDeviceGradients } from "../core/gradients.ts";
+import { disposeTree, flatten, unflatten } from "../core/tree.ts";
+import {
+  configHash,
+  peakLr,
+  type PretrainConfig,
+  totalBatch,
+  totalSteps,
+  warmupStepsOf,
+} from "../config/pretrain.ts";
+import { caev2Buffers, caev2Init, type CaeV2Params } from "../models/caev2.ts";
+import type { CaeV2Config, ClipConfig } from "../models/config.ts";
+import { gridOf } from "../models/config.ts";
+import { clipInit, type ClipParams } from "../models/clip.ts";
+import { loadClip } from "../models/clip_load.ts";
+import { clipMicro, defaultNumMasked, studentPreset } from "../models/presets.ts";
+import { adamw, type AdamWState } from "../optim/adamw.ts";
+import { cosineSchedule } from "../optim/schedule.ts";
+import { disposeState } from "../optim/transform.ts";
+import { parseDataSource } from "../../data/source.ts";
+import { datasetSize, pretrainLoader } from "../../data/loader.ts";
+import { toBatch } from "../../data/batch.ts";
+import type { DataPosition } from "../../data/batch.ts";
+import { latestCheckpoint, loadCheckpoint, saveCheckpoint, toTensors } from "./checkpoint.ts";
+import { openMetricsWriter } from "./metrics.ts";
+import { progress as makeProgress } from "./progress.ts";
+import { createRunDir, resumeRunDir, runPaths } from "./rundir.ts";
+import { type AdamWHost, adamwStateFromFlat, adamwStateToFlat } from "./opt_state.ts";
+import { readMetrics, type TrainState, trainStep } from "./step.ts";
+
+/** How a run ended. */
+export interface PretrainSummary {
+  readonly dir: string;
+  readonly steps: number;
+  readonly startStep: number;
+  readonly last: Readonly<Record<string, number>> | undefined;
+  readonly first: Readonly<Record<string, number>> | undefined;
+  readonly seconds: number;
+  readonly imagesPerSecond: number;
+  readonly skipped: number;
+  readonly interrupted: boolean;
+  readonly checkpoint: string | undefined;
+}
+
+/** Where the run's text goes (stdout by default; tests capture it). */
+export interface PretrainIO {
+  readonly log: (line: string) => void;
+  readonly tty?: boolean;
+  /** Stop (as SIGINT would) once this many steps are done in this process; for tests. */
+  readonly stopAfter?: number;
+}
+
+/** The shapes of a run, resolved from its config (and the teacher file, when given). */
+export interface RunModels {
+  readonly student: CaeV2Config;
+  readonly teacher: ClipConfig;
+  readonly teacherParams: ClipParams;
+  readonly numMasked: number;
+}
+
+/** Keys of the run: one per independent consumer, all from the seed. */
+export const runKeys = (seed: number): { init: Key; teacher: Key; data: Key; train: Key } => {
+  const [init, teacher, data, train] = split(makeKey(seed), 4);
+  return { init, teacher, data, train };
+};
+
+/** Teacher (loaded or random small), student config and mask count. */
+export const resolveModels = async (cfg: PretrainConfig, teacherKey: Key): Promise<RunModels> => {
+  let teacher: ClipConfig, teacherParams: ClipParams;
+  if (cfg.teacher) {
+    const loaded = await loadClip(cfg.teacher);
+    teacher = loaded.config;
+    teacherParams = loaded.params;
+    if (teacher.imageSize !== cfg.imageSize || teacher.patchSize !== cfg.patchSize) {
+      disposeTree(teacherParams);
+      throw new Error(
+        `the teacher ${cfg.teacher} takes ${teacher.imageSize}px images in ${teacher.patchSize}px patches, but the run ` +
+          `uses --image-size ${cfg.imageSize} --patch-size ${cfg.patchSize}: set them to match the teacher`,
+      );
+    }
+  } else {
+    teacher = clipMicro(cfg.imageSize, cfg.patchSize);
+    teacherParams = clipInit(teacherKey, teacher);
+  }
+  const student = studentPreset(cfg.model, {
+    imageSize: cfg.imageSize,
+    patchSize: cfg.patchSize,
+    outDim: teacher.outDim,
+    dropPath: cfg.dropPath,
+  });
+  const numMasked = cfg.numMasked ?? defaultNumMasked(cfg.model, gridOf(student).numPatches);
+  return { student, teacher, teacherParams, numMasked };
+};
+
+const fmt = (v: number) => (Math.abs(v) >= 0.01 || v === 0 ? v.toFixed(4) : v.toExponential(2));
+
+/** Runs (or resumes) a pretraining run. Left: a message for people; nothing written is lost. */
+export const pretrain = async (
+  cfg: PretrainConfig,
+  io: PretrainIO,
+): Promise<E.Either<string, PretrainSummary>> => {
+  const info = await selectBackend(cfg.backend);
+  registerDeviceGradients();
+  io.log(describeBackend(info));
+
+  const source = parseDataSource(cfg.data);
+  if (E.isLeft(source)) return E.left(`--data ${cfg.data}: ${source.left}`);
+  const size = cfg.steps === undefined ? await datasetSize(source.right) : undefined;
+  const total = totalSteps(cfg, size);
+  if (E.isLeft(total)) return total;
+  const steps = total.right;
+  const hash = await configHash(cfg);
+  const keys = runKeys(cfg.seed);
+  const models = await resolveModels(cfg, keys.teacher);
+  const { student, teacher, teacherParams, numMasked } = models;
+
+  const lr = cosineSchedule({
+    base: peakLr(cfg),
+    final: cfg.minLr,
+    totalSteps: steps,
+    warmupSteps: warmupStepsOf(cfg, steps),
+  });
+  const optimizer = adamw({
+    lr,
+    weightDecay: cfg.weightDecay,
+    clip: cfg.clipGrad > 0 ? cfg.clipGrad : undefined,
+  });
+
+  // Fresh run or resume.
+  let state: TrainState<AdamWState>;
+  let position: DataPosition = { epoch: 0, index: 0 };
+  const resumeDir = cfg.resume;
+  if (resumeDir) {
+    const latest = await latestCheckpoint(resumeDir);
+    latest.warnings.forEach((w) => io.log(`warning: ${w}`));
+    if (!latest.checkpoint) return E.left(`${resumeDir}: no complete checkpoint to resume from`);
+    const loaded = await loadCheckpoint(latest.checkpoint.path);
+    if (E.isLeft(loaded)) return loaded;
+    const ck = loaded.right;
+    if (ck.meta.configHash !== hash) {
+      return E.left(
+        `${latest.checkpoint.path} was written by a run with config hash ${ck.meta.configHash}, this config hashes to ` +
+          `${hash}: resume with the run's own config (drop the flags that change what it computes)`,
+      );
+    }
+    const params = unflatten(toTensors(ck.params)) as CaeV2Params;
+    const like = caev2Init(keys.init, student);
+    const want = Object.keys(flatten(like)).sort().join(), have = Object.keys(flatten(params)).sort().join();
+    disposeTree(like);
+    if (want !== have) {
+      return E.left(`${latest.checkpoint.path}: its parameters do not match the ${cfg.model} preset`);
+    }
+    const opt = adamwStateFromFlat(
+      params,
+      toTensors(ck.opt),
+      ck.meta.optHost as unknown as AdamWHost,
+      latest.checkpoint.path,
+    );
+    state = { params, opt, step: ck.step, key: ck.meta.key };
+    position = ck.meta.dataPosition;
+    const resumed = await resumeRunDir(resumeDir, ck.step);
+    if (E.isLeft(resumed)) return resumed;
+    io.log(`resuming ${resumeDir} from step ${ck.step} (${latest.checkpoint.path})`);
+  } else {
+    const created = await createRunDir(cfg.out, cfg);
+    if (E.isLeft(created)) return created;
+    const params = caev2Init(keys.init, student);
+    state = { params, opt: optimizer.init(params), step: 0, key: keys.train };
+  }
+  const run = runPaths(cfg.out);
+  const L = gridOf(student).numPatches;
+  io.log(
+    `pretrain: ${cfg.model} student (${student.dim} wide, ${student.depth} deep, regressor ${student.regressorDepth}x${student.regressorDim}) ` +
+      `on ${cfg.imageSize}px images, ${L} patches, ${numMasked} masked; teacher ${
+        cfg.teacher ?? "random micro CLIP"
+      } ` +
+      `(${teacher.width} wide, ${teacher.layers} layers, out ${teacher.outDim}); ${steps} steps of ${
+        totalBatch(cfg)
+      } images; ` +
+      `peak lr ${fmt(peakLr(cfg))}; run dir ${run.dir}`,
+  );
+
+  const step = trainStep({
+    student,
+    teacher,
+    teacherParams,
+    buffers: caev2Buffers(student),
+    optimizer,
+    weights: { visible: cfg.visibleWeight, masked: cfg.maskedWeight },
+  });
+  const loader = pretrainLoader(
+    {
+      source: source.right,
+      batchSize: cfg.batchSize,
+      imageSize: cfg.imageSize,
+      patchSize: cfg.patchSize,
+      numMasked,
+      masking: cfg.masking,
+      workers: cfg.workers,
+    },
+    keys.data,
+    position,
+  );
+  const metricsOut = await openMetricsWriter(run.metricsPath);
+  const timingOut = await Deno.open(`${run.dir}/timing.jsonl`, { create: true, append: true });
+  const bar = makeProgress({
+    label: "pretrain",
+    total: steps,
+    logEvery: cfg.logEvery,
+    startStep: state.step,
+    itemsPerStep: totalBatch(cfg),
+    tty: io.tty,
+    write: io.tty === false ? (t) => io.log(t.replace(/\n$/, "")) : undefined,
+  });
+
+  let interrupted = false;
+  const onSigint = () => {
+    interrupted = true;
+  };
+  try {
+    Deno.addSignalListener("SIGINT", onSigint);
+  } catch { /* signals unsupported here */ }
+
+  const startStep = state.step;
+  const t0 = performance.now();
+  let first: Record<string, number> | undefined, last: Record<string, number> | undefined;
+  let lastCheckpoint: string | undefined;
+  const save = async () => {
+    const opt = adamwStateToFlat(state.opt);
+    const ck = await saveCheckpoint(run.dir, state.step, {
+      params: flatten(state.params),
+      opt: opt.tensors,
+      meta: {
+        step: state.step,
+        key: state.key,
+        configHash: hash,
+        dataPosition: position,
+        optHost: { ...opt.host },
+      },
+    }, cfg.keepCheckpoints);
+    lastCheckpoint = ck.path;
+  };
+  try {
+    const it = loader[Symbol.asyncIterator]();
+    while (state.step < steps) {
+      const tStep = performance.now();
+      const hosts = [];
+      for (let i = 0; i < cfg.accumulate; i++) {
+        const r = await it.next();
+        if (r.done) throw new Error(`the data stream ended at step ${state.step}`);
+        hosts.push(r.value);
+      }
+      const batches = hosts.map(toBatch);
+      let result;
+      try {
+        result = step(state, batches);
+      } finally {
+        batches.forEach((b) => tf.dispose([b.studentImages, b.teacherImages]));
+      }
+      const m = await readMetrics(result.metrics);
+      result.metrics.dispose();
+      const lrNow = lr(state.step);
+      if (!Number.isFinite(m.loss)) {
+        disposeTree(result.state.params);
+        disposeState(result.state.opt);
+        throw new Error(
+          `the loss became ${m.loss} at step ${
+            state.step + 1
+          } (visible ${m.lossVisible}, masked ${m.lossMasked}, grad norm ` +
+            `${m.gradNorm}, lr ${lrNow}); stopped before writing anything of that step. The last good checkpoint is ` +
+            `${lastCheckpoint ?? "(none yet in this process)"}; try a lower --lr or a --clip-grad`,
+        );
+      }
+      // The ownership rule: the step returned fresh tensors; dispose the state it replaced.
+      disposeTree(state.params);
+      disposeState(state.opt);
+      state = result.state;
+      position = hosts[hosts.length - 1].position;
+      const record = {
+        step: state.step,
+        loss: m.loss,
+        lossVisible: m.lossVisible,
+        lossMasked: m.lossMasked,
+        lr: lrNow,
+        gradNorm: m.gradNorm,
+      };
+      metricsOut.write(record);
+      const seconds = (performance.now() - tStep) / 1000;
+      await timingOut.write(
+        new TextEncoder().encode(
+          JSON.stringify({ step: state.step, seconds, imagesPerSecond: totalBatch(cfg) / seconds }) + "\n",
+        ),
+      );
+      first ??= record;
+      last = record;
+      bar.update(state.step, { loss: m.loss, vis: m.lossVisible, msk: m.lossMasked, lr: lrNow });
+      const stopNow = interrupted || (io.stopAfter !== undefined && state.step - startStep >= io.stopAfter);
+      if (state.step % cfg.checkpointEvery === 0 || state.step === steps || stopNow) await save();
+      if (stopNow) {
+        interrupted = true;
+        break;
+      }
+    }
+    bar.done();
+  } finally {
+    try {
+      Deno.removeSignalListener("SIGINT", onSigint);
+    } catch { /* ignore */ }
+    metricsOut.close();
+    timingOut.close();
+    await loader.close();
+    disposeTree(state.params, teacherParams);
+    disposeState(state.opt);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  return E.right({
+    dir: run.dir,
+    steps: state.step,
+    startStep,
+    first,
+    last,
+    seconds,
+    imagesPerSecond: ((state.step - startStep) * totalBatch(cfg)) / seconds,
+    skipped: loader.stats.skipped,
+    interrupted,
+    checkpoint: lastCheckpoint,
+  });
+};
+
+/** The one-line summary printed at the end of a run. */
+export const formatSummary = (s: PretrainSummary): string => {
+  const l = s.last;
+  const parts = l
+    ? `loss ${fmt(s.first?.loss ?? NaN)} -> ${fmt(l.loss)} (visible ${fmt(l.lossVisible)}, masked ${
+      fmt(l.lossMasked)
+    })`
+    : "no step run";
+  return `pretrain: ${s.interrupted ? "interrupted" : "done"} at step ${s.steps}; ${parts}; ${
+    s.seconds.toFixed(1)
+  } s, ` +
+    `${s.imagesPerSecond.toFixed(1)} img/s; ${s.skipped} skipped file(s); checkpoint ${
+      s.checkpoint ?? "none"
+    }; run ${s.dir}`;
+};

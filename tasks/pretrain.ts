@@ -1,0 +1,33 @@
+/**
+ * `deno task pretrain [--config FILE] [--model micro|tiny|small|base|large] [--data SOURCE] [--steps N]
+ * [--batch-size N] [--seed N] [--out DIR] [--resume DIR] [--teacher FILE] [--backend auto|webgpu|wasm|cpu] ...`
+ *
+ * With no arguments: the embedded default (synthetic data, micro student, a small random CLIP-shaped
+ * teacher), a few minutes on 2 CPU cores. `--help` lists every flag.
+ *
+ * @module
+ */
+import { E } from "../lib/deps.ts";
+import { pretrainUsage, resolvePretrainConfig, wantsHelp } from "../lib/config/pretrain.ts";
+import { formatSummary, pretrain } from "../lib/train/pretrain.ts";
+
+if (wantsHelp(Deno.args)) {
+  console.log(pretrainUsage());
+  Deno.exit(0);
+}
+const cfg = resolvePretrainConfig(Deno.args);
+if (E.isLeft(cfg)) {
+  console.error(`pretrain: ${cfg.left}`);
+  Deno.exit(2);
+}
+try {
+  const result = await pretrain(cfg.right, { log: (l) => console.log(l) });
+  if (E.isLeft(result)) {
+    console.error(`pretrain: ${result.left}`);
+    Deno.exit(1);
+  }
+  console.log(formatSummary(result.right));
+} catch (e) {
+  console.error(`pretrain: ${(e as Error).message}`);
+  Deno.exit(1);
+}
