@@ -74,7 +74,8 @@ export const gatherDistinctRows = (x: tf.Tensor2D, idx: Int32Array): tf.Tensor2D
     if (inverse[idx[i]] !== idx.length) throw new Error(`gatherDistinctRows: index ${idx[i]} appears twice`);
     inverse[idx[i]] = i;
   }
-  const f = tf.customGrad((xs: tf.Tensor) => {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const xs = args[0] as tf.Tensor;
     const value = tf.tidy(() => tf.gather(xs, tf.tensor1d(idx, "int32")));
     const gradFunc = (dy: tf.Tensor) =>
       tf.tidy(() => tf.gather(tf.concat([dy, tf.zeros([1, d])], 0), tf.tensor1d(inverse, "int32")));
