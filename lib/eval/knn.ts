@@ -29,8 +29,8 @@ const l2Rows = (x: tf.Tensor2D): tf.Tensor2D =>
  *
  * @example
  * ```ts
- * import { tf } from "./lib/deps.ts";
- * import { knnClassify } from "./lib/eval/knn.ts";
+ * import { tf } from "../deps.ts";
+ * import { knnClassify } from "./knn.ts";
  * await tf.setBackend("cpu");
  * const train = { features: Float32Array.from([1, 0, 0.9, 0.1, 0, 1, 0.1, 0.9]),
  *   labels: Int32Array.from([0, 0, 1, 1]), count: 4, dim: 2 };

@@ -264,8 +264,8 @@ const parentRun = (checkpointPath: string): string => {
  *
  * @example
  * ```ts
- * import { loadEncoder, disposeEncoder } from "./lib/eval/load.ts";
- * import { tf, E } from "./lib/deps.ts";
+ * import { loadEncoder, disposeEncoder } from "./load.ts";
+ * import { tf, E } from "../deps.ts";
  * await tf.setBackend("cpu");
  * const m = await loadEncoder("random", { model: "micro", imageSize: 32, patchSize: 8 });
  * if (E.isLeft(m) || m.right.config.dim !== 64) throw new Error("unexpected");

@@ -70,8 +70,8 @@ export interface Mixed {
  *
  * @example
  * ```ts
- * import { key } from "./lib/core/random.ts";
- * import { mixBatch } from "./lib/eval/mixup.ts";
+ * import { key } from "../core/random.ts";
+ * import { mixBatch } from "./mixup.ts";
  * const images = new Float32Array(2 * 4 * 4 * 3).map((_, i) => (i < 48 ? 0 : 1));
  * const m = mixBatch(images, Int32Array.from([0, 1]), 4, 4, { mixup: 0.8, cutmix: 0, smoothing: 0, numClasses: 2 }, key(0));
  * // Image 0 is lam * zeros + (1 - lam) * ones; its targets are [lam, 1 - lam].

@@ -32,9 +32,9 @@ export interface KnnMonitorOptions {
  *
  * @example
  * ```ts
- * import { tf } from "./lib/deps.ts";
- * import { loadEncoder } from "./lib/eval/load.ts";
- * import { knnMonitor } from "./lib/eval/monitor.ts";
+ * import { tf } from "../deps.ts";
+ * import { loadEncoder } from "./load.ts";
+ * import { knnMonitor } from "./monitor.ts";
  * await tf.setBackend("cpu");
  * const m = await loadEncoder("random", { imageSize: 16, patchSize: 8 });
  * if (m._tag === "Left") throw new Error(m.left);

@@ -122,9 +122,9 @@ export const evaluateProbe = async (
  *
  * @example
  * ```ts
- * import { tf } from "./lib/deps.ts";
- * import { key } from "./lib/core/random.ts";
- * import { disposeProbe, trainProbe } from "./lib/eval/probe.ts";
+ * import { tf } from "../deps.ts";
+ * import { key } from "../core/random.ts";
+ * import { disposeProbe, trainProbe } from "./probe.ts";
  * await tf.setBackend("cpu");
  * // Two separable classes in 2-D.
  * const set = { features: Float32Array.from([1, 0, 0, 1, 1.1, 0, 0, 1.2]), labels: Int32Array.from([0, 1, 0, 1]),
