@@ -19,6 +19,15 @@ export * as stdAssert from "npm:deno-std@1.4.0/assert/mod.js";
 export * as stdArgs from "npm:deno-std@1.4.0/cli/parse_args.js";
 export * as stdBytes from "npm:deno-std@1.4.0/fmt/bytes.js";
 
+// Image codecs for data/decode.ts, chosen by measurement (figures in data/decode.ts): MozJPEG
+// (libjpeg-turbo) and the Rust png crate, compiled to wasm by @jsquash; jpeg-js for the CMYK/YCCK JPEGs
+// that the MozJPEG build rejects. The encoders make test fixtures and the loader benchmark's images.
+export { default as mozjpegDecoder } from "npm:@jsquash/jpeg@1.6.0/codec/dec/mozjpeg_dec.js";
+export { decode as pngDecodeWasm, default as pngInitWasm } from "npm:@jsquash/png@3.1.1/codec/pkg/squoosh_png.js";
+export { default as jpegJs } from "npm:jpeg-js@0.4.4";
+export { default as encodeJpeg } from "npm:@jsquash/jpeg@1.6.0/encode.js";
+export { default as encodePng } from "npm:@jsquash/png@3.1.1/encode.js";
+
 // The wasm backend (registers "wasm"; its .wasm binaries load from the package folder on first use) and the
 // WebGPU backend's class type (for its GPUDevice): lib/core/backend.ts.
 export * as tfWasm from "npm:@tensorflow/tfjs-backend-wasm@4.22.0";
