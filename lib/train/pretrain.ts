@@ -161,13 +161,23 @@ export const pretrain = async (
           `${hash}: resume with the run's own config (drop the flags that change what it computes)`,
       );
     }
-    const params = unflatten(toTensors(ck.params)) as CaeV2Params;
+    // Rebuild the record in the canonical order of `caev2Init` (the checkpoint stores names sorted): sums
+    // over the record, such as the global gradient norm, then add in the same order as the run that wrote it.
     const like = caev2Init(keys.init, student);
-    const want = Object.keys(flatten(like)).sort().join(), have = Object.keys(flatten(params)).sort().join();
+    const order = Object.keys(flatten(like));
     disposeTree(like);
-    if (want !== have) {
-      return E.left(`${latest.checkpoint.path}: its parameters do not match the ${cfg.model} preset`);
+    const stored = toTensors(ck.params);
+    const missing = order.filter((n) => !(n in stored));
+    const extra = Object.keys(stored).filter((n) => !order.includes(n));
+    if (missing.length + extra.length > 0) {
+      tf.dispose(Object.values(stored));
+      return E.left(
+        `${latest.checkpoint.path}: its parameters do not match the ${cfg.model} preset (missing: ${
+          missing.slice(0, 3).join(", ") || "none"
+        }; unexpected: ${extra.slice(0, 3).join(", ") || "none"})`,
+      );
     }
+    const params = unflatten(Object.fromEntries(order.map((n) => [n, stored[n]]))) as CaeV2Params;
     const opt = adamwStateFromFlat(
       params,
       toTensors(ck.opt),
