@@ -193,6 +193,31 @@ Deno.test("wasm: batched gather is right (tfjs-backend-wasm 4.22 bug, tensorflow
   tf.dispose([x, idx, y, idx2]);
 });
 
+Deno.test("UnsortedSegmentSum (gather's gradient) is exact and one-pass on cpu and wasm", async () => {
+  for (const name of ["cpu", "wasm"] as const) {
+    await selectBackend(name);
+    const x = tf.tensor2d([[1, 2], [3, 4], [5, 6], [7, 8]]);
+    const ids = tf.tensor1d([2, 0, 2, -1], "int32"); // -1: dropped, as in TensorFlow
+    assertEquals(Array.from(await tf.unsortedSegmentSum(x, ids, 3).data()), [3, 4, 0, 0, 6, 8], name);
+    const xi = tf.tensor1d([5, -2, 7], "int32");
+    const si = tf.unsortedSegmentSum(xi, tf.tensor1d([1, 1, 0], "int32"), 2);
+    assertEquals([si.dtype, Array.from(await si.data())], ["int32", [7, 3]], name);
+
+    // The gather gradient at ViT-T shapes: tokens [B*L, D] = [16*196, 192], 85% of rows picked. The
+    // stock cpu kernel is O(numSegments * size) and takes minutes here.
+    const tokens = tf.randomNormal([3136, 192], 0, 1, "float32", 7);
+    const idx = tf.tensor1d(Array.from({ length: 2666 }, (_, i) => (i * 7) % 3136), "int32");
+    const t0 = performance.now();
+    const g = tf.grad((t: tf.Tensor) => tf.sum(tf.gather(t, idx)))(tokens);
+    const gd = await g.data();
+    assertLess(performance.now() - t0, 5000, `${name}: gather gradient too slow`);
+    const counts = new Float32Array(3136);
+    for (let i = 0; i < 2666; i++) counts[(i * 7) % 3136] += 1;
+    assertEquals([gd[0], gd[192 * 7], gd[192 * 3135 + 5]], [counts[0], counts[7], counts[3135]], name);
+    tf.dispose([x, ids, xi, si, tokens, idx, g]);
+  }
+});
+
 Deno.test("wasm: gather and conv2d-filter gradients (kernels wasm lacks) run via cpu", async () => {
   await selectBackend("wasm");
   const x = tf.tensor2d([[1, 2], [3, 4], [5, 6]]);

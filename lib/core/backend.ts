@@ -24,8 +24,10 @@
  *
  * wasm lacks some kernels the model's gradients reach: `UnsortedSegmentSum` (the gradient of `gather`,
  * i.e. of picking the visible tokens) and `Conv2DBackpropFilter` (the gradient of a conv patch embedding
- * w.r.t. its filter), plus the depthwise-conv backprops and `Einsum`. {@link selectBackend} registers them
- * on wasm by running the cpu kernel on copies of the inputs (correct; costs one copy each way).
+ * w.r.t. its filter), plus the depthwise-conv backprops and `Einsum`. {@link selectBackend} registers a
+ * one-pass `UnsortedSegmentSum` (also replacing cpu's, which is O(numSegments * size)) and runs the others
+ * on wasm through the cpu kernel on copies of the inputs (correct; costs one copy each way). wasm's
+ * GatherV2 is also wrong for `batchDims > 0` (tensorflow/tfjs#8658): such gathers go through cpu too.
  *
  * The wasm binaries are found by the package itself next to its JS (`__dirname`), which holds for a local
  * `node_modules` and for Deno's global npm cache alike, so this also works when the project is imported by
@@ -220,7 +222,6 @@ interface CpuBackendLike extends tf.KernelBackend {
 
 /** Kernels registered for cpu but not for wasm that the model or its gradients can reach. */
 export const WASM_KERNELS_VIA_CPU: readonly string[] = [
-  "UnsortedSegmentSum", // gradient of GatherV2
   "Conv2DBackpropFilter", // gradient of Conv2D w.r.t. the filter
   "DepthwiseConv2dNativeBackpropFilter",
   "DepthwiseConv2dNativeBackpropInput",
@@ -278,11 +279,64 @@ const patchWasmBatchedGather = (): void => {
   tf.registerKernel({ ...original, kernelFunc });
 };
 
+/** Host-memory access shared by the cpu and wasm backends. */
+interface HostBackend {
+  readSync(dataId: tf.DataId): tf.backend_util.BackendValues;
+}
+
 /**
- * Registers {@link WASM_KERNELS_VIA_CPU} for wasm and routes batched gathers around the wasm GatherV2 bug
- * (idempotent; leaves correct wasm kernels alone). {@link selectBackend} calls it before starting wasm.
+ * `UnsortedSegmentSum` (the gradient of `gather`) in one pass over `x`: `out[ids[i], j] += x[i, j]`, ids
+ * outside `[0, numSegments)` dropped as in TensorFlow. tfjs-backend-cpu 4.22's kernel builds a full-size
+ * mask per segment (`equal` + `mul` + `sum` for each of `numSegments`), O(numSegments * x.size): the gather
+ * gradient of ViT tokens, [3136, 192] with 3136 segments, did not finish in 10 minutes on the dev machine;
+ * this takes milliseconds. Registered for cpu (replacing the stock kernel) and for wasm (which has none).
+ */
+const segmentSumKernel = (backendName: "cpu" | "wasm"): tf.KernelConfig => ({
+  kernelName: "UnsortedSegmentSum",
+  backendName,
+  kernelFunc: ({ inputs, backend, attrs }) => {
+    const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
+    const numSegments = Number(attrs?.numSegments);
+    const host = backend as unknown as HostBackend;
+    const xs = host.readSync(x.dataId) as tf.TypedArray;
+    const ids = host.readSync(segmentIds.dataId) as tf.TypedArray;
+    const rest = x.shape.slice(segmentIds.shape.length);
+    const inner = rest.reduce((a, b) => a * b, 1);
+    const acc = new Float64Array(numSegments * inner);
+    for (let i = 0; i < ids.length; i++) {
+      const s = ids[i];
+      if (s < 0 || s >= numSegments) continue;
+      const src = i * inner, dst = s * inner;
+      for (let j = 0; j < inner; j++) acc[dst + j] += xs[src + j];
+    }
+    const values = x.dtype === "int32" ? Int32Array.from(acc) : Float32Array.from(acc);
+    const shape = [numSegments, ...rest];
+    return backendName === "wasm"
+      ? (backend as unknown as WasmBackendLike).makeOutput(shape, x.dtype, undefined, values)
+      : (backend as unknown as CpuBackendLike).makeTensorInfo(shape, x.dtype, values);
+  },
+});
+
+/** Installs {@link segmentSumKernel} for `backendName` unless this module already did. */
+const installSegmentSum = (backendName: "cpu" | "wasm"): void => {
+  const current = tf.getKernel("UnsortedSegmentSum", backendName);
+  if (current !== undefined && ours.has(current.kernelFunc)) return;
+  if (current !== undefined) tf.unregisterKernel("UnsortedSegmentSum", backendName);
+  const config = segmentSumKernel(backendName);
+  ours.add(config.kernelFunc);
+  tf.registerKernel(current === undefined ? config : { ...current, kernelFunc: config.kernelFunc });
+};
+
+/** Replaces cpu kernels that are too slow for the model's shapes ({@link segmentSumKernel}); idempotent. */
+export const registerCpuKernels = (): void => installSegmentSum("cpu");
+
+/**
+ * Registers {@link WASM_KERNELS_VIA_CPU} and a one-pass `UnsortedSegmentSum` for wasm, and routes batched
+ * gathers around the wasm GatherV2 bug (idempotent; leaves correct wasm kernels alone).
+ * {@link selectBackend} calls it before starting wasm.
  */
 export const registerWasmFallbackKernels = (): void => {
+  installSegmentSum("wasm");
   for (const name of WASM_KERNELS_VIA_CPU) {
     if (tf.getKernel(name, "wasm") === undefined && tf.getKernel(name, "cpu") !== undefined) {
       const config = viaCpu(name);
@@ -356,6 +410,7 @@ const startWasm = async (): Promise<BackendInfo | string> => {
 };
 
 const startCpu = async (): Promise<BackendInfo | string> => {
+  registerCpuKernels();
   const failed = await setBackend("cpu");
   return failed ?? { name: "cpu", detail: "plain JavaScript" };
 };
