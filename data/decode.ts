@@ -63,15 +63,15 @@ export const sniffFormat = (b: Uint8Array): ImageFormat => {
 };
 
 /**
- * Whether a JPEG's data reaches its end-of-image marker: after the first start-of-scan marker (FFDA),
- * an FFD9 must follow. Inside entropy-coded data a 0xFF byte is always followed by 0x00 or a restart
- * marker, so FFD9 there is the real end; an embedded EXIF thumbnail's FFD9 lies before the first scan.
+ * Whether a JPEG's image data stops before its end-of-image marker. The marker segments are walked to the
+ * first start-of-scan (FFDA); after it, an FFD9 must follow: inside entropy-coded data a 0xFF byte is
+ * always followed by 0x00 or a restart marker, so FFD9 there is the real end (an EXIF thumbnail's FFD9
+ * lies before the first scan). When the walk itself breaks or runs off the end, libjpeg judges instead.
  */
-const jpegHasEnd = (b: Uint8Array): boolean => {
-  // Walk the marker segments up to the first SOS.
+const jpegTruncated = (b: Uint8Array): boolean => {
   let i = 2;
-  while (i + 4 <= b.length) {
-    if (b[i] !== 0xff) return false;
+  for (;;) {
+    if (i + 4 > b.length || b[i] !== 0xff) return false;
     const m = b[i + 1];
     if (m === 0xff) {
       i++;
@@ -85,8 +85,8 @@ const jpegHasEnd = (b: Uint8Array): boolean => {
     }
     i += 2 + ((b[i + 2] << 8) | b[i + 3]);
   }
-  for (let j = b.length - 2; j > i; j--) if (b[j] === 0xff && b[j + 1] === 0xd9) return true;
-  return false;
+  for (let j = b.length - 2; j > i; j--) if (b[j] === 0xff && b[j + 1] === 0xd9) return false;
+  return true;
 };
 
 const hex = (b: Uint8Array) => Array.from(b.subarray(0, 8), (x) => x.toString(16).padStart(2, "0")).join(" ");
@@ -97,7 +97,7 @@ const checkSize = (name: string, w: number, h: number): E.Either<string, true> =
     : E.right(true);
 
 const decodeJpeg = (bytes: Uint8Array, name: string): E.Either<string, RgbImage> => {
-  if (!jpegHasEnd(bytes)) {
+  if (jpegTruncated(bytes)) {
     return E.left(
       `${name}: truncated JPEG (no end-of-image marker after the image data); re-download or remove it`,
     );
@@ -110,7 +110,7 @@ const decodeJpeg = (bytes: Uint8Array, name: string): E.Either<string, RgbImage>
     img = null;
   }
   const messages = jpegMessages.join("; ");
-  if (img && /premature end/i.test(messages)) {
+  if (/premature end/i.test(messages)) {
     return E.left(`${name}: truncated JPEG (${messages}); re-download or remove it`);
   }
   if (img) {

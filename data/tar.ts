@@ -17,6 +17,8 @@ export interface TarFile {
 export interface TarProblem {
   readonly kind: "problem";
   readonly message: string;
+  /** The member being read when it happened, when its header was intact. */
+  readonly name?: string;
 }
 
 /** Reads exactly n bytes at a time from a byte stream. */
@@ -125,16 +127,14 @@ export async function* readTar(
       const base = text(h.subarray(0, 100));
       const name = longName ?? (prefix ? `${prefix}/${base}` : base);
       const data = await r.read(size);
-      if (data.length < size) {
-        yield {
-          kind: "problem",
-          message: `${label}: truncated tar (member ${
-            JSON.stringify(name)
-          } cut short); re-download the shard`,
-        };
+      const padding = (512 - (size % 512)) % 512;
+      if (data.length < size || (await r.read(padding)).length < padding) {
+        const message = `${label}: truncated tar (member ${
+          JSON.stringify(name)
+        } cut short); re-download the shard`;
+        yield { kind: "problem", message, name };
         return;
       }
-      await r.read((512 - (size % 512)) % 512);
       if (type === "L") {
         longName = text(data);
         continue;

@@ -130,7 +130,13 @@ export async function* shardSamples(
   };
   for await (const entry of readTar(stream, shard)) {
     if (entry.kind === "problem") {
-      // The sample being read may be missing members: drop it with the rest of the shard.
+      // The sample being read may be missing members: keep it only when the member that broke belongs
+      // to the next sample; the rest of the shard is lost.
+      const broke = entry.name === undefined ? undefined : splitName(entry.name);
+      if (broke && broke[0] !== key) {
+        const s = finish();
+        if (s) yield s;
+      }
       onProblem(entry.message);
       return;
     }
