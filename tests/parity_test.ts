@@ -1,9 +1,10 @@
 /**
  * The strongest evidence that the model, losses, gradients and optimizer step are the paper's: both shared
- * fixtures (float64, computed by the official PyTorch modules) within 1e-4 relative, on the cpu backend
- * and on WebGPU (the software adapter on CPU-only machines).
+ * fixtures (float64, computed by the official PyTorch modules) within 1e-4 relative, on the cpu and wasm
+ * backends and on WebGPU (the software adapter on CPU-only machines).
  */
 import { tf } from "../lib/deps.ts";
+import { selectBackend } from "../lib/core/backend.ts";
 import { assert, assertEquals, assertRejects } from "../lib/core/std.ts";
 import { formatReport, PARITY_TOLERANCE, runParity } from "../lib/parity/check.ts";
 import { encodeSafetensors, readSafetensors } from "../lib/core/safetensors.ts";
@@ -15,13 +16,13 @@ const fixtures = ["caev2-small-same-width", "caev2-projected-width"].map((n) =>
 );
 const hasAdapter = !!(await navigator.gpu?.requestAdapter());
 
-for (const backend of ["cpu", "webgpu"]) {
+for (const backend of ["cpu", "wasm", "webgpu"] as const) {
   for (const file of fixtures) {
     Deno.test({
       name: `parity on ${backend}: ${file.split("/").pop()}`,
       ignore: backend === "webgpu" && !hasAdapter,
       fn: async () => {
-        await tf.setBackend(backend);
+        await selectBackend(backend);
         const before = tf.memory().numTensors;
         const report = await runParity(file);
         const text = formatReport(report).join("\n");

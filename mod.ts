@@ -1,0 +1,103 @@
+/**
+ * CAE v2 for Deno: pretrain Vision Transformers with CAE v2 (Context Autoencoder with CLIP latent
+ * alignment, Zhang et al., TMLR 2023) on TensorFlow.js, pure-functionally: parameter records with
+ * `init`/`apply`, optimizers as gradient transformations, the training step as a reducer.
+ *
+ * This module only re-exports; every function is documented where it is defined.
+ *
+ * @example
+ * ```ts
+ * import { adamw, caev2Buffers, caev2Init, clipInit, clipMicro, key, split, studentPreset, trainStep } from "./mod.ts";
+ * import { tf } from "./lib/deps.ts";
+ * await tf.setBackend("cpu");
+ * const teacher = clipMicro(32, 8);
+ * const student = studentPreset("micro", { imageSize: 32, patchSize: 8, outDim: teacher.outDim });
+ * const [k1, k2, k3] = split(key(0), 3);
+ * const optimizer = adamw({ lr: 1e-3, clip: 3 });
+ * const params = caev2Init(k1, student);
+ * const step = trainStep({ student, teacher, teacherParams: clipInit(k2, teacher), buffers: caev2Buffers(student), optimizer });
+ * const mask = new Uint8Array(2 * 16).map((_, i) => (i % 16 < 6 ? 1 : 0));
+ * const images = tf.randomNormal([2, 32, 32, 3]) as tf.Tensor4D;
+ * const { state, metrics } = step({ params, opt: optimizer.init(params), step: 0, key: k3 }, [
+ *   { studentImages: images, teacherImages: images, mask },
+ * ]);
+ * if (state.step !== 1 || metrics.shape[0] !== 4) throw new Error("unexpected");
+ * ```
+ *
+ * @module
+ */
+
+// Core: parameter records, PRNG keys, backends, safetensors.
+export {
+  countParams,
+  disposeTree,
+  type Flat,
+  flatten,
+  mapTree,
+  type Params,
+  unflatten,
+  zipTree,
+} from "./lib/core/tree.ts";
+export { bits, foldIn, type Key, key, permutation, seedOf, split, uniform } from "./lib/core/random.ts";
+export { type BackendInfo, type BackendName, describeBackend, selectBackend } from "./lib/core/backend.ts";
+export { registerDeviceGradients } from "./lib/core/gradients.ts";
+export {
+  type HostTensor,
+  loadSafetensors,
+  readSafetensors,
+  SafetensorsError,
+  toTensor,
+  writeSafetensors,
+} from "./lib/core/safetensors.ts";
+
+// Models: the CAE v2 student, the CLIP teacher, presets and the official names.
+export type { CaeV2Config, ClipConfig } from "./lib/models/config.ts";
+export {
+  caev2Apply,
+  caev2Buffers,
+  caev2Init,
+  type CaeV2Outputs,
+  type CaeV2Params,
+} from "./lib/models/caev2.ts";
+export { encoder } from "./lib/models/encoder.ts";
+export { clipApply, clipInit, type ClipParams } from "./lib/models/clip.ts";
+export { loadClip } from "./lib/models/clip_load.ts";
+export {
+  clipB16,
+  clipMicro,
+  defaultNumMasked,
+  type PresetName,
+  presetNames,
+  studentPreset,
+} from "./lib/models/presets.ts";
+export { clipOpenAiName, fromOfficial, studentOfficialName, toOfficial } from "./lib/models/names.ts";
+
+// Objectives.
+export { type AlignmentLosses, alignmentTargets, latentAlignment } from "./lib/objectives/alignment.ts";
+
+// Optimizers (optax-style gradient transformations) and schedules.
+export { chain, disposeState, type GradientTransformation, identity } from "./lib/optim/transform.ts";
+export { adam, adamw, type AdamWState } from "./lib/optim/adamw.ts";
+export { scaleByAdam } from "./lib/optim/adam.ts";
+export { clipByGlobalNorm, globalNorm } from "./lib/optim/clip.ts";
+export { addDecayedWeights, officialDecayMask } from "./lib/optim/decay.ts";
+export { scaleByLearningRate } from "./lib/optim/lr.ts";
+export { constantSchedule, cosineSchedule, type Schedule } from "./lib/optim/schedule.ts";
+export { applyUpdates } from "./lib/optim/apply.ts";
+
+// Training: the step reducer, gradients, the pretraining run, configs, checkpoints.
+export { readMetrics, type StepBatch, type TrainState, trainStep } from "./lib/train/step.ts";
+export { valueAndGrad } from "./lib/train/grad.ts";
+export { formatSummary, pretrain } from "./lib/train/pretrain.ts";
+export { defaultPretrainConfig, type PretrainConfig, resolvePretrainConfig } from "./lib/config/pretrain.ts";
+export { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./lib/train/checkpoint.ts";
+
+// Data: sources, masking, the loader.
+export { type DataSource, parseDataSource } from "./data/source.ts";
+export { evalLoader, pretrainLoader } from "./data/loader.ts";
+export { blockMasking, randomMasking } from "./data/masking.ts";
+export { syntheticImage } from "./data/synthetic.ts";
+export { type Batch, type HostBatch, toBatch } from "./data/batch.ts";
+
+// Parity with the official implementation.
+export { formatReport, runParity } from "./lib/parity/check.ts";
