@@ -4,6 +4,8 @@
  *
  * @module
  */
+// This file is where inline `npm:` specifiers belong (URL imports of mod.ts need no import map).
+// deno-lint-ignore-file no-import-prefix
 // The umbrella package: tfjs-core alone registers no gradients (WebGPU backend needs them from here).
 export * as tf from "npm:@tensorflow/tfjs@4.22.0";
 // Side effect: registers the "webgpu" backend with tfjs-core.
@@ -23,7 +25,10 @@ export * as stdBytes from "npm:deno-std@1.4.0/fmt/bytes.js";
 // (libjpeg-turbo) and the Rust png crate, compiled to wasm by @jsquash; jpeg-js for the CMYK/YCCK JPEGs
 // that the MozJPEG build rejects. The encoders make test fixtures and the loader benchmark's images.
 export { default as mozjpegDecoder } from "npm:@jsquash/jpeg@1.6.0/codec/dec/mozjpeg_dec.js";
-export { decode as pngDecodeWasm, default as pngInitWasm } from "npm:@jsquash/png@3.1.1/codec/pkg/squoosh_png.js";
+export {
+  decode as pngDecodeWasm,
+  default as pngInitWasm,
+} from "npm:@jsquash/png@3.1.1/codec/pkg/squoosh_png.js";
 export { default as jpegJs } from "npm:jpeg-js@0.4.4";
 export { default as encodeJpeg } from "npm:@jsquash/jpeg@1.6.0/encode.js";
 export { default as encodePng } from "npm:@jsquash/png@3.1.1/encode.js";

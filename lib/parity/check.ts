@@ -111,7 +111,7 @@ export const checkFixture = async (
 ): Promise<ParityReport> => {
   const tol = opts.tolerance ?? PARITY_TOLERANCE;
   const g = new Groups();
-  const cmp = async (group: string, name: string, x: tf.Tensor, refName: string) => {
+  const cmp = async (group: string, x: tf.Tensor, refName: string) => {
     const ref = f.refs[refName];
     if (!ref) throw new Error(`${f.file}: missing reference tensor "${refName}"`);
     g.add(group, refName, relativeError(await x.data(), ref.data), "relative", tol);
@@ -119,7 +119,7 @@ export const checkFixture = async (
 
   const buffers = caev2Buffers(f.student);
   const teacherFeatures = clipApply(f.teacherParams, f.teacher, f.teacherImages);
-  await cmp("teacher_features", "teacher", teacherFeatures, "output.teacher_features");
+  await cmp("teacher_features", teacherFeatures, "output.teacher_features");
 
   const lossFn = (p: CaeV2Params) => {
     const out = caev2Apply(p, f.student, buffers, f.studentImages, f.mask, { training: false });
@@ -131,11 +131,11 @@ export const checkFixture = async (
     };
   };
   const { loss, aux, grads } = valueAndGrad(lossFn)(f.studentParams);
-  await cmp("targets", "targets", aux.targets, "output.targets");
-  await cmp("predictions", "predictions", aux.predictions, "output.predictions");
-  await cmp("loss", "loss", loss, "output.loss");
-  await cmp("loss", "loss_visible", aux.visible, "output.loss_visible");
-  await cmp("loss", "loss_masked", aux.masked, "output.loss_masked");
+  await cmp("targets", aux.targets, "output.targets");
+  await cmp("predictions", aux.predictions, "output.predictions");
+  await cmp("loss", loss, "output.loss");
+  await cmp("loss", aux.visible, "output.loss_visible");
+  await cmp("loss", aux.masked, "output.loss_masked");
 
   // Gradients, compared under the official names and layouts.
   const gradNorm = f.refs["output.grad_norm"].data[0];
@@ -151,7 +151,7 @@ export const checkFixture = async (
     g.add(gradGroup(name), `grad.${name}`, relativeError(data, ref.data), "relative", tol);
   }
   const gn = globalNorm(grads);
-  await cmp("grad_norm", "grad_norm", gn, "output.grad_norm");
+  await cmp("grad_norm", gn, "output.grad_norm");
   gn.dispose();
   tf.dispose(Object.values(officialGrads));
 
@@ -174,7 +174,7 @@ export const checkFixture = async (
     for (const [name, x] of Object.entries(official)) {
       // Tensors with an exactly-zero true gradient are left out (fixture README: float32 noise becomes a step).
       if (f.zeroGradient.includes(name)) continue;
-      await cmp("step1", name, x, `step1.${name}`);
+      await cmp("step1", x, `step1.${name}`);
     }
     tf.dispose([
       ...Object.values(official),
