@@ -128,7 +128,7 @@ const headerLength = (bytes: Uint8Array, file: string, fileSize: number): number
  *
  * @example
  * ```ts
- * import { encodeSafetensors, parseHeader } from "./lib/core/safetensors.ts";
+ * import { encodeSafetensors, parseHeader } from "./safetensors.ts";
  * const bytes = encodeSafetensors({ w: { shape: [2], data: new Float32Array([1, 2]) } });
  * const h = parseHeader(bytes, "mem");
  * if (h.tensors.w.dtype !== "F32" || h.tensors.w.offsets[1] !== 8) throw new Error("unexpected");
@@ -372,7 +372,7 @@ const decodeTensor = (
  *
  * @example
  * ```ts
- * import { decodeSafetensors, encodeSafetensors } from "./lib/core/safetensors.ts";
+ * import { decodeSafetensors, encodeSafetensors } from "./safetensors.ts";
  * const bytes = encodeSafetensors({ w: { shape: [2], data: new Float32Array([1, 2]) } }, { step: "3" });
  * const { metadata, tensors } = decodeSafetensors(bytes);
  * if (metadata.step !== "3" || tensors.w.data[1] !== 2) throw new Error("unexpected");
