@@ -127,7 +127,7 @@ export const adjustSaturation = (img: RgbImage, factor: number): RgbImage => {
   return rgbImage(img.width, img.height, out);
 };
 
-/** Applies a colour-jitter draw (torchvision `ColorJitter.forward` on a PIL image). */
+/** Applies a colour-jitter draw (torchvision `ColorJitter.forward` on a PIL image) to the whole image. */
 export const colorJitter = (img: RgbImage, p: JitterParams): RgbImage =>
   p.order.reduce(
     (acc, fn) =>
@@ -140,6 +140,66 @@ export const colorJitter = (img: RgbImage, p: JitterParams): RgbImage =>
         : acc,
     img,
   );
+
+/**
+ * `crop(colorJitter(img, p), box)`, computed on the box only. The adjustments are pointwise except
+ * contrast, whose blend target is the mean grey of the whole image as it stands at that step; that mean
+ * is taken in one read-only pass over the image with the earlier adjustments applied on the fly. The
+ * result is identical to jittering everything and cropping (the tests check it), at the cost of the crop.
+ */
+export const colorJitterCrop = (img: RgbImage, p: JitterParams, box: Box): RgbImage => {
+  const bright = blendTable(0, p.brightness);
+  // Saturation: blend(grey, v), tabulated over (grey, v) pairs.
+  const a = Math.fround(p.saturation), sat = new Uint8Array(65536);
+  for (let l = 0; l < 256; l++) for (let v = 0; v < 256; v++) sat[(l << 8) | v] = blend1(l, v, a);
+  const identity = Uint8Array.from({ length: 256 }, (_, v) => v);
+  // A run of adjustments as: per-channel table, then saturation or not, then another per-channel table.
+  const chain = (ops: readonly number[], contrast: Uint8Array) => {
+    const si = ops.indexOf(2);
+    const compose = (fs: readonly number[]) =>
+      fs.reduce((t, fn) => t.map((v) => (fn === 0 ? bright[v] : contrast[v])), identity);
+    return si < 0
+      ? { pre: compose(ops), saturate: false, post: identity }
+      : { pre: compose(ops.slice(0, si)), saturate: true, post: compose(ops.slice(si + 1)) };
+  };
+  const d = img.data;
+  const ci = p.order.indexOf(1);
+  let contrast: Uint8Array = identity;
+  if (ci >= 0) {
+    // The mean grey of the whole image after the adjustments that precede contrast.
+    const { pre, saturate, post } = chain(p.order.slice(0, ci), identity);
+    let sum = 0;
+    for (let i = 0; i < d.length; i += 3) {
+      let r = pre[d[i]], g = pre[d[i + 1]], b = pre[d[i + 2]];
+      if (saturate) {
+        const l = luma(r, g, b) << 8;
+        r = sat[l | r];
+        g = sat[l | g];
+        b = sat[l | b];
+      }
+      sum += luma(post[r], post[g], post[b]);
+    }
+    contrast = blendTable(Math.trunc(sum / (img.width * img.height) + 0.5), p.contrast);
+  }
+  const { pre, saturate, post } = chain(p.order, contrast);
+  const out = new Uint8Array(box.w * box.h * 3);
+  for (let y = 0; y < box.h; y++) {
+    let i = ((box.y + y) * img.width + box.x) * 3, o = y * box.w * 3;
+    for (let x = 0; x < box.w; x++, i += 3, o += 3) {
+      let r = pre[d[i]], g = pre[d[i + 1]], b = pre[d[i + 2]];
+      if (saturate) {
+        const l = luma(r, g, b) << 8;
+        r = sat[l | r];
+        g = sat[l | g];
+        b = sat[l | b];
+      }
+      out[o] = post[r];
+      out[o + 1] = post[g];
+      out[o + 2] = post[b];
+    }
+  }
+  return rgbImage(box.w, box.h, out);
+};
 
 type Sampler = ReturnType<typeof sampler>;
 
@@ -244,8 +304,12 @@ export const augmentPixels = (
   opts: AugmentOptions = {},
 ): { readonly pixels: RgbImage; readonly params: AugmentParams } => {
   const params = augmentParams(k, img.width, img.height, opts);
-  const jittered = params.jitter ? colorJitter(img, params.jitter) : img;
-  const pixels = resizeBicubic(jittered, params.crop, size, size, params.flip);
+  const { x, y, w, h } = params.crop;
+  if (!params.jitter) return { pixels: resizeBicubic(img, params.crop, size, size, params.flip), params };
+  // The crop was drawn in the flipped image: jitter its mirror region, then resize it mirrored.
+  const region = { x: params.flip ? img.width - x - w : x, y, w, h };
+  const crop = colorJitterCrop(img, params.jitter, region);
+  const pixels = resizeBicubic(crop, { x: 0, y: 0, w, h }, size, size, params.flip);
   return { pixels, params };
 };
 

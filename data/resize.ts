@@ -80,11 +80,8 @@ const precomputeCoeffs = (inSize: number, in0: number, in1: number, outSize: num
   return { ksize, bounds, k };
 };
 
-const clip8 = (ss: number): number => {
-  if (ss >= ONE * 256) return 255;
-  if (ss <= 0) return 0;
-  return Math.floor(ss / ONE);
-};
+/** Pillow's clip8: fixed point to 0..255 (truncating the fraction, the 0.5 was added up front). */
+const clip8 = (ss: number): number => (ss >= ONE * 256 ? 255 : ss <= 0 ? 0 : ss >> PRECISION_BITS);
 
 /**
  * Resizes the `box` region of `src` to `outW x outH` with Pillow's bicubic filter, optionally mirrored
@@ -121,13 +118,10 @@ export const resizeBicubic = (
     throw new Error(`resizeBicubic: window ${win.w}x${win.h}+${win.x}+${win.y} is outside ${outW}x${outH}`);
   }
   const sw = src.width, sd = src.data;
-  // Source column of box column c, in the (possibly mirrored) image.
-  const col0 = flip ? sw - 1 - bx : bx;
-  const dcol = flip ? -1 : 1;
-  const needH = outW !== bw;
-  const needV = outH !== bh;
-  const ch = needH ? precomputeCoeffs(bw, 0, bw, outW) : undefined;
-  const cv = needV ? precomputeCoeffs(bh, 0, bh, outH) : undefined;
+  // Byte offset within a source row of box column c, in the (possibly mirrored) image.
+  const col = (c: number) => (flip ? sw - 1 - bx - c : bx + c) * 3;
+  const ch = outW !== bw ? precomputeCoeffs(bw, 0, bw, outW) : undefined;
+  const cv = outH !== bh ? precomputeCoeffs(bh, 0, bh, outH) : undefined;
 
   // Rows of the box that the vertical pass reads for the window's output rows.
   let r0 = win.y, r1 = win.y + win.h;
@@ -136,47 +130,62 @@ export const resizeBicubic = (
     r1 = cv.bounds[2 * (win.y + win.h - 1)] + cv.bounds[2 * (win.y + win.h - 1) + 1];
   }
   // Horizontal pass (or a plain copy) into tmp: rows r0..r1 of the box, columns of the window.
-  const tw = win.w, th = r1 - r0;
-  const tmp = new Uint8Array(tw * th * 3);
+  const tw = win.w, th = r1 - r0, tw3 = tw * 3;
+  const tmp = new Uint8Array(tw3 * th);
   const half = ONE / 2;
-  for (let r = 0; r < th; r++) {
-    const srow = (by + r0 + r) * sw;
-    const trow = r * tw * 3;
+  if (!ch) {
+    for (let r = 0; r < th; r++) {
+      const srow = (by + r0 + r) * sw * 3;
+      for (let xx = 0; xx < tw; xx++) {
+        const s = srow + col(win.x + xx);
+        tmp[r * tw3 + 3 * xx] = sd[s];
+        tmp[r * tw3 + 3 * xx + 1] = sd[s + 1];
+        tmp[r * tw3 + 3 * xx + 2] = sd[s + 2];
+      }
+    }
+  } else {
+    // Per output column: source byte offsets and weights of its taps, flattened (computed once).
+    const ks = ch.ksize;
+    const taps = new Int32Array(tw), offs = new Int32Array(tw * ks), ws = new Int32Array(tw * ks);
     for (let xx = 0; xx < tw; xx++) {
-      const ox = win.x + xx;
-      if (!ch) {
-        const s = (srow + col0 + dcol * ox) * 3;
-        tmp[trow + 3 * xx] = sd[s];
-        tmp[trow + 3 * xx + 1] = sd[s + 1];
-        tmp[trow + 3 * xx + 2] = sd[s + 2];
-        continue;
+      const ox = win.x + xx, xmin = ch.bounds[2 * ox];
+      taps[xx] = ch.bounds[2 * ox + 1];
+      for (let x = 0; x < taps[xx]; x++) {
+        offs[xx * ks + x] = col(xmin + x);
+        ws[xx * ks + x] = ch.k[ox * ks + x];
       }
-      const xmin = ch.bounds[2 * ox], xn = ch.bounds[2 * ox + 1], kb = ox * ch.ksize;
-      let s0 = half, s1 = half, s2 = half;
-      for (let x = 0; x < xn; x++) {
-        const kv = ch.k[kb + x];
-        const s = (srow + col0 + dcol * (xmin + x)) * 3;
-        s0 += sd[s] * kv;
-        s1 += sd[s + 1] * kv;
-        s2 += sd[s + 2] * kv;
+    }
+    for (let r = 0; r < th; r++) {
+      const srow = (by + r0 + r) * sw * 3, trow = r * tw3;
+      for (let xx = 0; xx < tw; xx++) {
+        let s0 = half, s1 = half, s2 = half;
+        const n = taps[xx], kb = xx * ks;
+        for (let x = 0; x < n; x++) {
+          const kv = ws[kb + x], s = srow + offs[kb + x];
+          s0 += sd[s] * kv;
+          s1 += sd[s + 1] * kv;
+          s2 += sd[s + 2] * kv;
+        }
+        tmp[trow + 3 * xx] = clip8(s0);
+        tmp[trow + 3 * xx + 1] = clip8(s1);
+        tmp[trow + 3 * xx + 2] = clip8(s2);
       }
-      tmp[trow + 3 * xx] = clip8(s0);
-      tmp[trow + 3 * xx + 1] = clip8(s1);
-      tmp[trow + 3 * xx + 2] = clip8(s2);
     }
   }
   if (!cv) return rgbImage(tw, th, tmp);
-  // Vertical pass.
-  const out = new Uint8Array(win.w * win.h * 3);
+  // Vertical pass, a row at a time: accumulate each tap's source row into `acc`.
+  const out = new Uint8Array(tw3 * win.h);
+  const acc = new Float64Array(tw3);
   for (let yy = 0; yy < win.h; yy++) {
     const oy = win.y + yy;
     const ymin = cv.bounds[2 * oy] - r0, yn = cv.bounds[2 * oy + 1], kb = oy * cv.ksize;
-    const orow = yy * tw * 3;
-    for (let xx = 0; xx < tw * 3; xx++) {
-      let s = half;
-      for (let y = 0; y < yn; y++) s += tmp[(ymin + y) * tw * 3 + xx] * cv.k[kb + y];
-      out[orow + xx] = clip8(s);
+    acc.fill(half);
+    for (let y = 0; y < yn; y++) {
+      const kv = cv.k[kb + y], row = (ymin + y) * tw3;
+      for (let xx = 0; xx < tw3; xx++) acc[xx] += tmp[row + xx] * kv;
     }
+    const orow = yy * tw3;
+    for (let xx = 0; xx < tw3; xx++) out[orow + xx] = clip8(acc[xx]);
   }
   return rgbImage(win.w, win.h, out);
 };

@@ -24,6 +24,8 @@ import {
   augmentPixels,
   CLIP_MEAN,
   CLIP_STD,
+  colorJitter,
+  colorJitterCrop,
   evalPixels,
   evalTransform,
   IMAGENET_MEAN,
@@ -113,6 +115,24 @@ Deno.test("brightness, contrast and saturation match Pillow's ImageEnhance byte 
   }
   // Factor 1 is the identity.
   assertEquals(adjustContrast(src, 1).data, src.data);
+});
+
+Deno.test("jittering only the crop gives the crop of the jittered image, for every order of adjustments", () => {
+  const src = pattern(37, 23);
+  for (let s = 0; s < 60; s++) {
+    const p = augmentParams(key(s), 37, 23);
+    assert(p.jitter);
+    const full = colorJitter(src, p.jitter);
+    const { x, y, w, h } = p.crop;
+    const want = new Uint8Array(w * h * 3);
+    for (let r = 0; r < h; r++) {
+      want.set(full.data.subarray(((y + r) * 37 + x) * 3, ((y + r) * 37 + x + w) * 3), r * w * 3);
+    }
+    assertEquals(colorJitterCrop(src, p.jitter, p.crop).data, want, `key ${s}, order ${p.jitter.order}`);
+    // And the whole view is jitter -> flip -> crop -> resize of the whole image.
+    const view = resizeBicubic(full, p.crop, 12, 12, p.flip);
+    assertEquals(augmentPixels(src, key(s), 12).pixels.data, view.data, `key ${s}`);
+  }
 });
 
 Deno.test("evaluation resize + centre crop matches torchvision on PIL byte for byte", async () => {
