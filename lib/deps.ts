@@ -37,3 +37,16 @@ export { default as encodePng } from "npm:@jsquash/png@3.1.1/encode.js";
 // WebGPU backend's class type (for its GPUDevice): lib/core/backend.ts.
 export * as tfWasm from "npm:@tensorflow/tfjs-backend-wasm@4.22.0";
 export type { WebGPUBackend } from "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
+
+// SVG -> PNG for experiment reports (lib/experiment/png.ts): resvg compiled to wasm, no native binary. Loaded
+// on first use only; the .wasm comes in as a source-phase import, which Deno resolves inside the npm package
+// (local node_modules or the global cache, so it also works when mod.ts is imported by URL).
+export const loadResvg = async (): Promise<{
+  initWasm: typeof import("npm:@resvg/resvg-wasm@2.6.2").initWasm;
+  Resvg: typeof import("npm:@resvg/resvg-wasm@2.6.2").Resvg;
+  wasm: WebAssembly.Module;
+}> => ({
+  ...(await import("npm:@resvg/resvg-wasm@2.6.2")),
+  // @ts-ignore: TypeScript does not parse source-phase imports (`import.source`); Deno runs them.
+  wasm: (await import.source("npm:@resvg/resvg-wasm@2.6.2/index_bg.wasm")) as WebAssembly.Module,
+});

@@ -1,0 +1,526 @@
+/**
+ * Runs a named experiment: every (setting, seed) as a pretraining run (lib/train/pretrain.ts) in its own
+ * folder, each evaluated (evaluate.ts), then a random-init baseline per model, then the experiment folder's
+ * summary files and report:
+ *
+ * ```
+ * <out>/experiment.json     the plan: experiment, size, seeds, flags, every run's config hash, versions
+ * <out>/results.json        per run: setting, seed, config hash, final losses, probe and k-NN accuracy
+ * <out>/results.csv         the same, one row per run
+ * <out>/report.md           results table, plots, versions (report.ts)
+ * <out>/plots/*.svg, *.png  loss curves per run; probe and k-NN accuracy per setting
+ * <out>/timing.json         wall-clock seconds per run (the only file that differs between reruns)
+ * <out>/runs/<id>/          a pretraining run directory (config.json, metrics.jsonl, checkpoints/, ...)
+ *                           plus eval.json (its scores) and run.json (versions, config hash, git commit)
+ * ```
+ *
+ * Reproducible: the same experiment, size, seeds and flags on the same backend write byte-identical
+ * metrics.jsonl, eval.json, results.json and results.csv (every random draw derives from the seed; no
+ * clock or path goes into them). Rerunning into the same folder continues where it stopped: finished runs
+ * (same config hash) are reused, an interrupted one resumes from its checkpoint.
+ *
+ * @module
+ */
+import { E, pipe } from "../deps.ts";
+import { type BackendInfo, selectBackend } from "../core/backend.ts";
+import { decodeWith } from "../config/codec.ts";
+import { stableHash } from "../config/hash.ts";
+import {
+  checkPretrainConfig,
+  configHash,
+  defaultPretrainConfig,
+  PretrainConfig,
+} from "../config/pretrain.ts";
+import type { PresetName } from "../models/presets.ts";
+import { parseDataSource } from "../../data/source.ts";
+import { latestCheckpoint } from "../train/checkpoint.ts";
+import { readMetrics } from "../train/metrics.ts";
+import { pretrain } from "../train/pretrain.ts";
+import { runPaths, writeJsonAtomic, writeTextAtomic } from "../train/rundir.ts";
+import { type EvalResult, evaluateEncoder } from "./evaluate.ts";
+import {
+  type ConfigOverrides,
+  type Experiment,
+  type ExperimentSize,
+  planRuns,
+  type RunSpec,
+  type SettingValue,
+} from "./registry.ts";
+import { writeReport } from "./report.ts";
+import { collectVersions, type Versions } from "./versions.ts";
+
+/** How to run an experiment. */
+export interface ExperimentOptions {
+  readonly size: ExperimentSize;
+  /** Seeds of every setting (each seed is one run per setting). */
+  readonly seeds: readonly number[];
+  /** The experiment folder. */
+  readonly out: string;
+  /** Config fields set for every run (command-line flags), over the experiment's own. */
+  readonly overrides?: ConfigOverrides;
+  /** Evaluate a randomly initialised encoder of each model as a baseline (default true). */
+  readonly baseline?: boolean;
+  /** Write PNG copies of the plots (default true). */
+  readonly png?: boolean;
+}
+
+/** Where the runner's text goes. */
+export interface ExperimentIO {
+  readonly log: (line: string) => void;
+  /** Progress bars on a terminal (see lib/train/progress.ts); default: plain lines. */
+  readonly tty?: boolean;
+}
+
+/** The final losses of a run: means over its last steps (less noisy than the last step alone). */
+export interface FinalLosses {
+  readonly loss: number;
+  readonly lossVisible: number;
+  readonly lossMasked: number;
+  /** How many last steps were averaged. */
+  readonly overSteps: number;
+}
+
+/** One run's entry in results.json. */
+export interface RunRecord {
+  readonly id: string;
+  readonly setting: string;
+  readonly label: string;
+  readonly values: Readonly<Record<string, SettingValue>>;
+  readonly seed: number;
+  readonly configHash: string;
+  readonly model: string;
+  readonly steps: number;
+  readonly final: FinalLosses;
+  readonly eval: EvalRecord;
+  /** The run folder, relative to the experiment folder. */
+  readonly dir: string;
+}
+
+/** Evaluation of one encoder, as stored (paths relative to the experiment folder). */
+export type EvalRecord = Omit<EvalResult, "encoder"> & { readonly encoder: string };
+
+/** A random-init encoder evaluated like the runs. */
+export interface BaselineRecord {
+  readonly model: string;
+  readonly seed: number;
+  readonly eval: EvalRecord;
+}
+
+/** What results.json holds. */
+export interface ExperimentResults {
+  readonly experiment: string;
+  readonly size: ExperimentSize;
+  readonly seeds: readonly number[];
+  /** Hash of the plan (experiment, size, seeds, every run's config hash). */
+  readonly planHash: string;
+  readonly runs: readonly RunRecord[];
+  readonly baselines: readonly BaselineRecord[];
+}
+
+/** What {@link runExperiment} returns. */
+export interface ExperimentSummary {
+  readonly dir: string;
+  readonly results: ExperimentResults;
+  readonly versions: Versions;
+  readonly reportPath: string;
+  /** Wall-clock seconds per run id (and "evaluation", "report"). */
+  readonly seconds: Readonly<Record<string, number>>;
+  /** Runs reused from an earlier invocation. */
+  readonly reused: readonly string[];
+}
+
+/** A run with its resolved config. */
+export interface PlannedRun extends RunSpec {
+  readonly config: PretrainConfig;
+  readonly configHash: string;
+}
+
+const trimSlash = (p: string) => p.replace(/\/+$/, "") || ".";
+
+/**
+ * The config of one run: pretraining defaults < the experiment's base at `size` < the setting < the
+ * command-line overrides < seed and folder. Left: what is wrong, naming the run.
+ *
+ * @example
+ * ```ts
+ * import { resolveRunConfig } from "./runner.ts";
+ * import { alignmentAblation, planRuns } from "./registry.ts";
+ * const [run] = planRuns(alignmentAblation.settings("small"), [7]);
+ * const cfg = resolveRunConfig(alignmentAblation, "small", run, {}, "runs/x");
+ * if (cfg._tag === "Left" || cfg.right.maskedWeight !== 0 || cfg.right.seed !== 7) throw new Error("unexpected");
+ * if (cfg.right.out !== "runs/x/runs/visible-only-s7") throw new Error(cfg.right.out);
+ * ```
+ */
+export const resolveRunConfig = (
+  exp: Experiment,
+  size: ExperimentSize,
+  run: RunSpec,
+  overrides: ConfigOverrides,
+  out: string,
+): E.Either<string, PretrainConfig> => {
+  const dir = `${trimSlash(out)}/runs/${run.id}`;
+  const merged = {
+    ...defaultPretrainConfig(new Date(0)),
+    // The size fixes the length by steps; an experiment never counts epochs.
+    epochs: undefined,
+    ...exp.base(size),
+    ...run.setting.overrides,
+    ...overrides,
+    seed: run.seed,
+    out: dir,
+    resume: null,
+  };
+  return pipe(
+    decodeWith(PretrainConfig, merged, `${exp.name} run ${run.id}`),
+    E.chain(checkPretrainConfig),
+    E.mapLeft((m) => `${exp.name} run ${run.id}: ${m}`),
+  );
+};
+
+/** Every run of the experiment with its config and config hash. Left: the first config that is invalid. */
+export const planExperiment = async (
+  exp: Experiment,
+  o: Pick<ExperimentOptions, "size" | "seeds" | "out" | "overrides">,
+): Promise<E.Either<string, PlannedRun[]>> => {
+  if (o.seeds.length === 0) return E.left("no seeds given");
+  const planned: PlannedRun[] = [];
+  for (const run of planRuns(exp.settings(o.size), o.seeds)) {
+    const cfg = resolveRunConfig(exp, o.size, run, o.overrides ?? {}, o.out);
+    if (E.isLeft(cfg)) return cfg;
+    planned.push({ ...run, config: cfg.right, configHash: await configHash(cfg.right) });
+  }
+  return E.right(planned);
+};
+
+const readJson = async <T>(path: string): Promise<T | undefined> => {
+  try {
+    return JSON.parse(await Deno.readTextFile(path)) as T;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound || e instanceof SyntaxError) return undefined;
+    throw e;
+  }
+};
+
+const exists = async (path: string): Promise<boolean> => {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+};
+
+/** Means of the losses over the last `n` steps of a metrics log (10% of the run, at least 1, at most 50). */
+export const finalLosses = (records: readonly Readonly<Record<string, unknown>>[]): FinalLosses => {
+  const n = Math.min(records.length, Math.max(1, Math.min(50, Math.round(records.length / 10))));
+  const tail = records.slice(records.length - n);
+  const mean = (k: string) => tail.reduce((a, r) => a + Number(r[k]), 0) / Math.max(1, n);
+  return {
+    loss: mean("loss"),
+    lossVisible: mean("lossVisible"),
+    lossMasked: mean("lossMasked"),
+    overSteps: n,
+  };
+};
+
+const relative = (root: string, path: string): string => {
+  const r = `${trimSlash(root)}/`;
+  return path.startsWith(r) ? path.slice(r.length) : path;
+};
+
+const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
+
+/** The per-run record written next to the run: what computed it. */
+interface RunJson {
+  readonly experiment: string;
+  readonly size: ExperimentSize;
+  readonly id: string;
+  readonly setting: string;
+  readonly values: Readonly<Record<string, SettingValue>>;
+  readonly seed: number;
+  readonly configHash: string;
+  readonly versions: Versions;
+}
+
+/**
+ * Trains (or resumes, or reuses) one run and evaluates it. Left: a message; `interrupted` when Ctrl-C
+ * stopped the training (its checkpoint is on disk; rerunning continues).
+ */
+const runOne = async (
+  exp: Experiment,
+  o: ExperimentOptions,
+  run: PlannedRun,
+  versions: Versions,
+  io: ExperimentIO,
+): Promise<E.Either<string, { record: RunRecord; reused: boolean }>> => {
+  const dir = run.config.out;
+  const paths = runPaths(dir);
+  const evalPath = `${dir}/eval.json`, runJsonPath = `${dir}/run.json`;
+  const { steps = 0 } = run.config;
+  const base = {
+    id: run.id,
+    setting: run.setting.id,
+    label: run.setting.label,
+    values: run.setting.values,
+    seed: run.seed,
+    configHash: run.configHash,
+    model: run.config.model,
+    steps,
+    dir: relative(o.out, dir),
+  };
+  const finish = async (ev: EvalRecord, reused: boolean) => {
+    const log = await readMetrics(paths.metricsPath);
+    return E.right({ record: { ...base, final: finalLosses(log.records), eval: ev }, reused });
+  };
+
+  const previous = await readJson<RunJson>(runJsonPath);
+  const done = await readJson<EvalRecord>(evalPath);
+  if (previous !== undefined && previous.configHash !== run.configHash) {
+    return E.left(
+      `${dir} holds a run with config hash ${previous.configHash}, this plan's run ${run.id} hashes to ` +
+        `${run.configHash}: give the experiment another --out, or remove ${dir}`,
+    );
+  }
+  if (previous !== undefined && done !== undefined) {
+    io.log(`${run.id}: done earlier (config ${run.configHash}), reusing ${relative(o.out, evalPath)}`);
+    return finish(done, true);
+  }
+
+  // Train: fresh, or resume what an interrupted invocation left.
+  let cfg = run.config;
+  if (await exists(paths.configPath)) {
+    const latest = await latestCheckpoint(dir);
+    if (latest.checkpoint === undefined) {
+      return E.left(
+        `${dir} holds a started run without a complete checkpoint (stopped before its first one): remove ` +
+          `${dir} and run the experiment again to start that run afresh`,
+      );
+    }
+    if (latest.checkpoint.meta.configHash !== run.configHash) {
+      return E.left(
+        `${dir} was written with config hash ${latest.checkpoint.meta.configHash}, the plan's run hashes to ` +
+          `${run.configHash}: give the experiment another --out, or remove ${dir}`,
+      );
+    }
+    cfg = { ...cfg, resume: dir };
+  }
+  await Deno.mkdir(dir, { recursive: true });
+  const runJson: RunJson = {
+    experiment: exp.name,
+    size: o.size,
+    id: run.id,
+    setting: run.setting.id,
+    values: run.setting.values,
+    seed: run.seed,
+    configHash: run.configHash,
+    versions,
+  };
+  io.log(`${run.id}: ${run.setting.label}, seed ${run.seed}, config ${run.configHash}`);
+  const trained = cfg.resume !== null && (await latestCheckpoint(dir)).checkpoint?.step === steps
+    ? undefined
+    : await pretrain(cfg, { log: io.log, tty: io.tty ?? false });
+  if (trained !== undefined) {
+    if (E.isLeft(trained)) return E.left(`${run.id}: ${trained.left}`);
+    if (trained.right.interrupted) {
+      return E.left(
+        `interrupted during ${run.id} at step ${trained.right.steps} (checkpoint saved): run the same command ` +
+          "again to continue",
+      );
+    }
+  }
+
+  const source = parseDataSource(cfg.data);
+  if (E.isLeft(source)) return source;
+  const ev = await evaluateEncoder({ kind: "run", dir }, source.right, exp.evaluation(o.size), run.seed);
+  if (E.isLeft(ev)) return E.left(`${run.id}: ${ev.left}`);
+  const record: EvalRecord = { ...ev.right, encoder: relative(o.out, ev.right.encoder) };
+  io.log(`${run.id}: ${formatScores(record)}`);
+  await writeJsonAtomic(evalPath, record);
+  await writeJsonAtomic(runJsonPath, runJson);
+  return finish(record, false);
+};
+
+/** `probe top-1 23.40% (top-5 71.20%), k-NN top-1 19.80%`. */
+export const formatScores = (e: Pick<EvalResult, "probe" | "knn">): string =>
+  [
+    e.probe ? `probe top-1 ${e.probe.top1.toFixed(2)}% (top-5 ${e.probe.top5.toFixed(2)}%)` : undefined,
+    e.knn ? `k-NN top-1 ${e.knn.top1.toFixed(2)}%` : undefined,
+  ].filter((s) => s !== undefined).join(", ") || "no evaluation";
+
+/** Random-init encoders: one per model (and image/patch size) among the runs, at the first seed. */
+const baselines = async (
+  exp: Experiment,
+  o: ExperimentOptions,
+  runs: readonly PlannedRun[],
+  io: ExperimentIO,
+): Promise<E.Either<string, BaselineRecord[]>> => {
+  const seen = new Map<string, PlannedRun>();
+  for (const r of runs) {
+    const k = `${r.config.model}/${r.config.imageSize}/${r.config.patchSize}/${r.config.data}`;
+    if (!seen.has(k)) seen.set(k, r);
+  }
+  const out: BaselineRecord[] = [];
+  for (const r of seen.values()) {
+    const c = r.config;
+    const source = parseDataSource(c.data);
+    if (E.isLeft(source)) return source;
+    const ev = await evaluateEncoder(
+      {
+        kind: "random",
+        model: c.model as PresetName,
+        imageSize: c.imageSize,
+        patchSize: c.patchSize,
+        seed: c.seed,
+      },
+      source.right,
+      exp.evaluation(o.size),
+      c.seed,
+    );
+    if (E.isLeft(ev)) return E.left(`baseline (${c.model}, random init): ${ev.left}`);
+    io.log(`baseline ${c.model} (random init, no pretraining): ${formatScores(ev.right)}`);
+    out.push({ model: c.model, seed: c.seed, eval: ev.right });
+  }
+  return E.right(out);
+};
+
+/**
+ * Runs `exp` into `o.out` (see the module doc for what is written). Left: a message for people; every
+ * finished run stays on disk and is reused by the next invocation with the same folder.
+ */
+export const runExperiment = async (
+  exp: Experiment,
+  o: ExperimentOptions,
+  io: ExperimentIO,
+): Promise<E.Either<string, ExperimentSummary>> => {
+  const out = trimSlash(o.out);
+  const opts = { ...o, out };
+  const plan = await planExperiment(exp, opts);
+  if (E.isLeft(plan)) return plan;
+  const runs = plan.right;
+  let info: BackendInfo;
+  try {
+    info = await selectBackend(runs[0].config.backend);
+  } catch (e) {
+    return E.left(message(e));
+  }
+  const versions = await collectVersions(info);
+  const planHash = await stableHash({
+    experiment: exp.name,
+    size: o.size,
+    seeds: [...o.seeds],
+    runs: runs.map((r) => [r.id, r.configHash]),
+  });
+  const planPath = `${out}/experiment.json`;
+  const previous = await readJson<{ planHash?: string }>(planPath);
+  if (previous !== undefined && previous.planHash !== planHash) {
+    return E.left(
+      `${out} holds another plan (${previous.planHash}; this one is ${planHash}: a different experiment, ` +
+        "size, seeds or flags): give it another --out, or remove the folder",
+    );
+  }
+  await Deno.mkdir(`${out}/runs`, { recursive: true });
+  await writeJsonAtomic(planPath, {
+    experiment: exp.name,
+    title: exp.title,
+    size: o.size,
+    seeds: o.seeds,
+    overrides: o.overrides ?? {},
+    planHash,
+    runs: runs.map((r) => ({ id: r.id, setting: r.setting.id, seed: r.seed, configHash: r.configHash })),
+    versions,
+  });
+  io.log(
+    `experiment ${exp.name} (${o.size}): ${runs.length} run(s) = ${
+      exp.settings(o.size).length
+    } setting(s) x ` +
+      `${o.seeds.length} seed(s), into ${out}`,
+  );
+
+  const seconds: Record<string, number> = {};
+  const records: RunRecord[] = [];
+  const reused: string[] = [];
+  for (const [i, run] of runs.entries()) {
+    io.log(`--- run ${i + 1}/${runs.length}`);
+    const t0 = performance.now();
+    const r = await runOne(exp, opts, run, versions, io);
+    if (E.isLeft(r)) return r;
+    seconds[run.id] = (performance.now() - t0) / 1000;
+    records.push(r.right.record);
+    if (r.right.reused) reused.push(run.id);
+  }
+
+  const t1 = performance.now();
+  const base = o.baseline === false ? E.right([]) : await baselines(exp, opts, runs, io);
+  if (E.isLeft(base)) return base;
+  seconds.baselines = (performance.now() - t1) / 1000;
+
+  const results: ExperimentResults = {
+    experiment: exp.name,
+    size: o.size,
+    seeds: [...o.seeds],
+    planHash,
+    runs: records,
+    baselines: base.right,
+  };
+  const t2 = performance.now();
+  await writeJsonAtomic(`${out}/results.json`, results);
+  await writeTextAtomic(`${out}/results.csv`, resultsCsv(results));
+  const reportPath = await writeReport(exp, results, versions, runs.map((r) => r.config), out, {
+    png: o.png ?? true,
+    overrides: o.overrides ?? {},
+  });
+  seconds.report = (performance.now() - t2) / 1000;
+  await writeJsonAtomic(`${out}/timing.json`, { seconds, reused });
+  return E.right({ dir: out, results, versions, reportPath, seconds, reused });
+};
+
+const csvCell = (v: unknown): string => {
+  const s = v === null || v === undefined ? "" : String(v);
+  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+};
+
+/**
+ * results.csv: one row per run, the setting's coordinates as columns, then the numbers.
+ *
+ * @example
+ * ```ts
+ * import { resultsCsv } from "./runner.ts";
+ * const csv = resultsCsv({ experiment: "x", size: "test", seeds: [0], planHash: "h", baselines: [], runs: [] });
+ * if (!csv.startsWith("run,seed,config_hash")) throw new Error(csv);
+ * ```
+ */
+export const resultsCsv = (r: ExperimentResults): string => {
+  const coords = [...new Set(r.runs.flatMap((x) => Object.keys(x.values)))];
+  const head = [
+    "run",
+    "seed",
+    "config_hash",
+    ...coords,
+    "steps",
+    "loss",
+    "loss_visible",
+    "loss_masked",
+    "probe_top1",
+    "probe_top5",
+    "probe_best_top1",
+    "knn_top1",
+    "knn_top5",
+  ];
+  const rows = r.runs.map((x) => [
+    x.id,
+    x.seed,
+    x.configHash,
+    ...coords.map((c) => x.values[c]),
+    x.steps,
+    x.final.loss,
+    x.final.lossVisible,
+    x.final.lossMasked,
+    x.eval.probe?.top1,
+    x.eval.probe?.top5,
+    x.eval.probe?.bestTop1,
+    x.eval.knn?.top1,
+    x.eval.knn?.top5,
+  ]);
+  return [head, ...rows].map((row) => row.map(csvCell).join(",")).join("\n") + "\n";
+};
