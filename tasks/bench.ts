@@ -1,10 +1,23 @@
 /**
- * `deno task bench --ops [--model tiny|small|base] [--batch N] [--backend webgpu|wasm|cpu] [--steps N]
- *  [--warmup N] [--only a,b] [--matmul-size N] [--reduce-size N] [--no-stock] [--json] [--out FILE]`
+ * `deno task bench [--model tiny|small|base] [--batch N] [--backend webgpu|wasm|cpu] [--steps N]
+ *  [--warmup N] [--teacher clip-b16|micro] [--kernels fused|stock] [--no-phases] [--no-profile] [--json]
+ *  [--out FILE]`
+ *
+ * Full pretraining steps on synthetic tensors (lib/bench/step.ts): images/s of `trainStep`, ms per phase
+ * (teacher, student forward, student backward, update), peak memory, a kernel profile of one step
+ * (tf.profile, aggregated by kernel name) and the ratio to PyTorch (ANCHORS.md, lib/bench/anchors.ts).
+ * `--kernels fused` (default on webgpu) registers this project's WebGPU kernels (lib/core/kernels);
+ * `stock` runs plain tfjs.
+ *
+ * `deno task bench --ops [--model ...] [--batch N] [--backend ...] [--steps N] [--warmup N] [--only a,b]
+ *  [--matmul-size N] [--reduce-size N] [--no-stock] [--kernels fused|stock] [--json] [--out FILE]`
  *
  * Op-level microbenchmarks at the shapes of one CAE v2 step (lib/bench/ops.ts): median ms per op after
- * warmup, readback floor subtracted, kernel ms where the backend has a timer, and TFLOP/s or GB/s. The
- * full training-step benchmark (`--model` without `--ops`) arrives with phase 2.
+ * warmup, readback floor subtracted, kernel ms where the backend has a timer, and TFLOP/s or GB/s.
+ *
+ * `deno task bench --check --backend webgpu`: the fused kernels against their plain-tfjs references at
+ * model shapes (lib/bench/kernel_check.ts); exit status 1 if any differs beyond its tolerance.
+ * `--gemm-big` / `--gemm-small` override the matmul tiles (lib/core/kernels/matmul.ts) for tuning.
  *
  * On the H200 device machine (see /work/shared/ANCHORS.md). Once, here:
  *
@@ -21,6 +34,7 @@
  * for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig; xz -dc .tools/deno.xz > /tmp/deno && chmod +x /tmp/deno &&
  * export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json &&
  * /tmp/deno run -A --no-config .tools/bench.js --ops --backend webgpu --out $OUT/ops-base-b32.json 2>&1 | tee $OUT/ops.log
+ * /tmp/deno run -A --no-config .tools/bench.js --model base --batch 256 --backend webgpu --out $OUT/step-base-b256.json
  * ```
  *
  * @module
@@ -33,10 +47,27 @@ import { benchShape, type OpCase, opCases } from "../lib/bench/ops.ts";
 import { hasKernelTimer, readbackFloorMs, timeOp } from "../lib/bench/timing.ts";
 import { type BenchReport, formatTable, type OpResult, withRates } from "../lib/bench/report.ts";
 import { type PresetName, presetNames } from "../lib/models/presets.ts";
+import { runStepBench, type TeacherName } from "../lib/bench/step.ts";
+import { formatStepReport, stepReport } from "../lib/bench/report.ts";
+import { registerKernels, restoreStockKernels } from "../lib/core/kernels/dispatch.ts";
+import { setGemmTiles, type Tile } from "../lib/core/kernels/matmul.ts";
+import {
+  checkAdamw,
+  checkGelu,
+  checkLayerNorm,
+  checkMatMul,
+  checkMatMulGrad,
+  type CheckResult,
+  formatChecks,
+  modelMatMulCases,
+  smallMatMulCases,
+} from "../lib/bench/kernel_check.ts";
 
-const usage =
-  "usage: deno task bench --ops [--model tiny|small|base] [--batch N] [--backend webgpu|wasm|cpu] " +
-  "[--steps N] [--warmup N] [--only a,b] [--matmul-size N] [--reduce-size N] [--no-stock] [--json] [--out FILE]";
+const usage = "usage: deno task bench [--model tiny|small|base] [--batch N] [--backend webgpu|wasm|cpu] " +
+  "[--steps N] [--warmup N] [--teacher clip-b16|micro] [--kernels fused|stock] [--no-phases] [--no-profile] " +
+  "[--gemm-big bm,bn,bk,tm,tn] [--gemm-small ...] [--json] [--out FILE]\n" +
+  "       deno task bench --ops [same] [--only a,b] [--matmul-size N] [--reduce-size N] [--no-stock]\n" +
+  "       deno task bench --check --backend webgpu [--out FILE]";
 const strings = [
   "model",
   "batch",
@@ -48,8 +79,12 @@ const strings = [
   "reduce-size",
   "out",
   "target-ms",
+  "teacher",
+  "kernels",
+  "gemm-big",
+  "gemm-small",
 ];
-const booleans = ["ops", "json", "stock", "help"];
+const booleans = ["ops", "json", "stock", "help", "phases", "profile", "check"];
 const fail = (msg: string): never => {
   console.error(`bench: ${msg}\n${usage}`);
   Deno.exit(2);
@@ -58,8 +93,8 @@ const fail = (msg: string): never => {
 const parseOptions = {
   string: strings,
   boolean: booleans,
-  negatable: ["stock"],
-  default: { stock: true },
+  negatable: ["stock", "phases", "profile"],
+  default: { stock: true, phases: true, profile: true },
   unknown: (arg: string) => arg.startsWith("-") ? fail(`unknown flag ${arg}`) : true,
 };
 const args = parseArgs(Deno.args, parseOptions);
@@ -79,17 +114,58 @@ const model = (args.model as string | undefined) ?? "base";
 if (!presetNames.includes(model as PresetName)) {
   fail(`--model ${model}: expected one of ${presetNames.join(", ")}`);
 }
-if (!args.ops) {
-  fail(
-    "the full training-step benchmark lands with the model wiring (phase 2); use --ops for the op benchmarks",
-  );
-}
 const backend = (args.backend as string | undefined) ?? "webgpu";
 if (!["webgpu", "wasm", "cpu"].includes(backend)) fail(`--backend ${backend}: expected webgpu, wasm or cpu`);
+const kernels = (args.kernels as string | undefined) ?? "fused";
+if (!["fused", "stock"].includes(kernels)) fail(`--kernels ${kernels}: expected fused or stock`);
+const teacher = (args.teacher as string | undefined) ?? "clip-b16";
+if (!["clip-b16", "micro"].includes(teacher)) fail(`--teacher ${teacher}: expected clip-b16 or micro`);
 
 const backendInfo = await selectBackend(backend as BackendName).catch((e: Error) => fail(e.message));
 console.error(describeBackend(backendInfo));
 registerDeviceGradients();
+if (kernels === "fused") registerKernels();
+else restoreStockKernels();
+const tileFlag = (flag: string): Tile | undefined => {
+  const v = args[flag] as string | undefined;
+  if (v == null) return undefined;
+  const [bm, bn, bk, tm, tn] = v.split(",").map(Number);
+  return { bm, bn, bk, tm, tn };
+};
+try {
+  setGemmTiles({ big: tileFlag("gemm-big"), small: tileFlag("gemm-small") });
+} catch (e) {
+  fail((e as Error).message);
+}
+
+if (args.check) {
+  // Kernel correctness at model shapes against the plain-tfjs references (lib/bench/kernel_check.ts).
+  if (backend !== "webgpu") fail("--check needs --backend webgpu");
+  const rs: CheckResult[] = [];
+  const step = async (what: string, f: () => Promise<CheckResult[]>) => {
+    const t0 = performance.now();
+    const r = await f();
+    rs.push(...r);
+    console.error(`check ${what}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  };
+  await step("matmul", () => checkMatMul([...smallMatMulCases, ...modelMatMulCases]));
+  await step("matmul grad", () => checkMatMulGrad());
+  await step(
+    "layernorm",
+    async () => [...await checkLayerNorm([32, 99, 768]), ...await checkLayerNorm([8, 167, 192])],
+  );
+  await step(
+    "gelu",
+    async () => [...await checkGelu([3168, 3072], false), ...await checkGelu([32, 197, 3072], true)],
+  );
+  await step("adamw", () => checkAdamw());
+  restoreStockKernels();
+  console.log(formatChecks(rs));
+  const failed = rs.filter((r) => !r.ok).length;
+  console.log(failed === 0 ? `all ${rs.length} checks passed` : `${failed} of ${rs.length} checks FAILED`);
+  if (args.out) await Deno.writeTextFile(args.out as string, JSON.stringify(rs, null, 2) + "\n");
+  Deno.exit(failed === 0 ? 0 : 1);
+}
 
 const gpu = (navigator as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
 const adapterInfo = async (): Promise<Record<string, unknown> | null> => {
@@ -107,6 +183,33 @@ const adapterInfo = async (): Promise<Record<string, unknown> | null> => {
     features: [...(a.features ?? [])].sort(),
   };
 };
+
+if (!args.ops) {
+  const result = await runStepBench({
+    model: model as PresetName,
+    batch: int("batch", backend === "webgpu" ? 32 : 8),
+    steps: int("steps", 3),
+    warmup: int("warmup", 2),
+    teacher: teacher as TeacherName,
+    phases: args.phases as boolean,
+    profile: args.profile as boolean,
+    log: (m) => console.error(m),
+  });
+  const report = stepReport({
+    date: new Date().toISOString(),
+    deno: Deno.version.deno,
+    tfjs: tf.version_core,
+    backend,
+    machine: backend === "webgpu" && !backendInfo.fallbackAdapter ? "h200" : "cpu2",
+    adapter: await adapterInfo(),
+    kernelTimer: hasKernelTimer(),
+    options: { kernels, steps: int("steps", 3), warmup: int("warmup", 2), teacher },
+  }, result);
+  const json = JSON.stringify(report, null, 2);
+  if (args.out) await Deno.writeTextFile(args.out as string, json + "\n");
+  console.log(args.json ? json : formatStepReport(report));
+  Deno.exit(0);
+}
 
 const shape = benchShape(model as PresetName, int("batch", 32), {
   matmulSize: int("matmul-size", 4096),
@@ -171,7 +274,7 @@ const report: BenchReport = {
     kernelTimer: hasKernelTimer(),
     readbackFloorMs: floorMs,
     shape,
-    options: { ...options, only: only ?? null, stock: args.stock },
+    options: { ...options, only: only ?? null, stock: args.stock, kernels },
   },
   results,
 };

@@ -1,7 +1,16 @@
 import { tf } from "../lib/deps.ts";
 import { benchShape, opCases } from "../lib/bench/ops.ts";
 import { median, readbackFloorMs, timeOp } from "../lib/bench/timing.ts";
-import { type BenchReport, formatTable, withRates } from "../lib/bench/report.ts";
+import {
+  type BenchReport,
+  formatStepReport,
+  formatTable,
+  stepReport,
+  withRates,
+} from "../lib/bench/report.ts";
+import { runStepBench } from "../lib/bench/step.ts";
+import { anchorFor } from "../lib/bench/anchors.ts";
+import { aggregateKernels } from "../lib/bench/profile.ts";
 import { registerDeviceGradients } from "../lib/core/gradients.ts";
 import {
   assert,
@@ -102,4 +111,59 @@ Deno.test({
     assertStringIncludes(table, "FLOP/s");
     assertEquals(JSON.parse(JSON.stringify(report)).results[0].name, "matmul-square");
   },
+});
+
+Deno.test({
+  name: "full-step benchmark: micro model and teacher on cpu, phases, profile, report with anchors",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await tf.setBackend("cpu");
+    registerDeviceGradients();
+    const before = tf.memory().numTensors;
+    const r = await runStepBench({
+      model: "micro",
+      batch: 1,
+      steps: 1,
+      warmup: 1,
+      teacher: "micro",
+      phases: true,
+      profile: true,
+    });
+    assertEquals(tf.memory().numTensors, before, "the benchmark disposes everything it made");
+    assert(Number.isFinite(r.lastLoss) && r.lastLoss > 0, `loss ${r.lastLoss}`);
+    assertGreater(r.imagesPerSec, 0);
+    assert(r.phases !== null && r.phases.teacherMs >= 0 && r.phases.updateMs >= 0);
+    assert(r.profile !== null && r.profile.kernelCalls > 100, "profile has kernels");
+    assert(r.profile!.byName.some((k) => k.name === "BatchMatMul"), "matmuls profiled");
+    assertGreater(r.memory.peakTensorBytes!, 0);
+    const report = stepReport({
+      date: "",
+      deno: Deno.version.deno,
+      tfjs: tf.version_core,
+      backend: "cpu",
+      machine: "cpu2",
+      adapter: null,
+      kernelTimer: true,
+      options: {},
+    }, r);
+    assertEquals(report.anchor, null, "no PyTorch figure for micro");
+    const text = formatStepReport(report);
+    assertStringIncludes(text, "img/s");
+    assertStringIncludes(text, "| BatchMatMul |");
+  },
+});
+
+Deno.test("anchors: ANCHORS.md rows and the ratio to PyTorch", () => {
+  assertEquals(anchorFor("h200", "base", 256)?.pytorchImagesPerSec, 375);
+  assertEquals(anchorFor("h200", "tiny", 256)?.targetImagesPerSec, 400);
+  assertEquals(anchorFor("cpu2", "tiny", 8)?.pytorchImagesPerSec, 1.96);
+  assertEquals(anchorFor("h200", "base", 64), undefined);
+  const agg = aggregateKernels([
+    { name: "A", ms: 3, shapes: "[1]" },
+    { name: "B", ms: 1, shapes: "[2]" },
+    { name: "A", ms: 1, shapes: "[3]" },
+  ]);
+  assertEquals(agg.byName.map((k) => [k.name, k.calls, k.ms]), [["A", 2, 4], ["B", 1, 1]]);
+  assertAlmostEquals(agg.byName[0].share, 0.8, 1e-12);
 });

@@ -4,6 +4,8 @@
  * @module
  */
 import type { BenchShape, GradientSet } from "./ops.ts";
+import { type Anchor, anchorFor, type Machine } from "./anchors.ts";
+import type { StepBenchResult } from "./step.ts";
 
 /** One measured op. */
 export interface OpResult {
@@ -103,4 +105,86 @@ export const formatTable = (rep: BenchReport): string => {
     line(widths.map((w) => "-".repeat(w))),
     ...rows.map(line),
   ].join("\n");
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Full training steps
+
+/** A full-step run: what `deno task bench --model ...` prints with `--json`. */
+export interface StepReport {
+  readonly kind: "step";
+  readonly meta: Omit<BenchMeta, "shape" | "readbackFloorMs"> & { readonly machine: Machine };
+  readonly result: StepBenchResult;
+  /** The ANCHORS.md row for this machine, preset and batch, if any. */
+  readonly anchor: Anchor | null;
+  /** imagesPerSec / PyTorch's, or null without an anchor. */
+  readonly ratioToPytorch: number | null;
+}
+
+/** Builds the report of a step run. */
+export const stepReport = (
+  meta: StepReport["meta"],
+  result: StepBenchResult,
+): StepReport => {
+  const anchor = anchorFor(meta.machine, result.model, result.batch) ?? null;
+  return {
+    kind: "step",
+    meta,
+    result,
+    anchor,
+    ratioToPytorch: anchor ? result.imagesPerSec / anchor.pytorchImagesPerSec : null,
+  };
+};
+
+const GiB = (n: number | null | undefined) => (n == null ? "-" : `${(n / 2 ** 30).toFixed(2)} GiB`);
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+
+/** The step report for people: throughput, phases, memory, the top kernels. */
+export const formatStepReport = (rep: StepReport, top = 15): string => {
+  const { meta, result: r, anchor } = rep;
+  const a = meta.adapter;
+  const lines = [
+    `${meta.date} backend ${meta.backend}${
+      a ? ` (${[a.vendor, a.device, a.description].filter(Boolean).join(" ")})` : ""
+    }, tfjs ${meta.tfjs}, deno ${meta.deno}, options ${JSON.stringify(meta.options)}`,
+    `model ${r.model} (${(r.studentParams / 1e6).toFixed(1)} M params), teacher ${r.teacher} (${
+      (r.teacherParams / 1e6).toFixed(1)
+    } M), batch ${r.batch}, ${r.tokens} encoder tokens/image, ${r.numMasked} masked`,
+    `step ${ms(r.stepMs)} ms (median of ${r.stepSamplesMs.length}; first ${ms(r.firstStepMs)} ms) = ${
+      r.imagesPerSec.toFixed(2)
+    } img/s` +
+    (anchor
+      ? `; PyTorch ${anchor.pytorchImagesPerSec} img/s -> ratio ${rep.ratioToPytorch!.toFixed(3)}` +
+        (anchor.targetImagesPerSec ? `; target ${anchor.targetImagesPerSec} img/s` : "")
+      : ""),
+  ];
+  if (r.phases) {
+    const p = r.phases;
+    lines.push(
+      `phases (ms, each alone): teacher ${ms(p.teacherMs)} | student fwd ${ms(p.studentForwardMs)} | ` +
+        `student bwd ${ms(p.studentBackwardMs)} | update ${ms(p.updateMs)} | sum ${ms(p.sumMs)}`,
+    );
+  }
+  lines.push(
+    `memory: peak live tensors ${GiB(r.memory.peakTensorBytes)}, GPU buffers held ${
+      GiB(r.memory.gpuAllocatedBytes)
+    }` + (anchor?.pytorchPeakBytes ? ` (PyTorch peak ${GiB(anchor.pytorchPeakBytes)})` : ""),
+  );
+  if (r.profile) {
+    const p = r.profile;
+    lines.push(
+      `profile of one step: ${p.kernelCalls} kernels, ${ms(p.totalKernelMs)} ms kernel time, ${
+        ms(p.wallMs)
+      } ms wall while profiling`,
+      "",
+      "| kernel | calls | ms | share |",
+      "| --- | --- | --- | --- |",
+      ...p.byName.slice(0, top).map((k) => `| ${k.name} | ${k.calls} | ${ms(k.ms)} | ${pct(k.share)} |`),
+      "",
+      "| kernel and input shapes | calls | ms | share |",
+      "| --- | --- | --- | --- |",
+      ...p.byShape.slice(0, top).map((k) => `| ${k.name} | ${k.calls} | ${ms(k.ms)} | ${pct(k.share)} |`),
+    );
+  }
+  return lines.join("\n");
 };

@@ -6,6 +6,7 @@
 import { tf } from "../deps.ts";
 import type { Key } from "../core/random.ts";
 import { split } from "../core/random.ts";
+import { fusedActivation } from "../core/kernels/dispatch.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
 
 /** Parameters of an MLP. */
@@ -30,5 +31,6 @@ export const mlpInit = (k: Key, dim: number, hidden: number): MlpParams => {
 /** `x: [..., D] -> [..., D]`. */
 export const mlp = (p: MlpParams, x: tf.Tensor, act: Activation = "gelu"): tf.Tensor => {
   const h = linear(p.fc1, x);
-  return linear(p.fc2, act === "gelu" ? gelu(h) : quickGelu(h));
+  // The fused WebGPU kernel when lib/core/kernels is on (same math); the references otherwise.
+  return linear(p.fc2, fusedActivation(h, act === "quickGelu") ?? (act === "gelu" ? gelu(h) : quickGelu(h)));
 };

@@ -5,6 +5,7 @@
  * @module
  */
 import { tf } from "../deps.ts";
+import { fusedLayerNorm } from "../core/kernels/dispatch.ts";
 
 /** Parameters of a LayerNorm. */
 export type LayerNormParams = { readonly scale: tf.Tensor1D; readonly bias: tf.Tensor1D };
@@ -17,6 +18,9 @@ export const layerNormInit = (dim: number): LayerNormParams => ({
 
 /** `x: [..., D] -> [..., D]`. */
 export const layerNorm = (p: LayerNormParams, x: tf.Tensor, eps: number): tf.Tensor => {
+  // The fused WebGPU kernel when lib/core/kernels is on (same math); this reference otherwise.
+  const fused = fusedLayerNorm(x, p.scale, p.bias, eps);
+  if (fused !== undefined) return fused;
   const axis = x.rank - 1;
   const mean = tf.mean(x, axis, true);
   const centred = tf.sub(x, mean);

@@ -1,0 +1,249 @@
+/**
+ * Correctness checks of the WebGPU kernels (lib/core/kernels) against references on random inputs, shared
+ * by the tests (small shapes, llvmpipe) and `deno task bench --check` (model shapes, the H200). Each check
+ * returns the relative error `max|x - ref| / max|ref|` of every output it compares.
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import { withErrorScope } from "../core/backend.ts";
+import { type Key, key, seedOf, split } from "../core/random.ts";
+import { planMatMul, registerFastMatMul, restoreStockMatMul } from "../core/kernels/matmul.ts";
+import { registerKernels, restoreStockKernels } from "../core/kernels/dispatch.ts";
+import { fusedAdamw } from "../core/kernels/adamw.ts";
+import { tensorsIn } from "../optim/transform.ts";
+import { flatten, type Params } from "../core/tree.ts";
+import { layerNorm } from "../nn/norm.ts";
+import { gelu, quickGelu } from "../nn/mlp.ts";
+import { fusedActivation } from "../core/kernels/dispatch.ts";
+
+/** One compared output. */
+export interface CheckResult {
+  readonly name: string;
+  readonly detail: string;
+  readonly relErr: number;
+  readonly tolerance: number;
+  readonly ok: boolean;
+}
+
+/** `max|x - ref| / max|ref|`. */
+export const relErr = (x: ArrayLike<number>, ref: ArrayLike<number>): number => {
+  if (x.length !== ref.length) return Infinity;
+  let num = 0, den = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const d = Math.abs(x[i] - ref[i]);
+    num = Number.isNaN(d) ? Infinity : Math.max(num, d);
+    den = Math.max(den, Math.abs(ref[i]));
+  }
+  return num / Math.max(den, 1e-30);
+};
+
+const result = (name: string, detail: string, e: number, tolerance: number): CheckResult => ({
+  name,
+  detail,
+  relErr: e,
+  tolerance,
+  ok: e <= tolerance,
+});
+
+/** A matmul case: `matMul(a, b, ta, tb)` with a and b of these shapes. */
+export interface MatMulCase {
+  readonly a: number[];
+  readonly b: number[];
+  readonly ta: boolean;
+  readonly tb: boolean;
+  readonly what: string;
+}
+
+/** Small cases covering every load/store layout on 64 x 64 tiles, broadcasting and split K. */
+export const smallMatMulCases: readonly MatMulCase[] = [
+  { a: [3, 37, 16], b: [3, 37, 16], ta: false, tb: true, what: "q k^T (k-contiguous A and B, ragged N)" },
+  { a: [3, 37, 37], b: [3, 37, 16], ta: false, tb: false, what: "p v (scalar A, vec4 B and C)" },
+  { a: [3, 37, 37], b: [1, 37, 16], ta: true, tb: false, what: "p^T dO (transposed scalar A), broadcast B" },
+  { a: [1, 2048, 64], b: [1, 2048, 48], ta: true, tb: false, what: "x^T dy, split K" },
+];
+
+/** Cases at the model's shapes (ViT-B/16 batch 32 and ViT-T attention), 128 x 128 tiles included. */
+export const modelMatMulCases: readonly MatMulCase[] = [
+  { a: [3168, 768], b: [768, 2304], ta: false, tb: false, what: "qkv linear (128x128 tiles)" },
+  { a: [3168, 3072], b: [768, 3072], ta: false, tb: true, what: "dx = dy W^T" },
+  { a: [3168, 768], b: [3168, 3072], ta: true, tb: false, what: "dW = x^T dy (split K)" },
+  { a: [384, 99, 64], b: [384, 99, 64], ta: false, tb: true, what: "ViT-B q k^T" },
+  { a: [384, 99, 99], b: [384, 99, 64], ta: false, tb: false, what: "ViT-B p v" },
+  { a: [384, 167, 16], b: [384, 167, 16], ta: false, tb: true, what: "ViT-T q k^T" },
+  { a: [384, 167, 167], b: [384, 167, 16], ta: true, tb: false, what: "ViT-T p^T dO" },
+];
+
+const randomPair = (k: Key, a: number[], b: number[]) => {
+  const [k1, k2] = split(k);
+  return [
+    tf.randomNormal(a, 0, 1, "float32", seedOf(k1)),
+    tf.randomNormal(b, 0, 1, "float32", seedOf(k2)),
+  ];
+};
+
+/** The tiled matmul against tfjs's own kernel on the same inputs (WebGPU). */
+export const checkMatMul = async (cases: readonly MatMulCase[], tolerance = 1e-5): Promise<CheckResult[]> => {
+  const out: CheckResult[] = [];
+  let k = key(7);
+  for (const c of cases) {
+    const [kc, next] = split(k);
+    k = next;
+    const [a, b] = randomPair(kc, c.a, c.b);
+    restoreStockMatMul();
+    const ref = tf.matMul(a, b, c.ta, c.tb);
+    const refData = await ref.data();
+    registerFastMatMul();
+    const plan = planMatMul(c.a, c.b, c.ta, c.tb);
+    const y = await withErrorScope(async () => {
+      const y = tf.matMul(a, b, c.ta, c.tb);
+      await y.data();
+      return y;
+    });
+    const detail = plan ? `tile ${plan.tile.bm}, splits ${plan.splits}` : "stock (not planned)";
+    out.push(
+      result(
+        `matmul ${c.what}`,
+        `${JSON.stringify(c.a)} x ${JSON.stringify(c.b)}, ${detail}`,
+        relErr(await y.data(), refData),
+        tolerance,
+      ),
+    );
+    tf.dispose([a, b, y, ref]);
+  }
+  return out;
+};
+
+/** Gradients through the tiled matmul against those through the stock kernel. */
+export const checkMatMulGrad = async (tolerance = 1e-5): Promise<CheckResult[]> => {
+  const [x, w] = randomPair(key(11), [90, 40], [40, 52]);
+  const f = (x: tf.Tensor, w: tf.Tensor) => tf.sum(tf.square(tf.matMul(x, w)));
+  const run = async () => {
+    const gs = tf.grads(f)([x, w]);
+    const out = await Promise.all(gs.map((g) => g.data()));
+    tf.dispose(gs);
+    return out;
+  };
+  restoreStockMatMul();
+  const stock = await run();
+  registerFastMatMul();
+  const fast = await run();
+  tf.dispose([x, w]);
+  return ["dx", "dw"].map((n, i) =>
+    result(`matmul gradient ${n}`, "[90,40] x [40,52]", relErr(fast[i], stock[i]), tolerance)
+  );
+};
+
+/**
+ * Runs `f` with the kernels off (reference) and on (fused) and compares every output array. `f` gets a
+ * fresh set of inputs each time from `inputs` and returns float arrays by name.
+ */
+const compare = async (
+  name: string,
+  detail: string,
+  tolerance: number,
+  f: () => Promise<Record<string, Float32Array>>,
+): Promise<CheckResult[]> => {
+  restoreStockKernels();
+  const ref = await f();
+  registerKernels();
+  let got: Record<string, Float32Array>;
+  try {
+    got = await withErrorScope(f);
+  } finally {
+    restoreStockKernels();
+  }
+  return Object.keys(ref).map((k) => result(`${name} ${k}`, detail, relErr(got[k], ref[k]), tolerance));
+};
+
+/** Fused LayerNorm (value and the three gradients) against lib/nn/norm.ts on random inputs. */
+export const checkLayerNorm = (shape: number[], eps = 1e-6, tolerance = 2e-5): Promise<CheckResult[]> => {
+  const d = shape[shape.length - 1];
+  const [k1, k2, k3, k4] = split(key(21), 4);
+  return compare("layernorm", JSON.stringify(shape), tolerance, async () => {
+    const x = tf.add(tf.randomNormal(shape, 0, 2, "float32", seedOf(k1)), 0.5);
+    const scale = tf.randomNormal([d], 1, 0.3, "float32", seedOf(k2));
+    const bias = tf.randomNormal([d], 0, 0.3, "float32", seedOf(k3));
+    const w = tf.randomNormal(shape, 0, 1, "float32", seedOf(k4));
+    const f = (x: tf.Tensor, s: tf.Tensor, b: tf.Tensor) =>
+      layerNorm({ scale: s as tf.Tensor1D, bias: b as tf.Tensor1D }, x, eps);
+    const y = tf.tidy(() => f(x, scale, bias));
+    const grads = tf.grads((x: tf.Tensor, s: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(f(x, s, b), w)))([
+      x,
+      scale,
+      bias,
+    ]);
+    const out = {
+      y: await y.data() as Float32Array,
+      dx: await grads[0].data() as Float32Array,
+      dscale: await grads[1].data() as Float32Array,
+      dbias: await grads[2].data() as Float32Array,
+    };
+    tf.dispose([x, scale, bias, w, y, ...grads]);
+    return out;
+  });
+};
+
+/** Fused GELU / QuickGELU (value and gradient) against lib/nn/mlp.ts. */
+export const checkGelu = (shape: number[], quick: boolean, tolerance = 1e-5): Promise<CheckResult[]> => {
+  const [k1, k2] = split(key(31));
+  return compare(quick ? "quickgelu" : "gelu", JSON.stringify(shape), tolerance, async () => {
+    const x = tf.randomNormal(shape, 0, 2, "float32", seedOf(k1));
+    const w = tf.randomNormal(shape, 0, 1, "float32", seedOf(k2));
+    const act = (x: tf.Tensor) => fusedActivation(x, quick) ?? (quick ? quickGelu(x) : gelu(x));
+    const y = tf.tidy(() => act(x));
+    const g = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(act(x), w)))(x);
+    const out = { y: await y.data() as Float32Array, dx: await g.data() as Float32Array };
+    tf.dispose([x, w, y, g]);
+    return out;
+  });
+};
+
+/** Two updates of the fused AdamW against the reference chain (updates and both moments). */
+export const checkAdamw = async (tolerance = 5e-5): Promise<CheckResult[]> => {
+  const shapes: Record<string, number[]> = { "blk.w": [37, 5], "blk.bias": [64], "head.kernel": [16, 8] };
+  const opts = { lr: 1e-2, weightDecay: 0.05, clip: 0.5 };
+  const [kp, kg] = split(key(41));
+  const run = async (): Promise<Record<string, Float32Array>> => {
+    const opt = fusedAdamw(opts);
+    const params: Params = Object.fromEntries(
+      Object.entries(shapes).map((
+        [n, s],
+        i,
+      ) => [n, tf.randomNormal(s, 0, 1, "float32", seedOf(split(kp, 3)[i]))]),
+    );
+    let state = opt.init(params);
+    const out: Record<string, Float32Array> = {};
+    for (let step = 0; step < 2; step++) {
+      const grads: Params = Object.fromEntries(
+        Object.entries(shapes).map(([n, s], i) => [
+          n,
+          tf.randomNormal(s, 0, 1, "float32", seedOf(split(kg, 6)[step * 3 + i])),
+        ]),
+      );
+      const [u, next] = opt.update(grads, state, params);
+      for (const [n, t] of Object.entries(flatten(u))) {
+        out[`step${step}.update.${n}`] = await t.data() as Float32Array;
+      }
+      for (const [n, t] of Object.entries(flatten(next[1].mu))) {
+        out[`step${step}.mu.${n}`] = await t.data() as Float32Array;
+      }
+      for (const [n, t] of Object.entries(flatten(next[1].nu))) {
+        out[`step${step}.nu.${n}`] = await t.data() as Float32Array;
+      }
+      tf.dispose([...tensorsIn(grads), ...tensorsIn(u), ...tensorsIn(state)]);
+      state = next;
+    }
+    tf.dispose([...tensorsIn(state), ...tensorsIn(params)]);
+    return out;
+  };
+  return await compare("adamw", "clip 0.5, wd 0.05, 2 steps", tolerance, run);
+};
+
+/** Formats check results as lines. */
+export const formatChecks = (rs: readonly CheckResult[]): string =>
+  rs.map((r) =>
+    `${r.ok ? "ok  " : "FAIL"} ${r.name}: rel err ${
+      r.relErr.toExponential(2)
+    } (tol ${r.tolerance}) ${r.detail}`
+  ).join("\n");

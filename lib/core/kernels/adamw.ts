@@ -1,0 +1,309 @@
+/**
+ * A fused AdamW for the WebGPU backend: the same transformation as `adamw(opts)` in lib/optim/adamw.ts
+ * (global-norm clip, Adam with PyTorch's bias correction, decoupled weight decay with the same mask, the
+ * learning rate or schedule) and the same state, so checkpoints and the reference are interchangeable.
+ *
+ * Why: the reference chain runs about 19 small tfjs kernels per parameter tensor (norm, clip, two moments,
+ * the direction, decay, lr, the clones between chain members); a ViT has 150-250 parameter tensors, so an
+ * update is 3000-5000 dispatches, each paying tfjs's ~50 us of host-side dispatch on the H200 (phase-1
+ * op figures). Here: one sum-of-squares pass per tensor into a shared partials buffer plus one pass for
+ * the clip factor, then three elementwise passes per tensor (first moment, second moment, update), i.e.
+ * 4 per tensor + 1. The arithmetic is the reference's, in float32, per element.
+ *
+ * On any other backend, or while the kernels are off (`restoreStockKernels`), `update` runs the reference
+ * chain.
+ *
+ * @module
+ */
+import { tf, type WebGPUBackend } from "../../deps.ts";
+import { flatten, type Params, unflatten } from "../tree.ts";
+import { adamw, type AdamWOptions, type AdamWState } from "../../optim/adamw.ts";
+import { officialDecayMask } from "../../optim/decay.ts";
+import { assertSameNames, type GradientTransformation, tidy, valueAt } from "../../optim/transform.ts";
+import { type Program, runProgram, type TensorInfo } from "./program.ts";
+
+/** Workgroups per tensor in the sum-of-squares pass (each writes one partial). */
+const PARTIALS = 64;
+const WG = 256;
+
+/** Partial sums of squares of one tensor into `result[offset .. offset + PARTIALS)` (n: loads). */
+const sumSquaresProgram = (vec: boolean, total: number): Program => ({
+  variableNames: ["G"],
+  variableComponents: [vec ? 4 : 1],
+  outputShape: [total],
+  shaderKey: `caeSumSquares_${+vec}`,
+  dispatchLayout: { x: [0] },
+  dispatch: [PARTIALS, 1, 1],
+  workgroupSize: [WG, 1, 1],
+  uniforms: "n : i32, offset : i32,",
+  getUserCode: () => `
+var<workgroup> part: array<f32, ${WG}>;
+fn main(index: i32) {
+  let lid = i32(localId.x);
+  let wg = i32(workgroupId.x);
+  var s = 0.0;
+  for (var j = wg * ${WG} + lid; j < uniforms.n; j += ${PARTIALS * WG}) {
+    let v = G[j];
+    s += ${vec ? "dot(v, v)" : "v * v"};
+  }
+  part[lid] = s;
+  workgroupBarrier();
+  for (var w = ${WG / 2}; w > 0; w /= 2) {
+    if (lid < w) { part[lid] += part[lid + w]; }
+    workgroupBarrier();
+  }
+  if (lid == 0) { result[uniforms.offset + wg] = part[0]; }
+}
+`,
+});
+
+const clipFactorProgram = (): Program => ({
+  variableNames: ["P"],
+  outputShape: [1],
+  shaderKey: "caeClipFactor",
+  dispatchLayout: { x: [0] },
+  dispatch: [1, 1, 1],
+  workgroupSize: [WG, 1, 1],
+  uniforms: "n : i32, maxNorm : f32, clip : i32,",
+  getUserCode: () => `
+var<workgroup> part: array<f32, ${WG}>;
+fn main(index: i32) {
+  let lid = i32(localId.x);
+  var s = 0.0;
+  for (var j = lid; j < uniforms.n; j += ${WG}) { s += P[j]; }
+  part[lid] = s;
+  workgroupBarrier();
+  for (var w = ${WG / 2}; w > 0; w /= 2) {
+    if (lid < w) { part[lid] += part[lid + w]; }
+    workgroupBarrier();
+  }
+  if (lid == 0) {
+    // lib/optim/clip.ts: min(1, maxNorm / (norm + 1e-6)); 1 without clipping.
+    result[0] = select(1.0, min(1.0, uniforms.maxNorm / (sqrt(part[0]) + 1e-6)), uniforms.clip != 0);
+  }
+}
+`,
+});
+
+/** One elementwise pass; `body` assigns `r` from the loaded inputs (vec4 or f32 each). */
+const elementwiseProgram = (
+  name: string,
+  inputs: string[],
+  n: number,
+  vec: boolean,
+  body: string,
+): Program => ({
+  variableNames: inputs,
+  variableComponents: inputs.map((v) => (v === "C" ? 1 : vec ? 4 : 1)),
+  outputShape: [n],
+  outputComponent: vec ? 4 : 1,
+  shaderKey: `caeAdamW_${name}_${+vec}`,
+  dispatchLayout: { x: [0] },
+  dispatch: [Math.ceil(n / (vec ? 4 : 1) / WG), 1, 1],
+  workgroupSize: [WG, 1, 1],
+  uniforms:
+    "n : i32, b1 : f32, b2 : f32, c1 : f32, c2 : f32, eps : f32, invBc1 : f32, invSqrtBc2 : f32, wd : f32, lr : f32,",
+  getUserCode: () => `
+fn main(index: i32) {
+  if (index >= uniforms.n) { return; }
+  let c = C[0];
+  ${inputs.filter((v) => v !== "C").map((v) => `let ${v.toLowerCase()} = ${v}[index];`).join("\n  ")}
+  ${body}
+  result[index] = r;
+}
+`,
+});
+
+/** Attributes of the `CaeAdamW` kernel. */
+interface AdamWAttrs {
+  readonly count: number;
+  readonly b1: number;
+  readonly b2: number;
+  readonly eps: number;
+  readonly wd: number;
+  readonly lr: number;
+  /** Clip threshold, or 0 for no clipping. */
+  readonly clip: number;
+  /** Per tensor: whether it decays. */
+  readonly decays: boolean[];
+}
+
+/**
+ * The whole update as one tfjs kernel (so profiles name it): inputs `g0.., m0.., v0.., p0..`, outputs
+ * `[updates..., mu..., nu...]` flat (the caller reshapes).
+ */
+const adamwKernel = (
+  { inputs, backend, attrs }: {
+    inputs: Record<string, TensorInfo>;
+    backend: WebGPUBackend;
+    attrs: AdamWAttrs;
+  },
+): TensorInfo[] => {
+  const n = attrs.decays.length;
+  const floats = (xs: number[]) => xs.map((x) => ({ type: "float32" as const, data: [x] }));
+  const int = (x: number) => ({ type: "int32" as const, data: [x] });
+  const flatInfo = (t: TensorInfo): TensorInfo => ({ ...t, shape: [t.shape.reduce((a, b) => a * b, 1)] });
+  const at = (k: string, i: number) => flatInfo(inputs[`${k}${i}`]);
+  // Clip factor (a [1] tensor on the GPU): sums of squares per tensor into one partials buffer.
+  const total = n * PARTIALS;
+  const partials = backend.makeTensorInfo([total], "float32") as unknown as TensorInfo;
+  for (let i = 0; i < n; i++) {
+    const g = at("g", i);
+    const vec = g.shape[0] % 4 === 0;
+    runProgram(backend, sumSquaresProgram(vec, total), [g], [
+      int(g.shape[0] / (vec ? 4 : 1)),
+      int(i * PARTIALS),
+    ], partials);
+  }
+  const c = runProgram(backend, clipFactorProgram(), [partials], [
+    int(total),
+    ...floats([attrs.clip > 0 ? attrs.clip : 1]),
+    int(attrs.clip > 0 ? 1 : 0),
+  ]);
+  backend.disposeData(partials.dataId);
+  const { b1, b2, eps, count } = attrs;
+  const invBc1 = 1 / (1 - b1 ** count), invSqrtBc2 = 1 / Math.sqrt(1 - b2 ** count);
+  const updates: TensorInfo[] = [], mus: TensorInfo[] = [], nus: TensorInfo[] = [];
+  for (let i = 0; i < n; i++) {
+    const g = at("g", i);
+    const size = g.shape[0], vec = size % 4 === 0;
+    const run = (prog: Program, ins: TensorInfo[]) =>
+      runProgram(backend, prog, [c, ...ins], [
+        int(size / (vec ? 4 : 1)),
+        // 1 - b1, 1 - b2 in float64 on the host, as the reference computes them.
+        ...floats([
+          b1,
+          b2,
+          1 - b1,
+          1 - b2,
+          eps,
+          invBc1,
+          invSqrtBc2,
+          attrs.decays[i] ? attrs.wd : 0,
+          attrs.lr,
+        ]),
+      ]);
+    // lib/optim/adam.ts, with the clipped gradient g * c (lib/optim/clip.ts).
+    const mu = run(
+      elementwiseProgram(
+        "mu",
+        ["C", "M", "G"],
+        size,
+        vec,
+        "let r = m * uniforms.b1 + (g * c) * uniforms.c1;",
+      ),
+      [at("m", i), g],
+    );
+    const nu = run(
+      elementwiseProgram(
+        "nu",
+        ["C", "V", "G"],
+        size,
+        vec,
+        "let gc = g * c; let r = v * uniforms.b2 + (gc * gc) * uniforms.c2;",
+      ),
+      [at("v", i), g],
+    );
+    // Direction, decay (lib/optim/decay.ts: u + p * wd), then -lr (lib/optim/lr.ts).
+    updates.push(run(
+      elementwiseProgram(
+        "update",
+        ["C", "M", "V", "P"],
+        size,
+        vec,
+        "let d = (m * uniforms.invBc1) / (sqrt(v) * uniforms.invSqrtBc2 + uniforms.eps); " +
+          "let r = (d + p * uniforms.wd) * (-uniforms.lr);",
+      ),
+      [mu, nu, at("p", i)],
+    ));
+    mus.push(mu);
+    nus.push(nu);
+  }
+  backend.disposeData(c.dataId);
+  return [...updates, ...mus, ...nus];
+};
+
+let registered = false;
+const registerAdamwKernel = () => {
+  if (registered || tf.getKernel("CaeAdamW", "webgpu") !== undefined) return;
+  registered = true;
+  tf.registerKernel({
+    kernelName: "CaeAdamW",
+    backendName: "webgpu",
+    kernelFunc: adamwKernel as unknown as Parameters<typeof tf.registerKernel>[0]["kernelFunc"],
+  });
+};
+
+/** Whether {@link fusedAdamw} runs its kernels (set by lib/core/kernels/dispatch.ts). */
+let fusedOn = false;
+/** Turns the fused update on or off (dispatch.ts). */
+export const setFusedAdamw = (on: boolean): void => {
+  if (on) registerAdamwKernel();
+  fusedOn = on;
+};
+
+/**
+ * AdamW with fused WebGPU kernels; numerically the reference `adamw(opts)` (same options, same state).
+ * @example
+ * ```ts
+ * import { tf } from "../../deps.ts";
+ * import { fusedAdamw } from "./adamw.ts";
+ * await tf.setBackend("cpu");
+ * const opt = fusedAdamw({ lr: 0.1, clip: 3 });
+ * const params = { w: tf.tensor2d([[1, 2]]) };
+ * const [updates] = opt.update({ w: tf.tensor2d([[0.5, -0.5]]) }, opt.init(params), params);
+ * ```
+ */
+export const fusedAdamw = (opts: AdamWOptions): GradientTransformation<AdamWState> => {
+  const reference = adamw(opts);
+  const { b1 = 0.9, b2 = 0.999, eps = 1e-8 } = opts;
+  const mask = opts.mask ?? officialDecayMask;
+  const weightDecay = opts.weightDecay ?? 0.05;
+  return {
+    init: reference.init,
+    update: (updates, state, params) => {
+      if (!fusedOn || tf.getBackend() !== "webgpu") return reference.update(updates, state, params);
+      const [clipState, adam, decayCount, lrCount] = state;
+      assertSameNames("fusedAdamw.update", updates, "updates", adam.mu, "Adam state");
+      assertSameNames("fusedAdamw.update", updates, "updates", params, "params");
+      const g = flatten(updates), mu = flatten(adam.mu), nu = flatten(adam.nu), p = flatten(params);
+      const names = Object.keys(g);
+      const wd = valueAt(weightDecay, decayCount.count);
+      const attrs: AdamWAttrs = {
+        count: adam.count + 1,
+        b1,
+        b2,
+        eps,
+        wd,
+        lr: valueAt(opts.lr, lrCount.count),
+        clip: opts.clip ?? 0,
+        decays: names.map((name) => wd !== 0 && mask(name, p[name])),
+      };
+      const inputs: Record<string, tf.Tensor> = {};
+      names.forEach((name, i) => {
+        inputs[`g${i}`] = g[name];
+        inputs[`m${i}`] = mu[name];
+        inputs[`v${i}`] = nu[name];
+        inputs[`p${i}`] = p[name];
+      });
+      return tidy(() => {
+        const outs = tf.engine().runKernel(
+          "CaeAdamW",
+          inputs,
+          attrs as unknown as tf.NamedAttrMap,
+        ) as tf.Tensor[];
+        const pick = (k: number) =>
+          Object.fromEntries(
+            names.map((name, i) => [name, tf.reshape(outs[k * names.length + i], g[name].shape)]),
+          );
+        const next: AdamWState = [
+          clipState,
+          { count: attrs.count, mu: unflatten(pick(1)) as Params, nu: unflatten(pick(2)) as Params },
+          { count: decayCount.count + 1 },
+          { count: lrCount.count + 1 },
+        ];
+        return [unflatten(pick(0)) as Params, next] as const;
+      });
+    },
+  };
+};

@@ -1,0 +1,62 @@
+/**
+ * Which implementation runs: this project's WebGPU kernels where they are registered and the active
+ * backend is WebGPU, the plain-tfjs references (lib/nn, lib/optim) everywhere else. `registerKernels()`
+ * turns them on (the benchmark does; training may), `restoreStockKernels()` off (tests compare both).
+ *
+ * - `BatchMatMul` (every tf.matMul and its gradients): lib/core/kernels/matmul.ts, registered over tfjs's.
+ * - LayerNorm: {@link fusedLayerNorm}, called first by `layerNorm` in lib/nn/norm.ts.
+ * - GELU / QuickGELU: {@link fusedActivation}, called by `mlp` in lib/nn/mlp.ts.
+ * - wasm: transposed products through an explicit transpose (lib/core/kernels/matmul_wasm.ts).
+ * - AdamW: `fusedAdamw` (lib/core/kernels/adamw.ts), the reference chain while the kernels are off.
+ *
+ * @module
+ */
+import { tf } from "../../deps.ts";
+import { setFusedAdamw } from "./adamw.ts";
+import { geluKernel, registerGeluKernels } from "./gelu.ts";
+import { layerNormKernel, registerLayerNormKernels } from "./layernorm.ts";
+import { registerFastMatMul, restoreStockMatMul } from "./matmul.ts";
+import { registerWasmMatMul, restoreWasmMatMul } from "./matmul_wasm.ts";
+
+let enabled = false;
+
+/** Turns every fused kernel on (idempotent). Other backends than WebGPU keep the references, except wasm's matmul routing. */
+export const registerKernels = (): void => {
+  registerLayerNormKernels();
+  registerGeluKernels();
+  registerFastMatMul();
+  registerWasmMatMul();
+  setFusedAdamw(true);
+  enabled = true;
+};
+
+/** Back to plain tfjs everywhere (idempotent). */
+export const restoreStockKernels = (): void => {
+  restoreStockMatMul();
+  restoreWasmMatMul();
+  setFusedAdamw(false);
+  enabled = false;
+};
+
+/** Whether the fused kernels are on. */
+export const kernelsEnabled = (): boolean => enabled;
+
+/** Whether a fused kernel should run now: kernels on and the active backend is WebGPU. */
+export const useFused = (): boolean => enabled && tf.getBackend() === "webgpu";
+
+/**
+ * LayerNorm over the last axis by the fused kernel, or undefined where the reference must run (kernels
+ * off, another backend, not float32). Throws `BindingSizeError` for tensors over one binding.
+ */
+export const fusedLayerNorm = (
+  x: tf.Tensor,
+  scale: tf.Tensor,
+  bias: tf.Tensor,
+  eps: number,
+):
+  | tf.Tensor
+  | undefined => (useFused() && x.dtype === "float32" ? layerNormKernel(x, scale, bias, eps) : undefined);
+
+/** GELU (`quick` false) or QuickGELU by the fused kernel, or undefined where the reference must run. */
+export const fusedActivation = (x: tf.Tensor, quick: boolean): tf.Tensor | undefined =>
+  useFused() && x.dtype === "float32" ? geluKernel(x, quick) : undefined;

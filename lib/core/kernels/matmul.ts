@@ -1,0 +1,397 @@
+/**
+ * A tiled matrix product for the tfjs WebGPU backend, registered over tfjs's `BatchMatMul` kernel (so
+ * every `tf.matMul`, and every matmul in the gradients tfjs derives from it, runs here), with the stock
+ * kernel as the fallback for cases it does not take (non-float32, general batch broadcasting).
+ *
+ * Why: on the H200, tfjs 4.22's matmul runs 5-6 TFLOP/s on the encoder's linear layers and 0.17-0.27
+ * TFLOP/s on attention's batched products with head size 16-64 (lib/bench/ops.ts, phase 1 figures in
+ * ANCHORS.md); those batched products alone cost more than a second per ViT-T step at batch 256.
+ *
+ * The kernel: a register-blocked GEMM (the classic CUDA SGEMM layout). A workgroup of 16 x 16 threads
+ * computes a `BM x BN` tile of C, each thread a `TM x TN` block held in vec4 registers; the `BK`-deep
+ * slices of A and B pass through workgroup memory (A stored k-major so both operands are read as vec4),
+ * and the next slice's global loads are issued before the current slice's arithmetic (register
+ * prefetch). Thread blocks are interleaved (rows `ty*4 + r*BM/RM`) so vec4 reads of workgroup memory do
+ * not conflict. Two tile shapes: 128 x 128 (8 x 8 per thread) for the linear layers, 64 x 64 (4 x 4) for
+ * attention's many small products. When a product has few output tiles and a long K (the weight
+ * gradients, `x^T dy` with K = batch x tokens) K is split across workgroups and a second pass sums the
+ * partial products. Accumulation is float32 throughout; the sum order differs from tfjs's kernel (and
+ * PyTorch's), at rounding level.
+ *
+ * Sizes: each operand and the output must fit one storage binding ({@link BindingSizeError}).
+ *
+ * @module
+ */
+import { tf, type WebGPUBackend } from "../../deps.ts";
+import { type Program, runProgram, type TensorInfo } from "./program.ts";
+
+/** A tile configuration. Threads: `(BN / TN) x (BM / TM)`. */
+export interface Tile {
+  readonly bm: number;
+  readonly bn: number;
+  readonly bk: number;
+  readonly tm: number;
+  readonly tn: number;
+}
+
+/** 128 x 128 tiles, 8 x 8 per thread: the linear layers. */
+export const BIG: Tile = { bm: 128, bn: 128, bk: 16, tm: 8, tn: 8 };
+/** 64 x 64 tiles, 4 x 4 per thread: attention's batched products. */
+export const SMALL: Tile = { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 };
+
+let gemmTiles: { big: Tile; small: Tile } = { big: BIG, small: SMALL };
+
+/** Throws unless a tile is one the generator supports (multiples of 4, whole vec4 loads per thread). */
+export const checkTile = (t: Tile): void => {
+  const threads = (t.bn / t.tn) * (t.bm / t.tm);
+  const ok = [t.bm, t.bn, t.tm, t.tn].every((v) => Number.isInteger(v) && v > 0 && v % 4 === 0) &&
+    Number.isInteger(t.bn / t.tn) && Number.isInteger(t.bm / t.tm) && t.bk > 0 && threads <= 256 &&
+    Number.isInteger((t.bm / 4) * t.bk / threads) && Number.isInteger((t.bn / 4) * t.bk / threads);
+  if (!ok) throw new Error(`matmul tile ${JSON.stringify(t)}: unsupported (see lib/core/kernels/matmul.ts)`);
+};
+
+/** Sets the tiles used for large and small products (benchmark tuning; defaults BIG and SMALL). */
+export const setGemmTiles = (t: { big?: Tile; small?: Tile }): void => {
+  if (t.big) checkTile(t.big);
+  if (t.small) checkTile(t.small);
+  gemmTiles = { big: t.big ?? gemmTiles.big, small: t.small ?? gemmTiles.small };
+};
+
+/** How operands are laid out and loaded. */
+export interface GemmLayout {
+  readonly transA: boolean;
+  readonly transB: boolean;
+  /** vec4 loads of A (its contiguous dimension is a multiple of 4). */
+  readonly vecA: boolean;
+  readonly vecB: boolean;
+  /** vec4 stores of C (N a multiple of 4). */
+  readonly vecC: boolean;
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+/**
+ * Loads of one operand tile into workgroup memory, which holds it k-major as vec4s over the outer extent
+ * (`rows`: BM for A, BN for B). `kContig`: the operand is stored with k contiguous (A untransposed, B
+ * transposed); then each item is 4 scalar loads (4 rows at one k: consecutive threads take consecutive k,
+ * so a warp reads contiguous runs) packed into one vec4 store. Otherwise the outer extent is contiguous:
+ * one vec4 load (`vec`) or 4 scalar loads. Every workgroup store is a whole vec4 (no dynamic component
+ * index: cheaper code everywhere, and much cheaper to compile on llvmpipe).
+ * Emits: the prefetch register declarations, the loads (into registers), and the stores.
+ */
+const tileLoad = (
+  name: "A" | "B",
+  shared: "As" | "Bs",
+  rows: number,
+  bk: number,
+  threads: number,
+  kContig: boolean,
+  vec: boolean,
+) => {
+  const outerDim = name === "A" ? "uniforms.M" : "uniforms.N";
+  const outer0 = name === "A" ? "m0" : "n0";
+  const off = name === "A" ? "aOff" : "bOff";
+  const quads = rows / 4;
+  const n = quads * bk / threads;
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`tile ${rows}x${bk} does not divide over ${threads} threads`);
+  }
+  const reg = (i: number) => `p${name}${i}`;
+  const decl = range(n).map((i) => `var ${reg(i)}: vec4<f32>;`).join("\n");
+  const loads: string[] = [], stores: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const v = `(i32(localIndex) + ${i * threads})`;
+    // kContig: consecutive threads take consecutive k; else consecutive quads along the outer extent.
+    const q = kContig ? `(${v} / ${bk})` : `(${v} % ${quads})`;
+    const kk = kContig ? `(${v} % ${bk})` : `(${v} / ${quads})`;
+    const g = `${outer0} + ${q} * 4`, gk = `k0 + ${kk}`;
+    if (!kContig && vec) {
+      loads.push(
+        `{ let g = ${g}; let gk = ${gk}; ${
+          reg(i)
+        } = select(vec4<f32>(0.0), ${name}[(${off} + gk * ${outerDim} + g) / 4], g < ${outerDim} && gk < kEnd); }`,
+      );
+    } else {
+      const at = (c: number) =>
+        kContig ? `${off} + (g + ${c}) * uniforms.K + gk` : `${off} + gk * ${outerDim} + g + ${c}`;
+      const parts = range(4).map((c) => `select(0.0, ${name}[${at(c)}], g + ${c} < ${outerDim} && inK)`);
+      loads.push(
+        `{ let g = ${g}; let gk = ${gk}; let inK = gk < kEnd; ${reg(i)} = vec4<f32>(${parts.join(", ")}); }`,
+      );
+    }
+    stores.push(`${shared}[${kk} * ${quads} + ${q}] = ${reg(i)};`);
+  }
+  return { decl, load: loads.join("\n"), store: stores.join("\n") };
+};
+
+/** WGSL of one GEMM variant (tfjs supplies the bindings and `uniforms`). */
+export const gemmSource = (t: Tile, l: GemmLayout): string => {
+  const tx = t.bn / t.tn, ty = t.bm / t.tm, threads = tx * ty;
+  const rm = t.tm / 4, rn = t.tn / 4;
+  const a = tileLoad("A", "As", t.bm, t.bk, threads, !l.transA, l.vecA);
+  const b = tileLoad("B", "Bs", t.bn, t.bk, threads, l.transB, l.vecB);
+  const acc = (r: number, i: number, c: number) => `acc_${r}_${i}_${c}`;
+  const accDecl = range(rm).flatMap((r) =>
+    range(4).flatMap((i) => range(rn).map((c) => `var ${acc(r, i, c)} = vec4<f32>(0.0);`))
+  ).join("\n");
+  // One k step; the loop has a constant trip count, which the driver's compiler unrolls.
+  const inner: string[] = [];
+  for (let r = 0; r < rm; r++) inner.push(`let a${r} = As[kk * ${t.bm / 4} + ${r * ty} + ty];`);
+  for (let c = 0; c < rn; c++) inner.push(`let b${c} = Bs[kk * ${t.bn / 4} + ${c * tx} + tx];`);
+  for (let r = 0; r < rm; r++) {
+    for (let i = 0; i < 4; i++) {
+      for (let c = 0; c < rn; c++) {
+        inner.push(`${acc(r, i, c)} = fma(vec4<f32>(a${r}[${i}]), b${c}, ${acc(r, i, c)});`);
+      }
+    }
+  }
+  const stores: string[] = [];
+  for (let r = 0; r < rm; r++) {
+    for (let i = 0; i < 4; i++) {
+      const row = `m0 + ${r * ty * 4} + ty * 4 + ${i}`;
+      for (let c = 0; c < rn; c++) {
+        const col = `n0 + ${c * tx * 4} + tx * 4`;
+        const v = acc(r, i, c);
+        if (l.vecC) {
+          stores.push(
+            `{ let row = ${row}; let col = ${col}; if (row < uniforms.M && col < uniforms.N) { result[(cOff + row * uniforms.N + col) / 4] = ${v}; } }`,
+          );
+        } else {
+          stores.push(
+            `{ let row = ${row}; let col = ${col}; if (row < uniforms.M) { ${
+              range(4).map((j) =>
+                `if (col + ${j} < uniforms.N) { result[cOff + row * uniforms.N + col + ${j}] = ${v}[${j}]; }`
+              ).join(" ")
+            } } }`,
+          );
+        }
+      }
+    }
+  }
+  return `
+var<workgroup> As: array<vec4<f32>, ${t.bk * t.bm / 4}>;
+var<workgroup> Bs: array<vec4<f32>, ${t.bk * t.bn / 4}>;
+
+fn main(index: i32) {
+  let tx = i32(localId.x);
+  let ty = i32(localId.y);
+  let n0 = i32(workgroupId.x) * ${t.bn};
+  let m0 = i32(workgroupId.y) * ${t.bm};
+  let z = i32(workgroupId.z);
+  let batch = z / uniforms.splits;
+  let split = z % uniforms.splits;
+  let aOff = batch * uniforms.aStride;
+  let bOff = batch * uniforms.bStride;
+  let cOff = z * uniforms.M * uniforms.N;
+  let kBegin = split * uniforms.kChunk;
+  let kEnd = min(uniforms.K, kBegin + uniforms.kChunk);
+  // Uniform trip count (barriers below): ragged ends are zero-filled by the bounds checks.
+  let tiles = (uniforms.kChunk + ${t.bk - 1}) / ${t.bk};
+  ${accDecl}
+  ${a.decl}
+  ${b.decl}
+  var k0 = kBegin;
+  ${a.load}
+  ${b.load}
+  ${a.store}
+  ${b.store}
+  workgroupBarrier();
+  for (var t = 0; t < tiles; t++) {
+    k0 = kBegin + (t + 1) * ${t.bk};
+    let more = t + 1 < tiles;
+    if (more) {
+      ${a.load}
+      ${b.load}
+    }
+    for (var kk = 0; kk < ${t.bk}; kk++) {
+      ${inner.join("\n      ")}
+    }
+    workgroupBarrier();
+    if (more) {
+      ${a.store}
+      ${b.store}
+    }
+    workgroupBarrier();
+  }
+  ${stores.join("\n  ")}
+}
+`;
+};
+
+/** Sums `parts: [batch * S, M*N]` over S -> `[batch, M*N]` (the split-K second pass). */
+const splitSumSource = (splits: number, vec: boolean) => `
+fn main(index: i32) {
+  let per = uniforms.mn / ${vec ? 4 : 1};
+  let total = uniforms.batches * per;
+  if (index >= total) { return; }
+  let b = index / per;
+  let i = index % per;
+  var s = ${vec ? "vec4<f32>(0.0)" : "0.0"};
+  for (var k = 0; k < ${splits}; k++) { s = s + P[(b * ${splits} + k) * per + i]; }
+  result[index] = s;
+}
+`;
+
+/** A planned product: shapes folded to 3-D, the variant and the K split. */
+export interface MatMulPlan {
+  readonly m: number;
+  readonly n: number;
+  readonly k: number;
+  readonly batch: number;
+  readonly batchA: number;
+  readonly batchB: number;
+  readonly outShape: number[];
+  readonly tile: Tile;
+  readonly layout: GemmLayout;
+  readonly splits: number;
+  readonly kChunk: number;
+}
+
+const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
+/** Workgroups that fill the H200 twice over (132 SMs); fewer tiles than this get a split K. */
+const TARGET_WORKGROUPS = 264;
+const MAX_DISPATCH = 65535;
+
+/**
+ * Plans `matMul(a, b, transA, transB)` or returns null when this kernel does not take it (the stock
+ * kernel runs). Batch dims: equal, or one side's product 1 (broadcast).
+ */
+export const planMatMul = (
+  aShape: readonly number[],
+  bShape: readonly number[],
+  transA: boolean,
+  transB: boolean,
+): MatMulPlan | null => {
+  if (aShape.length < 2 || bShape.length < 2) return null;
+  const ra = aShape.length, rb = bShape.length;
+  const m = transA ? aShape[ra - 1] : aShape[ra - 2];
+  const k = transA ? aShape[ra - 2] : aShape[ra - 1];
+  const kb = transB ? bShape[rb - 1] : bShape[rb - 2];
+  const n = transB ? bShape[rb - 2] : bShape[rb - 1];
+  if (k !== kb || m === 0 || n === 0 || k === 0) return null;
+  const outerA = aShape.slice(0, -2), outerB = bShape.slice(0, -2);
+  const batchA = prod(outerA), batchB = prod(outerB);
+  let outer: number[];
+  if (batchA === batchB && outerA.length === outerB.length && outerA.every((d, i) => d === outerB[i])) {
+    outer = [...outerA];
+  } else if (batchA === 1) outer = [...outerB];
+  else if (batchB === 1) outer = [...outerA];
+  else return null;
+  const batch = Math.max(batchA, batchB);
+  const tile = m * n >= 256 * 256 ? gemmTiles.big : gemmTiles.small;
+  const tiles = Math.ceil(m / tile.bm) * Math.ceil(n / tile.bn) * batch;
+  let splits = 1;
+  if (tiles < TARGET_WORKGROUPS && k >= 1024) {
+    splits = Math.min(16, Math.ceil(TARGET_WORKGROUPS / tiles), Math.floor(k / 256));
+  }
+  const kChunk = Math.ceil(k / splits / tile.bk) * tile.bk;
+  splits = Math.ceil(k / kChunk);
+  if (
+    Math.ceil(n / tile.bn) > MAX_DISPATCH || Math.ceil(m / tile.bm) > MAX_DISPATCH ||
+    batch * splits > MAX_DISPATCH
+  ) return null;
+  const layout: GemmLayout = {
+    transA,
+    transB,
+    // vec4 loads only where the tile's outer extent is contiguous (see tileLoad).
+    vecA: transA && m % 4 === 0,
+    vecB: !transB && n % 4 === 0,
+    vecC: n % 4 === 0,
+  };
+  return { m, n, k, batch, batchA, batchB, outShape: [...outer, m, n], tile, layout, splits, kChunk };
+};
+
+const key = (t: Tile, l: GemmLayout) =>
+  `caeGemm_${t.bm}x${t.bn}x${t.bk}_${t.tm}x${t.tn}_${+l.transA}${+l.transB}${+l.vecA}${+l.vecB}${+l.vecC}`;
+
+/** Runs a planned product on WebGPU. `a`, `b` float32 TensorInfos; returns the output TensorInfo. */
+export const runMatMul = (
+  backend: WebGPUBackend,
+  a: TensorInfo,
+  b: TensorInfo,
+  p: MatMulPlan,
+): TensorInfo => {
+  const { m, n, k, tile: t, layout: l } = p;
+  const a3: TensorInfo = { ...a, shape: [p.batchA, l.transA ? k : m, l.transA ? m : k] };
+  const b3: TensorInfo = { ...b, shape: [p.batchB, l.transB ? n : k, l.transB ? k : n] };
+  const program: Program = {
+    variableNames: ["A", "B"],
+    variableComponents: [l.vecA ? 4 : 1, l.vecB ? 4 : 1],
+    outputShape: [p.batch * p.splits, m, n],
+    outputComponent: l.vecC ? 4 : 1,
+    shaderKey: key(t, l),
+    dispatchLayout: { x: [0] },
+    dispatch: [Math.ceil(n / t.bn), Math.ceil(m / t.bm), p.batch * p.splits],
+    workgroupSize: [t.bn / t.tn, t.bm / t.tm, 1],
+    uniforms: "M : i32, N : i32, K : i32, aStride : i32, bStride : i32, kChunk : i32, splits : i32,",
+    getUserCode: () => gemmSource(t, l),
+  };
+  const int = (v: number) => ({ type: "int32" as const, data: [v] });
+  const out = runProgram(backend, program, [a3, b3], [
+    int(m),
+    int(n),
+    int(k),
+    int(p.batchA === 1 ? 0 : m * k),
+    int(p.batchB === 1 ? 0 : k * n),
+    int(p.kChunk),
+    int(p.splits),
+  ]);
+  if (p.splits === 1) return { ...out, shape: p.outShape };
+  const vec = (m * n) % 4 === 0;
+  const total = p.batch * m * n / (vec ? 4 : 1);
+  const sum: Program = {
+    variableNames: ["P"],
+    variableComponents: [vec ? 4 : 1],
+    outputShape: [p.batch, m * n],
+    outputComponent: vec ? 4 : 1,
+    shaderKey: `caeSplitSum_${p.splits}_${+vec}`,
+    dispatchLayout: { x: [0] },
+    dispatch: [Math.ceil(total / 256), 1, 1],
+    workgroupSize: [256, 1, 1],
+    uniforms: "mn : i32, batches : i32,",
+    getUserCode: () => splitSumSource(p.splits, vec),
+  };
+  // A flat dispatch over 65535 workgroups is folded into 2-D/3-D by tfjs; getGlobalIndex follows.
+  const partial: TensorInfo = { ...out, shape: [p.batch * p.splits, m * n] };
+  const summed = runProgram(backend, sum, [partial], [int(m * n), int(p.batch)]);
+  backend.disposeData(out.dataId);
+  return { ...summed, shape: p.outShape };
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Registration over tfjs's BatchMatMul
+
+type KernelConfig = ReturnType<typeof tf.getKernel> & object;
+let stock: KernelConfig | undefined;
+
+/** BatchMatMul on WebGPU: the tiled kernel where {@link planMatMul} takes the case, else the stock one. */
+const batchMatMul = (args: Parameters<KernelConfig["kernelFunc"]>[0]) => {
+  const { a, b } = args.inputs as unknown as { a: TensorInfo; b: TensorInfo };
+  const attrs = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
+  const plan = a.dtype === "float32" && b.dtype === "float32"
+    ? planMatMul(a.shape, b.shape, attrs.transposeA, attrs.transposeB)
+    : null;
+  if (plan === null) return stock!.kernelFunc(args);
+  return runMatMul(args.backend as WebGPUBackend, a, b, plan) as unknown as tf.TensorInfo;
+};
+
+/** Whether the tiled matmul is registered. */
+export const fastMatMulRegistered = (): boolean => stock !== undefined;
+
+/** Registers the tiled kernel as webgpu's BatchMatMul (idempotent). */
+export const registerFastMatMul = (): void => {
+  if (stock !== undefined) return;
+  const current = tf.getKernel("BatchMatMul", "webgpu");
+  if (current === undefined) return; // WebGPU backend not loaded
+  stock = current;
+  tf.unregisterKernel("BatchMatMul", "webgpu");
+  tf.registerKernel({ ...current, kernelFunc: batchMatMul as KernelConfig["kernelFunc"] });
+};
+
+/** Puts tfjs's own BatchMatMul back (idempotent). */
+export const restoreStockMatMul = (): void => {
+  if (stock === undefined) return;
+  tf.unregisterKernel("BatchMatMul", "webgpu");
+  tf.registerKernel(stock);
+  stock = undefined;
+};
