@@ -47,6 +47,7 @@ export type BackendName = "webgpu" | "wasm" | "cpu";
 
 /** What {@link selectBackend} started. */
 export interface BackendInfo {
+  /** The backend that runs every tfjs op from now on. */
   readonly name: BackendName;
   /** GPUAdapterInfo description (or vendor) of the WebGPU adapter. */
   readonly adapter?: string;

@@ -36,25 +36,33 @@ export interface SafetensorsHeader {
  * Int32Array (I64 must fit in int32, else reading fails naming the tensor).
  */
 export interface HostTensor {
+  /** Dimensions, outermost first (`[]` for a scalar). */
   readonly shape: readonly number[];
+  /** The values, row-major. */
   readonly data: Float64Array | Float32Array | Int32Array;
 }
 
 /** What reading a file gives: its `__metadata__` and the decoded tensors. */
 export interface Safetensors {
+  /** The header's `__metadata__` (string to string; empty when absent). */
   readonly metadata: Record<string, string>;
+  /** The tensors read, by name. */
   readonly tensors: Record<string, HostTensor>;
 }
 
 /** Options for {@link readSafetensors}: `names` selects which tensors to read (others are skipped). */
 export interface ReadOptions {
+  /** Reads only the tensors whose name passes (default: all). */
   readonly names?: (name: string) => boolean;
 }
 
 /** A problem with a safetensors file. `message` is `${file}: ${problem}` followed by what to do. */
 export class SafetensorsError extends Error {
+  /** The file at fault. */
   readonly file: string;
+  /** What is wrong with it, without the hint. */
   readonly problem: string;
+  /** `hint` says what to do (default: the file is not valid safetensors; re-download or re-export it). */
   constructor(file: string, problem: string, hint = HINT_CORRUPT, options?: ErrorOptions) {
     super(`${file}: ${problem}. ${hint}`, options);
     this.name = "SafetensorsError";

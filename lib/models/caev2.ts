@@ -19,11 +19,15 @@ import { regressor, regressorInit, type RegressorParams } from "./regressor.ts";
 
 /** Student parameters (project names; see `names.ts` for the official ones). */
 export type CaeV2Params = {
+  /** The ViT over the visible patches (official `encoder`). */
   readonly encoder: EncoderParams;
   /** Present only when the regressor is narrower than the encoder (ViT-T: 192 -> 96). */
   readonly projection?: { readonly linear: LinearParams; readonly norm: LayerNormParams };
+  /** `[1, 1, R]`: the learned query of every masked position (official `mask_token`). */
   readonly maskToken: tf.Tensor3D;
+  /** The latent contextual regressor's cross-attention blocks (official `regresser`). */
   readonly regressor: RegressorParams;
+  /** LayerNorm + Linear into the teacher's space, shared by all tokens (official `decoder`). */
   readonly head: { readonly norm: LayerNormParams; readonly linear: LinearParams };
 };
 
@@ -35,6 +39,7 @@ export interface CaeV2Outputs {
   readonly encoded: tf.Tensor3D;
   /** `[B, Nm, R]`: regressed masked latents. */
   readonly regressed: tf.Tensor3D;
+  /** The gather indices of the batch's mask (visible, masked, and the `[cls, visible, masked]` order). */
   readonly index: MaskIndex;
 }
 

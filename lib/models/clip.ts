@@ -22,20 +22,31 @@ import { type ClipConfig, gridOf } from "./config.ts";
 
 /** One residual attention block. */
 export type ClipBlockParams = {
+  /** Pre-attention LayerNorm (OpenAI `ln_1`). */
   readonly ln1: LayerNormParams;
+  /** Self-attention with q, k and v biases (OpenAI `attn`). */
   readonly attn: AttentionParams;
+  /** Pre-MLP LayerNorm (OpenAI `ln_2`). */
   readonly ln2: LayerNormParams;
+  /** QuickGELU MLP (OpenAI `mlp.c_fc`, `mlp.c_proj`). */
   readonly mlp: MlpParams;
 };
 
 /** The CLIP vision tower's parameters. */
 export type ClipParams = {
+  /** `[P * P * 3, W]`: the conv patch embedding without bias, as a matrix over flattened patches. */
   readonly patchEmbed: { readonly kernel: tf.Tensor2D };
+  /** `[W]`: the class token (OpenAI `class_embedding`). */
   readonly classEmbedding: tf.Tensor1D;
+  /** `[1 + L, W]`: learned positions (OpenAI `positional_embedding`). */
   readonly positionalEmbedding: tf.Tensor2D;
+  /** LayerNorm before the blocks (OpenAI `ln_pre`). */
   readonly lnPre: LayerNormParams;
+  /** Residual blocks `"0"`, `"1"`, ... (OpenAI `transformer.resblocks`). */
   readonly blocks: Readonly<Record<string, ClipBlockParams>>;
+  /** LayerNorm applied to every token after the blocks (OpenAI `ln_post`). */
   readonly lnPost: LayerNormParams;
+  /** `[W, out]`: the final projection (OpenAI `proj`). */
   readonly proj: tf.Tensor2D;
 };
 

@@ -6,16 +6,23 @@
 
 /** The student: ViT encoder, latent contextual regressor and alignment head. */
 export interface CaeV2Config {
+  /** Input side in pixels (square images; 224 in the paper). */
   readonly imageSize: number;
+  /** Patch side in pixels (16 in the paper); divides `imageSize`. */
   readonly patchSize: number;
   /** Encoder width D. */
   readonly dim: number;
+  /** Encoder blocks (12 for ViT-T/S/B). */
   readonly depth: number;
+  /** Attention heads of the encoder. */
   readonly heads: number;
+  /** MLP hidden width over D (4). */
   readonly mlpRatio: number;
   /** Regressor width R; a Linear + LayerNorm maps D -> R when they differ. */
   readonly regressorDim: number;
+  /** Cross-attention blocks of the latent contextual regressor (1 for T/S, 4 for B). */
   readonly regressorDepth: number;
+  /** Attention heads of the regressor. */
   readonly regressorHeads: number;
   /** Teacher output width (512 for CLIP ViT-B/16). */
   readonly outDim: number;
@@ -29,11 +36,17 @@ export interface CaeV2Config {
 
 /** The teacher: OpenAI CLIP vision tower. */
 export interface ClipConfig {
+  /** Input side in pixels (224 for ViT-B/16). */
   readonly imageSize: number;
+  /** Patch side in pixels (16). */
   readonly patchSize: number;
+  /** Transformer width (768). */
   readonly width: number;
+  /** Residual blocks (12). */
   readonly layers: number;
+  /** Attention heads (12). */
   readonly heads: number;
+  /** Width after the final projection `proj` (512): the alignment targets' width. */
   readonly outDim: number;
   /** `nn.LayerNorm` default, 1e-5. */
   readonly eps: number;

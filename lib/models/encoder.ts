@@ -19,19 +19,29 @@ import { gatherTokens, type MaskIndex } from "./mask_index.ts";
 
 /** One pre-norm block with layer scale (`gamma_1`, `gamma_2`). */
 export type BlockParams = {
+  /** LayerNorm before attention. */
   readonly norm1: LayerNormParams;
+  /** Self-attention with q and v biases, no k bias. */
   readonly attn: AttentionParams;
+  /** `[D]`: layer scale of the attention branch (init 0.1). */
   readonly gamma1: tf.Tensor1D;
+  /** LayerNorm before the MLP. */
   readonly norm2: LayerNormParams;
+  /** exact-erf GELU MLP. */
   readonly mlp: MlpParams;
+  /** `[D]`: layer scale of the MLP branch (init 0.1). */
   readonly gamma2: tf.Tensor1D;
 };
 
 /** Encoder parameters. Position embeddings are fixed and not parameters. */
 export type EncoderParams = {
+  /** `[P * P * 3, D]` + bias: the conv patch embedding as a matrix over flattened patches. */
   readonly patchEmbed: LinearParams;
+  /** `[1, 1, D]`: the cls token. */
   readonly clsToken: tf.Tensor3D;
+  /** Blocks `"0"`, `"1"`, ... in order. */
   readonly blocks: Readonly<Record<string, BlockParams>>;
+  /** The final LayerNorm. */
   readonly norm: LayerNormParams;
 };
 

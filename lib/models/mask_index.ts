@@ -9,9 +9,13 @@ import { tf } from "../deps.ts";
 
 /** Flat gather indices into a `[B * L, ...]` view, in patch order within each image. */
 export interface MaskIndex {
+  /** B: images in the batch. */
   readonly batch: number;
+  /** L: patches per image. */
   readonly numPatches: number;
+  /** Nv: visible patches per image (the same in every image). */
   readonly numVisible: number;
+  /** Nm = L - Nv: masked patches per image. */
   readonly numMasked: number;
   /** `[B * Nv]`: `b * L + patch` for each visible patch. */
   readonly visible: Int32Array;

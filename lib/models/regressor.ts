@@ -21,18 +21,29 @@ import { type Ctx, layerScaleInit } from "./encoder.ts";
 
 /** One regressor block. */
 export type RegressorBlockParams = {
+  /** LayerNorm of the queries (masked queries + their positions; official `norm1_q`). */
   readonly normQ: LayerNormParams;
+  /** LayerNorm of the keys (`[visible latents, masked queries]` + positions; official `norm1_k`). */
   readonly normK: LayerNormParams;
+  /** LayerNorm of the values (the same tokens without positions; official `norm1_v`). */
   readonly normV: LayerNormParams;
+  /** Cross-attention from the masked queries to the keys and values. */
   readonly crossAttn: CrossAttentionParams;
+  /** `[R]`: layer scale of the cross-attention branch. */
   readonly gamma1: tf.Tensor1D;
+  /** LayerNorm applied after the cross-attention residual (official `norm2`). */
   readonly norm2: LayerNormParams;
+  /** The block's MLP. */
   readonly mlp: MlpParams;
+  /** `[R]`: layer scale of the MLP branch. */
   readonly gamma2: tf.Tensor1D;
 };
 
 /** Regressor parameters. */
-export type RegressorParams = { readonly blocks: Readonly<Record<string, RegressorBlockParams>> };
+export type RegressorParams = {
+  /** Blocks `"0"`, `"1"`, ... in order. */
+  readonly blocks: Readonly<Record<string, RegressorBlockParams>>;
+};
 
 /** Regressor init. */
 export const regressorInit = (k: Key, c: CaeV2Config): RegressorParams => {

@@ -12,8 +12,11 @@ import { gatherTokens, type MaskIndex } from "../models/mask_index.ts";
 
 /** Scalar losses of one batch. */
 export interface AlignmentLosses {
+  /** The weighted, token-weighted combination `(wv (1 + Nv) Lv + wm Nm Lm) / (1 + L)`: what is optimised. */
   readonly loss: tf.Scalar;
+  /** Lv: visible latent alignment, mean `1 - cos` over cls and the visible tokens. */
   readonly visible: tf.Scalar;
+  /** Lm: masked latent alignment, mean `1 - cos` over the regressed masked tokens. */
   readonly masked: tf.Scalar;
 }
 

@@ -9,8 +9,11 @@ import { assertSameNames, type GradientTransformation, tidy } from "./transform.
 
 /** Adam's hyperparameters (PyTorch defaults; CAE v2 uses exactly these). */
 export interface AdamOptions {
+  /** Decay of the first moment (0.9). */
   readonly b1?: number;
+  /** Decay of the second moment (0.999). */
   readonly b2?: number;
+  /** Added to the root of the second moment (1e-8). */
   readonly eps?: number;
 }
 

@@ -21,8 +21,11 @@ import {
 export interface AdamWOptions {
   /** Learning rate or schedule (read at the number of updates so far). */
   readonly lr: number | Schedule;
+  /** Decay of the first moment (0.9). */
   readonly b1?: number;
+  /** Decay of the second moment (0.999). */
   readonly b2?: number;
+  /** Added to the root of the second moment (1e-8). */
   readonly eps?: number;
   /** Decoupled weight decay, multiplied by the lr like PyTorch's AdamW (default 0.05). */
   readonly weightDecay?: number | Schedule;

@@ -27,7 +27,8 @@ export type DecayMask = (name: string, x: tf.Tensor) => boolean;
  * if (!officialDecayMask("encoder.blocks.0.mlp.fc1.weight", tf.ones([8, 4]))) throw new Error("no decay");
  * ```
  */
-export const officialDecayMask: DecayMask = (name, x) => x.rank !== 1 && !name.endsWith(".bias");
+export const officialDecayMask: DecayMask = (name: string, x: tf.Tensor): boolean =>
+  x.rank !== 1 && !name.endsWith(".bias");
 
 /** Decays every parameter (optax's default when no mask is given). */
 export const decayAll: DecayMask = () => true;

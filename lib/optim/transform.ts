@@ -25,7 +25,9 @@ export interface GradientTransformation<S> {
   // Method syntax (not readonly function properties) on purpose: methods compare bivariantly, which
   // lets `chain` accept `GradientTransformation<AdamState>` where its implementation sees
   // `GradientTransformation<unknown>`, with no cast; its overloads keep every caller fully typed.
+  /** The state before the first update, for parameters shaped like `params`. */
   init(params: Params): S;
+  /** Transforms `updates` given the state and the current `params`; returns fresh tensors and the next state. */
   update(updates: Params, state: S, params: Params): readonly [Params, S];
 }
 
@@ -97,21 +99,25 @@ export const identity = (): GradientTransformation<EmptyState> => ({
  * ```
  */
 export function chain<A>(a: GradientTransformation<A>): GradientTransformation<readonly [A]>;
+/** {@link chain} of two transformations: the state is the pair of their states. */
 export function chain<A, B>(
   a: GradientTransformation<A>,
   b: GradientTransformation<B>,
 ): GradientTransformation<readonly [A, B]>;
+/** {@link chain} of three transformations. */
 export function chain<A, B, C>(
   a: GradientTransformation<A>,
   b: GradientTransformation<B>,
   c: GradientTransformation<C>,
 ): GradientTransformation<readonly [A, B, C]>;
+/** {@link chain} of four transformations (AdamW: clip, Adam, decay, lr). */
 export function chain<A, B, C, D>(
   a: GradientTransformation<A>,
   b: GradientTransformation<B>,
   c: GradientTransformation<C>,
   d: GradientTransformation<D>,
 ): GradientTransformation<readonly [A, B, C, D]>;
+/** {@link chain} of five transformations. */
 export function chain<A, B, C, D, E>(
   a: GradientTransformation<A>,
   b: GradientTransformation<B>,
@@ -119,6 +125,7 @@ export function chain<A, B, C, D, E>(
   d: GradientTransformation<D>,
   e: GradientTransformation<E>,
 ): GradientTransformation<readonly [A, B, C, D, E]>;
+/** {@link chain} of six transformations. */
 export function chain<A, B, C, D, E, F>(
   a: GradientTransformation<A>,
   b: GradientTransformation<B>,

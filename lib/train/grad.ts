@@ -10,7 +10,9 @@ import { flatten, type Params, unflatten } from "../core/tree.ts";
 
 /** What the differentiated function returns: the scalar to differentiate and named auxiliaries. */
 export interface WithAux<A extends Readonly<Record<string, tf.Tensor>>> {
+  /** The scalar that is differentiated. */
   readonly loss: tf.Scalar;
+  /** Tensors returned alongside, not differentiated (kept alive for the caller). */
   readonly aux: A;
 }
 
@@ -20,7 +22,7 @@ export interface WithAux<A extends Readonly<Record<string, tf.Tensor>>> {
  */
 export const valueAndGrad = <P extends Params, A extends Readonly<Record<string, tf.Tensor>>>(
   f: (p: P) => WithAux<A>,
-) =>
+): (params: P) => { loss: tf.Scalar; aux: A; grads: P } =>
 (params: P): { loss: tf.Scalar; aux: A; grads: P } => {
   const flat = flatten(params);
   const names = Object.keys(flat);

@@ -27,15 +27,21 @@ import { valueAndGrad } from "./grad.ts";
 
 /** The training state. `step` counts the optimizer updates applied; `key` is the run key (constant). */
 export interface TrainState<S> {
+  /** The student's parameters. */
   readonly params: CaeV2Params;
+  /** The optimizer's state (for AdamW: clip, moments, counts). */
   readonly opt: S;
+  /** Optimizer updates applied so far. */
   readonly step: number;
+  /** The run key; step t draws from `foldIn(key, t)`. */
   readonly key: Key;
 }
 
 /** What one micro-batch brings to the step. Images NHWC. */
 export interface StepBatch {
+  /** `[B, H, W, 3]`: the student's view, ImageNet mean/std normalised. */
   readonly studentImages: tf.Tensor4D;
+  /** `[B, H, W, 3]`: the teacher's view of the same crop, CLIP mean/std normalised. */
   readonly teacherImages: tf.Tensor4D;
   /** `[B * L]`, 1 = masked. */
   readonly mask: Uint8Array;
@@ -43,11 +49,17 @@ export interface StepBatch {
 
 /** Everything the step closes over. The teacher is a constant (principle 5). */
 export interface StepConfig<S> {
+  /** The student's shapes. */
   readonly student: CaeV2Config;
+  /** The teacher's shapes. */
   readonly teacher: ClipConfig;
+  /** The frozen teacher's weights (never differentiated, never updated). */
   readonly teacherParams: ClipParams;
+  /** The student's fixed position embeddings (`caev2Buffers`). */
   readonly buffers: CaeV2Buffers;
+  /** The optimizer, e.g. `adamw(...)`. */
   readonly optimizer: GradientTransformation<S>;
+  /** Weights of the visible and masked alignment (official: 1 and 1). */
   readonly weights?: AlignmentWeights;
 }
 
@@ -85,7 +97,8 @@ export const studentLossAndGrads = <S>(
 
 /** Builds the reducer. */
 export const trainStep =
-  <S>(cfg: StepConfig<S>) => (state: TrainState<S>, batches: readonly StepBatch[]): StepResult<S> => {
+  <S>(cfg: StepConfig<S>): (state: TrainState<S>, batches: readonly StepBatch[]) => StepResult<S> =>
+  (state: TrainState<S>, batches: readonly StepBatch[]): StepResult<S> => {
     if (batches.length === 0) throw new Error("trainStep: no batch given");
     const stepKey = foldIn(state.key, state.step);
     // Average the micro-batches' losses and gradients (gradient accumulation).
