@@ -319,9 +319,9 @@ export const augmentPixels = (
  *
  * @example
  * ```ts
- * import { pretrainTransform } from "./data/augment.ts";
- * import { rgbImage } from "./data/image.ts";
- * import { key } from "./lib/core/random.ts";
+ * import { pretrainTransform } from "./augment.ts";
+ * import { rgbImage } from "./image.ts";
+ * import { key } from "../lib/core/random.ts";
  * const img = rgbImage(40, 30, new Uint8Array(40 * 30 * 3).fill(128));
  * const { student, teacher } = pretrainTransform(img, key(0), 16);
  * if (student.length !== 16 * 16 * 3 || teacher.length !== student.length) throw new Error();

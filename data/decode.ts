@@ -169,8 +169,8 @@ const decodePng = (bytes: Uint8Array, name: string): E.Either<string, RgbImage> 
  *
  * @example
  * ```ts
- * import { decodeImage } from "./data/decode.ts";
- * import { E } from "./lib/deps.ts";
+ * import { decodeImage } from "./decode.ts";
+ * import { E } from "../lib/deps.ts";
  * const r = decodeImage(new Uint8Array([1, 2, 3]), "junk.jpg");
  * if (!E.isLeft(r) || !r.left.startsWith("junk.jpg: ")) throw new Error("expected a named error");
  * ```

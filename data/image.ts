@@ -18,7 +18,7 @@ export interface RgbImage {
  *
  * @example
  * ```ts
- * import { rgbImage } from "./data/image.ts";
+ * import { rgbImage } from "./image.ts";
  * const img = rgbImage(2, 1, new Uint8Array([255, 0, 0, 0, 0, 255]));
  * if (img.data.length !== 6) throw new Error("two RGB pixels");
  * ```
@@ -68,7 +68,7 @@ export const toRgb = (width: number, height: number, src: ArrayLike<number>, cha
  *
  * @example
  * ```ts
- * import { roundHalfEven } from "./data/image.ts";
+ * import { roundHalfEven } from "./image.ts";
  * if (roundHalfEven(2.5) !== 2 || roundHalfEven(3.5) !== 4 || roundHalfEven(-0.5) !== 0) throw new Error();
  * ```
  */

@@ -516,8 +516,8 @@ const checkCommon = (
  *
  * @example
  * ```ts
- * import { pretrainLoader } from "./data/loader.ts";
- * import { key } from "./lib/core/random.ts";
+ * import { pretrainLoader } from "./loader.ts";
+ * import { key } from "../lib/core/random.ts";
  * const loader = pretrainLoader(
  *   { source: { kind: "synthetic", size: 8 }, batchSize: 4, imageSize: 32, patchSize: 8, numMasked: 6,
  *     masking: "random", workers: 0 },

@@ -54,8 +54,8 @@ const checkGrid = (fn: string, height: number, width: number, numMasked: number)
  *
  * @example
  * ```ts
- * import { blockMasking } from "./data/masking.ts";
- * import { key } from "./lib/core/random.ts";
+ * import { blockMasking } from "./masking.ts";
+ * import { key } from "../lib/core/random.ts";
  * const m = blockMasking(key(1), { height: 14, width: 14, numMasked: 98 });
  * if (m.reduce((a, b) => a + b, 0) !== 98) throw new Error("exactly 98 masked");
  * ```
@@ -131,8 +131,8 @@ export const blockMaskingFrom = (s: ReturnType<typeof sampler>, opts: BlockMaski
  *
  * @example
  * ```ts
- * import { randomMasking } from "./data/masking.ts";
- * import { key } from "./lib/core/random.ts";
+ * import { randomMasking } from "./masking.ts";
+ * import { key } from "../lib/core/random.ts";
  * const m = randomMasking(key(1), { height: 4, width: 4, numMasked: 5 });
  * if (m.reduce((a, b) => a + b, 0) !== 5) throw new Error("exactly 5 masked");
  * ```

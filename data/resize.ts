@@ -93,8 +93,8 @@ const clip8 = (ss: number): number => (ss >= ONE * 256 ? 255 : ss <= 0 ? 0 : ss 
  *
  * @example
  * ```ts
- * import { resizeBicubic } from "./data/resize.ts";
- * import { rgbImage } from "./data/image.ts";
+ * import { resizeBicubic } from "./resize.ts";
+ * import { rgbImage } from "./image.ts";
  * const grey = rgbImage(4, 4, new Uint8Array(48).fill(77));
  * const out = resizeBicubic(grey, { x: 0, y: 0, w: 4, h: 4 }, 3, 2);
  * if (out.width !== 3 || out.height !== 2 || out.data.some((v) => v !== 77)) throw new Error();

@@ -31,8 +31,8 @@ const EXPECTED =
  *
  * @example
  * ```ts
- * import { parseDataSource } from "./data/source.ts";
- * import { E } from "./lib/deps.ts";
+ * import { parseDataSource } from "./source.ts";
+ * import { E } from "../lib/deps.ts";
  * const r = parseDataSource("synthetic:5000");
  * if (!E.isRight(r) || r.right.kind !== "synthetic" || r.right.size !== 5000) throw new Error();
  * if (!E.isLeft(parseDataSource("imagenet"))) throw new Error("unknown kinds are rejected");

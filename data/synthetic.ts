@@ -86,7 +86,7 @@ const clamp01 = (v: number) => (v < 0 ? 0 : v > 1 ? 1 : v);
  *
  * @example
  * ```ts
- * import { numClasses, syntheticImage } from "./data/synthetic.ts";
+ * import { numClasses, syntheticImage } from "./synthetic.ts";
  * const a = syntheticImage(0, 7, 64), b = syntheticImage(0, 7, 64);
  * if (a.label !== 7 % numClasses || a.image.data.some((v, i) => v !== b.image.data[i])) throw new Error();
  * ```
