@@ -101,3 +101,67 @@ export { type Batch, type HostBatch, toBatch } from "./data/batch.ts";
 
 // Parity with the official implementation.
 export { formatReport, runParity } from "./lib/parity/check.ts";
+
+// Scripted experiments: named grids of runs, evaluation, report and plots (SVG, PNG).
+export {
+  type BaselineRecord,
+  type EvalRecord,
+  type ExperimentIO,
+  type ExperimentOptions,
+  type ExperimentResults,
+  type ExperimentSummary,
+  type FinalLosses,
+  planExperiment,
+  type PlannedRun,
+  runExperiment,
+  type RunRecord,
+} from "./lib/experiment/runner.ts";
+export {
+  alignmentAblation,
+  type ConfigOverrides,
+  type Experiment,
+  experiments,
+  type ExperimentSize,
+  findExperiment,
+  maskRatio,
+  type Plain,
+  planRuns,
+  type RunSpec,
+  type Setting,
+  type SettingValue,
+} from "./lib/experiment/registry.ts";
+export {
+  type EncoderSource,
+  type EvalResult,
+  type EvalSpec,
+  evaluateEncoder,
+  type KnnSpec,
+  type ProbeSpec,
+  type Scores,
+} from "./lib/experiment/evaluate.ts";
+export {
+  type Bar,
+  barChart,
+  type BarChartSpec,
+  type BarSeries,
+  lineChart,
+  type LineChartSpec,
+  type LineSeries,
+} from "./lib/experiment/svg.ts";
+export { type PngOptions, svgToPng } from "./lib/experiment/png.ts";
+export { collectVersions, type GitInfo, gitInfo, type Versions } from "./lib/experiment/versions.ts";
+
+// Types that the public signatures above mention.
+export type { LinearParams } from "./lib/nn/linear.ts";
+export type { LayerNormParams } from "./lib/nn/norm.ts";
+export type { MlpParams } from "./lib/nn/mlp.ts";
+export type { AttentionParams } from "./lib/nn/attention.ts";
+export type { CrossAttentionParams } from "./lib/nn/cross_attention.ts";
+export type { BlockParams, EncoderParams } from "./lib/models/encoder.ts";
+export type { RegressorBlockParams, RegressorParams } from "./lib/models/regressor.ts";
+export type { ClipBlockParams } from "./lib/models/clip.ts";
+export type { MaskIndex } from "./lib/models/mask_index.ts";
+export type { AdamState } from "./lib/optim/adam.ts";
+export type { CountState, EmptyState } from "./lib/optim/transform.ts";
+export type { DecayMask } from "./lib/optim/decay.ts";
+export type { DataPosition } from "./data/batch.ts";

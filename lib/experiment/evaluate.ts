@@ -19,15 +19,21 @@ import { knnClassify } from "../eval/knn.ts";
 
 /** Linear-probe settings (lib/eval/probe.ts; absolute lr, since the batches here are small). */
 export interface ProbeSpec {
+  /** Passes over the training features. */
   readonly epochs: number;
+  /** Peak learning rate of LARS (absolute). */
   readonly lr: number;
+  /** Features per step. */
   readonly batchSize: number;
+  /** Linear warmup before the half-cycle cosine. */
   readonly warmupEpochs: number;
 }
 
 /** k-NN settings (defaults: DINO's k 20, T 0.07). */
 export interface KnnSpec {
+  /** Neighbours that vote (20). */
   readonly k?: number;
+  /** Vote weight `exp(similarity / T)` (0.07). */
   readonly temperature?: number;
 }
 
@@ -47,7 +53,9 @@ export interface EvalSpec {
 
 /** Accuracies in percent over `count` held-out images. */
 export interface Scores {
+  /** Top-1 accuracy, percent. */
   readonly top1: number;
+  /** Top-5 accuracy, percent. */
   readonly top5: number;
 }
 
@@ -55,9 +63,13 @@ export interface Scores {
 export interface EvalResult {
   /** Held-out top-1/top-5 of the probe after its last epoch, and its best top-1 over epochs. */
   readonly probe: (Scores & { readonly bestTop1: number }) | null;
+  /** Held-out top-1/top-5 of weighted k-NN. */
   readonly knn: Scores | null;
+  /** Classes in the labels (largest label + 1). */
   readonly numClasses: number;
+  /** Training images whose features were used. */
   readonly trainImages: number;
+  /** Held-out images scored. */
   readonly valImages: number;
   /** Where the weights came from (checkpoint path and step, or "random init ..."). */
   readonly encoder: string;

@@ -29,7 +29,8 @@ export type ExperimentSize = "test" | "small" | "medium" | "large";
 /** Sizes, smallest first. */
 export const experimentSizes: readonly ExperimentSize[] = ["test", "small", "medium", "large"];
 
-type Plain<T> = T extends number ? number : T;
+/** `T` without a codec brand: a branded number (PositiveInt, ...) as a plain number. */
+export type Plain<T> = T extends number ? number : T;
 
 /**
  * Pretraining config fields to set, as plain values (numbers without the codec's brands); the merged
@@ -54,6 +55,7 @@ export interface Setting {
 
 /** A named experiment. */
 export interface Experiment {
+  /** The name on the command line (`deno task experiment NAME`). */
   readonly name: string;
   /** One line: what it compares. */
   readonly title: string;
@@ -77,7 +79,9 @@ export interface Experiment {
 export interface RunSpec {
   /** `<setting id>-s<seed>`: the run's folder name. */
   readonly id: string;
+  /** The setting it realises. */
   readonly setting: Setting;
+  /** The run's seed (`cfg.seed`): every random draw of the run derives from it. */
   readonly seed: number;
 }
 

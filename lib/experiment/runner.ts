@@ -51,6 +51,7 @@ import { collectVersions, type Versions } from "./versions.ts";
 
 /** How to run an experiment. */
 export interface ExperimentOptions {
+  /** How big: `test`, `small`, `medium` or `large` (registry.ts). */
   readonly size: ExperimentSize;
   /** Seeds of every setting (each seed is one run per setting). */
   readonly seeds: readonly number[];
@@ -66,6 +67,7 @@ export interface ExperimentOptions {
 
 /** Where the runner's text goes. */
 export interface ExperimentIO {
+  /** Receives every line of progress and results. */
   readonly log: (line: string) => void;
   /** Progress bars on a terminal (see lib/train/progress.ts); default: plain lines. */
   readonly tty?: boolean;
@@ -73,8 +75,11 @@ export interface ExperimentIO {
 
 /** The final losses of a run: means over its last steps (less noisy than the last step alone). */
 export interface FinalLosses {
+  /** The optimised loss. */
   readonly loss: number;
+  /** Visible latent alignment (`1 - cos`). */
   readonly lossVisible: number;
+  /** Masked latent alignment (`1 - cos`). */
   readonly lossMasked: number;
   /** How many last steps were averaged. */
   readonly overSteps: number;
@@ -82,15 +87,25 @@ export interface FinalLosses {
 
 /** One run's entry in results.json. */
 export interface RunRecord {
+  /** `<setting id>-s<seed>`. */
   readonly id: string;
+  /** The setting's id. */
   readonly setting: string;
+  /** The setting's label. */
   readonly label: string;
+  /** The setting's coordinates. */
   readonly values: Readonly<Record<string, SettingValue>>;
+  /** The run's seed. */
   readonly seed: number;
+  /** `configHash` of the run's config (what it computes). */
   readonly configHash: string;
+  /** The student preset. */
   readonly model: string;
+  /** Optimizer steps of the run. */
   readonly steps: number;
+  /** Losses at the end of training. */
   readonly final: FinalLosses;
+  /** Probe and k-NN scores of the final checkpoint. */
   readonly eval: EvalRecord;
   /** The run folder, relative to the experiment folder. */
   readonly dir: string;
@@ -101,27 +116,39 @@ export type EvalRecord = Omit<EvalResult, "encoder"> & { readonly encoder: strin
 
 /** A random-init encoder evaluated like the runs. */
 export interface BaselineRecord {
+  /** The preset of the random encoder. */
   readonly model: string;
+  /** Its init seed. */
   readonly seed: number;
+  /** Its probe and k-NN scores. */
   readonly eval: EvalRecord;
 }
 
 /** What results.json holds. */
 export interface ExperimentResults {
+  /** The experiment's name. */
   readonly experiment: string;
+  /** The size it ran at. */
   readonly size: ExperimentSize;
+  /** The seeds of every setting. */
   readonly seeds: readonly number[];
   /** Hash of the plan (experiment, size, seeds, every run's config hash). */
   readonly planHash: string;
+  /** Every run, in plan order. */
   readonly runs: readonly RunRecord[];
+  /** Random-init encoders, one per model. */
   readonly baselines: readonly BaselineRecord[];
 }
 
 /** What {@link runExperiment} returns. */
 export interface ExperimentSummary {
+  /** The experiment folder. */
   readonly dir: string;
+  /** What results.json holds. */
   readonly results: ExperimentResults;
+  /** What computed it. */
   readonly versions: Versions;
+  /** `<dir>/report.md`. */
   readonly reportPath: string;
   /** Wall-clock seconds per run id (and "evaluation", "report"). */
   readonly seconds: Readonly<Record<string, number>>;
@@ -131,7 +158,9 @@ export interface ExperimentSummary {
 
 /** A run with its resolved config. */
 export interface PlannedRun extends RunSpec {
+  /** The run's resolved, valid pretraining config. */
   readonly config: PretrainConfig;
+  /** Its `configHash`. */
   readonly configHash: string;
 }
 

@@ -25,7 +25,9 @@ export const PALETTE: readonly string[] = [
 
 /** One curve of a line chart: `[x, y]` points in x order; non-finite y values break the line. */
 export interface LineSeries {
+  /** Legend entry. */
   readonly name: string;
+  /** `[x, y]` in x order. */
   readonly points: readonly (readonly [number, number])[];
   /** Draw dashed (e.g. a second metric of the same run). */
   readonly dashed?: boolean;
@@ -35,12 +37,17 @@ export interface LineSeries {
 
 /** What {@link lineChart} draws. */
 export interface LineChartSpec {
+  /** Above the plot. */
   readonly title: string;
+  /** Below the x axis. */
   readonly xLabel: string;
+  /** Left of the y axis. */
   readonly yLabel: string;
+  /** The curves, coloured in order. */
   readonly series: readonly LineSeries[];
   /** Pixels; default 760 x 440. */
   readonly width?: number;
+  /** Pixels (default 440). */
   readonly height?: number;
   /**
    * Exponential moving average factor in [0, 1): when above 0, each series is drawn faint as measured and
@@ -51,24 +58,33 @@ export interface LineChartSpec {
 
 /** One bar: its height and, optionally, a whisker from `low` to `high` (min and max over seeds). */
 export interface Bar {
+  /** The bar's height (the mean over seeds). */
   readonly value: number;
+  /** Bottom of the whisker (the minimum). */
   readonly low?: number;
+  /** Top of the whisker (the maximum). */
   readonly high?: number;
 }
 
 /** A series of a bar chart: one bar per group (undefined: no bar in that group). */
 export interface BarSeries {
+  /** Legend entry. */
   readonly name: string;
+  /** One bar per group, in the groups' order. */
   readonly values: readonly (Bar | undefined)[];
 }
 
 /** What {@link barChart} draws. */
 export interface BarChartSpec {
+  /** Above the plot. */
   readonly title: string;
+  /** Below the groups. */
   readonly xLabel: string;
+  /** Left of the y axis. */
   readonly yLabel: string;
   /** Group labels along x, in order. */
   readonly groups: readonly string[];
+  /** Bars within each group, coloured in order. */
   readonly series: readonly BarSeries[];
   /** Horizontal reference lines (e.g. chance level, a random-init encoder), dashed, named in the legend. */
   readonly references?: readonly { readonly name: string; readonly value: number }[];
@@ -76,7 +92,9 @@ export interface BarChartSpec {
   readonly yMax?: number;
   /** Decimals of the value printed above each bar (default 1). */
   readonly decimals?: number;
+  /** Pixels (default 760). */
   readonly width?: number;
+  /** Pixels (default 440). */
   readonly height?: number;
 }
 

@@ -21,11 +21,15 @@ export interface GitInfo {
 
 /** Versions and environment of a run. */
 export interface Versions {
+  /** `Deno.version.deno`. */
   readonly deno: string;
+  /** `Deno.version.v8`. */
   readonly v8: string;
+  /** `Deno.version.typescript`. */
   readonly typescript: string;
   /** `tf.version`: the tfjs packages and their versions. */
   readonly tfjs: Readonly<Record<string, string>>;
+  /** The tfjs backend that computed the numbers, and its adapter. */
   readonly backend: {
     readonly name: string;
     readonly adapter: string | null;
@@ -34,6 +38,7 @@ export interface Versions {
     /** Why auto chose this backend (e.g. a software WebGPU adapter skipped for wasm). */
     readonly note: string | null;
   };
+  /** The commit of the code. */
   readonly git: GitInfo;
 }
 
