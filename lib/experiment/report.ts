@@ -184,7 +184,8 @@ export const plots = async (
       points: records.map((m) => [Number(m.step), Number(m[key])] as const),
     }));
   const steps = Math.max(1, ...curves.map((c) => c.records.length));
-  const smoothing = steps >= 50 ? 0.9 : steps >= 10 ? 0.6 : 0;
+  // Enough to read a trend through batch noise without lagging a short run's descent.
+  const smoothing = steps >= 1000 ? 0.95 : steps >= 200 ? 0.9 : steps >= 20 ? 0.6 : 0;
   const line = (key: string, what: string) =>
     lineChart({
       title: `${exp.name}: ${what}`,

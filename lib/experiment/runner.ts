@@ -132,7 +132,7 @@ export interface ExperimentResults {
   readonly size: ExperimentSize;
   /** The seeds of every setting. */
   readonly seeds: readonly number[];
-  /** Hash of the plan (experiment, size, seeds, every run's config hash). */
+  /** Hash of the plan (experiment, size, seeds, every run's config hash, the evaluation settings). */
   readonly planHash: string;
   /** Every run, in plan order. */
   readonly runs: readonly RunRecord[];
@@ -434,11 +434,13 @@ export const runExperiment = async (
     return E.left(message(e));
   }
   const versions = await collectVersions(info);
+  // What the results depend on: every run's config and the evaluation (not the folder, not the backend).
   const planHash = await stableHash({
     experiment: exp.name,
     size: o.size,
     seeds: [...o.seeds],
     runs: runs.map((r) => [r.id, r.configHash]),
+    evaluation: exp.evaluation(o.size),
   });
   const planPath = `${out}/experiment.json`;
   const previous = await readJson<{ planHash?: string }>(planPath);
@@ -455,6 +457,7 @@ export const runExperiment = async (
     size: o.size,
     seeds: o.seeds,
     overrides: o.overrides ?? {},
+    evaluation: exp.evaluation(o.size),
     planHash,
     runs: runs.map((r) => ({ id: r.id, setting: r.setting.id, seed: r.seed, configHash: r.configHash })),
     versions,

@@ -51,7 +51,7 @@ export interface LineChartSpec {
   readonly height?: number;
   /**
    * Exponential moving average factor in [0, 1): when above 0, each series is drawn faint as measured and
-   * solid after smoothing (`s_t = a s_{t-1} + (1 - a) y_t`, started at `y_0`, TensorBoard's smoothing).
+   * solid after smoothing ({@link smooth}: a debiased exponential moving average, TensorBoard's).
    */
   readonly smoothing?: number;
 }
@@ -259,16 +259,29 @@ const legend = (f: Frame, items: readonly LegendItem[]): string[] => {
 const legendWidth = (names: readonly string[]): number =>
   names.length === 0 ? 16 : Math.min(LEGEND_TEXT, Math.max(...names.map((s) => textWidth(s, 12)))) + 52;
 
-/** `s_t = a s_{t-1} + (1 - a) y_t`: TensorBoard's smoothing, restarted after a gap (non-finite y). */
+/**
+ * TensorBoard's smoothing: `m_k = a m_{k-1} + (1 - a) y_k` from `m_0 = 0`, shown as `m_k / (1 - a^k)` (the
+ * debiasing of Adam's moments, so the start is not pulled towards 0); restarted after a gap (non-finite y).
+ *
+ * @example
+ * ```ts
+ * import { smooth } from "./svg.ts";
+ * const s = smooth([[0, 1], [1, 1], [2, NaN], [3, 4], [4, 0]], 0.5);
+ * // Constant stays constant; after the gap it restarts at 4; then (0.5 * 0.5 * 4 + 0.5 * 0) / 0.75.
+ * if (s[1][1] !== 1 || !Number.isNaN(s[2][1]) || s[3][1] !== 4 || Math.abs(s[4][1] - 4 / 3) > 1e-12) throw new Error();
+ * ```
+ */
 export const smooth = (points: readonly (readonly [number, number])[], a: number): [number, number][] => {
-  let s: number | undefined;
+  let m = 0, k = 0;
   return points.map(([x, y]) => {
     if (!Number.isFinite(y)) {
-      s = undefined;
+      m = 0;
+      k = 0;
       return [x, y];
     }
-    s = s === undefined ? y : a * s + (1 - a) * y;
-    return [x, s];
+    m = a * m + (1 - a) * y;
+    k++;
+    return [x, m / (1 - a ** k)];
   });
 };
 
