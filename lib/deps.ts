@@ -38,15 +38,11 @@ export { default as encodePng } from "npm:@jsquash/png@3.1.1/encode.js";
 export * as tfWasm from "npm:@tensorflow/tfjs-backend-wasm@4.22.0";
 export type { WebGPUBackend } from "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
 
-// SVG -> PNG for experiment reports (lib/experiment/png.ts): resvg compiled to wasm, no native binary. Loaded
-// on first use only; the .wasm comes in as a source-phase import, which Deno resolves inside the npm package
-// (local node_modules or the global cache, so it also works when mod.ts is imported by URL).
-export const loadResvg = async (): Promise<{
-  initWasm: typeof import("npm:@resvg/resvg-wasm@2.6.2").initWasm;
-  Resvg: typeof import("npm:@resvg/resvg-wasm@2.6.2").Resvg;
-  wasm: WebAssembly.Module;
-}> => ({
-  ...(await import("npm:@resvg/resvg-wasm@2.6.2")),
-  // @ts-ignore: TypeScript does not parse source-phase imports (`import.source`); Deno runs them.
-  wasm: (await import.source("npm:@resvg/resvg-wasm@2.6.2/index_bg.wasm")) as WebAssembly.Module,
-});
+// SVG -> PNG for experiment reports (lib/experiment/png.ts): resvg compiled to wasm, no native binary, loaded
+// on first use. The .wasm is loaded by a source-phase import of `wasm` (lib/experiment/wasm_source.ts, which
+// Deno resolves inside the npm package, local node_modules or global cache alike), kept out of the static
+// module graph because bundlers (`deno bundle`, esbuild) cannot parse `import.source`.
+export const resvg = {
+  load: (): Promise<typeof import("npm:@resvg/resvg-wasm@2.6.2")> => import("npm:@resvg/resvg-wasm@2.6.2"),
+  wasm: "npm:@resvg/resvg-wasm@2.6.2/index_bg.wasm",
+} as const;

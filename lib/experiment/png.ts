@@ -12,18 +12,25 @@
  *
  * @module
  */
-import { loadResvg } from "../deps.ts";
+import { resvg as resvgPackage } from "../deps.ts";
 import { FONT_FAMILY, fontBytes } from "./font.ts";
 
-type ResvgModule = Awaited<ReturnType<typeof loadResvg>>;
+type ResvgModule = Awaited<ReturnType<typeof resvgPackage.load>>;
+
+// A computed specifier, so that bundlers do not follow it into `import.source` (wasm_source.ts).
+const WASM_SOURCE = "./wasm_source.ts";
 
 // resvg's `initWasm` may run once per process: every caller shares this one initialisation.
 let ready: Promise<ResvgModule> | undefined;
 const resvg = (): Promise<ResvgModule> =>
-  ready ??= loadResvg().then(async (m) => {
-    await m.initWasm(m.wasm);
+  ready ??= (async () => {
+    const m = await resvgPackage.load();
+    const { importWasmSource } = await import(
+      new URL(WASM_SOURCE, import.meta.url).href
+    ) as typeof import("./wasm_source.ts");
+    await m.initWasm(await importWasmSource(resvgPackage.wasm));
     return m;
-  });
+  })();
 
 /** Options of {@link svgToPng}. */
 export interface PngOptions {

@@ -345,18 +345,33 @@ export const writeReport = async (
   versions: Versions,
   configs: readonly PretrainConfig[],
   out: string,
-  o: { readonly png: boolean; readonly overrides?: Readonly<Record<string, unknown>> },
+  o: {
+    readonly png: boolean;
+    readonly overrides?: Readonly<Record<string, unknown>>;
+    /** Where warnings go (a PNG that could not be made). */
+    readonly log?: (line: string) => void;
+  },
 ): Promise<string> => {
   await Deno.mkdir(`${out}/plots`, { recursive: true });
   const figures = await plots(exp, results, out);
+  let png = o.png;
   for (const [stem, svg] of figures) {
     await writeTextAtomic(`${out}/plots/${stem}.svg`, svg);
-    if (o.png) await Deno.writeFile(`${out}/plots/${stem}.png`, await svgToPng(svg));
+    if (!png) continue;
+    try {
+      await Deno.writeFile(`${out}/plots/${stem}.png`, await svgToPng(svg));
+    } catch (e) {
+      // The SVGs are the plots; a missing rasteriser (a bundle without the wasm) costs only the copies.
+      png = false;
+      o.log?.(
+        `warning: no PNG plots (${e instanceof Error ? e.message : String(e)}); the SVGs are in ${out}/plots`,
+      );
+    }
   }
   const path = `${out}/report.md`;
   await writeTextAtomic(
     path,
-    renderReport(exp, results, versions, configs, figures.map(([s]) => s), o.overrides ?? {}, out, o.png),
+    renderReport(exp, results, versions, configs, figures.map(([s]) => s), o.overrides ?? {}, out, png),
   );
   return path;
 };

@@ -501,6 +501,7 @@ export const runExperiment = async (
   const reportPath = await writeReport(exp, results, versions, runs.map((r) => r.config), out, {
     png: o.png ?? true,
     overrides: o.overrides ?? {},
+    log: io.log,
   });
   seconds.report = (performance.now() - t2) / 1000;
   await writeJsonAtomic(`${out}/timing.json`, { seconds, reused });
