@@ -13,6 +13,7 @@ import { studentOfficialName, toOfficial } from "../lib/models/names.ts";
 import { studentPreset } from "../lib/models/presets.ts";
 import { sinCos2d } from "../lib/nn/positions.ts";
 import { saveCheckpoint } from "../lib/train/checkpoint.ts";
+import { runKeys } from "../lib/train/pretrain.ts";
 import { encodeImages } from "../lib/eval/features.ts";
 import { disposeEncoder, type EncoderModel, loadEncoder } from "../lib/eval/load.ts";
 
@@ -105,6 +106,11 @@ Deno.test("load: random encoders and errors that say what to do", () =>
     const r = right(await loadEncoder("random", { model: "tiny", imageSize: 32, patchSize: 16 }));
     assertEquals([r.config.dim, r.config.depth, r.config.heads, r.config.imageSize], [192, 12, 12, 32]);
     disposeEncoder(r);
+    // `random --seed 3` is the encoder a pretraining run with seed 3 starts from.
+    const start = caev2Init(runKeys(3).init, cfg);
+    const r3 = right(await loadEncoder("random", { imageSize: 32, patchSize: 8, seed: 3 }));
+    await sameParams(r3, flatten(start.encoder));
+    disposeEncoder(r3);
     assertStringIncludes(left(await loadEncoder(`${dir}/nope`)), "no such file or directory");
     assertStringIncludes(left(await loadEncoder(dir)), "no complete checkpoint");
     await writeSafetensors(`${dir}/other.safetensors`, { "foo.weight": tf.ones([2]) });

@@ -18,6 +18,7 @@ import {
 import { kebabCase, parseFlags } from "../config/flags.ts";
 import { BackendName, ModelName } from "../config/pretrain.ts";
 import { describeBackend, selectBackend } from "../core/backend.ts";
+import { registerDeviceGradients } from "../core/gradients.ts";
 import type { PresetName } from "../models/presets.ts";
 import { type DataSource, parseDataSource } from "../../data/source.ts";
 import { type EncoderModel, loadEncoder } from "./load.ts";
@@ -161,7 +162,7 @@ export interface TaskSetup {
 }
 
 /**
- * Starts the backend (`--backend`), parses `--data`, loads `--checkpoint`; logs the backend, the weights'
+ * Starts the backend (`--backend`) with the device-side reduction gradients, parses `--data`, loads `--checkpoint`; logs the backend, the weights'
  * origin and any warning through `log`. Left: a message for people.
  */
 export const setupTask = async (
@@ -175,6 +176,8 @@ export const setupTask = async (
   }
   try {
     log(describeBackend(await selectBackend(f.backend as "auto")));
+    // Gradients of sum/mean that stay on the device (fine-tuning on WebGPU would otherwise build ones on the CPU).
+    registerDeviceGradients();
   } catch (e) {
     return E.left(e instanceof Error ? e.message : String(e));
   }

@@ -8,7 +8,8 @@
  * - a safetensors file in the official CAE names (`encoder.patch_embed.proj.weight`, ...), e.g. the
  *   released CAE v2 weights converted as docs/evaluation.md shows, or the same names without the
  *   `encoder.` prefix (the fine-tuning `VisionTransformer`'s);
- * - `random`: a freshly initialised encoder (the baseline of "does pretraining help?").
+ * - `random`: the freshly initialised encoder that `deno task pretrain --seed N` starts from (the baseline
+ *   of "does pretraining help?").
  *
  * Heads are not stored in the weights: they come from the preset of the same width and depth (T, S, B:
  * 12 heads, L: 16, micro: 4). Every mismatch is reported by name, with what was expected.
@@ -16,9 +17,10 @@
  * @module
  */
 import { E, t, tf } from "../deps.ts";
-import { flatten, type Params, unflatten } from "../core/tree.ts";
+import { disposeTree, flatten, type Params, unflatten } from "../core/tree.ts";
 import { type Key, key } from "../core/random.ts";
 import { type HostTensor, readHeader, readSafetensors, toTensor } from "../core/safetensors.ts";
+import { caev2Init } from "../models/caev2.ts";
 import { type CaeV2Config, gridOf } from "../models/config.ts";
 import { encoderInit, type EncoderParams } from "../models/encoder.ts";
 import { fromOfficial, type OfficialSlot, studentOfficialName } from "../models/names.ts";
@@ -26,6 +28,7 @@ import { type PresetName, presetNames, studentPreset } from "../models/presets.t
 import { sinCos2d } from "../nn/positions.ts";
 import { ModelName } from "../config/pretrain.ts";
 import { latestCheckpoint } from "../train/checkpoint.ts";
+import { runKeys } from "../train/pretrain.ts";
 import { runPaths } from "../train/rundir.ts";
 
 /** An encoder ready to run: its shapes, its parameters and its fixed position embedding. */
@@ -284,7 +287,15 @@ export const loadEncoder = async (
         dropPath: 0,
       });
       gridOf(config);
-      return E.right(randomEncoder(config, key(hints.seed ?? 0)));
+      // Exactly the encoder `deno task pretrain --seed N` starts from (same key, same init), so that
+      // "random" versus a checkpoint measures what pretraining changed.
+      const seed = hints.seed ?? 0;
+      const full = caev2Init(runKeys(seed).init, config);
+      const { encoder: params, ...rest } = full;
+      disposeTree(rest as Params);
+      return E.right(
+        withPos(config, params, `random init (the start of a pretraining run with seed ${seed})`, []),
+      );
     }
     const dir = await isDir(spec);
     if (dir === undefined) {
