@@ -57,6 +57,7 @@ import {
   checkLayerNorm,
   checkMatMul,
   checkMatMulGrad,
+  checkReduceAndTile,
   type CheckResult,
   formatChecks,
   modelMatMulCases,
@@ -159,6 +160,7 @@ if (args.check) {
     async () => [...await checkGelu([3168, 3072], false), ...await checkGelu([32, 197, 3072], true)],
   );
   await step("adamw", () => checkAdamw());
+  await step("reduce/tile", () => checkReduceAndTile(10_000_000));
   restoreStockKernels();
   console.log(formatChecks(rs));
   const failed = rs.filter((r) => !r.ok).length;

@@ -10,12 +10,14 @@
 import { tf } from "../lib/deps.ts";
 import { selectBackend } from "../lib/core/backend.ts";
 import { planMatMul, restoreStockMatMul } from "../lib/core/kernels/matmul.ts";
+import { registerKernels, restoreStockKernels } from "../lib/core/kernels/dispatch.ts";
 import { BindingSizeError, checkBindable } from "../lib/core/kernels/program.ts";
 import {
   checkMatMul,
   checkMatMulGrad,
   formatChecks,
   modelMatMulCases,
+  relErr,
   smallMatMulCases,
 } from "../lib/bench/kernel_check.ts";
 import { assert, assertEquals, assertThrows } from "../lib/core/std.ts";
@@ -56,4 +58,29 @@ Deno.test("planMatMul: tile by size, split K for long thin products, fallbacks",
   assert(planMatMul([25344, 768], [25344, 2304], true, false)!.splits > 1, "weight gradient splits K");
   assertEquals(planMatMul([3168, 768], [768, 2304], false, false)!.splits, 1);
   assertEquals(planMatMul([2, 3, 4, 5], [3, 2, 5, 4], false, false), null, "general broadcast: stock");
+});
+
+Deno.test({
+  name: "wasm: transposed products routed through an explicit transpose equal the stock kernel's",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const ok = await selectBackend("wasm").then(() => tf.getBackend() === "wasm", () => false);
+    if (!ok) return;
+    const a = tf.randomNormal([33, 20], 0, 1, "float32", 1),
+      b = tf.randomNormal([33, 12], 0, 1, "float32", 2);
+    const run = async () => {
+      const ys = [tf.matMul(a, b, true, false), tf.matMul(b, a, true, false), tf.matMul(a, a, false, true)];
+      const out = await Promise.all(ys.map((y) => y.data()));
+      tf.dispose(ys);
+      return out;
+    };
+    restoreStockKernels();
+    const ref = await run();
+    registerKernels();
+    const got = await run();
+    restoreStockKernels();
+    ref.forEach((r, i) => assert(relErr(got[i], r) < 1e-6, `product ${i}`));
+    tf.dispose([a, b]);
+  },
 });

@@ -240,6 +240,27 @@ export const checkAdamw = async (tolerance = 5e-5): Promise<CheckResult[]> => {
   return await compare("adamw", "clip 0.5, wd 0.05, 2 steps", tolerance, run);
 };
 
+/** Full sums (two-stage kernel) and the Tile gradient (broadcastTo) against the stock ones. */
+export const checkReduceAndTile = (size = 100_003, tolerance = 1e-5): Promise<CheckResult[]> => {
+  const [k1, k2, k3] = split(key(51), 3);
+  return compare("reduce/tile", `sum of ${size}, broadcastTo [1,1,24] -> [5,7,24]`, tolerance, async () => {
+    const x = tf.randomNormal([size], 0, 1, "float32", seedOf(k1));
+    const x4 = tf.randomNormal([64, 1024], 0, 1, "float32", seedOf(k3));
+    const tok = tf.randomNormal([1, 1, 24], 0, 1, "float32", seedOf(k2));
+    const w = tf.randomNormal([5, 7, 24], 0, 1, "float32", seedOf(k3));
+    const s = tf.sum(x), s4 = tf.sum(x4, [0, 1], true);
+    const g = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.broadcastTo(t, [5, 7, 24]), w)))(tok);
+    const out = {
+      sum: await s.data() as Float32Array,
+      sumKeepDims: await s4.data() as Float32Array,
+      tileGrad: await g.data() as Float32Array,
+    };
+    if (s4.shape.join() !== "1,1") throw new Error(`keepDims sum has shape [${s4.shape}]`);
+    tf.dispose([x, x4, tok, w, s, s4, g]);
+    return out;
+  });
+};
+
 /** Formats check results as lines. */
 export const formatChecks = (rs: readonly CheckResult[]): string =>
   rs.map((r) =>

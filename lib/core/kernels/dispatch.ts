@@ -6,6 +6,9 @@
  * - `BatchMatMul` (every tf.matMul and its gradients): lib/core/kernels/matmul.ts, registered over tfjs's.
  * - LayerNorm: {@link fusedLayerNorm}, called first by `layerNorm` in lib/nn/norm.ts.
  * - GELU / QuickGELU: {@link fusedActivation}, called by `mlp` in lib/nn/mlp.ts.
+ * - `Sum` over every axis (gradient norms): two-stage reduction (lib/core/kernels/reduce.ts).
+ * - the gradient of `Tile` (`broadcastTo`): one reshape + sum instead of a slice and an add per tile
+ *   (lib/core/kernels/tile_grad.ts; every backend).
  * - wasm: transposed products through an explicit transpose (lib/core/kernels/matmul_wasm.ts).
  * - AdamW: `fusedAdamw` (lib/core/kernels/adamw.ts), the reference chain while the kernels are off.
  *
@@ -17,6 +20,8 @@ import { geluKernel, registerGeluKernels } from "./gelu.ts";
 import { layerNormKernel, registerLayerNormKernels } from "./layernorm.ts";
 import { registerFastMatMul, restoreStockMatMul } from "./matmul.ts";
 import { registerWasmMatMul, restoreWasmMatMul } from "./matmul_wasm.ts";
+import { registerFastSum, restoreStockSum } from "./reduce.ts";
+import { registerTileGrad, restoreTileGrad } from "./tile_grad.ts";
 
 let enabled = false;
 
@@ -26,6 +31,8 @@ export const registerKernels = (): void => {
   registerGeluKernels();
   registerFastMatMul();
   registerWasmMatMul();
+  registerFastSum();
+  registerTileGrad();
   setFusedAdamw(true);
   enabled = true;
 };
@@ -34,6 +41,8 @@ export const registerKernels = (): void => {
 export const restoreStockKernels = (): void => {
   restoreStockMatMul();
   restoreWasmMatMul();
+  restoreStockSum();
+  restoreTileGrad();
   setFusedAdamw(false);
   enabled = false;
 };
