@@ -12,13 +12,17 @@ import { tidy } from "../optim/transform.ts";
 
 /** Running statistics, `[D]` each. */
 export interface BatchNormState {
+  /** Running mean `[D]`. */
   readonly mean: tf.Tensor1D;
+  /** Running (unbiased) variance `[D]`. */
   readonly variance: tf.Tensor1D;
 }
 
 /** PyTorch's defaults for the probe: eps 1e-6 (official), momentum 0.1 (PyTorch default). */
 export interface BatchNormOptions {
+  /** Added to the variance (official 1e-6). */
   readonly eps?: number;
+  /** Weight of the batch statistics in the running ones (PyTorch 0.1). */
   readonly momentum?: number;
 }
 

@@ -25,8 +25,11 @@ import { type EncoderModel, loadEncoder } from "./load.ts";
 
 /** One flag: its codec, its default (absent: optional without default), its help. */
 export interface FlagSpec {
+  /** What the flag's value must be. */
   readonly codec: t.Mixed;
+  /** Value when the flag is absent; absent: the flag is optional. */
   readonly default?: unknown;
+  /** One line for `--help`. */
   readonly help: string;
   /** Placeholder in the usage line ("N", "FILE"). */
   readonly arg: string;
@@ -34,8 +37,11 @@ export interface FlagSpec {
 
 /** A task's command line. */
 export interface TaskSpec {
+  /** The usage line. */
   readonly usage: string;
+  /** One sentence on what the task does. */
   readonly summary: string;
+  /** The flags, camelCase names (`--batch-size` is `batchSize`). */
   readonly flags: Readonly<Record<string, FlagSpec>>;
 }
 
@@ -157,7 +163,9 @@ export const pct = (x: number): string => x.toFixed(2);
 
 /** The encoder and data source a task works on, after the backend has started. */
 export interface TaskSetup {
+  /** The encoder of `--checkpoint`. */
   readonly encoder: EncoderModel;
+  /** The source of `--data`. */
   readonly source: DataSource;
 }
 

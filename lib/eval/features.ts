@@ -40,12 +40,15 @@ export interface FeatureSet {
   readonly features: Float32Array;
   /** `[N]`, -1 where the source has no label. */
   readonly labels: Int32Array;
+  /** Images N. */
   readonly count: number;
+  /** Feature width D. */
   readonly dim: number;
 }
 
 /** Options of {@link extractFeatures}. */
 export interface ExtractOptions {
+  /** How tokens become one vector. */
   readonly pooling: Pooling;
   /** Stop after this many images (the rest of the split is not read). */
   readonly limit?: number;

@@ -49,14 +49,23 @@ export interface FinetuneSettings {
   readonly batchSize: number;
   /** Peak lr at that batch. */
   readonly lr: number;
+  /** Final lr of the cosine (official 1e-6). */
   readonly minLr: number;
+  /** Epochs. */
   readonly epochs: number;
+  /** Linear warmup from 0, in epochs. */
   readonly warmupEpochs: number;
+  /** Drop path of the last block, rising linearly from 0. */
   readonly dropPath: number;
+  /** Layer-wise lr decay (layer_decay.ts). */
   readonly layerDecay: number;
+  /** AdamW decoupled weight decay. */
   readonly weightDecay: number;
+  /** Label smoothing. */
   readonly smoothing: number;
+  /** Mixup Beta alpha (0: off). */
   readonly mixup: number;
+  /** CutMix Beta alpha (0: off). */
   readonly cutmix: number;
   /** Head init multiplier (official `--init_scale` 0.001). */
   readonly initScale: number;
@@ -167,7 +176,9 @@ export const classifierInit = (
 
 /** Training context: drop path needs a key while training. */
 export interface ClassifierCtx {
+  /** Training mode: drop path on. */
   readonly training: boolean;
+  /** Key of the drop-path draws (required when training with drop path). */
   readonly key?: Key;
 }
 

@@ -42,27 +42,37 @@ export const sourceClasses = async (source: DataSource): Promise<number | undefi
 
 /** Everything a fine-tuning run needs besides the encoder. */
 export interface FinetuneRunOptions {
+  /** A labelled data source. */
   readonly source: DataSource;
+  /** Classes of the head. */
   readonly numClasses: number;
   /** Resolved settings; `batchSize` and `lr` are this run's. */
   readonly settings: FinetuneSettings;
   /** Optimizer steps in all; default `epochs x floor(train size / batch)`. */
   readonly steps?: number;
+  /** Key of the run (head, data order, mixing, drop path). */
   readonly key: Key;
   /** Decoding workers (0: inline). */
   readonly workers?: number;
   /** Score the held-out split every this many steps (default: once per epoch) and at the end. */
   readonly evalEvery?: number;
+  /** Called after every step. */
   readonly onStep?: (s: { step: number; total: number; loss: number; lr: number }) => void;
+  /** Called after every evaluation of the held-out split. */
   readonly onEval?: (s: { step: number; accuracy: Accuracy }) => void;
 }
 
 /** What a fine-tuning run returns; the caller disposes `params`. */
 export interface FinetuneResult {
+  /** The fine-tuned classifier. */
   readonly params: ClassifierParams;
+  /** Its shapes (with the run's drop path). */
   readonly config: CaeV2Config;
+  /** Held-out accuracy after the last step. */
   readonly accuracy: Accuracy;
+  /** Best held-out top-1 over the evaluations. */
   readonly bestTop1: number;
+  /** Optimizer steps done. */
   readonly steps: number;
 }
 

@@ -64,7 +64,9 @@ export const countTopK = (
 
 /** Accuracy figures in percent, as the official `evaluate` reports them (`acc1`, `acc5`). */
 export interface Accuracy {
+  /** Top-1 accuracy, percent. */
   readonly top1: number;
+  /** Top-5 accuracy, percent (top-C when there are fewer than 5 classes). */
   readonly top5: number;
   /** Samples scored. */
   readonly count: number;

@@ -12,6 +12,7 @@ import { type Accuracy, accuracyOf, countTopK } from "./heads.ts";
 
 /** k-NN settings (DINO's defaults). */
 export interface KnnOptions {
+  /** Classes (labels are 0..numClasses-1). */
   readonly numClasses: number;
   /** Neighbours (20). */
   readonly k?: number;

@@ -33,7 +33,9 @@ import { runPaths } from "../train/rundir.ts";
 
 /** An encoder ready to run: its shapes, its parameters and its fixed position embedding. */
 export interface EncoderModel {
+  /** Shapes of the student (drop path 0: evaluation). */
   readonly config: CaeV2Config;
+  /** The encoder's parameters, project names (lib/models/encoder.ts). */
   readonly params: EncoderParams;
   /** `[1, 1 + L, D]` sin-cos position embedding (cls row zero). */
   readonly pos: tf.Tensor3D;

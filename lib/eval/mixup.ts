@@ -20,6 +20,7 @@ export interface MixupOptions {
   readonly cutmix: number;
   /** Label smoothing folded into the targets. */
   readonly smoothing: number;
+  /** Classes of the targets. */
   readonly numClasses: number;
   /** Probability of mixing a batch at all (timm `prob`, 1). */
   readonly prob?: number;
@@ -62,6 +63,7 @@ export interface Mixed {
   readonly targets: Float32Array;
   /** Weight of each image's own label (1: not mixed). */
   readonly lam: number;
+  /** Whether CutMix (rather than mixup) was applied. */
   readonly cutmix: boolean;
 }
 

@@ -12,6 +12,7 @@ import { knnClassify } from "./knn.ts";
 
 /** Settings of {@link knnMonitor}. */
 export interface KnnMonitorOptions {
+  /** A labelled data source. */
   readonly source: DataSource;
   /** Images per forward pass (default 64). */
   readonly batchSize?: number;
@@ -21,8 +22,11 @@ export interface KnnMonitorOptions {
   readonly maxVal?: number;
   /** Decoding workers (default 0: inline). */
   readonly workers?: number;
+  /** Feature pooling (default cls). */
   readonly pooling?: Pooling;
+  /** Neighbours (default 20). */
   readonly k?: number;
+  /** Vote temperature (default 0.07). */
   readonly temperature?: number;
 }
 

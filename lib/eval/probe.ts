@@ -40,6 +40,7 @@ import { halfCycleCosine } from "./schedule.ts";
 
 /** Probe settings; defaults are the official ones except the batch size (official: 8 GPUs x 1024). */
 export interface ProbeOptions {
+  /** Classes of the head. */
   readonly numClasses: number;
   /** Official 90. */
   readonly epochs?: number;
@@ -63,19 +64,25 @@ export interface ProbeOptions {
 
 /** The fitted probe: BatchNorm statistics and the head. The caller disposes them with {@link disposeProbe}. */
 export interface Probe {
+  /** BatchNorm running statistics. */
   readonly bn: BatchNormState;
+  /** The Linear head `[D] -> [C]`. */
   readonly head: LinearParams;
 }
 
 /** What {@link trainProbe} returns. */
 export interface ProbeResult {
+  /** The fitted probe. */
   readonly probe: Probe;
   /** Held-out accuracy after the last epoch (the official script's last-epoch figure). */
   readonly accuracy: Accuracy;
   /** The best held-out top-1 over epochs (the official "Max accuracy"). */
   readonly bestTop1: number;
+  /** The absolute lr used. */
   readonly lr: number;
+  /** The batch used (clamped to the training set). */
   readonly batchSize: number;
+  /** Optimizer steps per epoch (incomplete batches dropped). */
   readonly stepsPerEpoch: number;
 }
 

@@ -13,7 +13,9 @@ export interface HalfCycleCosineOptions {
   readonly lr: number;
   /** Final lr (`--min_lr`, 0 in the probe). */
   readonly minLr: number;
+  /** Length of the schedule, in epochs. */
   readonly epochs: number;
+  /** Linear warmup from 0, in epochs. */
   readonly warmupEpochs: number;
   /** Optimizer steps per epoch (`len(data_loader)`). */
   readonly itersPerEpoch: number;

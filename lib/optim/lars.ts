@@ -34,6 +34,7 @@ export interface LarsOptions {
 
 /** LARS's state: the momentum buffer `mu`, shaped like the params. */
 export interface LarsState {
+  /** Heavy-ball momentum buffer, shaped like the params. */
   readonly mu: Params;
 }
 
