@@ -115,7 +115,7 @@ export const resultsTable = (exp: Experiment, results: ExperimentResults): strin
   const base = results.baselines.map((b) =>
     line([
       `random init, ${b.model} (no pretraining)`,
-      ...coords.slice(1).map(() => ""),
+      ...coords.slice(1).map((c) => (c === "model" ? b.model : "")),
       "-",
       "-",
       "-",
