@@ -37,6 +37,11 @@
  * /tmp/deno run -A --no-config .tools/bench.js --model base --batch 256 --backend webgpu --out $OUT/step-base-b256.json
  * ```
  *
+ * Phase-2 runs (2026-11-26) used `.tools/run_h200.sh` (untracked: the lines above in a loop, one
+ * `nvidia-smi --query-gpu=memory.used -lms 200` sampler per run for the peak GPU memory, results tarred
+ * into $OUT). `deno bundle` cannot parse the `import.source` in lib/deps.ts (loadResvg): bundle from a
+ * copy of the tree with that block removed.
+ *
  * @module
  */
 import { tf } from "../lib/deps.ts";
