@@ -161,7 +161,7 @@ export const checkLayerNorm = (shape: number[], eps = 1e-6, tolerance = 2e-5): P
   const d = shape[shape.length - 1];
   const [k1, k2, k3, k4] = split(key(21), 4);
   return compare("layernorm", JSON.stringify(shape), tolerance, async () => {
-    const x = tf.add(tf.randomNormal(shape, 0, 2, "float32", seedOf(k1)), 0.5);
+    const x = tf.tidy(() => tf.add(tf.randomNormal(shape, 0, 2, "float32", seedOf(k1)), 0.5));
     const scale = tf.randomNormal([d], 1, 0.3, "float32", seedOf(k2));
     const bias = tf.randomNormal([d], 0, 0.3, "float32", seedOf(k3));
     const w = tf.randomNormal(shape, 0, 1, "float32", seedOf(k4));
