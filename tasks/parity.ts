@@ -7,7 +7,8 @@
  * @module
  */
 import { parseArgs } from "../lib/core/std.ts";
-import { describeBackend, selectBackend } from "../lib/core/backend.ts";
+import { describeBackend } from "../lib/core/backend.ts";
+import { startRuntime } from "../lib/core/runtime.ts";
 import { formatReport, runParity } from "../lib/parity/check.ts";
 
 const args = parseArgs(Deno.args, {
@@ -23,7 +24,7 @@ const files = args._.length > 0 ? args._.map(String) : [
   new URL("../tests/fixtures/caev2-small-same-width.safetensors", import.meta.url).pathname,
   new URL("../tests/fixtures/caev2-projected-width.safetensors", import.meta.url).pathname,
 ];
-const info = await selectBackend((args.backend as "webgpu" | "wasm" | "cpu" | undefined) ?? "auto");
+const info = await startRuntime((args.backend as "webgpu" | "wasm" | "cpu" | undefined) ?? "auto");
 console.log(describeBackend(info));
 let ok = true;
 for (const file of files) {

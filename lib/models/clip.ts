@@ -92,8 +92,13 @@ export const clipApply = (p: ClipParams, c: ClipConfig, images: tf.Tensor4D): tf
     x = layerNorm(p.lnPre, x, c.eps) as tf.Tensor3D;
     for (let i = 0; i < c.layers; i++) {
       const blk = p.blocks[String(i)];
-      x = tf.add(x, attention(blk.attn, layerNorm(blk.ln1, x, c.eps) as tf.Tensor3D, c.heads)) as tf.Tensor3D;
-      x = tf.add(x, mlp(blk.mlp, layerNorm(blk.ln2, x, c.eps), "quickGelu")) as tf.Tensor3D;
+      // One tidy per block: the teacher is never differentiated, so only the residual stream survives a
+      // block (without it all 12 blocks' intermediates stay alive: ViT-B B=256 ran out of H200 memory).
+      const xin = x;
+      x = tf.tidy(() => {
+        const h = tf.add(xin, attention(blk.attn, layerNorm(blk.ln1, xin, c.eps) as tf.Tensor3D, c.heads));
+        return tf.add(h, mlp(blk.mlp, layerNorm(blk.ln2, h, c.eps), "quickGelu")) as tf.Tensor3D;
+      });
     }
     const y = layerNorm(p.lnPost, x, c.eps);
     return tf.reshape(tf.matMul(tf.reshape(y, [-1, c.width]), p.proj), [b, -1, c.outDim]) as tf.Tensor3D;

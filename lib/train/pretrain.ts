@@ -15,8 +15,8 @@
  */
 import { E, tf } from "../deps.ts";
 import { type Key, key as makeKey, split } from "../core/random.ts";
-import { describeBackend, selectBackend } from "../core/backend.ts";
-import { registerDeviceGradients } from "../core/gradients.ts";
+import { describeBackend } from "../core/backend.ts";
+import { startRuntime } from "../core/runtime.ts";
 import { disposeTree, flatten, unflatten } from "../core/tree.ts";
 import {
   configHash,
@@ -32,7 +32,8 @@ import { gridOf } from "../models/config.ts";
 import { clipInit, type ClipParams } from "../models/clip.ts";
 import { loadClip } from "../models/clip_load.ts";
 import { clipMicro, defaultNumMasked, studentPreset } from "../models/presets.ts";
-import { adamw, type AdamWState } from "../optim/adamw.ts";
+import type { AdamWState } from "../optim/adamw.ts";
+import { fusedAdamw } from "../core/kernels/adamw.ts";
 import { cosineSchedule } from "../optim/schedule.ts";
 import { disposeState } from "../optim/transform.ts";
 import { parseDataSource } from "../../data/source.ts";
@@ -117,8 +118,7 @@ export const pretrain = async (
   cfg: PretrainConfig,
   io: PretrainIO,
 ): Promise<E.Either<string, PretrainSummary>> => {
-  const info = await selectBackend(cfg.backend);
-  registerDeviceGradients();
+  const info = await startRuntime(cfg.backend);
   io.log(describeBackend(info));
 
   const source = parseDataSource(cfg.data);
@@ -138,7 +138,8 @@ export const pretrain = async (
     totalSteps: steps,
     warmupSteps: warmupStepsOf(cfg, steps),
   });
-  const optimizer = adamw({
+  // AdamW (clip + Adam + decoupled decay + lr): fused kernels on WebGPU, the reference chain elsewhere.
+  const optimizer = fusedAdamw({
     lr,
     weightDecay: cfg.weightDecay,
     clip: cfg.clipGrad > 0 ? cfg.clipGrad : undefined,
