@@ -152,7 +152,7 @@ export { type PngOptions, svgToPng } from "./lib/experiment/png.ts";
 export { collectVersions, type GitInfo, gitInfo, type Versions } from "./lib/experiment/versions.ts";
 
 // Types that the public signatures above mention.
-export type { Tensor } from "./lib/core/tree.ts";
+export type { Scalar, Tensor, Tensor1D, Tensor2D, Tensor3D, Tensor4D } from "./lib/core/tree.ts";
 export type { LinearParams } from "./lib/nn/linear.ts";
 export type { LayerNormParams } from "./lib/nn/norm.ts";
 export type { MlpParams } from "./lib/nn/mlp.ts";

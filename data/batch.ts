@@ -6,17 +6,23 @@
  * @module
  */
 import { tf } from "../lib/deps.ts";
+import type { Tensor4D } from "../lib/core/tree.ts";
 
 /** Where a sample stream stands: `index` samples of epoch `epoch` consumed (skipped files included). */
 export interface DataPosition {
+  /** Epoch number, from 0. */
   readonly epoch: number;
+  /** Samples of this epoch consumed so far. */
   readonly index: number;
 }
 
 /** A pretraining batch on the host. */
 export interface HostBatch {
+  /** Images in the batch, B. */
   readonly size: number;
+  /** Image height H in pixels. */
   readonly height: number;
+  /** Image width W in pixels. */
   readonly width: number;
   /** `[B, H, W, 3]`, ImageNet mean/std normalised. */
   readonly studentImages: Float32Array;
@@ -32,10 +38,15 @@ export interface HostBatch {
 
 /** A pretraining batch with its images on the tfjs backend. */
 export interface Batch {
-  readonly studentImages: tf.Tensor4D;
-  readonly teacherImages: tf.Tensor4D;
+  /** `[B, H, W, 3]`, ImageNet mean/std normalised. */
+  readonly studentImages: Tensor4D;
+  /** `[B, H, W, 3]`, CLIP mean/std normalised (same crop, flip and jitter). */
+  readonly teacherImages: Tensor4D;
+  /** `[B, L]` on the host, 1 = masked. */
   readonly mask: Uint8Array;
+  /** `[B]`, -1 where the source has no label. */
   readonly labels: Int32Array;
+  /** Where the stream stands after this batch. */
   readonly position: DataPosition;
 }
 
@@ -65,7 +76,7 @@ export interface HostEvalBatch {
 /** Uploads an evaluation batch's images; the caller disposes the tensor. */
 export const toEvalBatch = (
   h: HostEvalBatch,
-): { readonly images: tf.Tensor4D; readonly labels: Int32Array } => ({
+): { readonly images: Tensor4D; readonly labels: Int32Array } => ({
   images: tf.tensor4d(h.images, [h.size, h.height, h.width, 3]),
   labels: h.labels,
 });

@@ -97,10 +97,78 @@ const optional = {
   knnEvery: PositiveInt,
 };
 
-/** The pretraining config codec; unknown keys are rejected. */
-export const PretrainConfig = strict(required, optional, "PretrainConfig");
-/** A valid pretraining config. */
-export type PretrainConfig = t.TypeOf<typeof PretrainConfig>;
+/** The pretraining config codec; unknown keys are rejected. Decodes to a {@link PretrainConfig}. */
+export const PretrainConfigCodec = strict(required, optional, "PretrainConfig");
+
+/**
+ * A valid pretraining config: what `PretrainConfigCodec` decodes to, written out (the field docs are those
+ * of the codec above; the checks below keep the two in step).
+ */
+export type PretrainConfig = {
+  /** Model preset. */
+  readonly model: "micro" | "tiny" | "small" | "base" | "large";
+  /** Input side in pixels (square images). */
+  readonly imageSize: number;
+  /** Patch side in pixels; divides `imageSize`. */
+  readonly patchSize: number;
+  /** Data source: "synthetic", "folder:PATH" or "wds:PATTERN". */
+  readonly data: string;
+  /** Images per micro-batch. */
+  readonly batchSize: number;
+  /** Micro-batches per optimizer step (gradient accumulation). */
+  readonly accumulate: number;
+  /** Learning rate at the end of the cosine schedule. */
+  readonly minLr: number;
+  /** AdamW decoupled weight decay. */
+  readonly weightDecay: number;
+  /** Global-norm gradient clipping; 0 turns it off. */
+  readonly clipGrad: number;
+  /** Masking strategy. */
+  readonly masking: "block" | "random";
+  /** Stochastic depth rate of the last block. */
+  readonly dropPath: number;
+  /** Seed of the run key. */
+  readonly seed: number;
+  /** CLIP teacher weights (safetensors); null = a random small teacher. */
+  readonly teacher: string | null;
+  /** Run directory. */
+  readonly out: string;
+  /** Run directory to resume; null = a fresh run. */
+  readonly resume: string | null;
+  /** Checkpoint every this many optimizer steps (and at the end). */
+  readonly checkpointEvery: number;
+  /** Checkpoints kept on disk. */
+  readonly keepCheckpoints: number;
+  /** tfjs backend. */
+  readonly backend: "auto" | "webgpu" | "wasm" | "cpu";
+  /** Data-loading workers; 0 = the main thread. */
+  readonly workers: number;
+  /** Progress line every this many steps off a terminal. */
+  readonly logEvery: number;
+  /** Weight of visible latent alignment. */
+  readonly visibleWeight: number;
+  /** Weight of masked latent alignment. */
+  readonly maskedWeight: number;
+  /** Total optimizer steps; wins over `epochs`. */
+  readonly steps?: number;
+  /** Passes over a finite data set. */
+  readonly epochs?: number;
+  /** Peak learning rate. */
+  readonly lr?: number;
+  /** Linear warmup steps. */
+  readonly warmupSteps?: number;
+  /** Masked patches per image. */
+  readonly numMasked?: number;
+  /** k-NN probe every this many steps. */
+  readonly knnEvery?: number;
+};
+// The interface and the codec agree: every decoded value is a PretrainConfig, with the same keys.
+type Decoded = t.TypeOf<typeof PretrainConfigCodec>;
+const _decodedIsConfig = (x: Decoded): PretrainConfig => x;
+const _sameKeys: [keyof Decoded] extends [keyof PretrainConfig]
+  ? ([keyof PretrainConfig] extends [keyof Decoded] ? true : never)
+  : never = true;
+void _decodedIsConfig, void _sameKeys;
 
 /** Any subset of a config's fields (a `--config` file, a resumed run's config.json). */
 export const PretrainConfigPatch = strict({}, { ...required, ...optional }, "PretrainConfigPatch");
@@ -182,7 +250,7 @@ const defaultsRaw = (now: Date) => ({
  */
 export const defaultPretrainConfig = (now: Date = new Date()): PretrainConfig =>
   pipe(
-    decodeWith(PretrainConfig, defaultsRaw(now), "defaultPretrainConfig"),
+    decodeWith(PretrainConfigCodec, defaultsRaw(now), "defaultPretrainConfig"),
     E.getOrElseW((msg) => {
       throw new Error(`bug: the built-in defaults do not decode:\n${msg}`);
     }),
@@ -436,7 +504,7 @@ export const resolvePretrainConfig = (
   }
   if (errors.length > 0) return E.left(errors.join("\n"));
   return pipe(
-    decodeWith(PretrainConfig, mergeLayers(layers), "config"),
+    decodeWith(PretrainConfigCodec, mergeLayers(layers), "config"),
     E.chain(checkPretrainConfig),
   );
 };

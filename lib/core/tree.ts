@@ -9,6 +9,16 @@ import { tf } from "../deps.ts";
 
 /** A tensor leaf. */
 export type Tensor = tf.Tensor;
+/** A rank-0 tensor (a loss, a norm). */
+export type Scalar = tf.Scalar;
+/** A rank-1 tensor `[N]` (a bias, a LayerNorm scale). */
+export type Tensor1D = tf.Tensor1D;
+/** A rank-2 tensor `[in, out]` (a kernel). */
+export type Tensor2D = tf.Tensor2D;
+/** A rank-3 tensor `[B, N, D]` (tokens). */
+export type Tensor3D = tf.Tensor3D;
+/** A rank-4 tensor `[B, H, W, C]` (images) or `[B, H, N, dh]` (heads). */
+export type Tensor4D = tf.Tensor4D;
 
 /** A parameter record: nested readonly records whose leaves are tensors. */
 export type Params = { readonly [name: string]: Tensor | Params };

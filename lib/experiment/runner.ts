@@ -30,6 +30,7 @@ import {
   configHash,
   defaultPretrainConfig,
   PretrainConfig,
+  PretrainConfigCodec,
 } from "../config/pretrain.ts";
 import type { PresetName } from "../models/presets.ts";
 import { parseDataSource } from "../../data/source.ts";
@@ -200,7 +201,7 @@ export const resolveRunConfig = (
     resume: null,
   };
   return pipe(
-    decodeWith(PretrainConfig, merged, `${exp.name} run ${run.id}`),
+    decodeWith(PretrainConfigCodec, merged, `${exp.name} run ${run.id}`),
     E.chain(checkPretrainConfig),
     E.mapLeft((m) => `${exp.name} run ${run.id}: ${m}`),
   );

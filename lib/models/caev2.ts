@@ -7,6 +7,7 @@
  * @module
  */
 import { tf } from "../deps.ts";
+import type { Tensor3D, Tensor4D } from "../core/tree.ts";
 import { type Key, split } from "../core/random.ts";
 import { linear, linearInit, type LinearParams } from "../nn/linear.ts";
 import { l2Normalize, layerNorm, layerNormInit, type LayerNormParams } from "../nn/norm.ts";
@@ -24,7 +25,7 @@ export type CaeV2Params = {
   /** Present only when the regressor is narrower than the encoder (ViT-T: 192 -> 96). */
   readonly projection?: { readonly linear: LinearParams; readonly norm: LayerNormParams };
   /** `[1, 1, R]`: the learned query of every masked position (official `mask_token`). */
-  readonly maskToken: tf.Tensor3D;
+  readonly maskToken: Tensor3D;
   /** The latent contextual regressor's cross-attention blocks (official `regresser`). */
   readonly regressor: RegressorParams;
   /** LayerNorm + Linear into the teacher's space, shared by all tokens (official `decoder`). */
@@ -34,11 +35,11 @@ export type CaeV2Params = {
 /** What `caev2Apply` returns: predictions plus named intermediates (big_vision's `out`). */
 export interface CaeV2Outputs {
   /** `[B, 1 + L, out]`, L2-normalised, tokens ordered `[cls, visible, masked]`. */
-  readonly predictions: tf.Tensor3D;
+  readonly predictions: Tensor3D;
   /** `[B, 1 + Nv, D]`: encoder output (after its final norm). */
-  readonly encoded: tf.Tensor3D;
+  readonly encoded: Tensor3D;
   /** `[B, Nm, R]`: regressed masked latents. */
-  readonly regressed: tf.Tensor3D;
+  readonly regressed: Tensor3D;
   /** The gather indices of the batch's mask (visible, masked, and the `[cls, visible, masked]` order). */
   readonly index: MaskIndex;
 }
@@ -52,7 +53,7 @@ export const caev2Init = (k: Key, c: CaeV2Config): CaeV2Params => {
   const head = { norm: layerNormInit(c.regressorDim), linear: linearInit(kh, c.regressorDim, c.outDim) };
   const base = {
     encoder: encoderInit(ke, c),
-    maskToken: truncNormal(km, [1, 1, c.regressorDim]) as tf.Tensor3D,
+    maskToken: truncNormal(km, [1, 1, c.regressorDim]) as Tensor3D,
     regressor: regressorInit(kr, c),
     head,
   };
@@ -64,8 +65,8 @@ export const caev2Init = (k: Key, c: CaeV2Config): CaeV2Params => {
 
 /** The fixed position embeddings of the encoder `[1, 1+L, D]` and the regressor `[1, 1+L, R]`. */
 export interface CaeV2Buffers {
-  readonly pos: tf.Tensor3D;
-  readonly regressorPos: tf.Tensor3D;
+  readonly pos: Tensor3D;
+  readonly regressorPos: Tensor3D;
 }
 
 /** Builds the fixed buffers once; the caller owns and disposes them. */
@@ -82,7 +83,7 @@ export const caev2Apply = (
   p: CaeV2Params,
   c: CaeV2Config,
   buffers: CaeV2Buffers,
-  images: tf.Tensor4D,
+  images: Tensor4D,
   mask: Uint8Array,
   ctx: Ctx,
 ): CaeV2Outputs => {
@@ -92,20 +93,20 @@ export const caev2Apply = (
   const [ke, kr] = ctx.key ? split(ctx.key) : [undefined, undefined];
   const encoded = encoder(p.encoder, c, images, buffers.pos, idx, { training: ctx.training, key: ke });
   const latents = p.projection
-    ? layerNorm(p.projection.norm, linear(p.projection.linear, encoded), c.eps) as tf.Tensor3D
+    ? layerNorm(p.projection.norm, linear(p.projection.linear, encoded), c.eps) as Tensor3D
     : encoded;
 
   const r = c.regressorDim;
   const patchPos = tf.broadcastTo(
     tf.slice(buffers.regressorPos, [0, 1, 0], [1, numPatches, r]),
     [b, numPatches, r],
-  ) as tf.Tensor3D;
+  ) as Tensor3D;
   const posQ = gatherTokens(patchPos, idx.masked, b);
   const posVisible = gatherTokens(patchPos, idx.visible, b);
   // The regressor's context is the visible patch latents only: the official model hands it the encoder
   // output without cls. Verified against the parity fixtures (with cls: ~0.2 error on the masked tokens).
-  const visiblePatches = tf.slice(latents, [0, 1, 0], [b, idx.numVisible, r]) as tf.Tensor3D;
-  const queries = tf.broadcastTo(p.maskToken, [b, idx.numMasked, r]) as tf.Tensor3D;
+  const visiblePatches = tf.slice(latents, [0, 1, 0], [b, idx.numVisible, r]) as Tensor3D;
+  const queries = tf.broadcastTo(p.maskToken, [b, idx.numMasked, r]) as Tensor3D;
   const regressed = regressor(p.regressor, c, queries, posQ, visiblePatches, posVisible, {
     training: ctx.training,
     key: kr,
@@ -115,6 +116,6 @@ export const caev2Apply = (
   const tokens = tf.concat([latents, regressed], 1);
   const predictions = l2Normalize(
     linear(p.head.linear, layerNorm(p.head.norm, tokens, c.eps)),
-  ) as tf.Tensor3D;
+  ) as Tensor3D;
   return { predictions, encoded, regressed, index: idx };
 };

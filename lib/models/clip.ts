@@ -12,6 +12,7 @@
  * @module
  */
 import { tf } from "../deps.ts";
+import type { Tensor1D, Tensor2D, Tensor3D, Tensor4D } from "../core/tree.ts";
 import { type Key, seedOf, split } from "../core/random.ts";
 import { attention, type AttentionParams } from "../nn/attention.ts";
 import { linearInit } from "../nn/linear.ts";
@@ -35,11 +36,11 @@ export type ClipBlockParams = {
 /** The CLIP vision tower's parameters. */
 export type ClipParams = {
   /** `[P * P * 3, W]`: the conv patch embedding without bias, as a matrix over flattened patches. */
-  readonly patchEmbed: { readonly kernel: tf.Tensor2D };
+  readonly patchEmbed: { readonly kernel: Tensor2D };
   /** `[W]`: the class token (OpenAI `class_embedding`). */
-  readonly classEmbedding: tf.Tensor1D;
+  readonly classEmbedding: Tensor1D;
   /** `[1 + L, W]`: learned positions (OpenAI `positional_embedding`). */
-  readonly positionalEmbedding: tf.Tensor2D;
+  readonly positionalEmbedding: Tensor2D;
   /** LayerNorm before the blocks (OpenAI `ln_pre`). */
   readonly lnPre: LayerNormParams;
   /** Residual blocks `"0"`, `"1"`, ... (OpenAI `transformer.resblocks`). */
@@ -47,7 +48,7 @@ export type ClipParams = {
   /** LayerNorm applied to every token after the blocks (OpenAI `ln_post`). */
   readonly lnPost: LayerNormParams;
   /** `[W, out]`: the final projection (OpenAI `proj`). */
-  readonly proj: tf.Tensor2D;
+  readonly proj: Tensor2D;
 };
 
 /**
@@ -83,23 +84,23 @@ export const clipInit = (k: Key, c: ClipConfig): ClipParams => {
 };
 
 /** images `[B, H, W, 3]` (CLIP-normalised) -> `[B, 1 + L, out]`, tokens in patch order, not normalised. */
-export const clipApply = (p: ClipParams, c: ClipConfig, images: tf.Tensor4D): tf.Tensor3D =>
+export const clipApply = (p: ClipParams, c: ClipConfig, images: Tensor4D): Tensor3D =>
   tf.tidy(() => {
     const b = images.shape[0];
     const patches = patchEmbed(p.patchEmbed, images, c.patchSize); // [B, L, W]
     const cls = tf.broadcastTo(tf.reshape(p.classEmbedding, [1, 1, c.width]), [b, 1, c.width]);
-    let x = tf.add(tf.concat([cls, patches], 1), p.positionalEmbedding) as tf.Tensor3D;
-    x = layerNorm(p.lnPre, x, c.eps) as tf.Tensor3D;
+    let x = tf.add(tf.concat([cls, patches], 1), p.positionalEmbedding) as Tensor3D;
+    x = layerNorm(p.lnPre, x, c.eps) as Tensor3D;
     for (let i = 0; i < c.layers; i++) {
       const blk = p.blocks[String(i)];
       // One tidy per block: the teacher is never differentiated, so only the residual stream survives a
       // block (without it all 12 blocks' intermediates stay alive: ViT-B B=256 ran out of H200 memory).
       const xin = x;
       x = tf.tidy(() => {
-        const h = tf.add(xin, attention(blk.attn, layerNorm(blk.ln1, xin, c.eps) as tf.Tensor3D, c.heads));
-        return tf.add(h, mlp(blk.mlp, layerNorm(blk.ln2, h, c.eps), "quickGelu")) as tf.Tensor3D;
+        const h = tf.add(xin, attention(blk.attn, layerNorm(blk.ln1, xin, c.eps) as Tensor3D, c.heads));
+        return tf.add(h, mlp(blk.mlp, layerNorm(blk.ln2, h, c.eps), "quickGelu")) as Tensor3D;
       });
     }
     const y = layerNorm(p.lnPost, x, c.eps);
-    return tf.reshape(tf.matMul(tf.reshape(y, [-1, c.width]), p.proj), [b, -1, c.outDim]) as tf.Tensor3D;
+    return tf.reshape(tf.matMul(tf.reshape(y, [-1, c.width]), p.proj), [b, -1, c.outDim]) as Tensor3D;
   });

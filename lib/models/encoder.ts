@@ -6,6 +6,7 @@
  * @module
  */
 import { tf } from "../deps.ts";
+import type { Tensor1D, Tensor3D, Tensor4D } from "../core/tree.ts";
 import { type Key, split } from "../core/random.ts";
 import { attention, attentionInit, type AttentionParams } from "../nn/attention.ts";
 import { dropPath, dropPathRates } from "../nn/drop_path.ts";
@@ -24,13 +25,13 @@ export type BlockParams = {
   /** Self-attention with q and v biases, no k bias. */
   readonly attn: AttentionParams;
   /** `[D]`: layer scale of the attention branch (init 0.1). */
-  readonly gamma1: tf.Tensor1D;
+  readonly gamma1: Tensor1D;
   /** LayerNorm before the MLP. */
   readonly norm2: LayerNormParams;
   /** exact-erf GELU MLP. */
   readonly mlp: MlpParams;
   /** `[D]`: layer scale of the MLP branch (init 0.1). */
-  readonly gamma2: tf.Tensor1D;
+  readonly gamma2: Tensor1D;
 };
 
 /** Encoder parameters. Position embeddings are fixed and not parameters. */
@@ -38,7 +39,7 @@ export type EncoderParams = {
   /** `[P * P * 3, D]` + bias: the conv patch embedding as a matrix over flattened patches. */
   readonly patchEmbed: LinearParams;
   /** `[1, 1, D]`: the cls token. */
-  readonly clsToken: tf.Tensor3D;
+  readonly clsToken: Tensor3D;
   /** Blocks `"0"`, `"1"`, ... in order. */
   readonly blocks: Readonly<Record<string, BlockParams>>;
   /** The final LayerNorm. */
@@ -52,7 +53,7 @@ export interface Ctx {
 }
 
 /** Layer-scale vector. */
-export const layerScaleInit = (dim: number, value: number) => tf.fill([dim], value) as tf.Tensor1D;
+export const layerScaleInit = (dim: number, value: number) => tf.fill([dim], value) as Tensor1D;
 
 /** Block init (official: xavier Linear, LayerNorm 1/0, gammas = init_values). */
 export const blockInit = (k: Key, dim: number, mlpRatio: number, layerScale: number): BlockParams => {
@@ -70,17 +71,17 @@ export const blockInit = (k: Key, dim: number, mlpRatio: number, layerScale: num
 /** `x = x + dp(gamma1 * attn(norm1(x)))`, `x = x + dp(gamma2 * mlp(norm2(x)))`. `x: [B, N, D]`. */
 export const block = (
   p: BlockParams,
-  x: tf.Tensor3D,
+  x: Tensor3D,
   heads: number,
   eps: number,
   drop: number,
   ctx: Ctx,
-): tf.Tensor3D => {
+): Tensor3D => {
   const [k1, k2] = ctx.key ? split(ctx.key) : [undefined, undefined];
-  const a = tf.mul(attention(p.attn, layerNorm(p.norm1, x, eps) as tf.Tensor3D, heads), p.gamma1);
-  const x1 = tf.add(x, dropPath(a, drop, ctx.training, k1)) as tf.Tensor3D;
+  const a = tf.mul(attention(p.attn, layerNorm(p.norm1, x, eps) as Tensor3D, heads), p.gamma1);
+  const x1 = tf.add(x, dropPath(a, drop, ctx.training, k1)) as Tensor3D;
   const m = tf.mul(mlp(p.mlp, layerNorm(p.norm2, x1, eps)), p.gamma2);
-  return tf.add(x1, dropPath(m, drop, ctx.training, k2)) as tf.Tensor3D;
+  return tf.add(x1, dropPath(m, drop, ctx.training, k2)) as Tensor3D;
 };
 
 /** Encoder init. */
@@ -91,7 +92,7 @@ export const encoderInit = (k: Key, c: CaeV2Config): EncoderParams => {
   bkeys.forEach((bk, i) => (blocks[String(i)] = blockInit(bk, c.dim, c.mlpRatio, c.layerScale)));
   return {
     patchEmbed: patchEmbedInit(kp, c.patchSize, 3, c.dim),
-    clsToken: truncNormal(kc, [1, 1, c.dim]) as tf.Tensor3D,
+    clsToken: truncNormal(kc, [1, 1, c.dim]) as Tensor3D,
     blocks,
     norm: layerNormInit(c.dim),
   };
@@ -104,25 +105,25 @@ export const encoderInit = (k: Key, c: CaeV2Config): EncoderParams => {
 export const encoder = (
   p: EncoderParams,
   c: CaeV2Config,
-  images: tf.Tensor4D,
-  pos: tf.Tensor3D,
+  images: Tensor4D,
+  pos: Tensor3D,
   idx: MaskIndex | undefined,
   ctx: Ctx,
-): tf.Tensor3D => {
+): Tensor3D => {
   const b = images.shape[0];
   const l = pos.shape[1] - 1;
   const tokens = tf.add(
     patchEmbed(p.patchEmbed, images, c.patchSize),
     tf.slice(pos, [0, 1, 0], [1, l, c.dim]),
   );
-  const visible = idx ? gatherTokens(tokens as tf.Tensor3D, idx.visible, b) : tokens;
+  const visible = idx ? gatherTokens(tokens as Tensor3D, idx.visible, b) : tokens;
   // The cls position is zero (official `pe_token = zeros`), so cls enters as the bare token.
   const cls = tf.broadcastTo(p.clsToken, [b, 1, c.dim]);
-  let x = tf.concat([cls, visible], 1) as tf.Tensor3D;
+  let x = tf.concat([cls, visible], 1) as Tensor3D;
   const rates = dropPathRates(c.dropPath, c.depth);
   const keys = ctx.key ? split(ctx.key, c.depth) : [];
   for (let i = 0; i < c.depth; i++) {
     x = block(p.blocks[String(i)], x, c.heads, c.eps, rates[i], { training: ctx.training, key: keys[i] });
   }
-  return layerNorm(p.norm, x, c.eps) as tf.Tensor3D;
+  return layerNorm(p.norm, x, c.eps) as Tensor3D;
 };

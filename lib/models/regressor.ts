@@ -11,6 +11,7 @@
  * @module
  */
 import { tf } from "../deps.ts";
+import type { Tensor1D, Tensor3D } from "../core/tree.ts";
 import { type Key, split } from "../core/random.ts";
 import { crossAttention, crossAttentionInit, type CrossAttentionParams } from "../nn/cross_attention.ts";
 import { dropPath, dropPathRates } from "../nn/drop_path.ts";
@@ -30,13 +31,13 @@ export type RegressorBlockParams = {
   /** Cross-attention from the masked queries to the keys and values. */
   readonly crossAttn: CrossAttentionParams;
   /** `[R]`: layer scale of the cross-attention branch. */
-  readonly gamma1: tf.Tensor1D;
+  readonly gamma1: Tensor1D;
   /** LayerNorm applied after the cross-attention residual (official `norm2`). */
   readonly norm2: LayerNormParams;
   /** The block's MLP. */
   readonly mlp: MlpParams;
   /** `[R]`: layer scale of the MLP branch. */
-  readonly gamma2: tf.Tensor1D;
+  readonly gamma2: Tensor1D;
 };
 
 /** Regressor parameters. */
@@ -72,30 +73,30 @@ export const regressorInit = (k: Key, c: CaeV2Config): RegressorParams => {
 export const regressor = (
   p: RegressorParams,
   c: CaeV2Config,
-  queries: tf.Tensor3D,
-  posQ: tf.Tensor3D,
-  visible: tf.Tensor3D,
-  posVisible: tf.Tensor3D,
+  queries: Tensor3D,
+  posQ: Tensor3D,
+  visible: Tensor3D,
+  posVisible: Tensor3D,
   ctx: Ctx,
-): tf.Tensor3D => {
+): Tensor3D => {
   const rates = dropPathRates(c.dropPath, c.regressorDepth);
   const keys = ctx.key ? split(ctx.key, c.regressorDepth) : [];
-  const posKv = tf.concat([posVisible, posQ], 1) as tf.Tensor3D;
+  const posKv = tf.concat([posVisible, posQ], 1) as Tensor3D;
   let x = queries;
   for (let i = 0; i < c.regressorDepth; i++) {
     const blk = p.blocks[String(i)];
     const [k1, k2] = keys[i] ? split(keys[i]) : [undefined, undefined];
-    const kv = tf.concat([visible, x], 1) as tf.Tensor3D;
+    const kv = tf.concat([visible, x], 1) as Tensor3D;
     const attn = crossAttention(
       blk.crossAttn,
-      layerNorm(blk.normQ, tf.add(x, posQ), c.eps) as tf.Tensor3D,
-      layerNorm(blk.normK, tf.add(kv, posKv), c.eps) as tf.Tensor3D,
-      layerNorm(blk.normV, kv, c.eps) as tf.Tensor3D,
+      layerNorm(blk.normQ, tf.add(x, posQ), c.eps) as Tensor3D,
+      layerNorm(blk.normK, tf.add(kv, posKv), c.eps) as Tensor3D,
+      layerNorm(blk.normV, kv, c.eps) as Tensor3D,
       c.regressorHeads,
     );
     const x1 = tf.add(x, dropPath(tf.mul(attn, blk.gamma1), rates[i], ctx.training, k1));
     const x2 = layerNorm(blk.norm2, x1, c.eps);
-    x = tf.add(x2, dropPath(tf.mul(mlp(blk.mlp, x2), blk.gamma2), rates[i], ctx.training, k2)) as tf.Tensor3D;
+    x = tf.add(x2, dropPath(tf.mul(mlp(blk.mlp, x2), blk.gamma2), rates[i], ctx.training, k2)) as Tensor3D;
   }
   return x;
 };

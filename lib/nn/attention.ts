@@ -7,6 +7,7 @@
  * @module
  */
 import { tf } from "../deps.ts";
+import type { Tensor1D, Tensor3D, Tensor4D } from "../core/tree.ts";
 import { type Key, split } from "../core/random.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
 import { mergeHeads, scaledDotProductAttention } from "./sdpa.ts";
@@ -14,8 +15,8 @@ import { mergeHeads, scaledDotProductAttention } from "./sdpa.ts";
 /** Parameters of self-attention. `qkv.kernel: [D, 3D]` with columns q | k | v. */
 export type AttentionParams = {
   readonly qkv: LinearParams;
-  readonly qBias?: tf.Tensor1D;
-  readonly vBias?: tf.Tensor1D;
+  readonly qBias?: Tensor1D;
+  readonly vBias?: Tensor1D;
   readonly proj: LinearParams;
 };
 
@@ -24,16 +25,16 @@ export const attentionInit = (k: Key, dim: number): AttentionParams => {
   const [k1, k2] = split(k);
   return {
     qkv: linearInit(k1, dim, 3 * dim, false),
-    qBias: tf.zeros([dim]) as tf.Tensor1D,
-    vBias: tf.zeros([dim]) as tf.Tensor1D,
+    qBias: tf.zeros([dim]) as Tensor1D,
+    vBias: tf.zeros([dim]) as Tensor1D,
     proj: linearInit(k2, dim, dim),
   };
 };
 
 /** `x: [B, N, D] -> [B, N, D]`. */
-export const attention = (p: AttentionParams, x: tf.Tensor3D, heads: number): tf.Tensor3D => {
+export const attention = (p: AttentionParams, x: Tensor3D, heads: number): Tensor3D => {
   const bias = p.qBias && p.vBias
-    ? tf.concat([p.qBias, tf.zerosLike(p.qBias), p.vBias]) as tf.Tensor1D
+    ? tf.concat([p.qBias, tf.zerosLike(p.qBias), p.vBias]) as Tensor1D
     : undefined;
   const [b, n, d] = x.shape;
   const qkv = linear(p.qkv, x, bias); // [B, N, 3D]
@@ -42,8 +43,7 @@ export const attention = (p: AttentionParams, x: tf.Tensor3D, heads: number): tf
   // cpu profile). 2-D, because tfjs-webgpu 4.22 computes the gradient of a rank-5 slice (a rank-5 pad) wrong.
   const dh = d / heads;
   const qkvHeads = tf.reshape(tf.transpose(tf.reshape(qkv, [b, n, 3, heads, dh]), [2, 0, 3, 1, 4]), [3, -1]);
-  const part = (i: number) =>
-    tf.reshape(tf.slice(qkvHeads, [i, 0], [1, -1]), [b, heads, n, dh]) as tf.Tensor4D;
+  const part = (i: number) => tf.reshape(tf.slice(qkvHeads, [i, 0], [1, -1]), [b, heads, n, dh]) as Tensor4D;
   const o = scaledDotProductAttention(part(0), part(1), part(2));
-  return linear(p.proj, mergeHeads(o)) as tf.Tensor3D;
+  return linear(p.proj, mergeHeads(o)) as Tensor3D;
 };

@@ -5,6 +5,7 @@
  * @module
  */
 import { tf } from "../deps.ts";
+import type { Tensor1D, Tensor3D } from "../core/tree.ts";
 import { type Key, split } from "../core/random.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
 import { mergeHeads, scaledDotProductAttention, splitHeads } from "./sdpa.ts";
@@ -14,8 +15,8 @@ export type CrossAttentionParams = {
   readonly q: LinearParams;
   readonly k: LinearParams;
   readonly v: LinearParams;
-  readonly qBias: tf.Tensor1D;
-  readonly vBias: tf.Tensor1D;
+  readonly qBias: Tensor1D;
+  readonly vBias: Tensor1D;
   readonly proj: LinearParams;
 };
 
@@ -26,8 +27,8 @@ export const crossAttentionInit = (key: Key, dim: number): CrossAttentionParams 
     q: linearInit(kq, dim, dim, false),
     k: linearInit(kk, dim, dim, false),
     v: linearInit(kv, dim, dim, false),
-    qBias: tf.zeros([dim]) as tf.Tensor1D,
-    vBias: tf.zeros([dim]) as tf.Tensor1D,
+    qBias: tf.zeros([dim]) as Tensor1D,
+    vBias: tf.zeros([dim]) as Tensor1D,
     proj: linearInit(kp, dim, dim),
   };
 };
@@ -35,13 +36,13 @@ export const crossAttentionInit = (key: Key, dim: number): CrossAttentionParams 
 /** queries `[B, Nq, D]`, keys and values `[B, Nk, D]` -> `[B, Nq, D]`. */
 export const crossAttention = (
   p: CrossAttentionParams,
-  queries: tf.Tensor3D,
-  keys: tf.Tensor3D,
-  values: tf.Tensor3D,
+  queries: Tensor3D,
+  keys: Tensor3D,
+  values: Tensor3D,
   heads: number,
-): tf.Tensor3D => {
+): Tensor3D => {
   const q = splitHeads(linear(p.q, queries, p.qBias), heads);
   const k = splitHeads(linear(p.k, keys), heads);
   const v = splitHeads(linear(p.v, values, p.vBias), heads);
-  return linear(p.proj, mergeHeads(scaledDotProductAttention(q, k, v))) as tf.Tensor3D;
+  return linear(p.proj, mergeHeads(scaledDotProductAttention(q, k, v))) as Tensor3D;
 };

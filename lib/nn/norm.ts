@@ -5,15 +5,16 @@
  * @module
  */
 import { tf } from "../deps.ts";
+import type { Tensor1D } from "../core/tree.ts";
 import { fusedLayerNorm } from "../core/kernels/dispatch.ts";
 
 /** Parameters of a LayerNorm. */
-export type LayerNormParams = { readonly scale: tf.Tensor1D; readonly bias: tf.Tensor1D };
+export type LayerNormParams = { readonly scale: Tensor1D; readonly bias: Tensor1D };
 
 /** Weight 1, bias 0. */
 export const layerNormInit = (dim: number): LayerNormParams => ({
-  scale: tf.ones([dim]) as tf.Tensor1D,
-  bias: tf.zeros([dim]) as tf.Tensor1D,
+  scale: tf.ones([dim]) as Tensor1D,
+  bias: tf.zeros([dim]) as Tensor1D,
 });
 
 /** `x: [..., D] -> [..., D]`. */

@@ -6,12 +6,12 @@
  * @module
  */
 import { tf } from "../deps.ts";
-import { type Params, zipTree } from "../core/tree.ts";
+import { type Params, type Tensor, zipTree } from "../core/tree.ts";
 import type { Schedule } from "./schedule.ts";
 import { assertSameNames, type CountState, type GradientTransformation, tidy, valueAt } from "./transform.ts";
 
 /** Which parameters decay: `true` = decay. Receives the dotted name (`encoder.blocks.0.attn.qkv.weight`). */
-export type DecayMask = (name: string, x: tf.Tensor) => boolean;
+export type DecayMask = (name: string, x: Tensor) => boolean;
 
 /**
  * The official CAE rule (`get_parameter_groups` in the official `optim_factory.py`, from BEiT): no decay
@@ -27,7 +27,7 @@ export type DecayMask = (name: string, x: tf.Tensor) => boolean;
  * if (!officialDecayMask("encoder.blocks.0.mlp.fc1.weight", tf.ones([8, 4]))) throw new Error("no decay");
  * ```
  */
-export const officialDecayMask: DecayMask = (name: string, x: tf.Tensor): boolean =>
+export const officialDecayMask: DecayMask = (name: string, x: Tensor): boolean =>
   x.rank !== 1 && !name.endsWith(".bias");
 
 /** Decays every parameter (optax's default when no mask is given). */

@@ -15,7 +15,15 @@
  */
 import { tf } from "../deps.ts";
 import { foldIn, type Key } from "../core/random.ts";
-import { disposeTree, flatten, type Params, zipTree } from "../core/tree.ts";
+import {
+  disposeTree,
+  flatten,
+  type Params,
+  type Scalar,
+  type Tensor1D,
+  type Tensor4D,
+  zipTree,
+} from "../core/tree.ts";
 import { caev2Apply, type CaeV2Buffers, type CaeV2Params } from "../models/caev2.ts";
 import type { CaeV2Config, ClipConfig } from "../models/config.ts";
 import { clipApply, type ClipParams } from "../models/clip.ts";
@@ -40,9 +48,9 @@ export interface TrainState<S> {
 /** What one micro-batch brings to the step. Images NHWC. */
 export interface StepBatch {
   /** `[B, H, W, 3]`: the student's view, ImageNet mean/std normalised. */
-  readonly studentImages: tf.Tensor4D;
+  readonly studentImages: Tensor4D;
   /** `[B, H, W, 3]`: the teacher's view of the same crop, CLIP mean/std normalised. */
-  readonly teacherImages: tf.Tensor4D;
+  readonly teacherImages: Tensor4D;
   /** `[B * L]`, 1 = masked. */
   readonly mask: Uint8Array;
 }
@@ -69,7 +77,7 @@ export const METRIC_NAMES = ["loss", "lossVisible", "lossMasked", "gradNorm"] as
 /** The step's result: the new state and a `[4]` metrics vector (read it once with `await data()`). */
 export interface StepResult<S> {
   readonly state: TrainState<S>;
-  readonly metrics: tf.Tensor1D;
+  readonly metrics: Tensor1D;
 }
 
 /** Loss and gradients of one micro-batch; the caller owns the results. */
@@ -103,7 +111,7 @@ export const trainStep =
     const stepKey = foldIn(state.key, state.step);
     // Average the micro-batches' losses and gradients (gradient accumulation).
     let grads: Params | undefined;
-    const parts: tf.Scalar[] = [];
+    const parts: Scalar[] = [];
     for (let i = 0; i < batches.length; i++) {
       const r = studentLossAndGrads(cfg, state.params, batches[i], foldIn(stepKey, i));
       parts.push(r.loss, r.aux.visible, r.aux.masked);
@@ -124,7 +132,7 @@ export const trainStep =
       // A fold of adds, not tf.addN: WebGPU's AddN binds every input as a storage buffer (limit 8).
       const mean = (k: number) =>
         tf.div(parts.filter((_, j) => j % 3 === k).reduce((a, b) => tf.add(a, b)), n);
-      return tf.stack([mean(0), mean(1), mean(2), globalNorm(g)]) as tf.Tensor1D;
+      return tf.stack([mean(0), mean(1), mean(2), globalNorm(g)]) as Tensor1D;
     });
     tf.dispose(parts);
     disposeTree(g, updates);
@@ -133,7 +141,7 @@ export const trainStep =
 
 /** Reads the metrics vector (one device read per step). */
 export const readMetrics = async (
-  metrics: tf.Tensor1D,
+  metrics: Tensor1D,
 ): Promise<Record<(typeof METRIC_NAMES)[number], number>> => {
   const v = await metrics.data();
   return { loss: v[0], lossVisible: v[1], lossMasked: v[2], gradNorm: v[3] };
