@@ -14,10 +14,10 @@
  * @module
  */
 import { tf } from "../deps.ts";
-import { type HostTensor, readSafetensors, toTensor } from "../core/safetensors.ts";
+import { type HostTensor, readSafetensors } from "../core/safetensors.ts";
 import { type ClipConfig } from "./config.ts";
 import { clipInit, type ClipParams } from "./clip.ts";
-import { clipOpenAiName, fromOfficial, huggingFaceClipSource, type Source } from "./names.ts";
+import { clipOpenAiName, fromOfficial, hostSource, huggingFaceClipSource, type Source } from "./names.ts";
 import { disposeTree } from "../core/tree.ts";
 
 /** A loaded teacher. */
@@ -79,13 +79,7 @@ export const loadClip = async (file: string): Promise<LoadedClip> => {
     eps: 1e-5,
   };
   const made: tf.Tensor[] = [];
-  const get = (n: string) => {
-    const h = tensors[n];
-    if (!h) return undefined;
-    const t = toTensor(h);
-    made.push(t);
-    return t;
-  };
+  const get = hostSource(tensors, made);
   const source: Source = naming === "openai" ? (n) => get(prefix + n) : huggingFaceClipSource(get, made);
   const like = clipInit([0, 0], config);
   try {

@@ -8,6 +8,7 @@
  */
 import { tf } from "../deps.ts";
 import { type Flat, flatten, type Params, unflatten } from "../core/tree.ts";
+import { type HostTensor, toTensor } from "../core/safetensors.ts";
 
 /** How a tensor's layout differs between the project and an official file. */
 export type Layout = "same" | "linear" | "conv";
@@ -89,6 +90,19 @@ export const toOfficialLayout = (x: tf.Tensor, layout: Layout, patchSize?: numbe
 
 /** A lookup of source tensors by official name. */
 export type Source = (officialName: string) => tf.Tensor | undefined;
+
+/**
+ * A lookup over host tensors (a safetensors file's contents) that uploads each on demand and records the
+ * upload in `created`, for the caller to dispose once the conversion is done.
+ */
+export const hostSource =
+  (tensors: Readonly<Record<string, HostTensor>>, created: tf.Tensor[]): Source => (name) => {
+    const h = tensors[name];
+    if (!h) return undefined;
+    const t = toTensor(h);
+    created.push(t);
+    return t;
+  };
 
 /**
  * Builds a project record shaped like `like` from a source of official tensors. Fails (throws) on the first

@@ -11,11 +11,11 @@
  * @module
  */
 import { tf } from "../deps.ts";
-import { readSafetensors, toTensor, writeSafetensors } from "../core/safetensors.ts";
+import { readSafetensors, writeSafetensors } from "../core/safetensors.ts";
 import { disposeTree, flatten } from "../core/tree.ts";
 import type { CaeV2Config } from "./config.ts";
 import { caev2Init, type CaeV2Params } from "./caev2.ts";
-import { fromOfficial, type Source, studentOfficialName, toOfficial } from "./names.ts";
+import { fromOfficial, hostSource, type Source, studentOfficialName, toOfficial } from "./names.ts";
 
 /** Which names a file uses. */
 export type Naming = "project" | "official";
@@ -52,13 +52,7 @@ export const loadStudent = async (
   const names = Object.keys(tensors);
   const like = caev2Init([0, 0], config);
   const made: tf.Tensor[] = [];
-  const get = (n: string) => {
-    const h = tensors[n];
-    if (!h) return undefined;
-    const t = toTensor(h);
-    made.push(t);
-    return t;
-  };
+  const get = hostSource(tensors, made);
   try {
     // Detect by the patch embedding, whose name differs between the namings (many others coincide).
     const ours = "encoder.patchEmbed.kernel";

@@ -11,7 +11,7 @@ import { type HostTensor, readSafetensors, toTensor } from "../core/safetensors.
 import type { CaeV2Config, ClipConfig } from "../models/config.ts";
 import { caev2Init, type CaeV2Params } from "../models/caev2.ts";
 import { clipInit, type ClipParams } from "../models/clip.ts";
-import { clipOpenAiName, fromOfficial, studentOfficialName } from "../models/names.ts";
+import { clipOpenAiName, fromOfficial, hostSource, studentOfficialName } from "../models/names.ts";
 import { disposeTree } from "../core/tree.ts";
 
 /** The fixture's `config` metadata. */
@@ -110,13 +110,8 @@ export const loadFixture = async (file: string): Promise<Fixture> => {
   const k: Key = [0, 0];
   const sLike = caev2Init(k, student), tLike = clipInit(k, teacher);
   const cache: tf.Tensor[] = [];
-  const source = (prefix: string) => (name: string) => {
-    const h = tensors[prefix + name];
-    if (!h) return undefined;
-    const t = toTensor(h);
-    cache.push(t);
-    return t;
-  };
+  const get = hostSource(tensors, cache);
+  const source = (prefix: string) => (name: string) => get(prefix + name);
   try {
     const studentParams = fromOfficial(sLike, source("student."), studentOfficialName, file);
     const teacherParams = fromOfficial(tLike, source("teacher.visual."), clipOpenAiName, file);
