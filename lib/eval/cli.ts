@@ -17,8 +17,8 @@ import {
 } from "../config/codec.ts";
 import { kebabCase, parseFlags } from "../config/flags.ts";
 import { BackendName, ModelName } from "../config/pretrain.ts";
-import { describeBackend, selectBackend } from "../core/backend.ts";
-import { registerDeviceGradients } from "../core/gradients.ts";
+import { describeBackend } from "../core/backend.ts";
+import { startRuntime } from "../core/runtime.ts";
 import type { PresetName } from "../models/presets.ts";
 import { type DataSource, parseDataSource } from "../../data/source.ts";
 import { type EncoderModel, loadEncoder } from "./load.ts";
@@ -170,7 +170,7 @@ export interface TaskSetup {
 }
 
 /**
- * Starts the backend (`--backend`) with the device-side reduction gradients, parses `--data`, loads `--checkpoint`; logs the backend, the weights'
+ * Starts the runtime (`--backend`; lib/core/runtime.ts), parses `--data`, loads `--checkpoint`; logs the backend, the weights'
  * origin and any warning through `log`. Left: a message for people.
  */
 export const setupTask = async (
@@ -183,9 +183,8 @@ export const setupTask = async (
     return E.left('--checkpoint is required (a run directory, a .safetensors file or "random")');
   }
   try {
-    log(describeBackend(await selectBackend(f.backend as "auto")));
-    // Gradients of sum/mean that stay on the device (fine-tuning on WebGPU would otherwise build ones on the CPU).
-    registerDeviceGradients();
+    // The backend, device-side reduction gradients and the fused kernels, as every task starts them.
+    log(describeBackend(await startRuntime(f.backend as "auto")));
   } catch (e) {
     return E.left(e instanceof Error ? e.message : String(e));
   }
