@@ -5,7 +5,8 @@
  * Determinism: every random draw derives from `cfg.seed` through keys (init, teacher, data, steps), the
  * data stream restarts from the checkpoint's position, and step t's key is `foldIn(trainKey, t)`, so a
  * resumed run writes the same `metrics.jsonl` lines as an uninterrupted one. Wall-clock figures (images/s)
- * go to `timing.jsonl` and the progress display, never into `metrics.jsonl`.
+ * go to `timing.jsonl` and the progress display, never into `metrics.jsonl`; `--knn-every N` writes the
+ * k-NN accuracy on held-out images to `knn.jsonl`.
  *
  * Never lose data: checkpoints are atomic (lib/train/checkpoint.ts); a non-finite loss stops the run
  * before anything of that step is written, leaving the last good checkpoint intact; SIGINT finishes the
@@ -41,11 +42,12 @@ import { datasetSize, pretrainLoader } from "../../data/loader.ts";
 import { toBatch } from "../../data/batch.ts";
 import type { DataPosition } from "../../data/batch.ts";
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, toTensors } from "./checkpoint.ts";
-import { openMetricsWriter } from "./metrics.ts";
+import { openMetricsWriter, truncateMetricsAfter } from "./metrics.ts";
 import { progress as makeProgress } from "./progress.ts";
 import { createRunDir, resumeRunDir, runPaths } from "./rundir.ts";
 import { type AdamWHost, adamwStateFromFlat, adamwStateToFlat } from "./opt_state.ts";
 import { readMetrics, type TrainState, trainStep } from "./step.ts";
+import { knnMonitor } from "../eval/monitor.ts";
 
 /** How a run ended. */
 export interface PretrainSummary {
@@ -189,6 +191,10 @@ export const pretrain = async (
     position = ck.meta.dataPosition;
     const resumed = await resumeRunDir(resumeDir, ck.step);
     if (E.isLeft(resumed)) return resumed;
+    // The side logs follow metrics.jsonl back to the checkpoint (a missing one is left alone).
+    for (const side of ["knn.jsonl", "timing.jsonl"]) {
+      await truncateMetricsAfter(`${resumeDir}/${side}`, ck.step);
+    }
     io.log(`resuming ${resumeDir} from step ${ck.step} (${latest.checkpoint.path})`);
   } else {
     const created = await createRunDir(cfg.out, cfg);
@@ -209,11 +215,12 @@ export const pretrain = async (
       `peak lr ${fmt(peakLr(cfg))}; run dir ${run.dir}`,
   );
 
+  const buffers = caev2Buffers(student);
   const step = trainStep({
     student,
     teacher,
     teacherParams,
-    buffers: caev2Buffers(student),
+    buffers,
     optimizer,
     weights: { visible: cfg.visibleWeight, masked: cfg.maskedWeight },
   });
@@ -232,6 +239,7 @@ export const pretrain = async (
   );
   const metricsOut = await openMetricsWriter(run.metricsPath);
   const timingOut = await Deno.open(`${run.dir}/timing.jsonl`, { create: true, append: true });
+  const knnOut = await Deno.open(`${run.dir}/knn.jsonl`, { create: true, append: true });
   const bar = makeProgress({
     label: "pretrain",
     total: steps,
@@ -324,6 +332,21 @@ export const pretrain = async (
       last = record;
       bar.update(state.step, { loss: m.loss, vis: m.lossVisible, msk: m.lossMasked, lr: lrNow });
       const stopNow = interrupted || (io.stopAfter !== undefined && state.step - startStep >= io.stopAfter);
+      if (cfg.knnEvery !== undefined && (state.step % cfg.knnEvery === 0 || state.step === steps)) {
+        // The k-NN signal on held-out images (lib/eval/monitor.ts); deterministic, so a resumed run logs the same.
+        const acc = await knnMonitor({ config: student, params: state.params.encoder, pos: buffers.pos }, {
+          source: source.right,
+          maxTrain: 1000,
+          maxVal: 200,
+        });
+        const knn = { step: state.step, top1: acc.top1, top5: acc.top5, count: acc.count };
+        await knnOut.write(new TextEncoder().encode(JSON.stringify(knn) + "\n"));
+        bar.log(
+          `knn at step ${state.step}: top1=${acc.top1.toFixed(2)} top5=${
+            acc.top5.toFixed(2)
+          } (${acc.count} held-out images)`,
+        );
+      }
       if (state.step % cfg.checkpointEvery === 0 || state.step === steps || stopNow) await save();
       if (stopNow) {
         interrupted = true;
@@ -337,6 +360,8 @@ export const pretrain = async (
     } catch { /* ignore */ }
     metricsOut.close();
     timingOut.close();
+    knnOut.close();
+    tf.dispose([buffers.pos, buffers.regressorPos]);
     await loader.close();
     disposeTree(state.params, teacherParams);
     disposeState(state.opt);
