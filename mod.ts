@@ -99,6 +99,26 @@ export { blockMasking, randomMasking } from "./data/masking.ts";
 export { syntheticImage } from "./data/synthetic.ts";
 export { type Batch, type HostBatch, toBatch } from "./data/batch.ts";
 
+// Evaluation: frozen-encoder features, linear probe (LARS), k-NN, fine-tuning; student save/load.
+export {
+  disposeEncoder,
+  type EncoderHints,
+  type EncoderModel,
+  loadEncoder,
+  randomEncoder,
+} from "./lib/eval/load.ts";
+export { type FeatureSet, type FrozenEncoder, type Pooling, splitFeatures } from "./lib/eval/features.ts";
+export { type Probe, type ProbeOptions, type ProbeResult, trainProbe } from "./lib/eval/probe.ts";
+export type { ClassifierParams, FinetuneSettings } from "./lib/eval/finetune.ts";
+export { knnClassify, type KnnOptions } from "./lib/eval/knn.ts";
+export { knnMonitor } from "./lib/eval/monitor.ts";
+export { type FinetuneResult, type FinetuneRunOptions, runFinetune } from "./lib/eval/finetune_run.ts";
+export type { Accuracy } from "./lib/eval/heads.ts";
+export type { BatchNormState } from "./lib/eval/batchnorm.ts";
+export { lars, scaleByLars } from "./lib/optim/lars.ts";
+export { loadStudent, type Naming, saveStudent } from "./lib/models/student_io.ts";
+export { startRuntime } from "./lib/core/runtime.ts";
+
 // Parity with the official implementation.
 export { formatReport, runParity } from "./lib/parity/check.ts";
 

@@ -9,13 +9,14 @@
  */
 import { tf } from "../deps.ts";
 import { tidy } from "../optim/transform.ts";
+import type { Tensor1D } from "../core/tree.ts";
 
 /** Running statistics, `[D]` each. */
 export interface BatchNormState {
   /** Running mean `[D]`. */
-  readonly mean: tf.Tensor1D;
+  readonly mean: Tensor1D;
   /** Running (unbiased) variance `[D]`. */
-  readonly variance: tf.Tensor1D;
+  readonly variance: Tensor1D;
 }
 
 /** PyTorch's defaults for the probe: eps 1e-6 (official), momentum 0.1 (PyTorch default). */

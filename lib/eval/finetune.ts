@@ -26,7 +26,7 @@
  */
 import { tf } from "../deps.ts";
 import { type Key, split } from "../core/random.ts";
-import { flatten, mapTree, type Params } from "../core/tree.ts";
+import { flatten, mapTree, type Params, type Tensor3D } from "../core/tree.ts";
 import type { CaeV2Config } from "../models/config.ts";
 import { block, type BlockParams } from "../models/encoder.ts";
 import type { PresetName } from "../models/presets.ts";
@@ -140,7 +140,8 @@ export const finetuneSettings: Readonly<Record<PresetName, FinetuneSettings>> = 
 /** The classifier being fine-tuned (official `VisionTransformer` with `use_mean_pooling`). */
 export type ClassifierParams = {
   readonly patchEmbed: LinearParams;
-  readonly clsToken: tf.Tensor3D;
+  /** `[1, 1, D]`: the pretrained cls token. */
+  readonly clsToken: Tensor3D;
   readonly blocks: Readonly<Record<string, BlockParams>>;
   /** LayerNorm after mean pooling; starts as the pretrained encoder's final norm. */
   readonly fcNorm: LayerNormParams;

@@ -17,7 +17,7 @@
  * @module
  */
 import { E, t, tf } from "../deps.ts";
-import { disposeTree, flatten, type Params, unflatten } from "../core/tree.ts";
+import { disposeTree, flatten, type Params, type Tensor3D, unflatten } from "../core/tree.ts";
 import { type Key, key } from "../core/random.ts";
 import { type HostTensor, readHeader, readSafetensors, toTensor } from "../core/safetensors.ts";
 import { caev2Init } from "../models/caev2.ts";
@@ -38,7 +38,7 @@ export interface EncoderModel {
   /** The encoder's parameters, project names (lib/models/encoder.ts). */
   readonly params: EncoderParams;
   /** `[1, 1 + L, D]` sin-cos position embedding (cls row zero). */
-  readonly pos: tf.Tensor3D;
+  readonly pos: Tensor3D;
   /** Where the weights came from, for logs ("runs/x/checkpoints/step-000150.safetensors (step 150)"). */
   readonly origin: string;
   /** Messages for the user (a skipped damaged checkpoint, an image size that differs from training). */
