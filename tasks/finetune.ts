@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { E, t } from "../lib/deps.ts";
+import { t } from "../lib/deps.ts";
 import { key } from "../lib/core/random.ts";
 import { flatten } from "../lib/core/tree.ts";
 import { disposeTree } from "../lib/core/tree.ts";
@@ -19,8 +19,7 @@ import {
   pct,
   PositiveInt,
   PositiveNumber,
-  resolveFlags,
-  setupTask,
+  startTask,
   type TaskSpec,
   UnitInterval,
 } from "../lib/eval/cli.ts";
@@ -68,14 +67,9 @@ const spec: TaskSpec = {
   },
 };
 
-const argv = Deno.args;
-const flags = resolveFlags(argv, spec);
-if (E.isLeft(flags)) exitWith(argv, flags.left);
-const f = flags.right;
 const log = (line: string) => console.log(line);
-const setup = await setupTask(f, log);
-if (E.isLeft(setup)) exitWith(argv, setup.left);
-const { encoder, source } = setup.right;
+const task = await startTask(spec, Deno.args, log);
+const { f, encoder, source } = task;
 
 try {
   const preset = presetOf(encoder.config) ?? "base";
@@ -98,7 +92,7 @@ try {
   };
   const numClasses = (f.numClasses as number | undefined) ?? (await sourceClasses(source));
   if (numClasses === undefined) {
-    exitWith(argv, "the number of classes of this source is unknown: pass --num-classes");
+    exitWith(Deno.args, "the number of classes of this source is unknown: pass --num-classes");
   }
   log(
     `finetune (${preset} settings): batch ${batchSize}, lr ${
@@ -138,7 +132,7 @@ try {
   log(`finetune: ${r.steps} steps; best top1 ${pct(r.bestTop1)}`);
   log(`finetune top1=${pct(r.accuracy.top1)} top5=${pct(r.accuracy.top5)}`);
 } catch (e) {
-  exitWith(argv, e instanceof Error ? e.message : String(e));
+  exitWith(Deno.args, e instanceof Error ? e.message : String(e));
 } finally {
   disposeEncoder(encoder);
 }

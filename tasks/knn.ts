@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { E, t } from "../lib/deps.ts";
+import { t } from "../lib/deps.ts";
 import {
   encoderFlags,
   exitWith,
@@ -13,11 +13,11 @@ import {
   pct,
   PositiveInt,
   PositiveNumber,
-  resolveFlags,
-  setupTask,
+  startTask,
+  taskFeatures,
   type TaskSpec,
 } from "../lib/eval/cli.ts";
-import { classesOf, type Pooling, splitFeatures } from "../lib/eval/features.ts";
+import { classesOf, type Pooling } from "../lib/eval/features.ts";
 import { knnClassify } from "../lib/eval/knn.ts";
 import { disposeEncoder } from "../lib/eval/load.ts";
 
@@ -34,31 +34,12 @@ const spec: TaskSpec = {
   },
 };
 
-const argv = Deno.args;
-const flags = resolveFlags(argv, spec);
-if (E.isLeft(flags)) exitWith(argv, flags.left);
-const f = flags.right;
 const log = (line: string) => console.log(line);
-const setup = await setupTask(f, log);
-if (E.isLeft(setup)) exitWith(argv, setup.left);
-const { encoder, source } = setup.right;
+const task = await startTask(spec, Deno.args, log);
+const { f, encoder } = task;
 const pooling = f.pooling as Pooling;
 
-const features = async (split: "train" | "val", limit: number | undefined) => {
-  const t0 = performance.now();
-  const set = await splitFeatures(encoder, source, split, {
-    pooling,
-    limit,
-    batchSize: f.extractBatch as number,
-    workers: f.workers as number,
-  });
-  log(
-    `features: ${set.count} ${split} images, ${set.dim}-d ${pooling}, ${
-      ((performance.now() - t0) / 1000).toFixed(1)
-    } s`,
-  );
-  return set;
-};
+const features = (split: "train" | "val", limit: number | undefined) => taskFeatures(task, split, limit, log);
 
 try {
   const train = await features("train", f.maxTrain as number | undefined);
@@ -83,7 +64,7 @@ try {
   }
   log(`knn top1=${pct(acc.top1)} top5=${pct(acc.top5)}`);
 } catch (e) {
-  exitWith(argv, e instanceof Error ? e.message : String(e));
+  exitWith(Deno.args, e instanceof Error ? e.message : String(e));
 } finally {
   disposeEncoder(encoder);
 }

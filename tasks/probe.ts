@@ -5,7 +5,6 @@
  *
  * @module
  */
-import { E } from "../lib/deps.ts";
 import {
   encoderFlags,
   exitWith,
@@ -14,11 +13,11 @@ import {
   pct,
   PositiveInt,
   PositiveNumber,
-  resolveFlags,
-  setupTask,
+  startTask,
+  taskFeatures,
   type TaskSpec,
 } from "../lib/eval/cli.ts";
-import { classesOf, type Pooling, splitFeatures } from "../lib/eval/features.ts";
+import { classesOf, type Pooling } from "../lib/eval/features.ts";
 import { disposeEncoder } from "../lib/eval/load.ts";
 import { disposeProbe, trainProbe } from "../lib/eval/probe.ts";
 import { key } from "../lib/core/random.ts";
@@ -47,32 +46,12 @@ const spec: TaskSpec = {
   },
 };
 
-const argv = Deno.args;
-const flags = resolveFlags(argv, spec);
-if (E.isLeft(flags)) exitWith(argv, flags.left);
-const f = flags.right;
 const log = (line: string) => console.log(line);
-
-const setup = await setupTask(f, log);
-if (E.isLeft(setup)) exitWith(argv, setup.left);
-const { encoder, source } = setup.right;
+const task = await startTask(spec, Deno.args, log);
+const { f, encoder } = task;
 
 const pooling = f.pooling as Pooling;
-const features = async (split: "train" | "val", limit: number | undefined) => {
-  const t0 = performance.now();
-  const set = await splitFeatures(encoder, source, split, {
-    pooling,
-    limit,
-    batchSize: f.extractBatch as number,
-    workers: f.workers as number,
-  });
-  log(
-    `features: ${set.count} ${split} images, ${set.dim}-d ${pooling}, ${
-      ((performance.now() - t0) / 1000).toFixed(1)
-    } s`,
-  );
-  return set;
-};
+const features = (split: "train" | "val", limit: number | undefined) => taskFeatures(task, split, limit, log);
 
 try {
   const train = await features("train", f.maxTrain as number | undefined);
@@ -133,7 +112,7 @@ try {
   disposeProbe(r.probe);
   log(`probe top1=${pct(r.accuracy.top1)} top5=${pct(r.accuracy.top5)}`);
 } catch (e) {
-  exitWith(argv, e instanceof Error ? e.message : String(e));
+  exitWith(Deno.args, e instanceof Error ? e.message : String(e));
 } finally {
   disposeEncoder(encoder);
 }

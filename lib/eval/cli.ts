@@ -22,6 +22,7 @@ import { startRuntime } from "../core/runtime.ts";
 import type { PresetName } from "../models/presets.ts";
 import { type DataSource, parseDataSource } from "../../data/source.ts";
 import { type EncoderModel, loadEncoder } from "./load.ts";
+import { type FeatureSet, type Pooling, splitFeatures } from "./features.ts";
 
 /** One flag: its codec, its default (absent: optional without default), its help. */
 export interface FlagSpec {
@@ -201,4 +202,49 @@ export const setupTask = async (
   );
   for (const w of enc.right.warnings) log(`warning: ${w}`);
   return E.right({ encoder: enc.right, source: source.right });
+};
+
+/** A started evaluation task: its flags, encoder and source. */
+export interface StartedTask extends TaskSetup {
+  /** The resolved flags. */
+  readonly f: Flags;
+}
+
+/**
+ * The prologue every evaluation task shares: resolve the flags of `spec` from `argv`, start the runtime, load
+ * the encoder; on any failure (or `--help`) print it for people and exit.
+ */
+export const startTask = async (
+  spec: TaskSpec,
+  argv: readonly string[],
+  log: (line: string) => void,
+): Promise<StartedTask> => {
+  const flags = resolveFlags(argv, spec);
+  if (E.isLeft(flags)) exitWith(argv, flags.left);
+  const setup = await setupTask(flags.right, log);
+  if (E.isLeft(setup)) exitWith(argv, setup.left);
+  return { f: flags.right, ...setup.right };
+};
+
+/**
+ * Features of one split of the task's source with the flags `--pooling`, `--extract-batch`, `--workers`,
+ * logging how many, how wide and how long.
+ */
+export const taskFeatures = async (
+  t: StartedTask,
+  split: "train" | "val",
+  limit: number | undefined,
+  log: (line: string) => void,
+): Promise<FeatureSet> => {
+  const t0 = performance.now();
+  const pooling = t.f.pooling as Pooling;
+  const set = await splitFeatures(t.encoder, t.source, split, {
+    pooling,
+    limit,
+    batchSize: t.f.extractBatch as number,
+    workers: t.f.workers as number,
+  });
+  const seconds = ((performance.now() - t0) / 1000).toFixed(1);
+  log(`features: ${set.count} ${split} images, ${set.dim}-d ${pooling}, ${seconds} s`);
+  return set;
 };
