@@ -152,9 +152,10 @@ const stdoutWrite = (text: string) => {
   while (off < bytes.length) off += Deno.stdout.writeSync(bytes.subarray(off));
 };
 
+// A terminal that reports no size (0 columns, e.g. under `script` or some CI runners) counts as unknown.
 const consoleColumns = () => {
   try {
-    return Deno.consoleSize().columns;
+    return Deno.consoleSize().columns || 100;
   } catch {
     return 100;
   }
