@@ -125,7 +125,13 @@ export const pretrain = async (
 
   const source = parseDataSource(cfg.data);
   if (E.isLeft(source)) return E.left(`--data ${cfg.data}: ${source.left}`);
-  const size = cfg.steps === undefined ? await datasetSize(source.right) : undefined;
+  // Resolving the data set first means a bad --data fails before a run directory is created.
+  let size: number | undefined;
+  try {
+    size = await datasetSize(source.right);
+  } catch (e) {
+    return E.left(`--data ${cfg.data}: ${(e as Error).message}`);
+  }
   const total = totalSteps(cfg, size);
   if (E.isLeft(total)) return total;
   const steps = total.right;
