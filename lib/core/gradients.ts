@@ -209,8 +209,11 @@ let replaced: Replaced | null = null;
  * ```ts
  * import { tf } from "../deps.ts";
  * import { registerDeviceGradients } from "./gradients.ts";
+ * await tf.setBackend("cpu");
  * registerDeviceGradients();
  * const g = tf.grad((x: tf.Tensor) => tf.mean(tf.square(x)))(tf.ones([2, 3]));
+ * // d/dx mean(x^2) = 2x / 6 = 1/3 at x = 1
+ * if (Math.abs((await g.data())[0] - 1 / 3) > 1e-6) throw new Error("unexpected gradient");
  * ```
  */
 export function registerDeviceGradients(): void {
