@@ -17,7 +17,6 @@ import { tf } from "../deps.ts";
 import { foldIn, type Key } from "../core/random.ts";
 import {
   disposeTree,
-  flatten,
   type Params,
   type Scalar,
   type Tensor1D,
@@ -146,6 +145,3 @@ export const readMetrics = async (
   const v = await metrics.data();
   return { loss: v[0], lossVisible: v[1], lossMasked: v[2], gradNorm: v[3] };
 };
-
-/** Number of live tensors held by a state (for the flat-count test). */
-export const stateTensorCount = <S>(s: TrainState<S>): number => Object.keys(flatten(s.params)).length;
