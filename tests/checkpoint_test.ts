@@ -12,26 +12,9 @@ import {
 import { readSafetensors, writeSafetensors } from "../lib/core/safetensors.ts";
 import { openMetricsWriter, readMetrics, truncateMetricsAfter } from "../lib/train/metrics.ts";
 import { createRunDir, resumeRunDir, runPaths } from "../lib/train/rundir.ts";
+import { left, right, withTmp } from "./helpers.ts";
 
 await tf.setBackend("cpu");
-
-const right = <A>(r: E.Either<string, A>): A => {
-  if (E.isLeft(r)) throw new Error(`expected a value, got:\n${r.left}`);
-  return r.right;
-};
-const left = <A>(r: E.Either<string, A>): string => {
-  if (E.isRight(r)) throw new Error("expected an error");
-  return r.left;
-};
-
-const withTmp = async (f: (dir: string) => Promise<void>) => {
-  const dir = await Deno.makeTempDir({ prefix: "caev2-ckpt-" });
-  try {
-    await f(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-};
 
 const stateAt = (step: number): CheckpointState => ({
   params: {
@@ -54,7 +37,7 @@ const stateAt = (step: number): CheckpointState => ({
 const dispose = (s: CheckpointState) => tf.dispose([...Object.values(s.params), ...Object.values(s.opt)]);
 
 Deno.test("a checkpoint round-trips params, optimizer state and meta", () =>
-  withTmp(async (dir) => {
+  withTmp("caev2-ckpt-", async (dir) => {
     const s = stateAt(123);
     const info = await saveCheckpoint(dir, 123, s);
     assertEquals(info.path, `${dir}/checkpoints/step-000123.safetensors`);
@@ -88,7 +71,7 @@ Deno.test("a checkpoint round-trips params, optimizer state and meta", () =>
   }));
 
 Deno.test("saving prunes older checkpoints beyond keep, only once the new one is complete", () =>
-  withTmp(async (dir) => {
+  withTmp("caev2-ckpt-", async (dir) => {
     for (const step of [10, 20, 30, 40]) {
       const s = stateAt(step);
       await saveCheckpoint(dir, step, s, 2);
@@ -105,7 +88,7 @@ Deno.test("saving prunes older checkpoints beyond keep, only once the new one is
   }));
 
 Deno.test("latestCheckpoint skips tmp leftovers and falls back past a partial or corrupt newest one", () =>
-  withTmp(async (dir) => {
+  withTmp("caev2-ckpt-", async (dir) => {
     assertEquals((await latestCheckpoint(dir)).checkpoint, undefined);
     for (const step of [100, 200]) {
       const s = stateAt(step);
@@ -148,7 +131,7 @@ Deno.test("latestCheckpoint skips tmp leftovers and falls back past a partial or
   }));
 
 Deno.test("a fresh run directory is created once; a second fresh run there is refused", () =>
-  withTmp(async (dir) => {
+  withTmp("caev2-ckpt-", async (dir) => {
     const out = `${dir}/runs/a`;
     const run = right(await createRunDir(out, { model: "micro", steps: 3 }));
     assertEquals(run, runPaths(out));
@@ -160,7 +143,7 @@ Deno.test("a fresh run directory is created once; a second fresh run there is re
   }));
 
 Deno.test("resuming cuts metrics.jsonl back to the checkpoint: identical to an uninterrupted run's", () =>
-  withTmp(async (dir) => {
+  withTmp("caev2-ckpt-", async (dir) => {
     const line = (step: number) => ({ step, loss: 1 / step, lr: step * 1e-4, phase: "train" });
     // The uninterrupted run: steps 1..8.
     const full = right(await createRunDir(`${dir}/full`, {}));
@@ -186,7 +169,7 @@ Deno.test("resuming cuts metrics.jsonl back to the checkpoint: identical to an u
   }));
 
 Deno.test("metrics keep non-finite numbers and reject writes after close", () =>
-  withTmp(async (dir) => {
+  withTmp("caev2-ckpt-", async (dir) => {
     const path = `${dir}/m.jsonl`;
     const w = await openMetricsWriter(path);
     w.write({ step: 1, loss: NaN, gradNorm: Infinity, note: "diverged" });

@@ -1,4 +1,4 @@
-import { E, t } from "../lib/deps.ts";
+import { t } from "../lib/deps.ts";
 import { assert, assertEquals, assertStringIncludes } from "../lib/core/std.ts";
 import {
   closest,
@@ -24,15 +24,7 @@ import {
   wantsHelp,
   warmupStepsOf,
 } from "../lib/config/pretrain.ts";
-
-const left = <A>(r: E.Either<string, A>): string => {
-  if (E.isRight(r)) throw new Error(`expected an error, got ${JSON.stringify(r.right)}`);
-  return r.left;
-};
-const right = <A>(r: E.Either<string, A>): A => {
-  if (E.isLeft(r)) throw new Error(`expected a value, got:\n${r.left}`);
-  return r.right;
-};
+import { left, right } from "./helpers.ts";
 
 // A nested codec in the shape of the brief's example (`optim.lr`, `model` literals).
 const Nested = strict({

@@ -3,7 +3,7 @@
  * config.json), a checkpoint file, a file in the official CAE names (with and without the `encoder.`
  * prefix, shapes read off the tensors), `random`; and errors that name what is wrong.
  */
-import { E, tf } from "../lib/deps.ts";
+import { tf } from "../lib/deps.ts";
 import { assert, assertAlmostEquals, assertEquals, assertStringIncludes } from "../lib/core/std.ts";
 import { key } from "../lib/core/random.ts";
 import { flatten } from "../lib/core/tree.ts";
@@ -16,27 +16,11 @@ import { saveCheckpoint } from "../lib/train/checkpoint.ts";
 import { runKeys } from "../lib/train/pretrain.ts";
 import { encodeImages } from "../lib/eval/features.ts";
 import { disposeEncoder, type EncoderModel, loadEncoder } from "../lib/eval/load.ts";
+import { left, right, withTmp } from "./helpers.ts";
 
 await tf.setBackend("cpu");
 
 const cfg = studentPreset("micro", { imageSize: 32, patchSize: 8, dropPath: 0 });
-
-const right = <A>(r: E.Either<string, A>): A => {
-  if (E.isLeft(r)) throw new Error(`expected a value, got:\n${r.left}`);
-  return r.right;
-};
-const left = <A>(r: E.Either<string, A>): string => {
-  if (E.isRight(r)) throw new Error("expected an error");
-  return r.left;
-};
-const withTmp = async (f: (dir: string) => Promise<void>) => {
-  const dir = await Deno.makeTempDir({ prefix: "caev2-eval-" });
-  try {
-    await f(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-};
 
 const sameParams = async (m: EncoderModel, flat: Record<string, tf.Tensor>) => {
   const got = flatten(m.params);
@@ -57,7 +41,7 @@ const meta = (step: number) => ({
 });
 
 Deno.test("load: a run directory gives its newest checkpoint; a checkpoint file its own; shapes from config.json", () =>
-  withTmp(async (dir) => {
+  withTmp("caev2-eval-", async (dir) => {
     await Deno.writeTextFile(
       `${dir}/config.json`,
       JSON.stringify({ model: "micro", imageSize: 32, patchSize: 8, extra: 1 }),
@@ -78,7 +62,7 @@ Deno.test("load: a run directory gives its newest checkpoint; a checkpoint file 
   }));
 
 Deno.test("load: official CAE names, with and without the encoder. prefix, give the same encoder and features", () =>
-  withTmp(async (dir) => {
+  withTmp("caev2-eval-", async (dir) => {
     const p = caev2Init(key(7), cfg);
     const official = toOfficial(p, studentOfficialName, cfg.patchSize);
     // As a converted .pth: encoder.* plus the decoder/regressor tensors and the fixed pos_embed.
@@ -102,7 +86,7 @@ Deno.test("load: official CAE names, with and without the encoder. prefix, give 
   }));
 
 Deno.test("load: random encoders and errors that say what to do", () =>
-  withTmp(async (dir) => {
+  withTmp("caev2-eval-", async (dir) => {
     const r = right(await loadEncoder("random", { model: "tiny", imageSize: 32, patchSize: 16 }));
     assertEquals([r.config.dim, r.config.depth, r.config.heads, r.config.imageSize], [192, 12, 12, 32]);
     disposeEncoder(r);

@@ -1,0 +1,29 @@
+/**
+ * Small helpers shared by the tests: unwrapping fp-ts `Either`s with a readable failure, and a temporary
+ * directory that is removed however the test ends.
+ *
+ * @module
+ */
+import { E } from "../lib/deps.ts";
+
+/** The Right value, or a failure that shows the Left message. */
+export const right = <A>(r: E.Either<string, A>): A => {
+  if (E.isLeft(r)) throw new Error(`expected a value, got:\n${r.left}`);
+  return r.right;
+};
+
+/** The Left message, or a failure that shows the unexpected Right value. */
+export const left = <A>(r: E.Either<string, A>): string => {
+  if (E.isRight(r)) throw new Error(`expected an error, got ${JSON.stringify(r.right)}`);
+  return r.left;
+};
+
+/** Runs `f` in a fresh temporary directory, then removes it. */
+export const withTmp = async (prefix: string, f: (dir: string) => Promise<void>): Promise<void> => {
+  const dir = await Deno.makeTempDir({ prefix });
+  try {
+    await f(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+};
