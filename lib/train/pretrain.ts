@@ -244,8 +244,8 @@ export const pretrain = async (
     position,
   );
   const metricsOut = await openMetricsWriter(run.metricsPath);
-  const timingOut = await Deno.open(`${run.dir}/timing.jsonl`, { create: true, append: true });
-  const knnOut = await Deno.open(`${run.dir}/knn.jsonl`, { create: true, append: true });
+  const timingOut = await openMetricsWriter(`${run.dir}/timing.jsonl`);
+  const knnOut = await openMetricsWriter(`${run.dir}/knn.jsonl`);
   const bar = makeProgress({
     label: "pretrain",
     total: steps,
@@ -329,11 +329,7 @@ export const pretrain = async (
       };
       metricsOut.write(record);
       const seconds = (performance.now() - tStep) / 1000;
-      await timingOut.write(
-        new TextEncoder().encode(
-          JSON.stringify({ step: state.step, seconds, imagesPerSecond: totalBatch(cfg) / seconds }) + "\n",
-        ),
-      );
+      timingOut.write({ step: state.step, seconds, imagesPerSecond: totalBatch(cfg) / seconds });
       first ??= record;
       last = record;
       bar.update(state.step, { loss: m.loss, vis: m.lossVisible, msk: m.lossMasked, lr: lrNow });
@@ -345,8 +341,7 @@ export const pretrain = async (
           maxTrain: 1000,
           maxVal: 200,
         });
-        const knn = { step: state.step, top1: acc.top1, top5: acc.top5, count: acc.count };
-        await knnOut.write(new TextEncoder().encode(JSON.stringify(knn) + "\n"));
+        knnOut.write({ step: state.step, top1: acc.top1, top5: acc.top5, count: acc.count });
         bar.log(
           `knn at step ${state.step}: top1=${acc.top1.toFixed(2)} top5=${
             acc.top5.toFixed(2)
