@@ -4,6 +4,7 @@
  * small experiment run twice writes byte-identical metrics, evaluations and results (and a rerun into the
  * same folder reuses, or resumes, its runs to the same bytes).
  */
+import { TEST_BACKEND } from "./helpers.ts";
 import { E } from "../lib/deps.ts";
 import { pngDecodeWasm, pngInitWasm } from "../lib/deps.ts";
 import {
@@ -26,8 +27,6 @@ import { finalLosses, planExperiment, runExperiment } from "../lib/experiment/ru
 import { barChart, formatTick, lineChart, niceTicks, PALETTE } from "../lib/experiment/svg.ts";
 import { svgToPng } from "../lib/experiment/png.ts";
 import { gitInfo } from "../lib/experiment/versions.ts";
-
-const BACKEND = (Deno.env.get("CAEV2_BACKEND") ?? "auto") as "auto";
 
 Deno.test("nice ticks: round steps of 1, 2 or 5 x 10^k that cover the range", () => {
   assertEquals(niceTicks(0, 100, 6).values, [0, 20, 40, 60, 80, 100]);
@@ -204,7 +203,7 @@ Deno.test("a small experiment run twice writes identical metrics, evaluations an
     const opts = {
       size: "test" as const,
       seeds: [0],
-      overrides: { steps: 4, checkpointEvery: 2, backend: BACKEND },
+      overrides: { steps: 4, checkpointEvery: 2, backend: TEST_BACKEND },
     };
     const ra = await runExperiment(alignmentAblation, { ...opts, out: a }, quiet);
     assert(E.isRight(ra), E.isLeft(ra) ? ra.left : "");

@@ -5,6 +5,7 @@
  * @module
  */
 import { E } from "../lib/deps.ts";
+import type { BackendName } from "../lib/core/backend.ts";
 
 /** The Right value, or a failure that shows the Left message. */
 export const right = <A>(r: E.Either<string, A>): A => {
@@ -27,3 +28,11 @@ export const withTmp = async (prefix: string, f: (dir: string) => Promise<void>)
     await Deno.remove(dir, { recursive: true });
   }
 };
+
+/**
+ * The backend the in-process tests run on: `CAEV2_BACKEND`, else wasm (what "auto" picks on a machine
+ * without a hardware GPU). Not "auto" itself: choosing calls `navigator.gpu.requestAdapter()`, and any
+ * module of the `deno test` process that touches the adapter can make it abort at exit on Mesa's llvmpipe
+ * (tests/webgpu/main.ts says why). WebGPU is tested in tests/webgpu/, in a child process.
+ */
+export const TEST_BACKEND = (Deno.env.get("CAEV2_BACKEND") ?? "wasm") as BackendName;

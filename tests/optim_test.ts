@@ -6,12 +6,11 @@
 import { tf } from "../lib/deps.ts";
 import { assert, assertAlmostEquals, assertEquals, assertLess, assertThrows } from "../lib/core/std.ts";
 import { disposeTree, flatten, type Params, unflatten } from "../lib/core/tree.ts";
-import { readSafetensors, toTensor } from "../lib/core/safetensors.ts";
 import { adam, adamw } from "../lib/optim/adamw.ts";
 import { scaleByAdam } from "../lib/optim/adam.ts";
 import { applyUpdates } from "../lib/optim/apply.ts";
 import { clipByGlobalNorm, globalNorm } from "../lib/optim/clip.ts";
-import { addDecayedWeights, decayAll, type DecayMask, officialDecayMask } from "../lib/optim/decay.ts";
+import { addDecayedWeights, decayAll, officialDecayMask } from "../lib/optim/decay.ts";
 import { scaleByLearningRate } from "../lib/optim/lr.ts";
 import { constantSchedule, cosineSchedule } from "../lib/optim/schedule.ts";
 import {
@@ -22,79 +21,9 @@ import {
   tensorsIn,
 } from "../lib/optim/transform.ts";
 
+import { FIXTURES, fixtureStep, relErr, values } from "./optim_fixture.ts";
+
 await tf.setBackend("cpu");
-
-const FIXTURES = ["caev2-small-same-width", "caev2-projected-width"] as const;
-const fixturePath = (name: string) => new URL(`./fixtures/${name}.safetensors`, import.meta.url).pathname;
-
-/** ||x - ref|| / ||ref||, in float64 on the host. */
-const relErr = (x: ArrayLike<number>, ref: ArrayLike<number>): number => {
-  let num = 0, den = 0;
-  for (let i = 0; i < ref.length; i++) {
-    num += (x[i] - ref[i]) ** 2;
-    den += ref[i] ** 2;
-  }
-  return Math.sqrt(num) / Math.sqrt(den);
-};
-
-const values = async (t: tf.Tensor): Promise<Float32Array> => {
-  const d = await t.data();
-  return d instanceof Float32Array ? d : Float32Array.from(d);
-};
-
-/** One AdamW step of the fixture with this library; returns the worst errors (see the README). */
-const fixtureStep = async (name: string, mask: DecayMask = officialDecayMask) => {
-  const { metadata, tensors } = await readSafetensors(fixturePath(name));
-  const config = JSON.parse(metadata.config);
-  const optimizer = JSON.parse(metadata.optimizer);
-  const zeroGrad = new Set<string>(JSON.parse(metadata.zero_gradient_parameters));
-  // Trainable params: the student tensors that have a gradient (pos embeddings are fixed buffers).
-  const names = Object.keys(tensors).filter((k) => k.startsWith("grad.")).map((k) => k.slice("grad.".length));
-  assert(names.length > 10, `${name}: expected gradients in the fixture, found ${names.length}`);
-  const params = unflatten(Object.fromEntries(names.map((n) => [n, toTensor(tensors[`student.${n}`])])));
-  const grads = unflatten(Object.fromEntries(names.map((n) => [n, toTensor(tensors[`grad.${n}`])])));
-
-  const norm = globalNorm(grads);
-  const normErr = Math.abs((await norm.data())[0] - tensors["output.grad_norm"].data[0]) /
-    tensors["output.grad_norm"].data[0];
-
-  const opt = adamw({
-    lr: optimizer.lr,
-    b1: optimizer.betas[0],
-    b2: optimizer.betas[1],
-    eps: optimizer.eps,
-    weightDecay: optimizer.weight_decay,
-    clip: config.clip,
-    mask,
-  });
-  const state0 = opt.init(params);
-  const [updates, state1] = opt.update(grads, state0, params);
-  const next = applyUpdates(params, updates);
-
-  const flatNext = flatten(next), flatUpd = flatten(updates);
-  let worstParam = 0, worstUpdate = 0, worstName = "";
-  for (const n of names) {
-    if (zeroGrad.has(n)) continue;
-    const ref = tensors[`step1.${n}`].data, before = tensors[`student.${n}`].data;
-    const e = relErr(await values(flatNext[n]), ref);
-    if (e > worstParam) [worstParam, worstName] = [e, n];
-    // The step itself (step1 - params), a far sharper test than the params, which barely move.
-    const refStep = Float64Array.from(ref, (v, i) => v - before[i]);
-    worstUpdate = Math.max(worstUpdate, relErr(await values(flatUpd[n]), refStep));
-  }
-  disposeTree(params, grads, updates, next);
-  disposeState(state0);
-  disposeState(state1);
-  norm.dispose();
-  return {
-    normErr,
-    worstParam,
-    worstUpdate,
-    worstName,
-    count: names.length - zeroGrad.size,
-    clip: config.clip,
-  };
-};
 
 for (const name of FIXTURES) {
   Deno.test(`adamw with clip reproduces PyTorch's step on ${name} (cpu)`, async () => {
@@ -116,31 +45,6 @@ Deno.test("the step comparison is sharp enough to see the decay mask (negative c
   // it (5e-5 relative), the step check must.
   const r = await fixtureStep(FIXTURES[0], decayAll);
   assert(r.worstUpdate > 1e-2, `decaying every tensor should break parity, worst step ${r.worstUpdate}`);
-});
-
-Deno.test({
-  name: "adamw reproduces PyTorch's step on the webgpu backend",
-  ignore: !("gpu" in navigator) || Deno.env.get("SKIP_WEBGPU") === "1",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: async () => {
-    const ok = await tf.setBackend("webgpu").catch(() => false);
-    try {
-      if (!ok) {
-        console.log("webgpu backend unavailable here; skipped");
-        return;
-      }
-      const r = await fixtureStep(FIXTURES[0]);
-      console.log(
-        `webgpu: worst param ${r.worstParam.toExponential(2)}, worst step ${r.worstUpdate.toExponential(2)}`,
-      );
-      assertLess(r.normErr, 1e-5);
-      assertLess(r.worstParam, 1e-4);
-      assertLess(r.worstUpdate, 1e-4);
-    } finally {
-      await tf.setBackend("cpu");
-    }
-  },
 });
 
 // ---------------------------------------------------------------------------------------------------------

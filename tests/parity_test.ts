@@ -1,53 +1,18 @@
 /**
  * The strongest evidence that the model, losses, gradients and optimizer step are the paper's: both shared
  * fixtures (float64, computed by the official PyTorch modules) within 1e-4 relative, on the cpu and wasm
- * backends and on WebGPU (the software adapter on CPU-only machines).
+ * backends here and on WebGPU in tests/webgpu/parity.ts (the software adapter on CPU-only machines).
  */
 import { tf } from "../lib/deps.ts";
-import { selectBackend } from "../lib/core/backend.ts";
-import { assert, assertEquals, assertRejects } from "../lib/core/std.ts";
-import { formatReport, PARITY_TOLERANCE, runParity } from "../lib/parity/check.ts";
+import { assert, assertRejects } from "../lib/core/std.ts";
+import { checkParity, fixtures } from "./parity_fixture.ts";
 import { encodeSafetensors, readSafetensors } from "../lib/core/safetensors.ts";
 import { sinCos2dValues } from "../lib/nn/positions.ts";
-import { relativeError } from "../lib/parity/check.ts";
+import { relativeError, runParity } from "../lib/parity/check.ts";
 
-const fixtures = ["caev2-small-same-width", "caev2-projected-width"].map((n) =>
-  new URL(`./fixtures/${n}.safetensors`, import.meta.url).pathname
-);
-const hasAdapter = !!(await navigator.gpu?.requestAdapter());
-
-for (const backend of ["cpu", "wasm", "webgpu"] as const) {
+for (const backend of ["cpu", "wasm"] as const) {
   for (const file of fixtures) {
-    Deno.test({
-      name: `parity on ${backend}: ${file.split("/").pop()}`,
-      ignore: backend === "webgpu" && !hasAdapter,
-      fn: async () => {
-        await selectBackend(backend);
-        const before = tf.memory().numTensors;
-        const report = await runParity(file);
-        const text = formatReport(report).join("\n");
-        assert(report.pass, text);
-        assert(report.worst < PARITY_TOLERANCE, text);
-        // Every group ran (step1 included) and the loss parts were among them.
-        for (
-          const g of [
-            "teacher_features",
-            "targets",
-            "predictions",
-            "loss",
-            "grad_norm",
-            "step1",
-            "grad.encoder",
-          ]
-        ) {
-          assert(
-            report.groups.some((r) => r.group === g && !r.skipped && r.tensors > 0),
-            `group ${g} missing\n${text}`,
-          );
-        }
-        assertEquals(tf.memory().numTensors, before, "parity leaked tensors");
-      },
-    });
+    Deno.test(`parity on ${backend}: ${file.split("/").pop()}`, () => checkParity(backend, file));
   }
 }
 

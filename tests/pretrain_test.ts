@@ -3,6 +3,7 @@
  * the tensor count flat, gradient accumulation averages, a run killed with SIGKILL resumes to exactly the
  * metrics of an uninterrupted run, and a non-finite loss stops the run naming the step.
  */
+import { TEST_BACKEND } from "./helpers.ts";
 import { E, tf } from "../lib/deps.ts";
 import { assert, assertEquals, assertGreater, assertLess, assertStringIncludes } from "../lib/core/std.ts";
 import { selectBackend } from "../lib/core/backend.ts";
@@ -20,11 +21,20 @@ import { readMetrics, type StepBatch, trainStep } from "../lib/train/step.ts";
 import { resolvePretrainConfig } from "../lib/config/pretrain.ts";
 import { pretrain } from "../lib/train/pretrain.ts";
 
-await selectBackend(Deno.env.get("CAEV2_BACKEND") as "cpu" | undefined ?? "auto");
+await selectBackend(TEST_BACKEND);
 registerDeviceGradients();
 
 const IMG = 32, PATCH = 8, B = 4;
-const small = ["--image-size", `${IMG}`, "--patch-size", `${PATCH}`, "--batch-size", `${B}`];
+const small = [
+  "--image-size",
+  `${IMG}`,
+  "--patch-size",
+  `${PATCH}`,
+  "--batch-size",
+  `${B}`,
+  "--backend",
+  TEST_BACKEND,
+];
 
 const tinySetup = () => {
   const teacher = clipMicro(IMG, PATCH);

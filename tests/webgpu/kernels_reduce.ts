@@ -5,11 +5,11 @@
  *
  * @module
  */
-import { tf } from "../lib/deps.ts";
-import { selectBackend } from "../lib/core/backend.ts";
-import { registerKernels, restoreStockKernels } from "../lib/core/kernels/dispatch.ts";
-import { checkReduceAndTile, formatChecks, relErr } from "../lib/bench/kernel_check.ts";
-import { assert } from "../lib/core/std.ts";
+import { tf } from "../../lib/deps.ts";
+import { selectBackend } from "../../lib/core/backend.ts";
+import { registerKernels, restoreStockKernels } from "../../lib/core/kernels/dispatch.ts";
+import { checkReduceAndTile, formatChecks, relErr } from "../../lib/bench/kernel_check.ts";
+import { assert } from "../../lib/core/std.ts";
 
 const hasWebGPU = await selectBackend("webgpu").then(() => tf.getBackend() === "webgpu", () => false);
 

@@ -1,4 +1,4 @@
-import { tf } from "../lib/deps.ts";
+import { tf } from "../../lib/deps.ts";
 import {
   type BackendName,
   checkDeviceErrors,
@@ -7,7 +7,7 @@ import {
   webgpuDevice,
   WebGPUError,
   withErrorScope,
-} from "../lib/core/backend.ts";
+} from "../../lib/core/backend.ts";
 import {
   assert,
   assertEquals,
@@ -15,7 +15,7 @@ import {
   assertRejects,
   assertStringIncludes,
   assertThrows,
-} from "../lib/core/std.ts";
+} from "../../lib/core/std.ts";
 
 const adapter = await (navigator as { gpu?: GPU }).gpu?.requestAdapter().catch(() => null) ?? null;
 const hasWebGPU = adapter !== null;

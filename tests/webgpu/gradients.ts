@@ -1,12 +1,12 @@
-import { tf } from "../lib/deps.ts";
+import { tf } from "../../lib/deps.ts";
 import {
   deviceGradientsActive,
   meanGradConfig,
   registerDeviceGradients,
   restoreStockGradients,
   sumGradConfig,
-} from "../lib/core/gradients.ts";
-import { assert, assertEquals, assertLess } from "../lib/core/std.ts";
+} from "../../lib/core/gradients.ts";
+import { assert, assertEquals, assertLess } from "../../lib/core/std.ts";
 
 // WebGPU runs on llvmpipe here; a machine without an adapter still runs the cpu half.
 const adapter = await (navigator as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu?.requestAdapter();

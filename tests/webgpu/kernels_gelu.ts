@@ -4,11 +4,11 @@
  *
  * @module
  */
-import { tf } from "../lib/deps.ts";
-import { selectBackend } from "../lib/core/backend.ts";
-import { restoreStockKernels } from "../lib/core/kernels/dispatch.ts";
-import { checkGelu, formatChecks } from "../lib/bench/kernel_check.ts";
-import { assert } from "../lib/core/std.ts";
+import { tf } from "../../lib/deps.ts";
+import { selectBackend } from "../../lib/core/backend.ts";
+import { restoreStockKernels } from "../../lib/core/kernels/dispatch.ts";
+import { checkGelu, formatChecks } from "../../lib/bench/kernel_check.ts";
+import { assert } from "../../lib/core/std.ts";
 
 const hasWebGPU = await selectBackend("webgpu").then(() => tf.getBackend() === "webgpu", () => false);
 

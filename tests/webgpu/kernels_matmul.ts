@@ -7,11 +7,11 @@
  *
  * @module
  */
-import { tf } from "../lib/deps.ts";
-import { selectBackend } from "../lib/core/backend.ts";
-import { planMatMul, restoreStockMatMul } from "../lib/core/kernels/matmul.ts";
-import { registerKernels, restoreStockKernels } from "../lib/core/kernels/dispatch.ts";
-import { BindingSizeError, checkBindable } from "../lib/core/kernels/program.ts";
+import { tf } from "../../lib/deps.ts";
+import { selectBackend } from "../../lib/core/backend.ts";
+import { planMatMul, restoreStockMatMul } from "../../lib/core/kernels/matmul.ts";
+import { registerKernels, restoreStockKernels } from "../../lib/core/kernels/dispatch.ts";
+import { BindingSizeError, checkBindable } from "../../lib/core/kernels/program.ts";
 import {
   checkMatMul,
   checkMatMulGrad,
@@ -19,8 +19,8 @@ import {
   modelMatMulCases,
   relErr,
   smallMatMulCases,
-} from "../lib/bench/kernel_check.ts";
-import { assert, assertEquals, assertThrows } from "../lib/core/std.ts";
+} from "../../lib/bench/kernel_check.ts";
+import { assert, assertEquals, assertThrows } from "../../lib/core/std.ts";
 
 const hasWebGPU = await selectBackend("webgpu").then(() => tf.getBackend() === "webgpu", () => false);
 const full = Deno.env.get("CAEV2_FULL_KERNEL_TESTS") === "1";
