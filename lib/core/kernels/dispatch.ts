@@ -9,7 +9,8 @@
  * - `Sum` over every axis (gradient norms): two-stage reduction (lib/core/kernels/reduce.ts).
  * - the gradient of `Tile` (`broadcastTo`): one reshape + sum instead of a slice and an add per tile
  *   (lib/core/kernels/tile_grad.ts; every backend).
- * - wasm: transposed products through an explicit transpose (lib/core/kernels/matmul_wasm.ts).
+ * - wasm: transposed products through an explicit transpose (lib/core/kernels/matmul_wasm.ts), and
+ *   transposes of rank 5 and above as rank-4 ones (lib/core/kernels/transpose_wasm.ts).
  * - AdamW: `fusedAdamw` (lib/core/kernels/adamw.ts), the reference chain while the kernels are off.
  *
  * @module
@@ -21,16 +22,18 @@ import { layerNormKernel, registerLayerNormKernels } from "./layernorm.ts";
 import { registerFastMatMul, restoreStockMatMul } from "./matmul.ts";
 import { registerWasmMatMul, restoreWasmMatMul } from "./matmul_wasm.ts";
 import { registerFastSum, restoreStockSum } from "./reduce.ts";
+import { registerWasmTranspose, restoreWasmTranspose } from "./transpose_wasm.ts";
 import { registerTileGrad, restoreTileGrad } from "./tile_grad.ts";
 
 let enabled = false;
 
-/** Turns every fused kernel on (idempotent). Other backends than WebGPU keep the references, except wasm's matmul routing. */
+/** Turns every fused kernel on (idempotent). Other backends than WebGPU keep the references, except wasm's matmul and transpose routing. */
 export const registerKernels = (): void => {
   registerLayerNormKernels();
   registerGeluKernels();
   registerFastMatMul();
   registerWasmMatMul();
+  registerWasmTranspose();
   registerFastSum();
   registerTileGrad();
   setFusedAdamw(true);
@@ -41,6 +44,7 @@ export const registerKernels = (): void => {
 export const restoreStockKernels = (): void => {
   restoreStockMatMul();
   restoreWasmMatMul();
+  restoreWasmTranspose();
   restoreStockSum();
   restoreTileGrad();
   setFusedAdamw(false);
