@@ -22,8 +22,9 @@
  *
  * @module
  */
-import { tf, type WebGPUBackend } from "../../deps.ts";
+import type { WebGPUBackend } from "../../deps.ts";
 import { type Program, runProgram, type TensorInfo } from "./program.ts";
+import { type Info, type KernelArgs, kernelOverride } from "./override.ts";
 
 /** A tile configuration. Threads: `(BN / TN) x (BM / TM)`. */
 export interface Tile {
@@ -361,37 +362,24 @@ export const runMatMul = (
 // ---------------------------------------------------------------------------------------------------
 // Registration over tfjs's BatchMatMul
 
-type KernelConfig = ReturnType<typeof tf.getKernel> & object;
-let stock: KernelConfig | undefined;
-
 /** BatchMatMul on WebGPU: the tiled kernel where {@link planMatMul} takes the case, else the stock one. */
-const batchMatMul = (args: Parameters<KernelConfig["kernelFunc"]>[0]) => {
+const batchMatMul = (args: KernelArgs, stock: (args: KernelArgs) => Info): Info => {
   const { a, b } = args.inputs as unknown as { a: TensorInfo; b: TensorInfo };
   const attrs = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
   const plan = a.dtype === "float32" && b.dtype === "float32"
     ? planMatMul(a.shape, b.shape, attrs.transposeA, attrs.transposeB)
     : null;
-  if (plan === null) return stock!.kernelFunc(args);
-  return runMatMul(args.backend as WebGPUBackend, a, b, plan) as unknown as tf.TensorInfo;
+  if (plan === null) return stock(args);
+  return runMatMul(args.backend as WebGPUBackend, a, b, plan) as unknown as Info;
 };
+
+const override = kernelOverride("BatchMatMul", "webgpu", batchMatMul);
 
 /** Whether the tiled matmul is registered. */
-export const fastMatMulRegistered = (): boolean => stock !== undefined;
+export const fastMatMulRegistered = override.registered;
 
-/** Registers the tiled kernel as webgpu's BatchMatMul (idempotent). */
-export const registerFastMatMul = (): void => {
-  if (stock !== undefined) return;
-  const current = tf.getKernel("BatchMatMul", "webgpu");
-  if (current === undefined) return; // WebGPU backend not loaded
-  stock = current;
-  tf.unregisterKernel("BatchMatMul", "webgpu");
-  tf.registerKernel({ ...current, kernelFunc: batchMatMul as KernelConfig["kernelFunc"] });
-};
+/** Registers the tiled kernel as webgpu's BatchMatMul (idempotent; a no-op while WebGPU is not loaded). */
+export const registerFastMatMul = override.register;
 
 /** Puts tfjs's own BatchMatMul back (idempotent). */
-export const restoreStockMatMul = (): void => {
-  if (stock === undefined) return;
-  tf.unregisterKernel("BatchMatMul", "webgpu");
-  tf.registerKernel(stock);
-  stock = undefined;
-};
+export const restoreStockMatMul = override.restore;

@@ -14,20 +14,15 @@
  * @module
  */
 import { tf } from "../../deps.ts";
+import { type Info, type KernelArgs, kernelOverride } from "./override.ts";
 import { batchedMatMul, simdAvailable } from "./bmm_simd.ts";
 
-type KernelConfig = ReturnType<typeof tf.getKernel> & object;
-type KernelArgs = Parameters<KernelConfig["kernelFunc"]>[0];
-type Info = { dataId: object; shape: number[]; dtype: tf.DataType };
-
-let stock: KernelConfig | undefined;
-
-const batchMatMul = (args: KernelArgs) => {
+const batchMatMul = (args: KernelArgs, stock: (args: KernelArgs) => Info) => {
   const { a, b } = args.inputs as unknown as { a: Info; b: Info };
   const { transposeA, transposeB } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
   const batched = a.shape.slice(0, -2).some((d) => d > 1) || b.shape.slice(0, -2).some((d) => d > 1);
-  if (batched) return batchedSimd(args, a, b, transposeA, transposeB) ?? stock!.kernelFunc(args);
-  if (!transposeA && !transposeB) return stock!.kernelFunc(args);
+  if (batched) return batchedSimd(args, a, b, transposeA, transposeB) ?? stock(args);
+  if (!transposeA && !transposeB) return stock(args);
   const transpose = tf.getKernel("Transpose", "wasm")!.kernelFunc;
   const t = (x: Info): Info => {
     const r = x.shape.length;
@@ -35,7 +30,7 @@ const batchMatMul = (args: KernelArgs) => {
     return transpose({ inputs: { x } as never, backend: args.backend, attrs: { perm } as never }) as Info;
   };
   const a2 = transposeA ? t(a) : a, b2 = transposeB ? t(b) : b;
-  const out = stock!.kernelFunc({
+  const out = stock({
     inputs: { a: a2, b: b2 } as never,
     backend: args.backend,
     attrs: { ...args.attrs, transposeA: false, transposeB: false },
@@ -82,20 +77,10 @@ const batchedSimd = (args: KernelArgs, a: Info, b: Info, tA: boolean, tB: boolea
   return out;
 };
 
+const override = kernelOverride("BatchMatMul", "wasm", batchMatMul);
+
 /** Registers the routing over wasm's BatchMatMul (idempotent; no-op without the wasm backend). */
-export const registerWasmMatMul = (): void => {
-  if (stock !== undefined) return;
-  const current = tf.getKernel("BatchMatMul", "wasm");
-  if (current === undefined) return;
-  stock = current;
-  tf.unregisterKernel("BatchMatMul", "wasm");
-  tf.registerKernel({ ...current, kernelFunc: batchMatMul as KernelConfig["kernelFunc"] });
-};
+export const registerWasmMatMul = override.register;
 
 /** Puts wasm's own BatchMatMul back (idempotent). */
-export const restoreWasmMatMul = (): void => {
-  if (stock === undefined) return;
-  tf.unregisterKernel("BatchMatMul", "wasm");
-  tf.registerKernel(stock);
-  stock = undefined;
-};
+export const restoreWasmMatMul = override.restore;

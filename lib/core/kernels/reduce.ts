@@ -12,6 +12,7 @@
  */
 import { tf, type WebGPUBackend } from "../../deps.ts";
 import { type Program, runProgram, type TensorInfo } from "./program.ts";
+import { type Info, type KernelArgs, kernelOverride } from "./override.ts";
 
 const WG = 256;
 const PARTS = 256;
@@ -84,35 +85,22 @@ export const sumAll = (backend: WebGPUBackend, x: TensorInfo): TensorInfo => {
   return out;
 };
 
-type KernelConfig = ReturnType<typeof tf.getKernel> & object;
-let stock: KernelConfig | undefined;
-
-const sum = (args: Parameters<KernelConfig["kernelFunc"]>[0]) => {
+const sum = (args: KernelArgs, stock: (args: KernelArgs) => Info): Info => {
   const x = (args.inputs as unknown as { x: TensorInfo }).x;
   const { axis, keepDims } = args.attrs as unknown as { axis: number | number[] | null; keepDims: boolean };
   const rank = x.shape.length;
   const axes = tf.util.parseAxisParam(axis ?? null as unknown as number[], x.shape);
   const size = x.shape.reduce((a, b) => a * b, 1);
   const all = new Set(axes).size === rank;
-  if (x.dtype !== "float32" || !all || size < MIN_SIZE) return stock!.kernelFunc(args);
+  if (x.dtype !== "float32" || !all || size < MIN_SIZE) return stock(args);
   const out = sumAll(args.backend as WebGPUBackend, x);
   return { ...out, shape: keepDims ? x.shape.map(() => 1) : [] } as unknown as tf.TensorInfo;
 };
 
+const override = kernelOverride("Sum", "webgpu", sum);
+
 /** Registers the two-stage full sum over webgpu's Sum (idempotent). */
-export const registerFastSum = (): void => {
-  if (stock !== undefined) return;
-  const current = tf.getKernel("Sum", "webgpu");
-  if (current === undefined) return;
-  stock = current;
-  tf.unregisterKernel("Sum", "webgpu");
-  tf.registerKernel({ ...current, kernelFunc: sum as KernelConfig["kernelFunc"] });
-};
+export const registerFastSum = override.register;
 
 /** Puts tfjs's Sum back (idempotent). */
-export const restoreStockSum = (): void => {
-  if (stock === undefined) return;
-  tf.unregisterKernel("Sum", "webgpu");
-  tf.registerKernel(stock);
-  stock = undefined;
-};
+export const restoreStockSum = override.restore;

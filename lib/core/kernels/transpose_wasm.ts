@@ -16,11 +16,7 @@
  *
  * @module
  */
-import { tf } from "../../deps.ts";
-
-type KernelConfig = ReturnType<typeof tf.getKernel> & object;
-type KernelArgs = Parameters<KernelConfig["kernelFunc"]>[0];
-type Info = { dataId: object; shape: number[]; dtype: tf.DataType };
+import { type Info, type KernelArgs, kernelOverride } from "./override.ts";
 
 /** One single-axis move as a rank-4 transpose of the merged shape `[A, M, X, C]` with perm `[0, 2, 1, 3]`. */
 export type Move = readonly [a: number, m: number, x: number, c: number];
@@ -51,18 +47,16 @@ export const planTransposeMoves = (shape: readonly number[], perm: readonly numb
   return moves;
 };
 
-let stock: KernelConfig | undefined;
-
-const transpose = (args: KernelArgs) => {
+const transpose = (args: KernelArgs, stock: (args: KernelArgs) => Info) => {
   const { x } = args.inputs as unknown as { x: Info };
   const { perm } = args.attrs as unknown as { perm: number[] };
-  if (x.shape.length <= 4) return stock!.kernelFunc(args);
+  if (x.shape.length <= 4) return stock(args);
   const backend = args.backend as unknown as { disposeData(id: object): void };
   let cur: Info = x;
   for (const [a, m, xx, c] of planTransposeMoves(x.shape, perm)) {
     // The same buffer seen as [A, M, X, C]: a reshape is only a new shape on the same data.
     const input: Info = { dataId: cur.dataId, shape: [a, m, xx, c], dtype: cur.dtype };
-    const out = stock!.kernelFunc({
+    const out = stock({
       inputs: { x: input } as never,
       backend: args.backend,
       attrs: { perm: [0, 2, 1, 3] } as never,
@@ -70,24 +64,14 @@ const transpose = (args: KernelArgs) => {
     if (cur !== x) backend.disposeData(cur.dataId);
     cur = out;
   }
-  if (cur === x) return stock!.kernelFunc(args); // identity permutation: let tfjs make its copy
+  if (cur === x) return stock(args); // identity permutation: let tfjs make its copy
   return { dataId: cur.dataId, shape: perm.map((axis) => x.shape[axis]), dtype: x.dtype };
 };
 
+const override = kernelOverride("Transpose", "wasm", transpose);
+
 /** Registers the rank-5+ routing over wasm's Transpose (idempotent; no-op without the wasm backend). */
-export const registerWasmTranspose = (): void => {
-  if (stock !== undefined) return;
-  const current = tf.getKernel("Transpose", "wasm");
-  if (current === undefined) return;
-  stock = current;
-  tf.unregisterKernel("Transpose", "wasm");
-  tf.registerKernel({ ...current, kernelFunc: transpose as KernelConfig["kernelFunc"] });
-};
+export const registerWasmTranspose = override.register;
 
 /** Puts wasm's own Transpose back (idempotent). */
-export const restoreWasmTranspose = (): void => {
-  if (stock === undefined) return;
-  tf.unregisterKernel("Transpose", "wasm");
-  tf.registerKernel(stock);
-  stock = undefined;
-};
+export const restoreWasmTranspose = override.restore;
