@@ -7,7 +7,7 @@ import { tf } from "../lib/deps.ts";
 import { selectBackend } from "../lib/core/backend.ts";
 import { registerWasmMatMul, restoreWasmMatMul } from "../lib/core/kernels/matmul_wasm.ts";
 import { batchedMatMul, bmmModuleBytes, simdAvailable } from "../lib/core/kernels/bmm_simd.ts";
-import { relErr } from "./optim_fixture.ts";
+import { relativeError } from "../lib/parity/check.ts";
 import { assert, assertEquals, assertLess } from "../lib/core/std.ts";
 
 /** Deterministic values in [-0.5, 0.5). */
@@ -35,7 +35,7 @@ Deno.test("the SIMD module validates and multiplies as a plain loop does", () =>
           }
         }
       }
-      assertLess(relErr(out, want), 1e-6, `G=${G} M=${M} K=${K} N=${N} tA=${tA} tB=${tB}`);
+      assertLess(relativeError(out, want), 1e-6, `G=${G} M=${M} K=${K} N=${N} tA=${tA} tB=${tB}`);
     }
   }
 });
@@ -72,7 +72,7 @@ Deno.test("wasm: batched products and their gradients on the SIMD kernel equal c
     const got = run().flat();
     for (const [n, t] of got.entries()) {
       assertEquals(t.shape, expected[n].shape, `output ${n}`);
-      assertLess(relErr(await t.data(), expected[n].data), 1e-5, `output ${n}`);
+      assertLess(relativeError(await t.data(), expected[n].data), 1e-5, `output ${n}`);
     }
     tf.dispose(got);
     assertEquals(tf.memory().numTensors, before);

@@ -13,19 +13,10 @@ import { applyUpdates } from "../lib/optim/apply.ts";
 import { globalNorm } from "../lib/optim/clip.ts";
 import { type DecayMask, officialDecayMask } from "../lib/optim/decay.ts";
 import { disposeState } from "../lib/optim/transform.ts";
+import { relativeError } from "../lib/parity/check.ts";
 
 export const FIXTURES = ["caev2-small-same-width", "caev2-projected-width"] as const;
 const fixturePath = (name: string) => new URL(`./fixtures/${name}.safetensors`, import.meta.url).pathname;
-
-/** ||x - ref|| / ||ref||, in float64 on the host. */
-export const relErr = (x: ArrayLike<number>, ref: ArrayLike<number>): number => {
-  let num = 0, den = 0;
-  for (let i = 0; i < ref.length; i++) {
-    num += (x[i] - ref[i]) ** 2;
-    den += ref[i] ** 2;
-  }
-  return Math.sqrt(num) / Math.sqrt(den);
-};
 
 export const values = async (t: tf.Tensor): Promise<Float32Array> => {
   const d = await t.data();
@@ -66,11 +57,11 @@ export const fixtureStep = async (name: string, mask: DecayMask = officialDecayM
   for (const n of names) {
     if (zeroGrad.has(n)) continue;
     const ref = tensors[`step1.${n}`].data, before = tensors[`student.${n}`].data;
-    const e = relErr(await values(flatNext[n]), ref);
+    const e = relativeError(await values(flatNext[n]), ref);
     if (e > worstParam) [worstParam, worstName] = [e, n];
     // The step itself (step1 - params), a far sharper test than the params, which barely move.
     const refStep = Float64Array.from(ref, (v, i) => v - before[i]);
-    worstUpdate = Math.max(worstUpdate, relErr(await values(flatUpd[n]), refStep));
+    worstUpdate = Math.max(worstUpdate, relativeError(await values(flatUpd[n]), refStep));
   }
   disposeTree(params, grads, updates, next);
   disposeState(state0);

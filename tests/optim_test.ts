@@ -21,7 +21,8 @@ import {
   tensorsIn,
 } from "../lib/optim/transform.ts";
 
-import { FIXTURES, fixtureStep, relErr, values } from "./optim_fixture.ts";
+import { FIXTURES, fixtureStep, values } from "./optim_fixture.ts";
+import { relativeError } from "../lib/parity/check.ts";
 
 await tf.setBackend("cpu");
 
@@ -131,7 +132,7 @@ Deno.test("the chain matches a hand-written PyTorch AdamW over 3 steps (schedule
     [params, state] = [p, s];
   }
   const flat = flatten(params);
-  for (const k of Object.keys(shapes)) assertLess(relErr(await values(flat[k]), ref[k]), 1e-6, k);
+  for (const k of Object.keys(shapes)) assertLess(relativeError(await values(flat[k]), ref[k]), 1e-6, k);
   assertEquals(state.map((s) => ("count" in s ? s.count : -1)), [-1, 3, 3, 3]);
   disposeTree(params);
   disposeState(state);
