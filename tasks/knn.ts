@@ -14,10 +14,10 @@ import {
   PositiveInt,
   PositiveNumber,
   startTask,
-  taskFeatures,
   type TaskSpec,
+  taskTrainVal,
 } from "../lib/eval/cli.ts";
-import { classesOf, type Pooling } from "../lib/eval/features.ts";
+import type { Pooling } from "../lib/eval/features.ts";
 import { knnClassify } from "../lib/eval/knn.ts";
 import { disposeEncoder } from "../lib/eval/load.ts";
 
@@ -39,12 +39,8 @@ const task = await startTask(spec, Deno.args, log);
 const { f, encoder } = task;
 const pooling = f.pooling as Pooling;
 
-const features = (split: "train" | "val", limit: number | undefined) => taskFeatures(task, split, limit, log);
-
 try {
-  const train = await features("train", f.maxTrain as number | undefined);
-  const val = await features("val", f.maxVal as number | undefined);
-  const numClasses = (f.numClasses as number | undefined) ?? classesOf(train, val);
+  const { train, val, numClasses } = await taskTrainVal(task, log);
   const acc = await knnClassify(train, val, {
     numClasses,
     k: f.k as number,

@@ -22,7 +22,7 @@ import { startRuntime } from "../core/runtime.ts";
 import type { PresetName } from "../models/presets.ts";
 import { type DataSource, parseDataSource } from "../../data/source.ts";
 import { type EncoderModel, loadEncoder } from "./load.ts";
-import { type FeatureSet, type Pooling, splitFeatures } from "./features.ts";
+import { classesOf, type FeatureSet, type Pooling, splitFeatures } from "./features.ts";
 
 /** One flag: its codec, its default (absent: optional without default), its help. */
 export interface FlagSpec {
@@ -247,4 +247,19 @@ export const taskFeatures = async (
   const seconds = ((performance.now() - t0) / 1000).toFixed(1);
   log(`features: ${set.count} ${split} images, ${set.dim}-d ${pooling}, ${seconds} s`);
   return set;
+};
+
+/** Both splits' features and the class count, as the k-NN and probe tasks use them. */
+export interface TrainVal {
+  readonly train: FeatureSet;
+  readonly val: FeatureSet;
+  /** `--num-classes`, else the largest label of either split + 1. */
+  readonly numClasses: number;
+}
+
+/** {@link taskFeatures} of the train split (`--max-train`) and the val split (`--max-val`), and the classes. */
+export const taskTrainVal = async (t: StartedTask, log: (line: string) => void): Promise<TrainVal> => {
+  const train = await taskFeatures(t, "train", t.f.maxTrain as number | undefined, log);
+  const val = await taskFeatures(t, "val", t.f.maxVal as number | undefined, log);
+  return { train, val, numClasses: (t.f.numClasses as number | undefined) ?? classesOf(train, val) };
 };

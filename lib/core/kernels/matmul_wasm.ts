@@ -55,7 +55,7 @@ const batchedSimd = (args: KernelArgs, a: Info, b: Info, tA: boolean, tB: boolea
   if (batch(a) !== batch(b) || a.dtype !== "float32" || b.dtype !== "float32" || !simdAvailable()) {
     return undefined;
   }
-  const G = a.shape.slice(0, -2).reduce((p, v) => p * v, 1);
+  const G = tf.util.sizeFromShape(a.shape.slice(0, -2));
   const [ra, ca] = a.shape.slice(-2), [rb, cb] = b.shape.slice(-2);
   const [M, K] = tA ? [ca, ra] : [ra, ca];
   const N = tB ? rb : cb;

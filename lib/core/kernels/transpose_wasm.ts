@@ -16,12 +16,11 @@
  *
  * @module
  */
+import { tf } from "../../deps.ts";
 import { type Info, type KernelArgs, kernelOverride } from "./override.ts";
 
 /** One single-axis move as a rank-4 transpose of the merged shape `[A, M, X, C]` with perm `[0, 2, 1, 3]`. */
 export type Move = readonly [a: number, m: number, x: number, c: number];
-
-const prod = (xs: readonly number[]): number => xs.reduce((p, v) => p * v, 1);
 
 /**
  * The moves that apply `perm` to a tensor of `shape`, in order (empty for the identity).
@@ -41,7 +40,8 @@ export const planTransposeMoves = (shape: readonly number[], perm: readonly numb
     const i = order.indexOf(perm[p]);
     if (i === p) continue;
     const dims = order.map((axis) => shape[axis]);
-    moves.push([prod(dims.slice(0, p)), prod(dims.slice(p, i)), dims[i], prod(dims.slice(i + 1))]);
+    const size = tf.util.sizeFromShape;
+    moves.push([size(dims.slice(0, p)), size(dims.slice(p, i)), dims[i], size(dims.slice(i + 1))]);
     order.splice(p, 0, ...order.splice(i, 1));
   }
   return moves;
