@@ -55,6 +55,7 @@ import { type PresetName, presetNames } from "../lib/models/presets.ts";
 import { runStepBench, type TeacherName } from "../lib/bench/step.ts";
 import { formatStepReport, stepReport } from "../lib/bench/report.ts";
 import { registerKernels, restoreStockKernels } from "../lib/core/kernels/dispatch.ts";
+import { gemmReady, setGemmThreads } from "../lib/core/kernels/gemm_pool.ts";
 import { setGemmTiles, type Tile } from "../lib/core/kernels/matmul.ts";
 import {
   checkAdamw,
@@ -71,7 +72,7 @@ import {
 
 const usage = "usage: deno task bench [--model tiny|small|base] [--batch N] [--backend webgpu|wasm|cpu] " +
   "[--steps N] [--warmup N] [--teacher clip-b16|micro] [--kernels fused|stock] [--no-phases] [--no-profile] " +
-  "[--gemm-big bm,bn,bk,tm,tn] [--gemm-small ...] [--json] [--out FILE]\n" +
+  "[--gemm-big bm,bn,bk,tm,tn] [--gemm-small ...] [--threads N] [--json] [--out FILE]\n" +
   "       deno task bench --ops [same] [--only a,b] [--matmul-size N] [--reduce-size N] [--no-stock]\n" +
   "       deno task bench --check --backend webgpu [--out FILE]";
 const strings = [
@@ -89,6 +90,7 @@ const strings = [
   "kernels",
   "gemm-big",
   "gemm-small",
+  "threads",
 ];
 const booleans = ["ops", "json", "stock", "help", "phases", "profile", "check"];
 const fail = (msg: string): never => {
@@ -127,7 +129,16 @@ if (!["fused", "stock"].includes(kernels)) fail(`--kernels ${kernels}: expected 
 const teacher = (args.teacher as string | undefined) ?? "clip-b16";
 if (!["clip-b16", "micro"].includes(teacher)) fail(`--teacher ${teacher}: expected clip-b16 or micro`);
 
+// wasm: threads of the packed rank-2 matmul (lib/core/kernels/gemm_pool.ts); 0 leaves them to XNNPACK.
+if (args.threads != null) {
+  const n = Number(args.threads);
+  if (!Number.isInteger(n) || n < 0) {
+    fail(`--threads takes an integer >= 0, got ${JSON.stringify(args.threads)}`);
+  }
+  setGemmThreads(n);
+}
 const backendInfo = await selectBackend(backend as BackendName).catch((e: Error) => fail(e.message));
+if (backend === "wasm") await gemmReady(); // measure with every matmul thread up from the first step
 console.error(describeBackend(backendInfo));
 registerDeviceGradients();
 if (kernels === "fused") registerKernels();

@@ -40,6 +40,7 @@
  *
  * @module
  */
+import { gemmAvailable, gemmThreads } from "./kernels/gemm_pool.ts";
 import { tf, type WebGPUBackend } from "../deps.ts";
 
 /** The tfjs backends this project supports. */
@@ -412,7 +413,9 @@ const startWasm = async (): Promise<BackendInfo | string> => {
     return `${failed}; the .wasm files of @tensorflow/tfjs-backend-wasm must sit next to its JS (not bundled)`;
   }
   const simd = tf.env().getBool("WASM_HAS_SIMD_SUPPORT");
-  return { name: "wasm", detail: `${simd ? "SIMD" : "no SIMD"}, 1 thread` };
+  // tfjs's own kernels (XNNPACK) run on one thread; rank-2 products on lib/core/kernels/gemm_pool.ts.
+  const gemm = gemmAvailable() ? `, matmul on ${gemmThreads()} threads` : "";
+  return { name: "wasm", detail: `${simd ? "SIMD" : "no SIMD"}, 1 thread${gemm}` };
 };
 
 const startCpu = async (): Promise<BackendInfo | string> => {
