@@ -1,24 +1,28 @@
 /**
- * A packed, cache-blocked matrix product in WebAssembly SIMD with fused multiply-add, for the wasm backend's
- * large rank-2 `BatchMatMul`s (the linear layers of the CLIP teacher and the student), split across threads.
+ * A packed, cache-blocked matrix product in WebAssembly SIMD, for the wasm backend's `BatchMatMul` (the
+ * linear layers of the CLIP teacher and the student, and attention's batched products), run on every core
+ * by lib/core/kernels/gemm_pool.ts.
  *
- * Why: on the 2-core CPU machine (Intel Xeon 2.5 GHz, Deno 2.9.6) tfjs-backend-wasm runs its rank-2
- * products on XNNPACK at ~27 GFLOP/s on one thread: plain WebAssembly SIMD has no fused multiply-add, so a
- * 128-bit multiply and add take two of the core's two FMA ports' slots and ~27 GFLOP/s is close to what
- * that allows. Relaxed SIMD's `f32x4.relaxed_madd` (on by default in V8) compiles to `vfmadd` and halves
- * that, and tfjs's threaded wasm build cannot start under Deno, so the second core was idle. Those products
- * were ~10 s of the CPU target's 15 s step (BENCHMARKS.md).
+ * Why: tfjs-backend-wasm 4.22 runs rank-2 products on XNNPACK on one thread (its threaded build cannot
+ * start under Deno) and batched ones on a scalar loop; those products were ~80% of the CPU target's step
+ * (BENCHMARKS.md, "The CPU target"). One thread of this kernel runs about as fast as XNNPACK; the gain is
+ * the second core.
  *
  * How, in the manner of GotoBLAS / BLIS (Goto and van de Geijn, "Anatomy of high-performance matrix
- * multiplication", TOMS 2008): A is packed into 4-row micro-panels `[M4 / 4, K, 4]`, B into 8-column
- * micro-panels `[N8 / 8, K, 8]`, so the 4 x 8 micro-kernel reads both sequentially (no row stride, whose
- * cache-set conflicts made the unpacked kernel of bmm_simd.ts slow at K = 3072). K is cut into blocks of
- * `kc` (one B micro-panel block of kc x 8 floats stays in L1) and rows into blocks of `mg` micro-panels
- * (one A block stays in L2); C accumulates across K blocks. Rows are split between the calling thread and
- * the workers of lib/core/kernels/gemm_pool.ts, which run the same module on the same shared memory.
+ * multiplication", ACM TOMS 34(3), 2008): A is packed into 4-row micro-panels `[M4 / 4, K, 4]`, B into
+ * 8-column micro-panels `[N8 / 8, K, 8]`, and C is kept in 4 x 8 tiles, so the micro-kernel reads and
+ * writes only contiguous memory (no row stride: the 12 KiB rows of `[1576, 3072]` map to the same L1 sets).
+ * K is cut into blocks of `kc` (a kc x 8 B micro-panel stays in L1), rows into blocks of `mg` micro-panels
+ * (the A block stays in L2), and C accumulates across K blocks. The register tile is 4 x 8: 8 `f32x4`
+ * accumulators, 2 B vectors, and A's 4 rows loaded as one vector and broadcast by lane shuffles, k unrolled
+ * 4 times. Measured on the dev machine (Deno 2.9.6, 2026-11-26, in cache, `[256, 256] x [256, 264]`): one
+ * `v128.load32_splat` per A element 17.4 GFLOP/s, shuffles 28; unrolled 1 -> 4 times: 13.7 -> 17.4; 4 x 8
+ * against 2 x 8, 4 x 4, 3 x 8, 6 x 8 and 8 x 4 tiles: 13.7 against 6.9 to 11.9 (the larger ones spill
+ * registers: V8 has 16 xmm registers for wasm SIMD).
  *
- * With `f32x4.relaxed_madd` the sums are fused (one rounding per multiply-add), so results differ from an
- * unfused loop by float32 rounding; without relaxed SIMD the module multiplies and adds.
+ * `f32x4.relaxed_madd` (relaxed SIMD, on by default in V8) fuses each multiply-add where the CPU has FMA,
+ * one rounding instead of two, so results differ from tfjs's by float32 rounding; where relaxed SIMD is
+ * missing the module multiplies and adds.
  *
  * @module
  */
