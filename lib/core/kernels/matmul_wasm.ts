@@ -69,7 +69,10 @@ const packedGemm = (args: KernelArgs, a: Info, b: Info, tA: boolean, tB: boolean
   if (G === 1 && M * K * N < GEMM_MIN_WORK) return undefined;
   const backend = args.backend as unknown as WasmBackend;
   // The output first: making it may grow tfjs's heap, which would detach views taken before.
-  const out = backend.makeOutput([...(a.shape.length >= b.shape.length ? a : b).shape.slice(0, -2), M, N], "float32");
+  const out = backend.makeOutput(
+    [...(a.shape.length >= b.shape.length ? a : b).shape.slice(0, -2), M, N],
+    "float32",
+  );
   const done = gemm(
     G,
     M,
