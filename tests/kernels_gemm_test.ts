@@ -56,10 +56,15 @@ Deno.test("the packed SIMD module validates and multiplies as a float64 loop doe
   assert(gemmAvailable());
   const threads = gemmThreads();
   try {
-    // Odd sizes; K = 300 spans two K blocks of 256, M = 133 two row blocks of 16 groups and both threads.
-    for (
-      const [G, M, K, N] of [[1, 1, 1, 1], [3, 5, 7, 9], [2, 4, 16, 8], [1, 133, 300, 37], [5, 13, 3, 17]]
-    ) {
+    // Odd sizes; K = 300 spans two K blocks of 256, M = 133 three row blocks of 16 groups; the last two are
+    // large enough (2^24 multiply-adds) to be split between the threads, by rows and by products.
+    const sizes = [[1, 1, 1, 1], [3, 5, 7, 9], [2, 4, 16, 8], [5, 13, 3, 17], [1, 133, 300, 450], [
+      3,
+      70,
+      300,
+      270,
+    ]];
+    for (const [G, M, K, N] of sizes) {
       const a = values(G * M * K, 1), b = values(G * K * N, 2);
       for (const [tA, tB] of [[false, false], [true, false], [false, true], [true, true]]) {
         const want = reference(G, M, K, N, a, b, tA, tB);

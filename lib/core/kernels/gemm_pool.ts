@@ -28,6 +28,8 @@ const TILE: Tile = { rows: 4, vectors: 2, unroll: 4, shuffle: true };
 const R = TILE.rows, NB = 4 * TILE.vectors;
 /** Cache blocking: K blocks of 256 (a 4 x 256 A and a 256 x 8 B micro-panel: 4 + 8 KiB in L1), 16 groups of rows. */
 const KC = 256, MG = 16;
+/** Products of less work (G M K N multiply-adds) than this run on the calling thread alone. */
+const MIN_SPLIT_WORK = 1 << 24;
 
 // Control slot layout (int32 each): 0 sequence number, 1..9 the gemm arguments, 10..14 the batch range
 // [from, to) and the byte strides of A, B and C between products, 15 done, 16 ready.
@@ -286,7 +288,9 @@ export const gemm = (
   const groups = m4 / R;
   // Shares: [g0, g1) of products and [r0, r1) of row groups, the caller's first.
   const shares: [number, number, number, number][] = [];
-  const n = 1 + ready.length;
+  // Small products stay on the caller: waking a worker costs more than its share saves (micro-model shapes
+  // such as [624, 64] x [64, 192] ran no faster on 2 threads than on 1, dev machine).
+  const n = G * M * K * N < MIN_SPLIT_WORK ? 1 : 1 + ready.length;
   if (G === 1) {
     const per = Math.ceil(groups / n);
     for (let r0 = 0; r0 < groups; r0 += per) shares.push([0, 1, r0, Math.min(r0 + per, groups)]);
