@@ -163,3 +163,22 @@ Deno.test("wasm: products and their gradients on the packed kernel equal cpu, no
     restoreWasmMatMul();
   }
 });
+
+Deno.test("CAEV2_THREADS sets the matmul threads when wasm starts, and a bad value is refused", async () => {
+  const url = new URL("../lib/core/backend.ts", import.meta.url).href;
+  const code = `import { selectBackend } from ${JSON.stringify(url)};
+try { console.log((await selectBackend("wasm")).detail); } catch (e) { console.log("error: " + e.message); }`;
+  const run = async (threads: string) => {
+    const { stdout } = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--ext=ts", code],
+      env: { CAEV2_THREADS: threads },
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return new TextDecoder().decode(stdout).trim().split("\n").at(-1);
+  };
+  assertEquals(await run("0"), "SIMD, 1 thread");
+  assertEquals(await run("3"), "SIMD, 1 thread, matmul on 3 threads");
+  const bad = await run("two");
+  assert(bad?.startsWith("error: ") && bad.includes(`CAEV2_THREADS="two"`), bad);
+});

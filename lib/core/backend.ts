@@ -40,7 +40,7 @@
  *
  * @module
  */
-import { gemmAvailable, gemmThreads } from "./kernels/gemm_pool.ts";
+import { gemmAvailable, gemmThreads, setGemmThreads } from "./kernels/gemm_pool.ts";
 import { tf, type WebGPUBackend } from "../deps.ts";
 
 /** The tfjs backends this project supports. */
@@ -406,7 +406,18 @@ const startWebGPU = async (adapter: GPUAdapter | null): Promise<BackendInfo | st
   };
 };
 
+/** `CAEV2_THREADS`: threads of wasm's packed matmul (lib/core/kernels/gemm_pool.ts); 0 leaves it to XNNPACK. */
+const THREADS_VAR = "CAEV2_THREADS";
+
 const startWasm = async (): Promise<BackendInfo | string> => {
+  const threads = Deno.env.get(THREADS_VAR);
+  if (threads !== undefined) {
+    const n = Number(threads);
+    if (threads.trim() === "" || !Number.isInteger(n) || n < 0) {
+      return `${THREADS_VAR}=${JSON.stringify(threads)}: expected an integer >= 0 (0: matmul on XNNPACK)`;
+    }
+    setGemmThreads(n);
+  }
   registerWasmFallbackKernels();
   const failed = await setBackend("wasm");
   if (failed !== undefined) {
@@ -414,7 +425,8 @@ const startWasm = async (): Promise<BackendInfo | string> => {
   }
   const simd = tf.env().getBool("WASM_HAS_SIMD_SUPPORT");
   // tfjs's own kernels (XNNPACK) run on one thread; rank-2 products on lib/core/kernels/gemm_pool.ts.
-  const gemm = gemmAvailable() ? `, matmul on ${gemmThreads()} threads` : "";
+  const n = gemmThreads();
+  const gemm = gemmAvailable() ? `, matmul on ${n} thread${n === 1 ? "" : "s"}` : "";
   return { name: "wasm", detail: `${simd ? "SIMD" : "no SIMD"}, 1 thread${gemm}` };
 };
 

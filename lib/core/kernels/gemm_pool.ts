@@ -28,6 +28,8 @@ const TILE: Tile = { rows: 4, vectors: 2, unroll: 4, shuffle: true };
 const R = TILE.rows, NB = 4 * TILE.vectors;
 /** Cache blocking: K blocks of 256 (a 4 x 256 A and a 256 x 8 B micro-panel: 4 + 8 KiB in L1), 16 groups of rows. */
 const KC = 256, MG = 16;
+/** How long the caller waits for a worker's share before giving up (a share takes well under a second). */
+const WORKER_TIMEOUT_MS = 300_000;
 /** Products of less work (G M K N multiply-adds) than this run on the calling thread alone. */
 const MIN_SPLIT_WORK = 1 << 24;
 
@@ -128,6 +130,11 @@ const getPool = (): Pool => {
       ctl.fill(0, slot * SLOT, (slot + 1) * SLOT);
       const w = new Worker(WORKER_SOURCE, { eval: true });
       w.unref();
+      // A worker that dies (an exception, out of memory) is no longer ready, so it gets no more shares.
+      // (Only while it is still this slot's worker: one stopped by setGemmThreads exits after its successor starts.)
+      const gone = () => void (pool?.workers[slot] === w && Atomics.store(ctl, slot * SLOT + READY, 0));
+      w.on("error", gone);
+      w.on("exit", gone);
       w.postMessage({ memory: pool.memory, bytes, slot });
       pool.workers.push(w);
     }
@@ -312,7 +319,17 @@ export const gemm = (
     p.gemm(4 * (aOff + g * aSize), 4 * (bOff + g * bSize), 4 * (cOff + g * cSize), kp, n8, r0, r1, KC, MG);
   }
   for (const base of started) {
-    while (Atomics.load(ctl, base + DONE) !== seq) Atomics.wait(ctl, base + DONE, ctl[base + DONE], 1000);
+    // The caller blocks here (a kernel is synchronous); a worker that died mid-product never answers.
+    const deadline = performance.now() + WORKER_TIMEOUT_MS;
+    while (Atomics.load(ctl, base + DONE) !== seq) {
+      if (performance.now() > deadline) {
+        throw new Error(
+          `gemm: worker ${base / SLOT} did not finish its share in ${WORKER_TIMEOUT_MS / 1000} s; ` +
+            "CAEV2_THREADS=1 runs matrix products on the calling thread only",
+        );
+      }
+      Atomics.wait(ctl, base + DONE, ctl[base + DONE], 1000);
+    }
   }
   // C is stored in 4 x 8 tiles [m4 / 4, n8 / 8, 4, 8] per product.
   const np = n8 / NB;
