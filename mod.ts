@@ -41,6 +41,7 @@ export {
 export { bits, foldIn, type Key, key, permutation, seedOf, split, uniform } from "./lib/core/random.ts";
 export { type BackendInfo, type BackendName, describeBackend, selectBackend } from "./lib/core/backend.ts";
 export { registerDeviceGradients } from "./lib/core/gradients.ts";
+export { gemmReady, gemmThreads, setGemmThreads } from "./lib/core/kernels/gemm_pool.ts";
 export {
   type HostTensor,
   loadSafetensors,
