@@ -128,6 +128,19 @@ const micro = (fused: boolean, tile: Tile): number[] => {
   ];
 };
 
+/** `base + index * stride + k0 * perK`: where a micro-panel's K block starts (i32 locals; perK a constant). */
+const panelAt = (base: number, index: number, stride: number, perK: number): number[] => [
+  ...op.get(base),
+  ...op.get(index),
+  ...op.get(stride),
+  ...op.mul,
+  ...op.add,
+  ...op.get(k0),
+  ...op.i32(perK),
+  ...op.mul,
+  ...op.add,
+];
+
 /** `a < b ? a : b` for i32 instruction sequences (unsigned). */
 const minU = (a: number[], b: number[]): number[] => [...a, ...b, ...a, ...b, ...op.ltU, ...op.select];
 
@@ -143,25 +156,9 @@ export const gemmModuleBytes = (
   const { rows, vectors } = shape;
   const tile = [
     // pa = AP + gi * aGrp + k0 * 4R; pb = BP + p * bPan + k0 * 16V
-    ...op.get(AP),
-    ...op.get(gi),
-    ...op.get(aGrp),
-    ...op.mul,
-    ...op.add,
-    ...op.get(k0),
-    ...op.i32(4 * rows),
-    ...op.mul,
-    ...op.add,
+    ...panelAt(AP, gi, aGrp, 4 * rows),
     ...op.set(pa),
-    ...op.get(BP),
-    ...op.get(p),
-    ...op.get(bPan),
-    ...op.mul,
-    ...op.add,
-    ...op.get(k0),
-    ...op.i32(16 * vectors),
-    ...op.mul,
-    ...op.add,
+    ...panelAt(BP, p, bPan, 16 * vectors),
     ...op.set(pb),
     // C in tiles: [groups, panels, R, 4V], each tile contiguous (no row stride: see the module doc).
     ...op.get(CP),
