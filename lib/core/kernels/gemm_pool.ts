@@ -65,6 +65,8 @@ type GemmFn = (...args: number[]) => void;
 
 interface Pool {
   readonly memory: WebAssembly.Memory;
+  /** The module's bytes, compiled by each worker. */
+  readonly bytes: Uint8Array;
   readonly gemm: GemmFn;
   readonly workers: Worker[];
   seq: number;
@@ -121,10 +123,9 @@ const getPool = (): Pool => {
     const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes as BufferSource), {
       env: { memory },
     });
-    pool = { memory, gemm: instance.exports.gemm as GemmFn, workers: [], seq: 0 };
+    pool = { memory, bytes, gemm: instance.exports.gemm as GemmFn, workers: [], seq: 0 };
   }
   if (pool.workers.length < wantedThreads - 1) {
-    const bytes = gemmModuleBytes(relaxedSimdAvailable(), MAX_PAGES, TILE);
     const ctl = new Int32Array(pool.memory.buffer, 0, CONTROL_BYTES / 4);
     for (let slot = pool.workers.length; slot < wantedThreads - 1; slot++) {
       ctl.fill(0, slot * SLOT, (slot + 1) * SLOT);
@@ -135,7 +136,7 @@ const getPool = (): Pool => {
       const gone = () => void (pool?.workers[slot] === w && Atomics.store(ctl, slot * SLOT + READY, 0));
       w.on("error", gone);
       w.on("exit", gone);
-      w.postMessage({ memory: pool.memory, bytes, slot });
+      w.postMessage({ memory: pool.memory, bytes: pool.bytes, slot });
       pool.workers.push(w);
     }
   }
