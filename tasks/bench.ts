@@ -129,7 +129,7 @@ if (!["fused", "stock"].includes(kernels)) fail(`--kernels ${kernels}: expected 
 const teacher = (args.teacher as string | undefined) ?? "clip-b16";
 if (!["clip-b16", "micro"].includes(teacher)) fail(`--teacher ${teacher}: expected clip-b16 or micro`);
 
-// wasm: threads of the packed rank-2 matmul (lib/core/kernels/gemm_pool.ts); 0 leaves them to XNNPACK.
+// wasm: threads of the packed matmul (lib/core/kernels/gemm_pool.ts); 0 leaves products to tfjs's own kernels.
 if (args.threads != null) {
   const n = Number(args.threads);
   if (!Number.isInteger(n) || n < 0) {

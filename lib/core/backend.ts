@@ -406,7 +406,7 @@ const startWebGPU = async (adapter: GPUAdapter | null): Promise<BackendInfo | st
   };
 };
 
-/** `CAEV2_THREADS`: threads of wasm's packed matmul (lib/core/kernels/gemm_pool.ts); 0 leaves it to XNNPACK. */
+/** `CAEV2_THREADS`: threads of wasm's packed matmul (lib/core/kernels/gemm_pool.ts); 0 leaves products to tfjs's own kernels. */
 const THREADS_VAR = "CAEV2_THREADS";
 
 const startWasm = async (): Promise<BackendInfo | string> => {
@@ -414,7 +414,9 @@ const startWasm = async (): Promise<BackendInfo | string> => {
   if (threads !== undefined) {
     const n = Number(threads);
     if (threads.trim() === "" || !Number.isInteger(n) || n < 0) {
-      return `${THREADS_VAR}=${JSON.stringify(threads)}: expected an integer >= 0 (0: matmul on XNNPACK)`;
+      return `${THREADS_VAR}=${
+        JSON.stringify(threads)
+      }: expected an integer >= 0 (0: matrix products on tfjs's own kernels)`;
     }
     setGemmThreads(n);
   }
@@ -424,7 +426,7 @@ const startWasm = async (): Promise<BackendInfo | string> => {
     return `${failed}; the .wasm files of @tensorflow/tfjs-backend-wasm must sit next to its JS (not bundled)`;
   }
   const simd = tf.env().getBool("WASM_HAS_SIMD_SUPPORT");
-  // tfjs's own kernels (XNNPACK) run on one thread; rank-2 products on lib/core/kernels/gemm_pool.ts.
+  // tfjs's own kernels (XNNPACK) run on one thread; matrix products on lib/core/kernels/gemm_pool.ts.
   const n = gemmThreads();
   const gemm = gemmAvailable() ? `, matmul on ${n} thread${n === 1 ? "" : "s"}` : "";
   return { name: "wasm", detail: `${simd ? "SIMD" : "no SIMD"}, 1 thread${gemm}` };

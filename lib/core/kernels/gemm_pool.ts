@@ -77,8 +77,8 @@ let wantedThreads = Math.max(1, Math.min(8, navigator.hardwareConcurrency ?? 1))
 
 /**
  * Sets how many threads the products use (the caller and `n - 1` workers; default: the number of logical
- * cores, at most 8); 0 turns the packed kernel off (lib/core/kernels/matmul_wasm.ts then leaves rank-2
- * products to XNNPACK). Takes effect for the next product; workers already started are stopped.
+ * cores, at most 8); 0 turns the packed kernel off (lib/core/kernels/matmul_wasm.ts then leaves all
+ * products to tfjs's own kernels: XNNPACK for rank 2, a scalar loop for batched ones). Takes effect for the next product; workers already started are stopped.
  */
 export const setGemmThreads = (n: number): void => {
   if (!Number.isInteger(n) || n < 0) throw new Error(`gemm threads must be an integer >= 0, got ${n}`);
