@@ -23,17 +23,19 @@ import { registerFastMatMul, restoreStockMatMul } from "./matmul.ts";
 import { registerWasmMatMul, restoreWasmMatMul } from "./matmul_wasm.ts";
 import { registerFastSum, restoreStockSum } from "./reduce.ts";
 import { registerWasmTranspose, restoreWasmTranspose } from "./transpose_wasm.ts";
+import { registerWasmSlice, restoreWasmSlice } from "./slice_wasm.ts";
 import { registerTileGrad, restoreTileGrad } from "./tile_grad.ts";
 
 let enabled = false;
 
-/** Turns every fused kernel on (idempotent). Other backends than WebGPU keep the references, except wasm's matmul and transpose routing. */
+/** Turns every fused kernel on (idempotent). Other backends than WebGPU keep the references, except wasm's matmul, transpose and slice routing. */
 export const registerKernels = (): void => {
   registerLayerNormKernels();
   registerGeluKernels();
   registerFastMatMul();
   registerWasmMatMul();
   registerWasmTranspose();
+  registerWasmSlice();
   registerFastSum();
   registerTileGrad();
   setFusedAdamw(true);
@@ -45,6 +47,7 @@ export const restoreStockKernels = (): void => {
   restoreStockMatMul();
   restoreWasmMatMul();
   restoreWasmTranspose();
+  restoreWasmSlice();
   restoreStockSum();
   restoreTileGrad();
   setFusedAdamw(false);
