@@ -1,7 +1,8 @@
 /**
  * Runs the packed SIMD matrix product of lib/core/kernels/gemm_simd.ts on all cores: the operands are packed
  * into one shared `WebAssembly.Memory`, and the calling thread and `threads - 1` workers each compute a
- * share of the rows of C with the same module on that memory.
+ * share with the same module on that memory: a share of the rows of C for one product, whole products of a
+ * batch.
  *
  * Why workers of `node:worker_threads`: tfjs-backend-wasm's own threaded build cannot start under Deno
  * (`ERR_WORKER_PATH`), and a Deno Web Worker blocked in `Atomics.wait` keeps the process from exiting even
@@ -9,10 +10,10 @@
  * program that is done exits while its workers sleep. The worker source is inline (`eval: true`), so the
  * pool needs no file beside the module (it works imported by URL and bundled).
  *
- * Handshake, per worker slot of 16 int32 in the control block at the start of the memory: the caller writes
- * the 9 arguments to slots 1..9, then a new sequence number to slot 0 (`Atomics.notify`); the worker runs
- * `gemm`, writes the sequence number to slot 10 and notifies. A round trip costs ~20 us (dev machine),
- * against ~100 ms for a teacher's linear layer.
+ * Handshake, per worker slot of 32 int32 in the control block at the start of the memory (layout below): the
+ * caller writes the arguments, then a new sequence number (`Atomics.notify`); the worker runs `gemm` over
+ * its products, writes the sequence number to its done word and notifies. A round trip costs ~20 us (dev
+ * machine), against ~200 ms for a teacher's linear layer.
  *
  * @module
  */
