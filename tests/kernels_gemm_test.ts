@@ -64,24 +64,28 @@ Deno.test("the packed SIMD module validates and multiplies as a float64 loop doe
       300,
       270,
     ]];
-    for (const [G, M, K, N] of sizes) {
+    const layouts = [[false, false], [true, false], [false, true], [true, true]];
+    const cases = sizes.flatMap(([G, M, K, N]) => {
       const a = values(G * M * K, 1), b = values(G * K * N, 2);
-      for (const [tA, tB] of [[false, false], [true, false], [false, true], [true, true]]) {
-        const want = reference(G, M, K, N, a, b, tA, tB);
-        const outs: Float32Array[] = [];
-        for (const n of [1, 2]) {
-          setGemmThreads(n);
-          assertEquals(await gemmReady(), n);
-          const out = new Float32Array(G * M * N).fill(NaN);
-          assert(gemm(G, M, K, N, { data: a, transposed: tA }, { data: b, transposed: tB }, out));
-          outs.push(out);
-        }
-        const what = `G=${G} M=${M} K=${K} N=${N} tA=${tA} tB=${tB}`;
-        assertLess(relativeError(outs[0], want), 1e-6, what);
-        // Each element is one thread's sum in the same order, so the split changes nothing.
-        assertEquals(outs[1], outs[0], what);
-      }
+      return layouts.map(([tA, tB]) => ({ G, M, K, N, a, b, tA, tB }));
+    });
+    // All cases on one thread, then all on two (each switch restarts the workers).
+    const runs: Float32Array[][] = [];
+    for (const n of [1, 2]) {
+      setGemmThreads(n);
+      assertEquals(await gemmReady(), n);
+      runs.push(cases.map(({ G, M, K, N, a, b, tA, tB }) => {
+        const out = new Float32Array(G * M * N).fill(NaN);
+        assert(gemm(G, M, K, N, { data: a, transposed: tA }, { data: b, transposed: tB }, out));
+        return out;
+      }));
     }
+    cases.forEach(({ G, M, K, N, a, b, tA, tB }, c) => {
+      const what = `G=${G} M=${M} K=${K} N=${N} tA=${tA} tB=${tB}`;
+      assertLess(relativeError(runs[0][c], reference(G, M, K, N, a, b, tA, tB)), 1e-6, what);
+      // Each element is one thread's sum in the same order, so the split changes nothing.
+      assertEquals(runs[1][c], runs[0][c], what);
+    });
   } finally {
     setGemmThreads(threads);
   }

@@ -22,8 +22,8 @@ import { gemmModuleBytes, relaxedSimdAvailable, type Tile } from "./gemm_simd.ts
 
 /** 64 KiB pages the shared memory may grow to (1 GiB); larger products are refused (the caller falls back). */
 const MAX_PAGES = 16384;
-/** Bytes reserved for the control block. */
-const CONTROL_BYTES = 4096;
+/** Bytes reserved for the control block (512 worker slots). */
+const CONTROL_BYTES = 65536;
 /** The register tile: 4 rows x 8 columns, k unrolled 4 times, A broadcast by shuffles (see gemm_simd.ts). */
 const TILE: Tile = { rows: 4, vectors: 2, unroll: 4, shuffle: true };
 const R = TILE.rows, NB = 4 * TILE.vectors;
@@ -35,8 +35,12 @@ const WORKER_TIMEOUT_MS = 300_000;
 const MIN_SPLIT_WORK = 1 << 24;
 
 // Control slot layout (int32 each): 0 sequence number, 1..9 the gemm arguments, 10..14 the batch range
-// [from, to) and the byte strides of A, B and C between products, 15 done, 16 ready.
-const SLOT = 32, SEQ = 0, ARGS = 1, BATCH = 10, DONE = 15, READY = 16;
+// [from, to) and the byte strides of A, B and C between products, 15 done, 16 state (0 starting, 1 ready,
+// 2 exited). A slot is given to a new worker only once its last one has exited: a stopped worker can wake
+// late, and if its slot were already reused it would take (and answer for) its successor's work.
+const SLOT = 32, SEQ = 0, ARGS = 1, BATCH = 10, DONE = 15, READY = 16, EXITED = 2;
+/** Slots in the control block. */
+const SLOTS = CONTROL_BYTES / 4 / SLOT;
 
 const WORKER_SOURCE = `
 const { parentPort } = require("node:worker_threads");
@@ -50,7 +54,11 @@ parentPort.once("message", ({ memory, bytes, slot }) => {
   for (;;) {
     Atomics.wait(ctl, base + ${SEQ}, seq);
     seq = Atomics.load(ctl, base + ${SEQ});
-    if (seq < 0) return;
+    if (seq < 0) {
+      // Stopped: say so (the caller reuses the slot, and terminates this thread, only after this store).
+      Atomics.store(ctl, base + ${READY}, ${EXITED});
+      return;
+    }
     const a = base + ${ARGS}, b = base + ${BATCH};
     for (let g = ctl[b]; g < ctl[b + 1]; g++) {
       gemm(ctl[a] + g * ctl[b + 2], ctl[a + 1] + g * ctl[b + 3], ctl[a + 2] + g * ctl[b + 4], ctl[a + 3],
@@ -69,7 +77,12 @@ interface Pool {
   /** The module's bytes, compiled by each worker. */
   readonly bytes: Uint8Array;
   readonly gemm: GemmFn;
-  readonly workers: Worker[];
+  /** The running workers and their control slots. */
+  readonly workers: { readonly worker: Worker; readonly slot: number }[];
+  /** The worker each slot was last given to. */
+  readonly owners: Map<number, Worker>;
+  /** Stopped workers not yet terminated (terminate() cannot end a thread blocked in Atomics.wait). */
+  readonly retired: { readonly worker: Worker; readonly slot: number }[];
   seq: number;
 }
 
@@ -93,11 +106,12 @@ export const gemmThreads = (): number => wantedThreads;
 const stopWorkers = () => {
   if (pool === undefined) return;
   const ctl = new Int32Array(pool.memory.buffer, 0, CONTROL_BYTES / 4);
-  pool.workers.forEach((w, slot) => {
-    Atomics.store(ctl, slot * SLOT + SEQ, -1);
-    Atomics.notify(ctl, slot * SLOT + SEQ);
-    w.terminate();
-  });
+  // The worker leaves its wait loop, marks its slot exited, and is terminated by the next getPool.
+  for (const member of pool.workers) {
+    Atomics.store(ctl, member.slot * SLOT + SEQ, -1);
+    Atomics.notify(ctl, member.slot * SLOT + SEQ);
+    pool.retired.push(member);
+  }
   pool.workers.length = 0;
 };
 
@@ -124,24 +138,40 @@ const getPool = (): Pool => {
     const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes as BufferSource), {
       env: { memory },
     });
-    pool = { memory, bytes, gemm: instance.exports.gemm as GemmFn, workers: [], seq: 0 };
+    pool = {
+      memory,
+      bytes,
+      gemm: instance.exports.gemm as GemmFn,
+      workers: [],
+      owners: new Map(),
+      retired: [],
+      seq: 0,
+    };
   }
-  if (pool.workers.length < wantedThreads - 1) {
-    const ctl = new Int32Array(pool.memory.buffer, 0, CONTROL_BYTES / 4);
-    for (let slot = pool.workers.length; slot < wantedThreads - 1; slot++) {
-      ctl.fill(0, slot * SLOT, (slot + 1) * SLOT);
-      const w = new Worker(WORKER_SOURCE, { eval: true });
-      w.unref();
-      // A worker that dies (an exception, out of memory) is no longer ready, so it gets no more shares.
-      // (Only while it is still this slot's worker: one stopped by setGemmThreads exits after its successor starts.)
-      const gone = () => void (pool?.workers[slot] === w && Atomics.store(ctl, slot * SLOT + READY, 0));
-      w.on("error", gone);
-      w.on("exit", gone);
-      w.postMessage({ memory: pool.memory, bytes: pool.bytes, slot });
-      pool.workers.push(w);
-    }
+  const p = pool;
+  const ctl = new Int32Array(p.memory.buffer, 0, CONTROL_BYTES / 4);
+  const free = (slot: number) => !p.owners.has(slot) || Atomics.load(ctl, slot * SLOT + READY) === EXITED;
+  for (let i = p.retired.length - 1; i >= 0; i--) {
+    if (Atomics.load(ctl, p.retired[i].slot * SLOT + READY) !== EXITED) continue;
+    p.retired[i].worker.terminate();
+    p.retired.splice(i, 1);
   }
-  return pool;
+  let slot = 0;
+  while (p.workers.length < wantedThreads - 1) {
+    while (slot < SLOTS && !free(slot)) slot++;
+    if (slot === SLOTS) break; // every slot still held by a worker on its way out: run with fewer threads
+    ctl.fill(0, slot * SLOT, (slot + 1) * SLOT);
+    const w = new Worker(WORKER_SOURCE, { eval: true });
+    w.unref();
+    // A worker that dies (an exception, out of memory) gets no more shares and frees its slot; only while the
+    // slot is still its own (a stopped worker's exit event can come after its successor started).
+    const mine = slot;
+    w.on("exit", () => void (p.owners.get(mine) === w && Atomics.store(ctl, mine * SLOT + READY, EXITED)));
+    p.owners.set(slot, w);
+    w.postMessage({ memory: p.memory, bytes: p.bytes, slot });
+    p.workers.push({ worker: w, slot });
+  }
+  return p;
 };
 
 /**
@@ -153,7 +183,7 @@ export const gemmReady = async (): Promise<number> => {
   if (!gemmAvailable()) return 0;
   const p = getPool();
   const ctl = new Int32Array(p.memory.buffer, 0, CONTROL_BYTES / 4);
-  for (const slot of p.workers.keys()) {
+  for (const { slot } of p.workers) {
     const at = slot * SLOT + READY;
     const deadline = performance.now() + 30_000;
     while (Atomics.load(ctl, at) !== 1) {
@@ -293,7 +323,7 @@ export const gemm = (
   h.fill(0, cOff, end);
   const ctl = new Int32Array(p.memory.buffer, 0, CONTROL_BYTES / 4);
   // Workers whose start has not finished get no share.
-  const ready = p.workers.flatMap((_, slot) => Atomics.load(ctl, slot * SLOT + READY) === 1 ? [slot] : []);
+  const ready = p.workers.flatMap(({ slot }) => Atomics.load(ctl, slot * SLOT + READY) === 1 ? [slot] : []);
   const groups = m4 / R;
   // Shares: [g0, g1) of products and [r0, r1) of row groups, the caller's first.
   const shares: [number, number, number, number][] = [];
