@@ -6,7 +6,8 @@
  *   64-thread row);
  * - GELU and QuickGELU (value and gradient) against lib/nn/mlp.ts, vec4 and scalar sizes;
  * - AdamW (two updates: updates, first and second moments) against the reference chain of
- *   lib/optim/adamw.ts, clipping active, odd-sized and decay-masked tensors.
+ *   lib/optim/adamw.ts, clipping active, odd-sized and decay-masked tensors;
+ * - the two-stage full sum and the one-reduction Tile gradient against tfjs's own.
  *
  * @module
  */
@@ -17,6 +18,7 @@ import {
   checkAdamw,
   checkGelu,
   checkLayerNorm,
+  checkReduceAndTile,
   type CheckResult,
   formatChecks,
 } from "../../lib/bench/kernel_check.ts";
@@ -32,6 +34,7 @@ const kernelTest = (kernel: string, checks: () => Promise<CheckResult[]>) =>
     sanitizeOps: false,
     sanitizeResources: false,
     fn: async () => {
+      await selectBackend("webgpu"); // another suite in this process may have switched backends
       try {
         const before = tf.memory().numTensors;
         const rs = await checks();
@@ -49,3 +52,4 @@ kernelTest(
 );
 kernelTest("gelu", async () => [...await checkGelu([6, 50], false), ...await checkGelu([5, 7], true)]);
 kernelTest("adamw", () => checkAdamw());
+kernelTest("sum and Tile gradient", () => checkReduceAndTile());

@@ -1,35 +1,13 @@
 /**
- * The two-stage full sum (lib/core/kernels/reduce.ts) and the reduction gradient of Tile
- * (lib/core/kernels/tile_grad.ts) against tfjs's own on random inputs, on the WebGPU adapter present
- * (llvmpipe on the CPU machines); the Tile gradient also on cpu. Skipped where no adapter exists.
+ * The reduction gradient of Tile (lib/core/kernels/tile_grad.ts) against tfjs-core's on cpu. (The two-stage
+ * full sum and the Tile gradient on the WebGPU adapter are checked in kernels_fused.ts.)
  *
  * @module
  */
 import { tf } from "../../lib/deps.ts";
-import { selectBackend } from "../../lib/core/backend.ts";
 import { registerKernels, restoreStockKernels } from "../../lib/core/kernels/dispatch.ts";
-import { checkReduceAndTile, formatChecks, relErr } from "../../lib/bench/kernel_check.ts";
+import { relErr } from "../../lib/bench/kernel_check.ts";
 import { assert } from "../../lib/core/std.ts";
-
-const hasWebGPU = await selectBackend("webgpu").then(() => tf.getBackend() === "webgpu", () => false);
-
-Deno.test({
-  name: "two-stage sum and the Tile gradient match tfjs's on WebGPU",
-  ignore: !hasWebGPU,
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    await selectBackend("webgpu");
-    try {
-      const before = tf.memory().numTensors;
-      const rs = await checkReduceAndTile();
-      assert(rs.every((r) => r.ok), formatChecks(rs));
-      assert(tf.memory().numTensors === before, "no tensor leaks");
-    } finally {
-      restoreStockKernels();
-    }
-  },
-});
 
 Deno.test({
   name: "Tile gradient (rank 2 and 4, reps on several axes) matches tfjs-core's on cpu",
