@@ -8,12 +8,12 @@ import { tf } from "../lib/deps.ts";
 import { assert } from "../lib/core/std.ts";
 import { disposeTree, flatten, unflatten } from "../lib/core/tree.ts";
 import { readSafetensors, toTensor } from "../lib/core/safetensors.ts";
-import { adamw } from "../lib/optim/adamw.ts";
 import { applyUpdates } from "../lib/optim/apply.ts";
 import { globalNorm } from "../lib/optim/clip.ts";
 import { type DecayMask, officialDecayMask } from "../lib/optim/decay.ts";
 import { disposeState } from "../lib/optim/transform.ts";
 import { relativeError } from "../lib/parity/check.ts";
+import { fixtureAdamw } from "../lib/parity/fixture.ts";
 
 export const FIXTURES = ["caev2-small-same-width", "caev2-projected-width"] as const;
 const fixturePath = (name: string) => new URL(`./fixtures/${name}.safetensors`, import.meta.url).pathname;
@@ -39,15 +39,7 @@ export const fixtureStep = async (name: string, mask: DecayMask = officialDecayM
   const normErr = Math.abs((await norm.data())[0] - tensors["output.grad_norm"].data[0]) /
     tensors["output.grad_norm"].data[0];
 
-  const opt = adamw({
-    lr: optimizer.lr,
-    b1: optimizer.betas[0],
-    b2: optimizer.betas[1],
-    eps: optimizer.eps,
-    weightDecay: optimizer.weight_decay,
-    clip: config.clip,
-    mask,
-  });
+  const opt = fixtureAdamw(optimizer, config.clip, mask);
   const state0 = opt.init(params);
   const [updates, state1] = opt.update(grads, state0, params);
   const next = applyUpdates(params, updates);

@@ -13,11 +13,10 @@ import { clipApply } from "../models/clip.ts";
 import { studentOfficialName, toOfficial } from "../models/names.ts";
 import { alignmentTargets, latentAlignment } from "../objectives/alignment.ts";
 import { valueAndGrad } from "../train/grad.ts";
-import { adamw } from "../optim/adamw.ts";
 import { applyUpdates } from "../optim/apply.ts";
 import { globalNorm } from "../optim/clip.ts";
 import { disposeState } from "../optim/transform.ts";
-import { disposeFixture, type Fixture, loadFixture } from "./fixture.ts";
+import { disposeFixture, type Fixture, fixtureAdamw, loadFixture } from "./fixture.ts";
 
 /** Default tolerance: float32 lands well under it on the fixtures (fixture README). */
 export const PARITY_TOLERANCE = 1e-4;
@@ -158,15 +157,7 @@ export const checkFixture = async (
   // One optimizer step: clip, then AdamW (the fixture's optimizer metadata).
   if (opts.step === false) g.skip("step1", "skipped (--no-step)");
   else {
-    const o = f.optimizer;
-    const opt = adamw({
-      lr: o.lr,
-      b1: o.betas[0],
-      b2: o.betas[1],
-      eps: o.eps,
-      weightDecay: o.weight_decay,
-      clip: o.clip_grad,
-    });
+    const opt = fixtureAdamw(f.optimizer, f.optimizer.clip_grad);
     const state = opt.init(f.studentParams);
     const [updates, next] = opt.update(grads, state, f.studentParams);
     const stepped = applyUpdates(f.studentParams, updates);

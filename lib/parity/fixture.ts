@@ -13,6 +13,26 @@ import { caev2Init, type CaeV2Params } from "../models/caev2.ts";
 import { clipInit, type ClipParams } from "../models/clip.ts";
 import { clipOpenAiName, fromOfficial, hostSource, studentOfficialName } from "../models/names.ts";
 import { disposeTree } from "../core/tree.ts";
+import { adamw, type AdamWState } from "../optim/adamw.ts";
+import type { DecayMask } from "../optim/decay.ts";
+import type { GradientTransformation } from "../optim/transform.ts";
+
+/** The fixture's `optimizer` metadata: PyTorch AdamW's arguments, with the gradient clip. */
+export interface FixtureOptimizer {
+  readonly lr: number;
+  readonly betas: readonly [number, number];
+  readonly eps: number;
+  readonly weight_decay: number;
+  readonly clip_grad: number;
+}
+
+/** This library's AdamW with the fixture's PyTorch arguments (`clip`: the global-norm clip; `mask`: decay). */
+export const fixtureAdamw = (
+  o: FixtureOptimizer,
+  clip: number,
+  mask?: DecayMask,
+): GradientTransformation<AdamWState> =>
+  adamw({ lr: o.lr, b1: o.betas[0], b2: o.betas[1], eps: o.eps, weightDecay: o.weight_decay, clip, mask });
 
 /** The fixture's `config` metadata. */
 export interface FixtureConfig {
@@ -45,13 +65,7 @@ export interface Fixture {
   readonly mask: Uint8Array;
   readonly unused: readonly string[];
   readonly zeroGradient: readonly string[];
-  readonly optimizer: {
-    lr: number;
-    betas: [number, number];
-    eps: number;
-    weight_decay: number;
-    clip_grad: number;
-  };
+  readonly optimizer: FixtureOptimizer;
   /** Reference tensors (`output.*`, `grad.*`, `step1.*`, ...) as float64 host data. */
   readonly refs: Readonly<Record<string, HostTensor>>;
 }
