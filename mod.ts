@@ -88,7 +88,7 @@ export { applyUpdates } from "./lib/optim/apply.ts";
 
 // Training: the step reducer, gradients, the pretraining run, configs, checkpoints.
 export { readMetrics, type StepBatch, type TrainState, trainStep } from "./lib/train/step.ts";
-export { valueAndGrad } from "./lib/train/grad.ts";
+export { gradients, valueAndGrad } from "./lib/core/autodiff.ts";
 export { formatSummary, pretrain } from "./lib/train/pretrain.ts";
 export { defaultPretrainConfig, type PretrainConfig, resolvePretrainConfig } from "./lib/config/pretrain.ts";
 export { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./lib/train/checkpoint.ts";

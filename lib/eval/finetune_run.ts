@@ -11,7 +11,7 @@ import { foldIn, type Key, split } from "../core/random.ts";
 import { disposeTree } from "../core/tree.ts";
 import { applyUpdates } from "../optim/apply.ts";
 import { disposeState } from "../optim/transform.ts";
-import { valueAndGrad } from "../train/grad.ts";
+import { valueAndGrad } from "../core/autodiff.ts";
 import { datasetSize, evalLoader, pretrainLoader } from "../../data/loader.ts";
 import { listFolder } from "../../data/folder.ts";
 import type { DataSource } from "../../data/source.ts";

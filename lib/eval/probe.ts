@@ -19,7 +19,7 @@ import { linear, type LinearParams } from "../nn/linear.ts";
 import { applyUpdates } from "../optim/apply.ts";
 import { lars } from "../optim/lars.ts";
 import { disposeState } from "../optim/transform.ts";
-import { valueAndGrad } from "../train/grad.ts";
+import { valueAndGrad } from "../core/autodiff.ts";
 import {
   batchNormEval,
   batchNormInit,

@@ -15,6 +15,7 @@ import { mlp, mlpInit, type MlpParams } from "../nn/mlp.ts";
 import { layerNorm, layerNormInit, type LayerNormParams } from "../nn/norm.ts";
 import { patchEmbed, patchEmbedInit } from "../nn/patch_embed.ts";
 import { truncNormal } from "../nn/init.ts";
+import { add } from "../nn/residual.ts";
 import type { CaeV2Config } from "./config.ts";
 import { gatherTokens, type MaskIndex } from "./mask_index.ts";
 
@@ -79,9 +80,9 @@ export const block = (
 ): Tensor3D => {
   const [k1, k2] = ctx.key ? split(ctx.key) : [undefined, undefined];
   const a = tf.mul(attention(p.attn, layerNorm(p.norm1, x, eps) as Tensor3D, heads), p.gamma1);
-  const x1 = tf.add(x, dropPath(a, drop, ctx.training, k1)) as Tensor3D;
+  const x1 = add(x, dropPath(a, drop, ctx.training, k1)) as Tensor3D;
   const m = tf.mul(mlp(p.mlp, layerNorm(p.norm2, x1, eps)), p.gamma2);
-  return tf.add(x1, dropPath(m, drop, ctx.training, k2)) as Tensor3D;
+  return add(x1, dropPath(m, drop, ctx.training, k2)) as Tensor3D;
 };
 
 /** Encoder init. */
@@ -123,7 +124,12 @@ export const encoder = (
   const rates = dropPathRates(c.dropPath, c.depth);
   const keys = ctx.key ? split(ctx.key, c.depth) : [];
   for (let i = 0; i < c.depth; i++) {
-    x = block(p.blocks[String(i)], x, c.heads, c.eps, rates[i], { training: ctx.training, key: keys[i] });
+    const xin = x;
+    // One scope per block: what the backward pass needs is on the tape, the rest goes at the block's end
+    // rather than at the end of the whole forward pass.
+    x = tf.tidy(() =>
+      block(p.blocks[String(i)], xin, c.heads, c.eps, rates[i], { training: ctx.training, key: keys[i] })
+    );
   }
   return layerNorm(p.norm, x, c.eps) as Tensor3D;
 };

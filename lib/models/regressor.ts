@@ -17,6 +17,7 @@ import { crossAttention, crossAttentionInit, type CrossAttentionParams } from ".
 import { dropPath, dropPathRates } from "../nn/drop_path.ts";
 import { mlp, mlpInit, type MlpParams } from "../nn/mlp.ts";
 import { layerNorm, layerNormInit, type LayerNormParams } from "../nn/norm.ts";
+import { add } from "../nn/residual.ts";
 import type { CaeV2Config } from "./config.ts";
 import { type Ctx, layerScaleInit } from "./encoder.ts";
 
@@ -86,17 +87,21 @@ export const regressor = (
   for (let i = 0; i < c.regressorDepth; i++) {
     const blk = p.blocks[String(i)];
     const [k1, k2] = keys[i] ? split(keys[i]) : [undefined, undefined];
-    const kv = tf.concat([visible, x], 1) as Tensor3D;
-    const attn = crossAttention(
-      blk.crossAttn,
-      layerNorm(blk.normQ, tf.add(x, posQ), c.eps) as Tensor3D,
-      layerNorm(blk.normK, tf.add(kv, posKv), c.eps) as Tensor3D,
-      layerNorm(blk.normV, kv, c.eps) as Tensor3D,
-      c.regressorHeads,
-    );
-    const x1 = tf.add(x, dropPath(tf.mul(attn, blk.gamma1), rates[i], ctx.training, k1));
-    const x2 = layerNorm(blk.norm2, x1, c.eps);
-    x = tf.add(x2, dropPath(tf.mul(mlp(blk.mlp, x2), blk.gamma2), rates[i], ctx.training, k2)) as Tensor3D;
+    const xin = x;
+    // One scope per block, as in the encoder: only what the tape keeps outlives the block.
+    x = tf.tidy(() => {
+      const kv = tf.concat([visible, xin], 1) as Tensor3D;
+      const attn = crossAttention(
+        blk.crossAttn,
+        layerNorm(blk.normQ, add(xin, posQ), c.eps) as Tensor3D,
+        layerNorm(blk.normK, add(kv, posKv), c.eps) as Tensor3D,
+        layerNorm(blk.normV, kv, c.eps) as Tensor3D,
+        c.regressorHeads,
+      );
+      const x1 = add(xin, dropPath(tf.mul(attn, blk.gamma1), rates[i], ctx.training, k1));
+      const x2 = layerNorm(blk.norm2, x1, c.eps);
+      return add(x2, dropPath(tf.mul(mlp(blk.mlp, x2), blk.gamma2), rates[i], ctx.training, k2)) as Tensor3D;
+    });
   }
   return x;
 };

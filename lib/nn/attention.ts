@@ -10,7 +10,7 @@ import { tf } from "../deps.ts";
 import type { Tensor1D, Tensor3D, Tensor4D } from "../core/tree.ts";
 import { type Key, split } from "../core/random.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
-import { mergeHeads, scaledDotProductAttention } from "./sdpa.ts";
+import { attentionCore, mergeHeads } from "./sdpa.ts";
 
 /** Parameters of self-attention. `qkv.kernel: [D, 3D]` with columns q | k | v. */
 export type AttentionParams = {
@@ -44,6 +44,6 @@ export const attention = (p: AttentionParams, x: Tensor3D, heads: number): Tenso
   const dh = d / heads;
   const qkvHeads = tf.reshape(tf.transpose(tf.reshape(qkv, [b, n, 3, heads, dh]), [2, 0, 3, 1, 4]), [3, -1]);
   const part = (i: number) => tf.reshape(tf.slice(qkvHeads, [i, 0], [1, -1]), [b, heads, n, dh]) as Tensor4D;
-  const o = scaledDotProductAttention(part(0), part(1), part(2));
+  const o = attentionCore(part(0), part(1), part(2));
   return linear(p.proj, mergeHeads(o)) as Tensor3D;
 };

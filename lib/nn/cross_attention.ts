@@ -8,7 +8,7 @@ import { tf } from "../deps.ts";
 import type { Tensor1D, Tensor3D } from "../core/tree.ts";
 import { type Key, split } from "../core/random.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
-import { mergeHeads, scaledDotProductAttention, splitHeads } from "./sdpa.ts";
+import { attentionCore, mergeHeads, splitHeads } from "./sdpa.ts";
 
 /** Parameters of cross-attention. */
 export type CrossAttentionParams = {
@@ -44,5 +44,5 @@ export const crossAttention = (
   const q = splitHeads(linear(p.q, queries, p.qBias), heads);
   const k = splitHeads(linear(p.k, keys), heads);
   const v = splitHeads(linear(p.v, values, p.vBias), heads);
-  return linear(p.proj, mergeHeads(scaledDotProductAttention(q, k, v))) as Tensor3D;
+  return linear(p.proj, mergeHeads(attentionCore(q, k, v))) as Tensor3D;
 };

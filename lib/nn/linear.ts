@@ -6,6 +6,7 @@
 import { tf } from "../deps.ts";
 import type { Tensor1D, Tensor2D } from "../core/tree.ts";
 import type { Key } from "../core/random.ts";
+import { customOp } from "../core/autodiff.ts";
 import { xavierUniform } from "./init.ts";
 
 /** Parameters of a linear layer. */
@@ -17,8 +18,33 @@ export const linearInit = (k: Key, inDim: number, outDim: number, bias = true): 
   return bias ? { kernel, bias: tf.zeros([outDim]) as Tensor1D } : { kernel };
 };
 
+/**
+ * `x W (+ b)` on `x: [M, in]` with a backward pass that keeps only `x` and `W` (both alive anyway: the
+ * layer's input and its parameter). Autodiff of `add(matMul(x, W), b)` would also keep the product
+ * `[M, out]`, which tfjs's `Add` saves for its shape. Same products as tfjs's `BatchMatMul` gradient:
+ * `dx = dy W^T`, `dW = x^T dy`, `db = sum(dy, 0)`.
+ */
+const affine = customOp(
+  (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => ({ value: tf.add(tf.matMul(x, w), b), save: [x, w] }),
+  (dy, [x, w]) => [tf.matMul(dy, w, false, true), tf.matMul(x, dy, true, false), tf.sum(dy, 0)],
+);
+const product = customOp(
+  (x: tf.Tensor, w: tf.Tensor) => ({ value: tf.matMul(x, w), save: [x, w] }),
+  (dy, [x, w]) => [tf.matMul(dy, w, false, true), tf.matMul(x, dy, true, false)],
+);
+
 /** `x: [..., in] -> [..., out]`. Folds leading axes into one matmul. */
 export const linear = (p: LinearParams, x: tf.Tensor, extraBias?: Tensor1D): tf.Tensor => {
+  const inDim = p.kernel.shape[0], outDim = p.kernel.shape[1];
+  const lead = x.shape.slice(0, -1);
+  const x2 = x.rank === 2 ? x as Tensor2D : tf.reshape(x, [-1, inDim]) as Tensor2D;
+  const bias = extraBias ?? p.bias;
+  const y = bias ? affine(x2, p.kernel, bias) : product(x2, p.kernel);
+  return x.rank === 2 ? y : tf.reshape(y, [...lead, outDim]);
+};
+
+/** {@link linear} by tfjs autodiff of plain ops: the reference its gradient is tested against. */
+export const linearReference = (p: LinearParams, x: tf.Tensor, extraBias?: Tensor1D): tf.Tensor => {
   const inDim = p.kernel.shape[0], outDim = p.kernel.shape[1];
   const lead = x.shape.slice(0, -1);
   const x2 = x.rank === 2 ? x as Tensor2D : tf.reshape(x, [-1, inDim]) as Tensor2D;

@@ -7,6 +7,7 @@ import { tf } from "../deps.ts";
 import type { Key } from "../core/random.ts";
 import { split } from "../core/random.ts";
 import { fusedActivation } from "../core/kernels/dispatch.ts";
+import { customOp } from "../core/autodiff.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
 
 /** Parameters of an MLP. */
@@ -22,6 +23,33 @@ export const gelu = (x: tf.Tensor): tf.Tensor =>
 /** QuickGELU, `x * sigmoid(1.702 x)` (OpenAI CLIP `QuickGELU`). */
 export const quickGelu = (x: tf.Tensor): tf.Tensor => tf.mul(x, tf.sigmoid(tf.mul(x, 1.702)));
 
+/**
+ * Exact GELU keeping only its input for the backward pass (autodiff of {@link gelu} keeps the input three
+ * times over and two full-size intermediates, each as wide as the MLP's hidden layer):
+ * `d/dx = 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi)`.
+ */
+export const geluOp = customOp(
+  (x: tf.Tensor) => ({ value: gelu(x), save: [x] }),
+  (dy, [x]) => [
+    tf.mul(
+      dy,
+      tf.add(
+        tf.mul(tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1), 0.5),
+        tf.mul(x, tf.mul(tf.exp(tf.mul(tf.square(x), -0.5)), 1 / Math.sqrt(2 * Math.PI))),
+      ),
+    ),
+  ],
+);
+
+/** QuickGELU keeping only its input: `d/dx = s + 1.702 x s (1 - s)`, `s = sigmoid(1.702 x)`. */
+export const quickGeluOp = customOp(
+  (x: tf.Tensor) => ({ value: quickGelu(x), save: [x] }),
+  (dy, [x]) => {
+    const s = tf.sigmoid(tf.mul(x, 1.702));
+    return [tf.mul(dy, tf.add(s, tf.mul(tf.mul(x, 1.702), tf.mul(s, tf.sub(1, s)))))];
+  },
+);
+
 /** Xavier-uniform init of both layers. */
 export const mlpInit = (k: Key, dim: number, hidden: number): MlpParams => {
   const [k1, k2] = split(k);
@@ -32,5 +60,8 @@ export const mlpInit = (k: Key, dim: number, hidden: number): MlpParams => {
 export const mlp = (p: MlpParams, x: tf.Tensor, act: Activation = "gelu"): tf.Tensor => {
   const h = linear(p.fc1, x);
   // The fused WebGPU kernel when lib/core/kernels is on (same math); the references otherwise.
-  return linear(p.fc2, fusedActivation(h, act === "quickGelu") ?? (act === "gelu" ? gelu(h) : quickGelu(h)));
+  return linear(
+    p.fc2,
+    fusedActivation(h, act === "quickGelu") ?? (act === "gelu" ? geluOp(h) : quickGeluOp(h)),
+  );
 };

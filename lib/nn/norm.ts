@@ -7,6 +7,7 @@
 import { tf } from "../deps.ts";
 import type { Tensor1D } from "../core/tree.ts";
 import { fusedLayerNorm } from "../core/kernels/dispatch.ts";
+import { customOp } from "../core/autodiff.ts";
 
 /** Parameters of a LayerNorm. */
 export type LayerNormParams = { readonly scale: Tensor1D; readonly bias: Tensor1D };
@@ -17,18 +18,55 @@ export const layerNormInit = (dim: number): LayerNormParams => ({
   bias: tf.zeros([dim]) as Tensor1D,
 });
 
-/** `x: [..., D] -> [..., D]`. */
-export const layerNorm = (p: LayerNormParams, x: tf.Tensor, eps: number): tf.Tensor => {
-  // The fused WebGPU kernel when lib/core/kernels is on (same math); this reference otherwise.
-  const fused = fusedLayerNorm(x, p.scale, p.bias, eps);
-  if (fused !== undefined) return fused;
+/** The forward pass of the reference, returning the statistics the backward pass keeps. */
+const normalise = (x: tf.Tensor, scale: tf.Tensor, bias: tf.Tensor, eps: number) => {
   const axis = x.rank - 1;
   const mean = tf.mean(x, axis, true);
   const centred = tf.sub(x, mean);
   const variance = tf.mean(tf.square(centred), axis, true);
-  const normed = tf.mul(centred, tf.rsqrt(tf.add(variance, eps)));
-  return tf.add(tf.mul(normed, p.scale), p.bias);
+  const rstd = tf.rsqrt(tf.add(variance, eps));
+  const normed = tf.mul(centred, rstd);
+  return { y: tf.add(tf.mul(normed, scale), bias), mean, rstd };
 };
+
+/** Leading axes of `x` (all but the last), the axes the scale and bias gradients sum over. */
+const leading = (x: tf.Tensor) => Array.from({ length: x.rank - 1 }, (_, i) => i);
+
+/**
+ * LayerNorm with a backward pass that keeps `x`, the mean and `1/std` (`[..., 1]` each), as PyTorch's
+ * does, instead of the five full-size intermediates tfjs autodiff of {@link layerNormReference} keeps.
+ * With `xhat = (x - mean) rstd` and `g = dy scale`:
+ * `dx = rstd (g - mean(g) - xhat mean(g xhat))`, `dscale = sum(dy xhat)`, `dbias = sum(dy)`.
+ */
+const layerNormOp = (eps: number) =>
+  customOp(
+    (x: tf.Tensor, scale: tf.Tensor, bias: tf.Tensor) => {
+      const { y, mean, rstd } = normalise(x, scale, bias, eps);
+      return { value: y, save: [x, scale, mean, rstd] };
+    },
+    (dy, [x, scale, mean, rstd]) => {
+      const axis = x.rank - 1;
+      const xhat = tf.mul(tf.sub(x, mean), rstd);
+      const g = tf.mul(dy, scale);
+      const dx = tf.mul(
+        rstd,
+        tf.sub(tf.sub(g, tf.mean(g, axis, true)), tf.mul(xhat, tf.mean(tf.mul(g, xhat), axis, true))),
+      );
+      return [dx, tf.sum(tf.mul(dy, xhat), leading(x)), tf.sum(dy, leading(x))];
+    },
+  );
+
+/** `x: [..., D] -> [..., D]`. */
+export const layerNorm = (p: LayerNormParams, x: tf.Tensor, eps: number): tf.Tensor => {
+  // The fused WebGPU kernel when lib/core/kernels is on (same math, its gradient keeps x and the scale).
+  const fused = fusedLayerNorm(x, p.scale, p.bias, eps);
+  if (fused !== undefined) return fused;
+  return layerNormOp(eps)(x, p.scale, p.bias);
+};
+
+/** {@link layerNorm} by tfjs autodiff of plain ops: the reference its gradient is tested against. */
+export const layerNormReference = (p: LayerNormParams, x: tf.Tensor, eps: number): tf.Tensor =>
+  normalise(x, p.scale, p.bias, eps).y;
 
 /** L2-normalises the last axis (`F.normalize(x, dim=-1)`, eps 1e-12 on the norm). */
 export const l2Normalize = (x: tf.Tensor): tf.Tensor => {

@@ -4,6 +4,7 @@
  * @module
  */
 import { tf } from "../deps.ts";
+import { customOp } from "../core/autodiff.ts";
 
 /**
  * `softmax(q k^T / sqrt(dh)) v`.
@@ -15,6 +16,28 @@ export const scaledDotProductAttention = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.
   const scores = tf.matMul(tf.mul(q, 1 / Math.sqrt(dh)), k, false, true); // [B, H, Nq, Nk]
   return tf.matMul(tf.softmax(scores), v) as tf.Tensor4D;
 };
+
+/**
+ * {@link scaledDotProductAttention} with a backward pass in the manner of FlashAttention: it keeps q, k
+ * and v only, never the `[B, H, Nq, Nk]` probabilities, and recomputes them from q and k when the
+ * gradient is asked for (one extra `q k^T` and softmax per backward pass; the autodiff reference keeps
+ * the scaled q, the scores' softmax and v). With `P = softmax(q k^T s)`, `s = 1 / sqrt(dh)`:
+ * `dv = P^T dy`, `dP = dy v^T`, `dS = P (dP - rowsum(P dP))`, `dq = dS k s`, `dk = dS^T q s`.
+ */
+export const attentionCore = customOp(
+  (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => ({
+    value: scaledDotProductAttention(q as tf.Tensor4D, k as tf.Tensor4D, v as tf.Tensor4D),
+    save: [q, k, v],
+  }),
+  (dy, [q, k, v]) => {
+    const qs = tf.mul(q, 1 / Math.sqrt(q.shape[3]!));
+    const p = tf.softmax(tf.matMul(qs, k, false, true)); // [B, H, Nq, Nk]
+    const dv = tf.matMul(p, dy, true, false);
+    const dp = tf.matMul(dy, v, false, true);
+    const ds = tf.mul(p, tf.sub(dp, tf.sum(tf.mul(dp, p), -1, true)));
+    return [tf.mul(tf.matMul(ds, k), 1 / Math.sqrt(q.shape[3]!)), tf.matMul(ds, qs, true, false), dv];
+  },
+) as (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D) => tf.Tensor4D;
 
 /** `[B, N, H*dh] -> [B, H, N, dh]`. */
 export const splitHeads = (x: tf.Tensor, heads: number): tf.Tensor4D => {

@@ -12,7 +12,7 @@ import { caev2Apply, caev2Buffers, type CaeV2Params } from "../models/caev2.ts";
 import { clipApply } from "../models/clip.ts";
 import { studentOfficialName, toOfficial } from "../models/names.ts";
 import { alignmentTargets, latentAlignment } from "../objectives/alignment.ts";
-import { valueAndGrad } from "../train/grad.ts";
+import { valueAndGrad } from "../core/autodiff.ts";
 import { applyUpdates } from "../optim/apply.ts";
 import { globalNorm } from "../optim/clip.ts";
 import { disposeState } from "../optim/transform.ts";

@@ -30,7 +30,7 @@ import { alignmentTargets, type AlignmentWeights, latentAlignment } from "../obj
 import { applyUpdates } from "../optim/apply.ts";
 import { globalNorm } from "../optim/clip.ts";
 import { type GradientTransformation, tidy } from "../optim/transform.ts";
-import { valueAndGrad } from "./grad.ts";
+import { valueAndGrad } from "../core/autodiff.ts";
 
 /** The training state. `step` counts the optimizer updates applied; `key` is the run key (constant). */
 export interface TrainState<S> {

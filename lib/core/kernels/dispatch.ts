@@ -9,6 +9,8 @@
  * - `Sum` over every axis (gradient norms): two-stage reduction (lib/core/kernels/reduce.ts).
  * - the gradient of `Tile` (`broadcastTo`): one reshape + sum instead of a slice and an add per tile
  *   (lib/core/kernels/tile_grad.ts; every backend).
+ * - wasm: `Identity` (what the tape's saved clones run) shares the block instead of copying it
+ *   (lib/core/kernels/identity_wasm.ts).
  * - wasm: transposed products through an explicit transpose (lib/core/kernels/matmul_wasm.ts), and
  *   transposes of rank 5 and above as rank-4 ones (lib/core/kernels/transpose_wasm.ts).
  * - AdamW: `fusedAdamw` (lib/core/kernels/adamw.ts), the reference chain while the kernels are off.
@@ -24,6 +26,7 @@ import { registerWasmMatMul, restoreWasmMatMul } from "./matmul_wasm.ts";
 import { registerFastSum, restoreStockSum } from "./reduce.ts";
 import { registerWasmTranspose, restoreWasmTranspose } from "./transpose_wasm.ts";
 import { registerWasmSlice, restoreWasmSlice } from "./slice_wasm.ts";
+import { registerWasmIdentity, restoreWasmIdentity } from "./identity_wasm.ts";
 import { registerTileGrad, restoreTileGrad } from "./tile_grad.ts";
 
 let enabled = false;
@@ -36,6 +39,7 @@ export const registerKernels = (): void => {
   registerWasmMatMul();
   registerWasmTranspose();
   registerWasmSlice();
+  registerWasmIdentity();
   registerFastSum();
   registerTileGrad();
   setFusedAdamw(true);
@@ -48,6 +52,7 @@ export const restoreStockKernels = (): void => {
   restoreWasmMatMul();
   restoreWasmTranspose();
   restoreWasmSlice();
+  restoreWasmIdentity();
   restoreStockSum();
   restoreTileGrad();
   setFusedAdamw(false);
