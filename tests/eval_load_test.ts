@@ -13,7 +13,7 @@ import { studentOfficialName, toOfficial } from "../lib/models/names.ts";
 import { studentPreset } from "../lib/models/presets.ts";
 import { sinCos2d } from "../lib/nn/positions.ts";
 import { saveCheckpoint } from "../lib/train/checkpoint.ts";
-import { runKeys } from "../lib/train/pretrain.ts";
+import { runKeys } from "../lib/train/run_keys.ts";
 import { encodeImages } from "../lib/eval/features.ts";
 import { disposeEncoder, type EncoderModel, loadEncoder } from "../lib/eval/load.ts";
 import { left, right, withTmp } from "./helpers.ts";

@@ -28,7 +28,7 @@ import { type PresetName, presetNames, studentPreset } from "../models/presets.t
 import { sinCos2d } from "../nn/positions.ts";
 import { ModelName } from "../config/pretrain.ts";
 import { latestCheckpoint } from "../train/checkpoint.ts";
-import { runKeys } from "../train/pretrain.ts";
+import { runKeys } from "../train/run_keys.ts";
 import { runPaths } from "../train/rundir.ts";
 
 /** An encoder ready to run: its shapes, its parameters and its fixed position embedding. */

@@ -15,7 +15,7 @@
  * @module
  */
 import { E, tf } from "../deps.ts";
-import { type Key, key as makeKey, split } from "../core/random.ts";
+import type { Key } from "../core/random.ts";
 import { describeBackend } from "../core/backend.ts";
 import { startRuntime } from "../core/runtime.ts";
 import { disposeTree, flatten, unflatten } from "../core/tree.ts";
@@ -47,6 +47,7 @@ import { progress as makeProgress } from "./progress.ts";
 import { createRunDir, resumeRunDir, runPaths } from "./rundir.ts";
 import { type AdamWHost, adamwStateFromFlat, adamwStateToFlat } from "./opt_state.ts";
 import { readMetrics, type TrainState, trainStep } from "./step.ts";
+import { runKeys } from "./run_keys.ts";
 import { knnMonitor } from "../eval/monitor.ts";
 
 /** How a run ended. */
@@ -78,12 +79,6 @@ export interface RunModels {
   readonly teacherParams: ClipParams;
   readonly numMasked: number;
 }
-
-/** Keys of the run: one per independent consumer, all from the seed. */
-export const runKeys = (seed: number): { init: Key; teacher: Key; data: Key; train: Key } => {
-  const [init, teacher, data, train] = split(makeKey(seed), 4);
-  return { init, teacher, data, train };
-};
 
 /** Teacher (loaded or random small), student config and mask count. */
 export const resolveModels = async (cfg: PretrainConfig, teacherKey: Key): Promise<RunModels> => {
