@@ -101,14 +101,9 @@ export { syntheticImage } from "./data/synthetic.ts";
 export { type Batch, type HostBatch, toBatch } from "./data/batch.ts";
 
 // Evaluation: frozen-encoder features, linear probe (LARS), k-NN, fine-tuning; student save/load.
-export {
-  disposeEncoder,
-  type EncoderHints,
-  type EncoderModel,
-  loadEncoder,
-  randomEncoder,
-} from "./lib/eval/load.ts";
-export { type FeatureSet, type FrozenEncoder, type Pooling, splitFeatures } from "./lib/eval/features.ts";
+export { disposeEncoder, type EncoderHints, loadEncoder, randomEncoder } from "./lib/eval/load.ts";
+export type { EncoderModel, FrozenEncoder } from "./lib/models/encoder_model.ts";
+export { type FeatureSet, type Pooling, splitFeatures } from "./lib/eval/features.ts";
 export { type Probe, type ProbeOptions, type ProbeResult, trainProbe } from "./lib/eval/probe.ts";
 export type { ClassifierParams, FinetuneSettings } from "./lib/eval/finetune.ts";
 export { knnClassify, type KnnOptions } from "./lib/eval/knn.ts";

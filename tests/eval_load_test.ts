@@ -15,7 +15,8 @@ import { sinCos2d } from "../lib/nn/positions.ts";
 import { saveCheckpoint } from "../lib/train/checkpoint.ts";
 import { runKeys } from "../lib/train/run_keys.ts";
 import { encodeImages } from "../lib/eval/features.ts";
-import { disposeEncoder, type EncoderModel, loadEncoder } from "../lib/eval/load.ts";
+import type { EncoderModel } from "../lib/models/encoder_model.ts";
+import { disposeEncoder, loadEncoder } from "../lib/eval/load.ts";
 import { left, right, withTmp } from "./helpers.ts";
 
 await tf.setBackend("cpu");

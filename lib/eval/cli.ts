@@ -21,7 +21,8 @@ import { describeBackend } from "../core/backend.ts";
 import { startRuntime } from "../core/runtime.ts";
 import type { PresetName } from "../models/presets.ts";
 import { type DataSource, parseDataSource } from "../../data/source.ts";
-import { type EncoderModel, loadEncoder } from "./load.ts";
+import type { EncoderModel } from "../models/encoder_model.ts";
+import { loadEncoder } from "./load.ts";
 import { classesOf, type FeatureSet, type Pooling, splitFeatures } from "./features.ts";
 
 /** One flag: its codec, its default (absent: optional without default), its help. */

@@ -13,10 +13,7 @@ import { encoder } from "../models/encoder.ts";
 import type { HostEvalBatch } from "../../data/batch.ts";
 import { evalLoader } from "../../data/loader.ts";
 import type { DataSource } from "../../data/source.ts";
-import type { EncoderModel } from "./load.ts";
-
-/** What feature extraction needs of an encoder (a loaded one, or the live student of a pretraining run). */
-export type FrozenEncoder = Pick<EncoderModel, "config" | "params" | "pos">;
+import type { FrozenEncoder } from "../models/encoder_model.ts";
 
 /** How tokens become one feature vector. */
 export type Pooling = "cls" | "mean";

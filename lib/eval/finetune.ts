@@ -39,7 +39,7 @@ import { addDecayedWeights } from "../optim/decay.ts";
 import { scaleByLearningRate } from "../optim/lr.ts";
 import { cosineSchedule, type Schedule } from "../optim/schedule.ts";
 import { chain, type CountState, type EmptyState, type GradientTransformation } from "../optim/transform.ts";
-import type { EncoderModel } from "./load.ts";
+import type { EncoderModel } from "../models/encoder_model.ts";
 import { linearHeadInit } from "./heads.ts";
 import { finetuneDecayMask, layerScaleOf, scaleByParamScale } from "./layer_decay.ts";
 

@@ -26,7 +26,7 @@ import {
   type FinetuneSettings,
 } from "./finetune.ts";
 import { type Accuracy, accuracyOf, countTopK, softCrossEntropy } from "./heads.ts";
-import type { EncoderModel } from "./load.ts";
+import type { EncoderModel } from "../models/encoder_model.ts";
 import { mixBatch } from "./mixup.ts";
 
 /**

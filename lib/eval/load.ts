@@ -17,12 +17,13 @@
  * @module
  */
 import { E, t, tf } from "../deps.ts";
-import { disposeTree, flatten, type Params, type Tensor3D, unflatten } from "../core/tree.ts";
+import { disposeTree, flatten, type Params, unflatten } from "../core/tree.ts";
 import { type Key, key } from "../core/random.ts";
 import { type HostTensor, readHeader, readSafetensors, toTensor } from "../core/safetensors.ts";
 import { caev2Init } from "../models/caev2.ts";
 import { type CaeV2Config, gridOf } from "../models/config.ts";
 import { encoderInit, type EncoderParams } from "../models/encoder.ts";
+import type { EncoderModel } from "../models/encoder_model.ts";
 import { fromOfficial, type OfficialSlot, studentOfficialName } from "../models/names.ts";
 import { type PresetName, presetNames, studentPreset } from "../models/presets.ts";
 import { sinCos2d } from "../nn/positions.ts";
@@ -30,20 +31,6 @@ import { ModelName } from "../config/pretrain.ts";
 import { latestCheckpoint } from "../train/checkpoint.ts";
 import { runKeys } from "../train/run_keys.ts";
 import { runPaths } from "../train/rundir.ts";
-
-/** An encoder ready to run: its shapes, its parameters and its fixed position embedding. */
-export interface EncoderModel {
-  /** Shapes of the student (drop path 0: evaluation). */
-  readonly config: CaeV2Config;
-  /** The encoder's parameters, project names (lib/models/encoder.ts). */
-  readonly params: EncoderParams;
-  /** `[1, 1 + L, D]` sin-cos position embedding (cls row zero). */
-  readonly pos: Tensor3D;
-  /** Where the weights came from, for logs ("runs/x/checkpoints/step-000150.safetensors (step 150)"). */
-  readonly origin: string;
-  /** Messages for the user (a skipped damaged checkpoint, an image size that differs from training). */
-  readonly warnings: readonly string[];
-}
 
 /** What the command line may say about shapes; the weights' own shapes win where they disagree. */
 export interface EncoderHints {

@@ -6,7 +6,8 @@
  * @module
  */
 import type { DataSource } from "../../data/source.ts";
-import { classesOf, type FrozenEncoder, type Pooling, splitFeatures } from "./features.ts";
+import type { FrozenEncoder } from "../models/encoder_model.ts";
+import { classesOf, type Pooling, splitFeatures } from "./features.ts";
 import type { Accuracy } from "./heads.ts";
 import { knnClassify } from "./knn.ts";
 

@@ -13,7 +13,8 @@ import { key } from "../core/random.ts";
 import type { PresetName } from "../models/presets.ts";
 import type { DataSource } from "../../data/source.ts";
 import { classesOf, type FeatureSet, splitFeatures } from "../eval/features.ts";
-import { disposeEncoder, type EncoderModel, loadEncoder } from "../eval/load.ts";
+import type { EncoderModel } from "../models/encoder_model.ts";
+import { disposeEncoder, loadEncoder } from "../eval/load.ts";
 import { disposeProbe, trainProbe } from "../eval/probe.ts";
 import { knnClassify } from "../eval/knn.ts";
 
