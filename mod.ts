@@ -89,7 +89,8 @@ export { applyUpdates } from "./lib/optim/apply.ts";
 // Training: the step reducer, gradients, the pretraining run, configs, checkpoints.
 export { readMetrics, type StepBatch, type TrainState, trainStep } from "./lib/train/step.ts";
 export { gradients, valueAndGrad } from "./lib/core/autodiff.ts";
-export { formatSummary, pretrain } from "./lib/train/pretrain.ts";
+export { formatSummary, pretrain, type PretrainHooks } from "./lib/train/pretrain.ts";
+export type { Evaluator, EvaluatorInput } from "./lib/train/evaluator.ts";
 export { defaultPretrainConfig, type PretrainConfig, resolvePretrainConfig } from "./lib/config/pretrain.ts";
 export { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./lib/train/checkpoint.ts";
 
@@ -107,7 +108,7 @@ export { type FeatureSet, type Pooling, splitFeatures } from "./lib/eval/feature
 export { type Probe, type ProbeOptions, type ProbeResult, trainProbe } from "./lib/eval/probe.ts";
 export type { ClassifierParams, FinetuneSettings } from "./lib/eval/finetune.ts";
 export { knnClassify, type KnnOptions } from "./lib/eval/knn.ts";
-export { knnMonitor } from "./lib/eval/monitor.ts";
+export { knnEvaluator, knnMonitor, pretrainEvaluators } from "./lib/eval/monitor.ts";
 export { type FinetuneResult, type FinetuneRunOptions, runFinetune } from "./lib/eval/finetune_run.ts";
 export type { Accuracy } from "./lib/eval/heads.ts";
 export type { BatchNormState } from "./lib/eval/batchnorm.ts";

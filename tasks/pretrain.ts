@@ -10,6 +10,7 @@
 import { E } from "../lib/deps.ts";
 import { pretrainUsage, resolvePretrainConfig, wantsHelp } from "../lib/config/pretrain.ts";
 import { formatSummary, pretrain } from "../lib/train/pretrain.ts";
+import { pretrainEvaluators } from "../lib/eval/monitor.ts";
 
 if (wantsHelp(Deno.args)) {
   console.log(pretrainUsage());
@@ -21,7 +22,10 @@ if (E.isLeft(cfg)) {
   Deno.exit(2);
 }
 try {
-  const result = await pretrain(cfg.right, { log: (l) => console.log(l) });
+  // The run's evaluators (--knn-every N: the k-NN monitor) are built here; the trainer imports no evaluation.
+  const result = await pretrain(cfg.right, { log: (l) => console.log(l) }, {
+    evaluators: pretrainEvaluators(cfg.right),
+  });
   if (E.isLeft(result)) {
     console.error(`pretrain: ${result.left}`);
     Deno.exit(1);

@@ -1,11 +1,15 @@
 /**
  * The k-NN signal during pretraining: features of (a bounded part of) the training and held-out splits
  * from the live student encoder, then k-NN classification (knn.ts). For `deno task pretrain
- * --knn-every N` on a labelled source; it reads no tensors of the run other than the encoder's.
+ * --knn-every N` on a labelled source, as an evaluator that the task hands to the run
+ * (lib/train/evaluator.ts); it reads no tensors of the run other than the encoder's.
  *
  * @module
  */
-import type { DataSource } from "../../data/source.ts";
+import { E } from "../deps.ts";
+import type { PretrainConfig } from "../config/pretrain.ts";
+import type { Evaluator } from "../train/evaluator.ts";
+import { type DataSource, parseDataSource } from "../../data/source.ts";
 import type { FrozenEncoder } from "../models/encoder_model.ts";
 import { classesOf, type Pooling, splitFeatures } from "./features.ts";
 import type { Accuracy } from "./heads.ts";
@@ -52,4 +56,51 @@ export const knnMonitor = async (m: FrozenEncoder, o: KnnMonitorOptions): Promis
   const train = await splitFeatures(m, o.source, "train", { ...common, limit: o.maxTrain ?? 2000 });
   const val = await splitFeatures(m, o.source, "val", { ...common, limit: o.maxVal ?? 500 });
   return knnClassify(train, val, { numClasses: classesOf(train, val), k: o.k, temperature: o.temperature });
+};
+
+/**
+ * The k-NN monitor as a pretraining evaluator: every `every` steps (and after the last), k-NN top-1 /
+ * top-5 on up to 200 held-out images with the first 1000 training images as neighbours, logged to
+ * `knn.jsonl` as `{"step", "top1", "top5", "count"}` and shown as `knn at step t: top1=.. top5=..`.
+ *
+ * @example
+ * ```ts
+ * import { tf } from "../deps.ts";
+ * import { randomEncoder } from "./load.ts";
+ * import { studentPreset } from "../models/presets.ts";
+ * import { key } from "../core/random.ts";
+ * import { knnEvaluator } from "./monitor.ts";
+ * await tf.setBackend("cpu");
+ * const m = randomEncoder(studentPreset("micro", { imageSize: 16, patchSize: 8 }), key(0));
+ * const knn = knnEvaluator({ kind: "synthetic", size: 20 }, 5);
+ * const r = await knn.run({ step: 5, steps: 10, encoder: m });
+ * if (knn.name !== "knn" || r.count !== 2) throw new Error(JSON.stringify(r));
+ * ```
+ */
+export const knnEvaluator = (source: DataSource, every: number): Evaluator => ({
+  name: "knn",
+  every,
+  run: async ({ encoder }) => {
+    const acc = await knnMonitor(encoder, { source, maxTrain: 1000, maxVal: 200 });
+    return { top1: acc.top1, top5: acc.top5, count: acc.count };
+  },
+  describe: (step, r) =>
+    `knn at step ${step}: top1=${r.top1.toFixed(2)} top5=${r.top5.toFixed(2)} (${r.count} held-out images)`,
+});
+
+/**
+ * The evaluators a pretraining config asks for: {@link knnEvaluator} on its `--data` with `--knn-every N`,
+ * none without. A `--data` that does not parse gives none (the run itself reports it).
+ *
+ * @example
+ * ```ts
+ * import { pretrainEvaluators } from "./monitor.ts";
+ * const [knn] = pretrainEvaluators({ data: "synthetic:40", knnEvery: 5 });
+ * if (knn?.every !== 5 || pretrainEvaluators({ data: "synthetic:40" }).length !== 0) throw new Error();
+ * ```
+ */
+export const pretrainEvaluators = (cfg: Pick<PretrainConfig, "data" | "knnEvery">): Evaluator[] => {
+  if (cfg.knnEvery === undefined) return [];
+  const source = parseDataSource(cfg.data);
+  return E.isLeft(source) ? [] : [knnEvaluator(source.right, cfg.knnEvery)];
 };

@@ -37,6 +37,7 @@ import { parseDataSource } from "../../data/source.ts";
 import { latestCheckpoint } from "../train/checkpoint.ts";
 import { readMetrics } from "../train/metrics.ts";
 import { pretrain } from "../train/pretrain.ts";
+import { pretrainEvaluators } from "../eval/monitor.ts";
 import { runPaths, writeJsonAtomic, writeTextAtomic } from "../train/rundir.ts";
 import { type EvalResult, evaluateEncoder } from "./evaluate.ts";
 import {
@@ -349,7 +350,7 @@ const runOne = async (
   io.log(`${run.id}: ${run.setting.label}, seed ${run.seed}, config ${run.configHash}`);
   const trained = cfg.resume !== null && (await latestCheckpoint(dir)).checkpoint?.step === steps
     ? undefined
-    : await pretrain(cfg, { log: io.log, tty: io.tty ?? false });
+    : await pretrain(cfg, { log: io.log, tty: io.tty ?? false }, { evaluators: pretrainEvaluators(cfg) });
   if (trained !== undefined) {
     if (E.isLeft(trained)) return E.left(`${run.id}: ${trained.left}`);
     if (trained.right.interrupted) {

@@ -5,8 +5,9 @@
  * Determinism: every random draw derives from `cfg.seed` through keys (init, teacher, data, steps), the
  * data stream restarts from the checkpoint's position, and step t's key is `foldIn(trainKey, t)`, so a
  * resumed run writes the same `metrics.jsonl` lines as an uninterrupted one. Wall-clock figures (images/s)
- * go to `timing.jsonl` and the progress display, never into `metrics.jsonl`; `--knn-every N` writes the
- * k-NN accuracy on held-out images to `knn.jsonl`.
+ * go to `timing.jsonl` and the progress display, never into `metrics.jsonl`. Evaluators given by the caller
+ * (lib/train/evaluator.ts; the pretrain task builds the k-NN monitor of `--knn-every N` from lib/eval) measure
+ * the live encoder every so many steps, each into `<name>.jsonl` (`knn.jsonl`); the run imports no evaluation.
  *
  * Never lose data: checkpoints are atomic (lib/train/checkpoint.ts); a non-finite loss stops the run
  * before anything of that step is written, leaving the last good checkpoint intact; SIGINT finishes the
@@ -48,7 +49,7 @@ import { createRunDir, resumeRunDir, runPaths } from "./rundir.ts";
 import { type AdamWHost, adamwStateFromFlat, adamwStateToFlat } from "./opt_state.ts";
 import { readMetrics, type TrainState, trainStep } from "./step.ts";
 import { runKeys } from "./run_keys.ts";
-import { knnMonitor } from "../eval/monitor.ts";
+import { checkEvaluators, describeEvaluation, evaluatesAt, type Evaluator } from "./evaluator.ts";
 
 /** How a run ended. */
 export interface PretrainSummary {
@@ -70,6 +71,16 @@ export interface PretrainIO {
   readonly tty?: boolean;
   /** Stop (as SIGINT would) once this many steps are done in this process; for tests. */
   readonly stopAfter?: number;
+}
+
+/** What the caller plugs into a run. */
+export interface PretrainHooks {
+  /**
+   * Measurements of the live student encoder every so many steps, each logged to `<run dir>/<name>.jsonl`
+   * and the progress display (lib/train/evaluator.ts); e.g. `pretrainEvaluators(cfg)` of lib/eval/monitor.ts
+   * for `--knn-every N`.
+   */
+  readonly evaluators?: readonly Evaluator[];
 }
 
 /** The shapes of a run, resolved from its config (and the teacher file, when given). */
@@ -108,15 +119,30 @@ export const resolveModels = async (cfg: PretrainConfig, teacherKey: Key): Promi
   return { student, teacher, teacherParams, numMasked };
 };
 
+/** The run directory's `*.jsonl` logs other than metrics.jsonl (which `resumeRunDir` cuts back). */
+const sideLogs = async (dir: string): Promise<string[]> => {
+  const names: string[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    if (entry.isFile && entry.name.endsWith(".jsonl") && entry.name !== "metrics.jsonl") {
+      names.push(entry.name);
+    }
+  }
+  return names.sort();
+};
+
 const fmt = (v: number) => (Math.abs(v) >= 0.01 || v === 0 ? v.toFixed(4) : v.toExponential(2));
 
 /** Runs (or resumes) a pretraining run. Left: a message for people; nothing written is lost. */
 export const pretrain = async (
   cfg: PretrainConfig,
   io: PretrainIO,
+  hooks: PretrainHooks = {},
 ): Promise<E.Either<string, PretrainSummary>> => {
   const info = await startRuntime(cfg.backend);
   io.log(describeBackend(info));
+  const checked = checkEvaluators(hooks.evaluators ?? []);
+  if (E.isLeft(checked)) return checked;
+  const evaluators = checked.right;
 
   const source = parseDataSource(cfg.data);
   if (E.isLeft(source)) return E.left(`--data ${cfg.data}: ${source.left}`);
@@ -192,10 +218,9 @@ export const pretrain = async (
     position = ck.meta.dataPosition;
     const resumed = await resumeRunDir(resumeDir, ck.step);
     if (E.isLeft(resumed)) return resumed;
-    // The side logs follow metrics.jsonl back to the checkpoint (a missing one is left alone).
-    for (const side of ["knn.jsonl", "timing.jsonl"]) {
-      await truncateMetricsAfter(`${resumeDir}/${side}`, ck.step);
-    }
+    // The side logs (timing.jsonl, the evaluators' <name>.jsonl, also those of evaluators not given to
+    // this process) follow metrics.jsonl back to the checkpoint.
+    for (const side of await sideLogs(resumeDir)) await truncateMetricsAfter(`${resumeDir}/${side}`, ck.step);
     io.log(`resuming ${resumeDir} from step ${ck.step} (${latest.checkpoint.path})`);
   } else {
     const created = await createRunDir(cfg.out, cfg);
@@ -240,7 +265,8 @@ export const pretrain = async (
   );
   const metricsOut = await openMetricsWriter(run.metricsPath);
   const timingOut = await openMetricsWriter(`${run.dir}/timing.jsonl`);
-  const knnOut = await openMetricsWriter(`${run.dir}/knn.jsonl`);
+  const evalOut = [];
+  for (const e of evaluators) evalOut.push(await openMetricsWriter(`${run.dir}/${e.name}.jsonl`));
   const bar = makeProgress({
     label: "pretrain",
     total: steps,
@@ -329,19 +355,13 @@ export const pretrain = async (
       last = record;
       bar.update(state.step, { loss: m.loss, vis: m.lossVisible, msk: m.lossMasked, lr: lrNow });
       const stopNow = interrupted || (io.stopAfter !== undefined && state.step - startStep >= io.stopAfter);
-      if (cfg.knnEvery !== undefined && (state.step % cfg.knnEvery === 0 || state.step === steps)) {
-        // The k-NN signal on held-out images (lib/eval/monitor.ts); deterministic, so a resumed run logs the same.
-        const acc = await knnMonitor({ config: student, params: state.params.encoder, pos: buffers.pos }, {
-          source: source.right,
-          maxTrain: 1000,
-          maxVal: 200,
-        });
-        knnOut.write({ step: state.step, top1: acc.top1, top5: acc.top5, count: acc.count });
-        bar.log(
-          `knn at step ${state.step}: top1=${acc.top1.toFixed(2)} top5=${
-            acc.top5.toFixed(2)
-          } (${acc.count} held-out images)`,
-        );
+      for (const [i, e] of evaluators.entries()) {
+        if (!evaluatesAt(e, state.step, steps)) continue;
+        // Deterministic evaluators (such as the k-NN monitor), so a resumed run logs the same.
+        const encoder = { config: student, params: state.params.encoder, pos: buffers.pos };
+        const numbers = await e.run({ step: state.step, steps, encoder });
+        evalOut[i].write({ step: state.step, ...numbers });
+        bar.log(describeEvaluation(e, state.step, numbers));
       }
       if (state.step % cfg.checkpointEvery === 0 || state.step === steps || stopNow) await save();
       if (stopNow) {
@@ -356,7 +376,7 @@ export const pretrain = async (
     } catch { /* ignore */ }
     metricsOut.close();
     timingOut.close();
-    knnOut.close();
+    evalOut.forEach((w) => w.close());
     tf.dispose([buffers.pos, buffers.regressorPos]);
     await loader.close();
     disposeTree(state.params, teacherParams);
