@@ -121,18 +121,20 @@ export { formatReport, runParity } from "./lib/parity/check.ts";
 
 // Scripted experiments: named grids of runs, evaluation, report and plots (SVG, PNG).
 export {
-  type BaselineRecord,
-  type EvalRecord,
   type ExperimentIO,
   type ExperimentOptions,
-  type ExperimentResults,
   type ExperimentSummary,
-  type FinalLosses,
   planExperiment,
   type PlannedRun,
   runExperiment,
-  type RunRecord,
 } from "./lib/experiment/runner.ts";
+export type {
+  BaselineRecord,
+  EvalRecord,
+  ExperimentResults,
+  FinalLosses,
+  RunRecord,
+} from "./lib/experiment/results.ts";
 export {
   alignmentAblation,
   type ConfigOverrides,

@@ -7,7 +7,8 @@
  */
 import { E } from "../lib/deps.ts";
 import { resolveExperimentArgs } from "../lib/experiment/cli.ts";
-import { formatScores, runExperiment } from "../lib/experiment/runner.ts";
+import { runExperiment } from "../lib/experiment/runner.ts";
+import { formatScores } from "../lib/experiment/results.ts";
 
 const cmd = resolveExperimentArgs(Deno.args);
 if (E.isLeft(cmd)) {

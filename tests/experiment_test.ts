@@ -23,7 +23,8 @@ import {
   maskRatio,
   planRuns,
 } from "../lib/experiment/registry.ts";
-import { finalLosses, planExperiment, runExperiment } from "../lib/experiment/runner.ts";
+import { planExperiment, runExperiment } from "../lib/experiment/runner.ts";
+import { finalLosses } from "../lib/experiment/results.ts";
 import { barChart, formatTick, lineChart, niceTicks, PALETTE } from "../lib/experiment/svg.ts";
 import { svgToPng } from "../lib/experiment/png.ts";
 import { gitInfo } from "../lib/experiment/versions.ts";

@@ -17,7 +17,7 @@ import type { PretrainConfig } from "../config/pretrain.ts";
 import { readMetrics } from "../train/metrics.ts";
 import { writeTextAtomic } from "../train/rundir.ts";
 import type { Experiment, SettingValue } from "./registry.ts";
-import type { BaselineRecord, ExperimentResults, RunRecord } from "./runner.ts";
+import type { BaselineRecord, ExperimentResults, RunRecord } from "./results.ts";
 import { type Bar, barChart, type BarSeries, lineChart, type LineSeries } from "./svg.ts";
 import { svgToPng } from "./png.ts";
 import type { Versions } from "./versions.ts";

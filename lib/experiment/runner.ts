@@ -6,7 +6,7 @@
  * ```
  * <out>/experiment.json     the plan: experiment, size, seeds, flags, every run's config hash, versions
  * <out>/results.json        per run: setting, seed, config hash, final losses, probe and k-NN accuracy
- * <out>/results.csv         the same, one row per run
+ * <out>/results.csv         the same, one row per run (results.ts)
  * <out>/report.md           results table, plots, versions (report.ts)
  * <out>/plots/*.svg, *.png  loss curves per run; probe and k-NN accuracy per setting
  * <out>/timing.json         wall-clock seconds per run (the only file that differs between reruns)
@@ -39,7 +39,7 @@ import { readMetrics } from "../train/metrics.ts";
 import { pretrain } from "../train/pretrain.ts";
 import { pretrainEvaluators } from "../eval/monitor.ts";
 import { runPaths, writeJsonAtomic, writeTextAtomic } from "../train/rundir.ts";
-import { type EvalResult, evaluateEncoder } from "./evaluate.ts";
+import { evaluateEncoder } from "./evaluate.ts";
 import {
   type ConfigOverrides,
   type Experiment,
@@ -49,6 +49,15 @@ import {
   type SettingValue,
 } from "./registry.ts";
 import { writeReport } from "./report.ts";
+import {
+  type BaselineRecord,
+  type EvalRecord,
+  type ExperimentResults,
+  finalLosses,
+  formatScores,
+  resultsCsv,
+  type RunRecord,
+} from "./results.ts";
 import { collectVersions, type Versions } from "./versions.ts";
 
 /** How to run an experiment. */
@@ -73,73 +82,6 @@ export interface ExperimentIO {
   readonly log: (line: string) => void;
   /** Progress bars on a terminal (see lib/train/progress.ts); default: plain lines. */
   readonly tty?: boolean;
-}
-
-/** The final losses of a run: means over its last steps (less noisy than the last step alone). */
-export interface FinalLosses {
-  /** The optimised loss. */
-  readonly loss: number;
-  /** Visible latent alignment (`1 - cos`). */
-  readonly lossVisible: number;
-  /** Masked latent alignment (`1 - cos`). */
-  readonly lossMasked: number;
-  /** How many last steps were averaged. */
-  readonly overSteps: number;
-}
-
-/** One run's entry in results.json. */
-export interface RunRecord {
-  /** `<setting id>-s<seed>`. */
-  readonly id: string;
-  /** The setting's id. */
-  readonly setting: string;
-  /** The setting's label. */
-  readonly label: string;
-  /** The setting's coordinates. */
-  readonly values: Readonly<Record<string, SettingValue>>;
-  /** The run's seed. */
-  readonly seed: number;
-  /** `configHash` of the run's config (what it computes). */
-  readonly configHash: string;
-  /** The student preset. */
-  readonly model: string;
-  /** Optimizer steps of the run. */
-  readonly steps: number;
-  /** Losses at the end of training. */
-  readonly final: FinalLosses;
-  /** Probe and k-NN scores of the final checkpoint. */
-  readonly eval: EvalRecord;
-  /** The run folder, relative to the experiment folder. */
-  readonly dir: string;
-}
-
-/** Evaluation of one encoder, as stored (paths relative to the experiment folder). */
-export type EvalRecord = Omit<EvalResult, "encoder"> & { readonly encoder: string };
-
-/** A random-init encoder evaluated like the runs. */
-export interface BaselineRecord {
-  /** The preset of the random encoder. */
-  readonly model: string;
-  /** Its init seed. */
-  readonly seed: number;
-  /** Its probe and k-NN scores. */
-  readonly eval: EvalRecord;
-}
-
-/** What results.json holds. */
-export interface ExperimentResults {
-  /** The experiment's name. */
-  readonly experiment: string;
-  /** The size it ran at. */
-  readonly size: ExperimentSize;
-  /** The seeds of every setting. */
-  readonly seeds: readonly number[];
-  /** Hash of the plan (experiment, size, seeds, every run's config hash, the evaluation settings). */
-  readonly planHash: string;
-  /** Every run, in plan order. */
-  readonly runs: readonly RunRecord[];
-  /** Random-init encoders, one per model. */
-  readonly baselines: readonly BaselineRecord[];
 }
 
 /** What {@link runExperiment} returns. */
@@ -240,19 +182,6 @@ const exists = async (path: string): Promise<boolean> => {
     if (e instanceof Deno.errors.NotFound) return false;
     throw e;
   }
-};
-
-/** Means of the losses over the last `n` steps of a metrics log (10% of the run, at least 1, at most 50). */
-export const finalLosses = (records: readonly Readonly<Record<string, unknown>>[]): FinalLosses => {
-  const n = Math.min(records.length, Math.max(1, Math.min(50, Math.round(records.length / 10))));
-  const tail = records.slice(records.length - n);
-  const mean = (k: string) => tail.reduce((a, r) => a + Number(r[k]), 0) / Math.max(1, n);
-  return {
-    loss: mean("loss"),
-    lossVisible: mean("lossVisible"),
-    lossMasked: mean("lossMasked"),
-    overSteps: n,
-  };
 };
 
 const relative = (root: string, path: string): string => {
@@ -371,13 +300,6 @@ const runOne = async (
   await writeJsonAtomic(runJsonPath, runJson);
   return finish(record, false);
 };
-
-/** `probe top-1 23.40% (top-5 71.20%), k-NN top-1 19.80%`. */
-export const formatScores = (e: Pick<EvalResult, "probe" | "knn">): string =>
-  [
-    e.probe ? `probe top-1 ${e.probe.top1.toFixed(2)}% (top-5 ${e.probe.top5.toFixed(2)}%)` : undefined,
-    e.knn ? `k-NN top-1 ${e.knn.top1.toFixed(2)}%` : undefined,
-  ].filter((s) => s !== undefined).join(", ") || "no evaluation";
 
 /** Random-init encoders: one per model (and image/patch size) among the runs, at the first seed. */
 const baselines = async (
@@ -508,54 +430,4 @@ export const runExperiment = async (
   seconds.report = (performance.now() - t2) / 1000;
   await writeJsonAtomic(`${out}/timing.json`, { seconds, reused });
   return E.right({ dir: out, results, versions, reportPath, seconds, reused });
-};
-
-const csvCell = (v: unknown): string => {
-  const s = v === null || v === undefined ? "" : String(v);
-  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-};
-
-/**
- * results.csv: one row per run, the setting's coordinates as columns, then the numbers.
- *
- * @example
- * ```ts
- * import { resultsCsv } from "./runner.ts";
- * const csv = resultsCsv({ experiment: "x", size: "test", seeds: [0], planHash: "h", baselines: [], runs: [] });
- * if (!csv.startsWith("run,seed,config_hash")) throw new Error(csv);
- * ```
- */
-export const resultsCsv = (r: ExperimentResults): string => {
-  const coords = [...new Set(r.runs.flatMap((x) => Object.keys(x.values)))];
-  const head = [
-    "run",
-    "seed",
-    "config_hash",
-    ...coords,
-    "steps",
-    "loss",
-    "loss_visible",
-    "loss_masked",
-    "probe_top1",
-    "probe_top5",
-    "probe_best_top1",
-    "knn_top1",
-    "knn_top5",
-  ];
-  const rows = r.runs.map((x) => [
-    x.id,
-    x.seed,
-    x.configHash,
-    ...coords.map((c) => x.values[c]),
-    x.steps,
-    x.final.loss,
-    x.final.lossVisible,
-    x.final.lossMasked,
-    x.eval.probe?.top1,
-    x.eval.probe?.top5,
-    x.eval.probe?.bestTop1,
-    x.eval.knn?.top1,
-    x.eval.knn?.top5,
-  ]);
-  return [head, ...rows].map((row) => row.map(csvCell).join(",")).join("\n") + "\n";
 };
