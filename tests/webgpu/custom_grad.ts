@@ -1,0 +1,229 @@
+/**
+ * The hand-written backward passes (`customOp`, lib/core/autodiff.ts) against their plain-tfjs references
+ * on WebGPU (llvmpipe on the CPU machines; skipped where no adapter exists):
+ * - with tfjs's own kernels: `linear` vs `linearReference` (bias, none, `extraBias`; x of rank 2 and 3),
+ *   `layerNorm` vs `layerNormReference` (eps 1e-6 and 1e-5, D = 7 and 70), `geluOp` / `quickGeluOp` vs
+ *   `gelu` / `quickGelu`, `attentionCore` vs `scaledDotProductAttention` for every Nq from 1 to Nk, the
+ *   residual `add` vs `tf.add` with broadcasts;
+ * - with the project's (`registerKernels()`): the fused LayerNorm under `layerNorm`, the fused activations
+ *   that `mlp` picks, and one `linear` and one `attentionCore` case on its matmul;
+ * - each time the value, and the gradient of `sum(op(...) * w)` (a fixed random `w`) w.r.t. every input by
+ *   tfjs's walk (`tf.grads`) and the project's (`gradients`, also seeded with `dy = w`), odd sizes (D = 7,
+ *   N = 5, dh = 3, 2 heads), no leaked tensor.
+ *
+ * The cpu and wasm halves, and the memory checks, are tests/nn_grad_test.ts.
+ *
+ * @module
+ */
+import { tf } from "../../lib/deps.ts";
+import { checkDeviceErrors, selectBackend } from "../../lib/core/backend.ts";
+import { fusedActivation, registerKernels, restoreStockKernels } from "../../lib/core/kernels/dispatch.ts";
+import { gradients } from "../../lib/core/autodiff.ts";
+import { relativeError } from "../../lib/parity/check.ts";
+import { linear, type LinearParams, linearReference } from "../../lib/nn/linear.ts";
+import { layerNorm, type LayerNormParams, layerNormReference } from "../../lib/nn/norm.ts";
+import { gelu, geluOp, quickGelu, quickGeluOp } from "../../lib/nn/mlp.ts";
+import { attentionCore, scaledDotProductAttention } from "../../lib/nn/sdpa.ts";
+import { add } from "../../lib/nn/residual.ts";
+import { assert } from "../../lib/core/std.ts";
+
+const hasWebGPU = await selectBackend("webgpu").then(() => tf.getBackend() === "webgpu", () => false);
+
+/**
+ * ||x - ref|| / ||ref|| bounds. The forward runs the reference's own ops, or a fused kernel that sums in
+ * another order (measured: every value equal here; gradients within 3e-7).
+ */
+const VALUE_TOL = 1e-6;
+const GRAD_TOL = 1e-5;
+
+type Op = (...xs: tf.Tensor[]) => tf.Tensor;
+
+/** A custom op and its reference on the same inputs (see tests/nn_grad_test.ts). */
+interface Case {
+  readonly name: string;
+  readonly names: readonly string[];
+  readonly make: () => { xs: tf.Tensor[]; consts?: tf.Tensor[]; custom: Op; reference: Op };
+}
+
+const randn = (shape: number[], seed: number, mean = 0, std = 1) =>
+  tf.randomNormal(shape, mean, std, "float32", seed);
+
+/** The value and the gradients by both walks against the reference's; the problems found, leaks included. */
+const checkCase = async (c: Case, seed: number): Promise<string[]> => {
+  const { xs, consts = [], custom, reference } = c.make();
+  const w = tf.tidy(() => randn(reference(...xs).shape, seed));
+  const before = tf.memory().numTensors;
+  const loss = (f: Op) => (...v: tf.Tensor[]) => tf.sum(tf.mul(f(...v), w));
+  const refValue = tf.tidy(() => reference(...xs));
+  const value = tf.tidy(() => custom(...xs));
+  const refGrads = tf.grads(loss(reference))(xs);
+  const byTfjs = tf.grads(loss(custom))(xs);
+  const byOwn = gradients(loss(custom), xs);
+  const byOwnDy = gradients(custom, xs, w);
+  const problems: string[] = [];
+  const compare = async (what: string, got: tf.Tensor, want: tf.Tensor, tol: number) => {
+    if (!tf.util.arraysEqual(got.shape, want.shape)) {
+      problems.push(`${what}: shape [${got.shape}], reference [${want.shape}]`);
+      return;
+    }
+    const e = relativeError(await got.data(), await want.data());
+    if (!(e <= tol)) problems.push(`${what}: relative error ${e.toExponential(2)} > ${tol}`);
+  };
+  await compare("value", value, refValue, VALUE_TOL);
+  await compare("value (gradients, dy = w)", byOwnDy.value, refValue, VALUE_TOL);
+  for (const [i, name] of c.names.entries()) {
+    await compare(`d${name} (tf.grads)`, byTfjs[i], refGrads[i], GRAD_TOL);
+    await compare(`d${name} (gradients)`, byOwn.grads[i], refGrads[i], GRAD_TOL);
+    await compare(`d${name} (gradients, dy = w)`, byOwnDy.grads[i], refGrads[i], GRAD_TOL);
+  }
+  tf.dispose([refValue, value, ...refGrads, ...byTfjs, byOwn.value, ...byOwn.grads, byOwnDy.value]);
+  tf.dispose(byOwnDy.grads);
+  const leaked = tf.memory().numTensors - before;
+  if (leaked !== 0) problems.push(`${leaked} tensors left after disposing the results`);
+  tf.dispose([...xs, ...consts, w]);
+  return problems.map((p) => `${c.name}: ${p}`);
+};
+
+const linearCases: Case[] = [[5, 7], [2, 5, 7]].flatMap((xShape, i): Case[] => {
+  const at = `x [${xShape}], 7 -> 3`;
+  const p = (k: tf.Tensor, b?: tf.Tensor): LinearParams => ({
+    kernel: k as tf.Tensor2D,
+    bias: b as tf.Tensor1D | undefined,
+  });
+  return [
+    {
+      name: `linear with bias, ${at}`,
+      names: ["x", "kernel", "bias"],
+      make: () => ({
+        xs: [randn(xShape, 1 + i), randn([7, 3], 3), randn([3], 4)],
+        custom: (x, k, b) => linear(p(k, b), x),
+        reference: (x, k, b) => linearReference(p(k, b), x),
+      }),
+    },
+    {
+      name: `linear without bias, ${at}`,
+      names: ["x", "kernel"],
+      make: () => ({
+        xs: [randn(xShape, 5 + i), randn([7, 3], 7)],
+        custom: (x, k) => linear(p(k), x),
+        reference: (x, k) => linearReference(p(k), x),
+      }),
+    },
+    {
+      name: `linear with extraBias, ${at}`,
+      names: ["x", "kernel", "extraBias"],
+      make: () => {
+        const own = randn([3], 8, 5); // the layer's own bias, replaced by the extra one
+        return {
+          xs: [randn(xShape, 9 + i), randn([7, 3], 11), randn([3], 12)],
+          consts: [own],
+          custom: (x, k, e) => linear(p(k, own), x, e as tf.Tensor1D),
+          reference: (x, k, e) => linearReference(p(k, own), x, e as tf.Tensor1D),
+        };
+      },
+    },
+  ];
+});
+
+/** D = 7, and D = 70: over the fused kernel's 64-thread row, not a multiple of 4. */
+const layerNormCases: Case[] = ([[[2, 5, 7], 1e-6], [[5, 7], 1e-5], [[3, 70], 1e-6]] as const).map(
+  ([xShape, eps], i) => {
+    const ln = (f: typeof layerNorm): Op => (x, scale, bias) => f({ scale, bias } as LayerNormParams, x, eps);
+    return {
+      name: `layerNorm eps ${eps}, x [${xShape}]`,
+      names: ["x", "scale", "bias"],
+      make: () => ({
+        xs: [
+          randn([...xShape], 20 + i, 0.5, 2),
+          randn(xShape.slice(-1), 23 + i, 1, 0.5),
+          randn(xShape.slice(-1), 26 + i),
+        ],
+        custom: ln(layerNorm),
+        reference: ln(layerNormReference),
+      }),
+    };
+  },
+);
+
+const activationCases: Case[] = [false, true].flatMap((quick, i): Case[] => {
+  const [name, op, reference] = quick ? ["quickGeluOp", quickGeluOp, quickGelu] : ["geluOp", geluOp, gelu];
+  const x = () => [randn([2, 5, 7], 30 + i, 0, 2.5)];
+  return [
+    { name: `${name}, x [2,5,7]`, names: ["x"], make: () => ({ xs: x(), custom: op, reference }) },
+    {
+      // What mlp runs: the fused kernel when registered, the custom op otherwise.
+      name: `mlp's ${quick ? "QuickGELU" : "GELU"}, x [2,5,7]`,
+      names: ["x"],
+      make: () => ({ xs: x(), custom: (t) => fusedActivation(t, quick) ?? op(t), reference }),
+    },
+  ];
+});
+
+/** q [2, 2, Nq, 3], k and v [2, 2, 6, 3]: every Nq from 1 to Nk - 1, and Nq = Nk. */
+const attentionCases: Case[] = Array.from({ length: 6 }, (_, i): Case => ({
+  name: `attentionCore Nq ${i + 1}, Nk 6, dh 3, 2 heads`,
+  names: ["q", "k", "v"],
+  make: () => ({
+    xs: [
+      randn([2, 2, i + 1, 3], 40 + i, 0, 2),
+      randn([2, 2, 6, 3], 50 + i, 0, 2),
+      randn([2, 2, 6, 3], 60 + i),
+    ],
+    custom: attentionCore as Op,
+    reference: scaledDotProductAttention as Op,
+  }),
+}));
+
+const addCases: Case[] = [[[2, 5, 7], [7]], [[2, 5, 7], [1, 5, 7]], [[2, 5, 7], [2, 5, 7]], [[5, 1], [
+  2,
+  5,
+  7,
+]]]
+  .map(([sa, sb], i) => ({
+    name: `add [${sa}] + [${sb}]`,
+    names: ["a", "b"],
+    make: () => ({ xs: [randn(sa, 70 + 2 * i), randn(sb, 71 + 2 * i)], custom: add, reference: tf.add }),
+  }));
+
+/**
+ * With the project's kernels: the fused paths, and one case each of the products through its matmul
+ * (every new product shape compiles shaders: all the cases took 30 s on llvmpipe).
+ */
+const groups: Record<"tfjs kernels" | "project kernels", [string, Case[]][]> = {
+  "tfjs kernels": [
+    ["linear", linearCases],
+    ["layerNorm", layerNormCases],
+    ["GELU and QuickGELU", activationCases],
+    ["attentionCore", attentionCases],
+    ["add", addCases],
+  ],
+  "project kernels": [
+    ["layerNorm (fused)", layerNormCases],
+    ["GELU and QuickGELU (fused in mlp)", activationCases],
+    ["linear and attentionCore (project matmul)", [linearCases[3], attentionCases[2]]],
+  ],
+};
+
+for (const kernels of ["tfjs kernels", "project kernels"] as const) {
+  for (const [what, cases] of groups[kernels]) {
+    Deno.test({
+      name: `[webgpu, ${kernels}] ${what}: value and gradients equal the reference's, no leak`,
+      ignore: !hasWebGPU,
+      sanitizeOps: false,
+      sanitizeResources: false,
+      fn: async () => {
+        await selectBackend("webgpu"); // another suite in this process may have switched backends
+        if (kernels === "project kernels") registerKernels();
+        else restoreStockKernels();
+        try {
+          const problems: string[] = [];
+          for (const [i, c] of cases.entries()) problems.push(...await checkCase(c, 100 + i));
+          checkDeviceErrors();
+          assert(problems.length === 0, problems.join("\n"));
+        } finally {
+          restoreStockKernels();
+        }
+      },
+    });
+  }
+}
