@@ -1,10 +1,11 @@
 /**
  * `deno task bench [--model tiny|small|base] [--batch N] [--backend webgpu|wasm|cpu] [--steps N]
- *  [--warmup N] [--teacher clip-b16|micro] [--kernels fused|stock] [--no-phases] [--no-profile] [--json]
- *  [--out FILE]`
+ *  [--warmup N] [--teacher clip-b16|micro] [--kernels fused|stock] [--no-phases] [--no-profile] [--remat]
+ *  [--json] [--out FILE]`
  *
  * Full pretraining steps on synthetic tensors (lib/bench/step.ts): images/s of `trainStep`, ms per phase
- * (teacher, student forward, student backward, update), peak memory, a kernel profile of one step
+ * (teacher, student forward, student backward, update), peak memory (live tensor bytes as tfjs counts them
+ * and distinct data bytes, over the timed steps, lib/core/memory.ts), a kernel profile of one step
  * (tf.profile, aggregated by kernel name) and the ratio to PyTorch (ANCHORS.md, lib/bench/anchors.ts).
  * `--kernels fused` (default on webgpu) registers this project's WebGPU kernels (lib/core/kernels);
  * `stock` runs plain tfjs.
@@ -72,6 +73,7 @@ import {
 
 const usage = "usage: deno task bench [--model tiny|small|base] [--batch N] [--backend webgpu|wasm|cpu] " +
   "[--steps N] [--warmup N] [--teacher clip-b16|micro] [--kernels fused|stock] [--no-phases] [--no-profile] " +
+  "[--remat] " +
   "[--gemm-big bm,bn,bk,tm,tn] [--gemm-small ...] [--threads N] [--json] [--out FILE]\n" +
   "       deno task bench --ops [same] [--only a,b] [--matmul-size N] [--reduce-size N] [--no-stock]\n" +
   "       deno task bench --check --backend webgpu [--out FILE]";
@@ -92,7 +94,7 @@ const strings = [
   "gemm-small",
   "threads",
 ];
-const booleans = ["ops", "json", "stock", "help", "phases", "profile", "check"];
+const booleans = ["ops", "json", "stock", "help", "phases", "profile", "check", "remat"];
 const fail = (msg: string): never => {
   console.error(`bench: ${msg}\n${usage}`);
   Deno.exit(2);
@@ -211,6 +213,7 @@ if (!args.ops) {
     teacher: teacher as TeacherName,
     phases: args.phases as boolean,
     profile: args.profile as boolean,
+    remat: args.remat as boolean,
     log: (m) => console.error(m),
   });
   const report = stepReport({
@@ -221,7 +224,13 @@ if (!args.ops) {
     machine: backend === "webgpu" && !backendInfo.fallbackAdapter ? "h200" : "cpu2",
     adapter: await adapterInfo(),
     kernelTimer: hasKernelTimer(),
-    options: { kernels, steps: int("steps", 3), warmup: int("warmup", 2), teacher },
+    options: {
+      kernels,
+      steps: int("steps", 3),
+      warmup: int("warmup", 2),
+      teacher,
+      remat: args.remat as boolean,
+    },
   }, result);
   const json = JSON.stringify(report, null, 2);
   if (args.out) await Deno.writeTextFile(args.out as string, json + "\n");

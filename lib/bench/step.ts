@@ -28,6 +28,7 @@ import {
   trainStep,
 } from "../train/step.ts";
 import { type KernelProfile, profileKernels } from "./profile.ts";
+import { peakMemory, resetPeakMemory } from "../core/memory.ts";
 import { median, readbackFloorMs, settle } from "./timing.ts";
 
 /** Which teacher the step runs: the real CLIP ViT-B/16 shape (random weights) or a small one. */
@@ -47,6 +48,8 @@ export interface StepBenchConfig {
   /** Profile one step with tf.profile. */
   readonly profile: boolean;
   readonly seed?: number;
+  /** Recompute each encoder block in the backward pass (`--remat`). */
+  readonly remat?: boolean;
   readonly log?: (msg: string) => void;
 }
 
@@ -61,8 +64,13 @@ export interface PhaseTimes {
 
 /** Memory figures. */
 export interface StepMemory {
-  /** Peak live tensor bytes during the profiled step (tfjs engine), or null without a profile. */
-  readonly peakTensorBytes: number | null;
+  /**
+   * Peak live tensor bytes over the timed steps, by the engine's count (`tf.memory().numBytes`, what
+   * `tf.profile` reports as `peakBytes`: data shared by several handles counted per handle).
+   */
+  readonly peakTensorBytes: number;
+  /** Peak bytes of distinct tensor data blocks over the timed steps (shared data counted once). */
+  readonly peakBufferBytes: number;
   /** Bytes of GPU buffers tfjs holds (in use + pooled): the high-water mark of its allocations (WebGPU). */
   readonly gpuAllocatedBytes: number | null;
   /** Live tensor bytes between steps (params, optimizer state, inputs, teacher). */
@@ -159,7 +167,14 @@ export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResul
     teacherImages: images,
     mask: randomMask(kMask, cfg.batch, numPatches, numMasked),
   };
-  const stepCfg: StepConfig<AdamWState> = { student, teacher, teacherParams, buffers, optimizer };
+  const stepCfg: StepConfig<AdamWState> = {
+    student,
+    teacher,
+    teacherParams,
+    buffers,
+    optimizer,
+    remat: cfg.remat,
+  };
   const step = trainStep(stepCfg);
   let state: TrainState<AdamWState> = { params, opt: optimizer.init(params), step: 0, key: kRun };
   await settle(images);
@@ -186,11 +201,14 @@ export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResul
     log(`  warmup step ${i + 1}: ${ms.toFixed(0)} ms`);
   }
   const samples: number[] = [];
+  // The memory peaks cover the timed steps only (the first step's shader compilation and pools aside).
+  resetPeakMemory();
   for (let i = 0; i < cfg.steps; i++) {
     samples.push(await runStep());
     log(`  step: ${samples[i].toFixed(1)} ms (${(cfg.batch / samples[i] * 1000).toFixed(1)} img/s)`);
   }
   const stepMs = median(samples);
+  const peaks = peakMemory();
 
   let phases: PhaseTimes | null = null;
   if (cfg.phases) {
@@ -289,7 +307,8 @@ export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResul
     imagesPerSec: cfg.batch / stepMs * 1000,
     phases,
     memory: {
-      peakTensorBytes: profile?.peakBytes ?? null,
+      peakTensorBytes: peaks.peakTensorBytes,
+      peakBufferBytes: peaks.peakBufferBytes,
       gpuAllocatedBytes: gpuAllocated(),
       liveBytes: live.numBytes,
       liveTensors: live.numTensors,

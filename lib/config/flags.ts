@@ -67,13 +67,21 @@ export const parseFlags = (
   const nullable = new Set(
     Object.entries(fields).filter(([, c]) => acceptsNull(c)).map(([k]) => kebabCase(k)),
   );
+  const switches = new Set(
+    Object.entries(fields).filter(([, c]) => c.name === "boolean").map(([k]) => kebabCase(k)),
+  );
   // std parseArgs reads "-3" after a flag as a short option: glue negative numbers to their flag, and turn
-  // `--no-teacher` into `--teacher=null` for nullable fields.
+  // `--no-teacher` into `--teacher=null` for nullable fields. A boolean field is a switch: `--remat` is
+  // `--remat=true` (unless a true/false follows), `--no-remat` is `--remat=false`.
   const args: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const name = a.startsWith("--") && !a.includes("=") ? a.slice(2) : undefined;
-    if (name !== undefined && name.startsWith("no-") && nullable.has(name.slice(3))) {
+    if (name !== undefined && switches.has(name) && !["true", "false"].includes(argv[i + 1] ?? "")) {
+      args.push(`--${name}=true`);
+    } else if (name !== undefined && name.startsWith("no-") && switches.has(name.slice(3))) {
+      args.push(`--${name.slice(3)}=false`);
+    } else if (name !== undefined && name.startsWith("no-") && nullable.has(name.slice(3))) {
       args.push(`--${name.slice(3)}=null`);
     } else if (name !== undefined && strings.includes(name) && NEGATIVE_NUMBER.test(argv[i + 1] ?? "")) {
       args.push(`${a}=${argv[++i]}`);

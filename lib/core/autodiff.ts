@@ -303,3 +303,20 @@ export const customOp = <X extends tf.Tensor[]>(
   });
   return (...xs: X) => op(...xs) as tf.Tensor;
 };
+
+/**
+ * `f` with its activations recomputed in the backward pass instead of kept (gradient checkpointing,
+ * `torch.utils.checkpoint`): the forward pass runs `f` off the tape and keeps only its inputs; the
+ * backward pass runs `f` again on the tape and walks it with {@link gradients}. Costs one more forward
+ * pass of `f`; holds one `f`'s activations at a time. `f` must be deterministic (randomness from keys it
+ * closes over, as everywhere in this project), so the replay computes what the forward pass did.
+ */
+export const recomputed = <X extends tf.Tensor[]>(f: (...xs: X) => tf.Tensor): (...xs: X) => tf.Tensor =>
+  customOp(
+    (...xs: X) => ({ value: f(...xs), save: xs }),
+    (dy, saved) => {
+      const r = gradients((...ys: tf.Tensor[]) => f(...(ys as X)), saved, dy);
+      r.value.dispose();
+      return r.grads;
+    },
+  );

@@ -42,6 +42,7 @@
  */
 import { gemmAvailable, gemmThreads, setGemmThreads } from "./kernels/gemm_pool.ts";
 import { tf, type WebGPUBackend } from "../deps.ts";
+import { installMemoryWatermark } from "./memory.ts";
 
 /** The tfjs backends this project supports. */
 export type BackendName = "webgpu" | "wasm" | "cpu";
@@ -379,6 +380,8 @@ const setBackend = async (name: BackendName): Promise<string | undefined> => {
   try {
     if (!(await tf.setBackend(name))) return `tf.setBackend("${name}") failed (see the warning above)`;
     await tf.ready();
+    // The peak-memory counters (lib/core/memory.ts) count tensors made from here on.
+    installMemoryWatermark();
     return undefined;
   } catch (e) {
     return e instanceof Error ? e.message : String(e);

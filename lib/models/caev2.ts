@@ -91,7 +91,11 @@ export const caev2Apply = (
   const { numPatches } = gridOf(c);
   const idx = maskIndex(mask, b, numPatches);
   const [ke, kr] = ctx.key ? split(ctx.key) : [undefined, undefined];
-  const encoded = encoder(p.encoder, c, images, buffers.pos, idx, { training: ctx.training, key: ke });
+  const encoded = encoder(p.encoder, c, images, buffers.pos, idx, {
+    training: ctx.training,
+    key: ke,
+    remat: ctx.remat,
+  });
   const latents = p.projection
     ? layerNorm(p.projection.norm, linear(p.projection.linear, encoded), c.eps) as Tensor3D
     : encoded;

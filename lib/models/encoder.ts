@@ -6,7 +6,8 @@
  * @module
  */
 import { tf } from "../deps.ts";
-import type { Tensor1D, Tensor3D, Tensor4D } from "../core/tree.ts";
+import { flatten, type Tensor1D, type Tensor3D, type Tensor4D, unflatten } from "../core/tree.ts";
+import { recomputed } from "../core/autodiff.ts";
 import { type Key, split } from "../core/random.ts";
 import { attention, attentionInit, type AttentionParams } from "../nn/attention.ts";
 import { dropPath, dropPathRates } from "../nn/drop_path.ts";
@@ -51,6 +52,11 @@ export type EncoderParams = {
 export interface Ctx {
   readonly training: boolean;
   readonly key?: Key;
+  /**
+   * Recompute each encoder block in the backward pass instead of keeping its activations (`--remat`):
+   * about one more forward pass of the encoder for a backward pass that holds one block's activations.
+   */
+  readonly remat?: boolean;
 }
 
 /** Layer-scale vector. */
@@ -83,6 +89,24 @@ export const block = (
   const x1 = add(x, dropPath(a, drop, ctx.training, k1)) as Tensor3D;
   const m = tf.mul(mlp(p.mlp, layerNorm(p.norm2, x1, eps)), p.gamma2);
   return add(x1, dropPath(m, drop, ctx.training, k2)) as Tensor3D;
+};
+
+/** {@link block} whose activations are recomputed in the backward pass; keeps only `x` and the block's parameters. */
+export const rematBlock = (
+  p: BlockParams,
+  x: Tensor3D,
+  heads: number,
+  eps: number,
+  drop: number,
+  ctx: Ctx,
+): Tensor3D => {
+  const flat = flatten(p);
+  const names = Object.keys(flat);
+  return recomputed((xin: tf.Tensor, ...ws: tf.Tensor[]) => {
+    const rebuilt: Record<string, tf.Tensor> = {};
+    names.forEach((n, i) => (rebuilt[n] = ws[i]));
+    return block(unflatten(rebuilt) as BlockParams, xin as Tensor3D, heads, eps, drop, ctx);
+  })(x, ...names.map((n) => flat[n])) as Tensor3D;
 };
 
 /** Encoder init. */
@@ -127,8 +151,12 @@ export const encoder = (
     const xin = x;
     // One scope per block: what the backward pass needs is on the tape, the rest goes at the block's end
     // rather than at the end of the whole forward pass.
+    const bctx = { training: ctx.training, key: keys[i] };
+    const bp = p.blocks[String(i)];
     x = tf.tidy(() =>
-      block(p.blocks[String(i)], xin, c.heads, c.eps, rates[i], { training: ctx.training, key: keys[i] })
+      ctx.remat
+        ? rematBlock(bp, xin, c.heads, c.eps, rates[i], bctx)
+        : block(bp, xin, c.heads, c.eps, rates[i], bctx)
     );
   }
   return layerNorm(p.norm, x, c.eps) as Tensor3D;

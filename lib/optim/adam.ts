@@ -52,12 +52,22 @@ export const scaleByAdam = (opts: AdamOptions = {}): GradientTransformation<Adam
         // Bias corrections on the host, in float64.
         const invBc1 = 1 / (1 - b1 ** count);
         const invSqrtBc2 = 1 / Math.sqrt(1 - b2 ** count);
-        const mu = zipTree(state.mu, updates, (m, g) => tf.add(tf.mul(m, b1), tf.mul(g, 1 - b1)));
-        const nu = zipTree(state.nu, updates, (v, g) => tf.add(tf.mul(v, b2), tf.mul(tf.square(g), 1 - b2)));
+        // One scope per tensor: each leaf's temporaries go before the next leaf's are made (over the whole
+        // tree at once they were 9 parameter-sized copies: 3.9 GiB for ViT-B, past the wasm heap).
+        const mu = zipTree(
+          state.mu,
+          updates,
+          (m, g) => tf.tidy(() => tf.add(tf.mul(m, b1), tf.mul(g, 1 - b1))),
+        );
+        const nu = zipTree(
+          state.nu,
+          updates,
+          (v, g) => tf.tidy(() => tf.add(tf.mul(v, b2), tf.mul(tf.square(g), 1 - b2))),
+        );
         const direction = zipTree(
           mu,
           nu,
-          (m, v) => tf.div(tf.mul(m, invBc1), tf.add(tf.mul(tf.sqrt(v), invSqrtBc2), eps)),
+          (m, v) => tf.tidy(() => tf.div(tf.mul(m, invBc1), tf.add(tf.mul(tf.sqrt(v), invSqrtBc2), eps))),
         );
         return [direction, { count, mu, nu }] as const;
       });

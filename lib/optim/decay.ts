@@ -49,7 +49,8 @@ export const addDecayedWeights = (
       const out = zipTree(
         updates,
         params,
-        (u, p, name) => r !== 0 && mask(name, p) ? tf.add(u, tf.mul(p, r)) : tf.clone(u),
+        // One scope per tensor: the product goes before the next leaf's is made.
+        (u, p, name) => r !== 0 && mask(name, p) ? tf.tidy(() => tf.add(u, tf.mul(p, r))) : tf.clone(u),
       );
       return [out, { count: state.count + 1 }] as const;
     });

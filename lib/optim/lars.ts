@@ -12,7 +12,14 @@ import { tf } from "../deps.ts";
 import { mapTree, type Params, zipTree } from "../core/tree.ts";
 import { scaleByLearningRate } from "./lr.ts";
 import type { Schedule } from "./schedule.ts";
-import { assertSameNames, chain, type CountState, type GradientTransformation, tidy } from "./transform.ts";
+import {
+  assertSameNames,
+  chain,
+  type CountState,
+  type GradientTransformation,
+  tensorsIn,
+  tidy,
+} from "./transform.ts";
 
 /** Which parameters LARS adapts (and decays). Receives the dotted name. */
 export type LarsMask = (name: string, x: tf.Tensor) => boolean;
@@ -59,19 +66,22 @@ export const scaleByLars = (opts: LarsOptions = {}): GradientTransformation<Lars
       assertSameNames("scaleByLars.update", updates, "updates", params, "params");
       assertSameNames("scaleByLars.update", updates, "updates", state.mu, "LARS state");
       return tidy(() => {
-        const direction = zipTree(updates, params, (g, p, name) => {
-          if (!mask(name, p)) return tf.clone(g);
-          const dp = weightDecay === 0 ? g : tf.add(g, tf.mul(p, weightDecay));
-          const pn = tf.norm(p), un = tf.norm(dp);
-          const one = tf.onesLike(pn);
-          const q = tf.where(
-            tf.greater(pn, 0),
-            tf.where(tf.greater(un, 0), tf.div(tf.mul(pn, trustCoefficient), un), one),
-            one,
-          );
-          return tf.mul(dp, q);
-        });
-        const mu = zipTree(state.mu, direction, (m, d) => tf.add(tf.mul(m, momentum), d));
+        // One scope per tensor, so each leaf's temporaries go before the next leaf's are made.
+        const direction = zipTree(updates, params, (g, p, name) =>
+          tf.tidy(() => {
+            if (!mask(name, p)) return tf.clone(g);
+            const dp = weightDecay === 0 ? g : tf.add(g, tf.mul(p, weightDecay));
+            const pn = tf.norm(p), un = tf.norm(dp);
+            const one = tf.onesLike(pn);
+            const q = tf.where(
+              tf.greater(pn, 0),
+              tf.where(tf.greater(un, 0), tf.div(tf.mul(pn, trustCoefficient), un), one),
+              one,
+            );
+            return tf.mul(dp, q);
+          }));
+        const mu = zipTree(state.mu, direction, (m, d) => tf.tidy(() => tf.add(tf.mul(m, momentum), d)));
+        tf.dispose(tensorsIn(direction));
         // The updates are a copy of the new state (the caller may dispose them without touching the state).
         return [mapTree(mu, (m) => tf.clone(m)), { mu }] as const;
       });

@@ -146,12 +146,19 @@ export function chain(
             `pass the state that this chain's init (or last update) returned`,
         );
       }
-      // The updates passed between members are owned by the chain: tidy releases them, keeping only
-      // the final updates and the members' new states.
+      // The updates passed between members are owned by the chain: each is released as soon as the next
+      // member has made its own (so at most two sets of updates exist at once, not one per member; for
+      // ViT-B's 86 M parameters that is 0.7 GiB less at the peak of an AdamW update), and tidy releases
+      // whatever else the members made, keeping only the final updates and the members' new states.
+      const callers = new Set(tensorsIn([updates, states, params]));
       return tidy(() => {
         let current = updates;
         const next = ts.map((t, i) => {
           const [u, s] = t.update(current, states[i], params);
+          if (current !== updates) {
+            const kept = new Set(tensorsIn([u, s]));
+            tf.dispose(tensorsIn(current).filter((x) => !kept.has(x) && !callers.has(x)));
+          }
           current = u;
           return s;
         });

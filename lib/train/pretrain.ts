@@ -249,6 +249,7 @@ export const pretrain = async (
     buffers,
     optimizer,
     weights: { visible: cfg.visibleWeight, masked: cfg.maskedWeight },
+    remat: cfg.remat,
   });
   const loader = pretrainLoader(
     {

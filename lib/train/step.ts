@@ -68,6 +68,8 @@ export interface StepConfig<S> {
   readonly optimizer: GradientTransformation<S>;
   /** Weights of the visible and masked alignment (official: 1 and 1). */
   readonly weights?: AlignmentWeights;
+  /** Recompute each encoder block in the backward pass instead of keeping its activations (`--remat`). */
+  readonly remat?: boolean;
 }
 
 /** Names of the entries of the metrics vector, in order. */
@@ -92,6 +94,7 @@ export const studentLossAndGrads = <S>(
       const out = caev2Apply(p, cfg.student, cfg.buffers, batch.studentImages, batch.mask, {
         training: true,
         key,
+        remat: cfg.remat,
       });
       const targets = alignmentTargets(teacherFeatures, out.index);
       const parts = latentAlignment(out.predictions, targets, out.index, cfg.weights);
