@@ -10,7 +10,7 @@ import { withErrorScope } from "../core/backend.ts";
 import { type Key, key, seedOf, split } from "../core/random.ts";
 import { planMatMul, registerFastMatMul, restoreStockMatMul } from "../core/kernels/matmul.ts";
 import { registerKernels, restoreStockKernels } from "../core/kernels/dispatch.ts";
-import { fusedAdamw } from "../core/kernels/adamw.ts";
+import { fusedAdamw } from "../optim/fused_adamw.ts";
 import { tensorsIn } from "../optim/transform.ts";
 import { flatten, type Params } from "../core/tree.ts";
 import { layerNorm } from "../nn/norm.ts";

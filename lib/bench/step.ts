@@ -18,7 +18,7 @@ import type { ClipConfig } from "../models/config.ts";
 import { clipB16, clipMicro, defaultNumMasked, type PresetName, studentPreset } from "../models/presets.ts";
 import { alignmentTargets, latentAlignment } from "../objectives/alignment.ts";
 import type { AdamWState } from "../optim/adamw.ts";
-import { fusedAdamw } from "../core/kernels/adamw.ts";
+import { fusedAdamw } from "../optim/fused_adamw.ts";
 import { applyUpdates } from "../optim/apply.ts";
 import {
   type StepBatch,

@@ -5,8 +5,8 @@
  *
  * The estimate counts distinct tensor data (what lib/core/memory.ts reports as buffer bytes), in float32:
  * - **state**: the student's parameters and AdamW's two moments, the teacher's parameters;
- * - **update**: during the optimizer step the gradients, the new moments, two sets of updates in flight
- *   (lib/optim/transform.ts `chain`) and the new parameters exist beside the state;
+ * - **update**: during the optimizer step the gradients, the new moments and the updates exist beside the
+ *   state (then the new parameters, once the gradients are gone), plus one tensor's temporaries;
  * - **activations**: per encoder block, what the backward pass keeps (about 18 token tensors `[B, N, D]`
  *   with the MLP's hidden layer counting 4; one with `--remat`, plus one block's worth while it is
  *   recomputed), the regressor's blocks likewise, plus the attention probabilities the backward pass
@@ -37,8 +37,6 @@ const F32 = 4;
 
 /** Parameters of the student (encoder, projection, mask token, regressor, head). */
 export const studentParamCount = (c: CaeV2Config): number => {
-  const { numPatches } = gridOf(c);
-  void numPatches;
   const d = c.dim, r = c.regressorDim, h = c.mlpRatio;
   const patch = c.patchSize * c.patchSize * 3 * d + d;
   const block = 2 * 2 * d + (3 * d * d + 2 * d) + (d * d + d) + 2 * d + (d * h * d + h * d) + (h * d * d + d);
@@ -80,7 +78,9 @@ export const stepFootprint = (
   const activationBytes = encoder + 3 * probs + regressor + head;
   const t = gridOf(teacher).numPatches + 1, w = teacher.width;
   const teacherBytes = batch * t * F32 * (12 * w) + 2 * batch * teacher.heads * t * t * F32;
-  const updateBytes = 6 * p * F32;
+  // Gradients, new moments and updates (lib/optim/fused_adamw.ts leafwise; lib/train/step.ts frees the
+  // gradients before the new parameters are made), plus one leaf's temporaries.
+  const updateBytes = 4 * p * F32 + 9 * student.mlpRatio * d * d * F32;
   const stateBytes = (3 * p + tp) * F32 + batch * (student.imageSize ** 2 * 3 * 2) * F32;
   const largestTensorBytes = Math.max(
     probs,

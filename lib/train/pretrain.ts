@@ -35,7 +35,7 @@ import { clipInit, type ClipParams } from "../models/clip.ts";
 import { loadClip } from "../models/clip_load.ts";
 import { clipMicro, defaultNumMasked, studentPreset } from "../models/presets.ts";
 import type { AdamWState } from "../optim/adamw.ts";
-import { fusedAdamw } from "../core/kernels/adamw.ts";
+import { fusedAdamw } from "../optim/fused_adamw.ts";
 import { cosineSchedule } from "../optim/schedule.ts";
 import { disposeState } from "../optim/transform.ts";
 import { parseDataSource } from "../../data/source.ts";

@@ -128,8 +128,6 @@ export const trainStep =
     const g = n === 1 ? grads! : tidy(() => zipTree(grads!, grads!, (a) => tf.div(a, n)));
     if (n > 1) disposeTree(grads);
 
-    const [updates, opt] = cfg.optimizer.update(g, state.opt, state.params);
-    const params = applyUpdates(state.params, updates);
     const metrics = tidy(() => {
       // A fold of adds, not tf.addN: WebGPU's AddN binds every input as a storage buffer (limit 8).
       const mean = (k: number) =>
@@ -137,7 +135,11 @@ export const trainStep =
       return tf.stack([mean(0), mean(1), mean(2), globalNorm(g)]) as Tensor1D;
     });
     tf.dispose(parts);
-    disposeTree(g, updates);
+    const [updates, opt] = cfg.optimizer.update(g, state.opt, state.params);
+    // The gradients go before the new parameters are made: one parameter-sized set less at the peak.
+    disposeTree(g);
+    const params = applyUpdates(state.params, updates);
+    disposeTree(updates);
     return { state: { params, opt, step: state.step + 1, key: state.key }, metrics };
   };
 

@@ -1,7 +1,8 @@
 /**
- * A fused AdamW for the WebGPU backend: the same transformation as `adamw(opts)` in lib/optim/adamw.ts
- * (global-norm clip, Adam with PyTorch's bias correction, decoupled weight decay with the same mask, the
- * learning rate or schedule) and the same state, so checkpoints and the reference are interchangeable.
+ * The WebGPU programs of the fused AdamW update, registered as the tfjs kernel `CaeAdamW` (one kernel, so
+ * profiles name it). The gradient transformation that calls it, `fusedAdamw`, is lib/optim/fused_adamw.ts:
+ * the same arithmetic as `adamw(opts)` in lib/optim/adamw.ts (global-norm clip, Adam with PyTorch's bias
+ * correction, decoupled weight decay, the learning rate), per element, in float32.
  *
  * Why: the reference chain runs about 19 small tfjs kernels per parameter tensor (norm, clip, two moments,
  * the direction, decay, lr, the clones between chain members); a ViT has 150-250 parameter tensors, so an
@@ -10,16 +11,9 @@
  * the clip factor, then three elementwise passes per tensor (first moment, second moment, update), i.e.
  * 4 per tensor + 1. The arithmetic is the reference's, in float32, per element.
  *
- * On any other backend, or while the kernels are off (`restoreStockKernels`), `update` runs the reference
- * chain.
- *
  * @module
  */
 import { tf, type WebGPUBackend } from "../../deps.ts";
-import { flatten, type Params, unflatten } from "../tree.ts";
-import { adamw, type AdamWOptions, type AdamWState } from "../../optim/adamw.ts";
-import { officialDecayMask } from "../../optim/decay.ts";
-import { assertSameNames, type GradientTransformation, tidy, valueAt } from "../../optim/transform.ts";
 import { type Program, runProgram, type TensorInfo } from "./program.ts";
 
 /** Workgroups per tensor in the sum-of-squares pass (each writes one partial). */
@@ -114,8 +108,11 @@ fn main(index: i32) {
 `,
 });
 
+/** The kernel's name. */
+export const ADAMW_KERNEL = "CaeAdamW";
+
 /** Attributes of the `CaeAdamW` kernel. */
-interface AdamWAttrs {
+export interface AdamWAttrs {
   readonly count: number;
   readonly b1: number;
   readonly b2: number;
@@ -223,87 +220,17 @@ const adamwKernel = (
   return [...updates, ...mus, ...nus];
 };
 
-let registered = false;
-const registerAdamwKernel = () => {
-  if (registered || tf.getKernel("CaeAdamW", "webgpu") !== undefined) return;
-  registered = true;
+/** Registers `CaeAdamW` for webgpu (idempotent). */
+export const registerAdamwKernel = (): void => {
+  if (tf.getKernel(ADAMW_KERNEL, "webgpu") !== undefined) return;
   tf.registerKernel({
-    kernelName: "CaeAdamW",
+    kernelName: ADAMW_KERNEL,
     backendName: "webgpu",
     kernelFunc: adamwKernel as unknown as Parameters<typeof tf.registerKernel>[0]["kernelFunc"],
   });
 };
 
-/** Whether {@link fusedAdamw} runs its kernels (set by lib/core/kernels/dispatch.ts). */
-let fusedOn = false;
-/** Turns the fused update on or off (dispatch.ts). */
-export const setFusedAdamw = (on: boolean): void => {
-  if (on) registerAdamwKernel();
-  fusedOn = on;
-};
-
-/**
- * AdamW with fused WebGPU kernels; numerically the reference `adamw(opts)` (same options, same state).
- * @example
- * ```ts
- * import { tf } from "../../deps.ts";
- * import { fusedAdamw } from "./adamw.ts";
- * await tf.setBackend("cpu");
- * const opt = fusedAdamw({ lr: 0.1, clip: 3 });
- * const params = { w: tf.tensor2d([[1, 2]]) };
- * const [updates] = opt.update({ w: tf.tensor2d([[0.5, -0.5]]) }, opt.init(params), params);
- * ```
- */
-export const fusedAdamw = (opts: AdamWOptions): GradientTransformation<AdamWState> => {
-  const reference = adamw(opts);
-  const { b1 = 0.9, b2 = 0.999, eps = 1e-8 } = opts;
-  const mask = opts.mask ?? officialDecayMask;
-  const weightDecay = opts.weightDecay ?? 0.05;
-  return {
-    init: reference.init,
-    update: (updates, state, params) => {
-      if (!fusedOn || tf.getBackend() !== "webgpu") return reference.update(updates, state, params);
-      const [clipState, adam, decayCount, lrCount] = state;
-      assertSameNames("fusedAdamw.update", updates, "updates", adam.mu, "Adam state");
-      assertSameNames("fusedAdamw.update", updates, "updates", params, "params");
-      const g = flatten(updates), mu = flatten(adam.mu), nu = flatten(adam.nu), p = flatten(params);
-      const names = Object.keys(g);
-      const wd = valueAt(weightDecay, decayCount.count);
-      const attrs: AdamWAttrs = {
-        count: adam.count + 1,
-        b1,
-        b2,
-        eps,
-        wd,
-        lr: valueAt(opts.lr, lrCount.count),
-        clip: opts.clip ?? 0,
-        decays: names.map((name) => wd !== 0 && mask(name, p[name])),
-      };
-      const inputs: Record<string, tf.Tensor> = {};
-      names.forEach((name, i) => {
-        inputs[`g${i}`] = g[name];
-        inputs[`m${i}`] = mu[name];
-        inputs[`v${i}`] = nu[name];
-        inputs[`p${i}`] = p[name];
-      });
-      return tidy(() => {
-        const outs = tf.engine().runKernel(
-          "CaeAdamW",
-          inputs,
-          attrs as unknown as tf.NamedAttrMap,
-        ) as tf.Tensor[];
-        const pick = (k: number) =>
-          Object.fromEntries(
-            names.map((name, i) => [name, tf.reshape(outs[k * names.length + i], g[name].shape)]),
-          );
-        const next: AdamWState = [
-          clipState,
-          { count: attrs.count, mu: unflatten(pick(1)) as Params, nu: unflatten(pick(2)) as Params },
-          { count: decayCount.count + 1 },
-          { count: lrCount.count + 1 },
-        ];
-        return [unflatten(pick(0)) as Params, next] as const;
-      });
-    },
-  };
+/** Unregisters `CaeAdamW` (idempotent): `fusedAdamw` then runs its plain-tfjs path. */
+export const unregisterAdamwKernel = (): void => {
+  if (tf.getKernel(ADAMW_KERNEL, "webgpu") !== undefined) tf.unregisterKernel(ADAMW_KERNEL, "webgpu");
 };

@@ -13,14 +13,15 @@
  *   (lib/core/kernels/identity_wasm.ts).
  * - wasm: transposed products through an explicit transpose (lib/core/kernels/matmul_wasm.ts), and
  *   transposes of rank 5 and above as rank-4 ones (lib/core/kernels/transpose_wasm.ts).
- * - AdamW: `fusedAdamw` (lib/core/kernels/adamw.ts), the reference chain while the kernels are off.
+ * - AdamW: the `CaeAdamW` kernel (lib/core/kernels/adamw.ts), which `fusedAdamw` (lib/optim/fused_adamw.ts)
+ *   calls where it is registered; its leafwise plain-tfjs path otherwise.
  *
  * @module
  */
 import { tf } from "../../deps.ts";
-import { setFusedAdamw } from "./adamw.ts";
-import { geluKernel, registerGeluKernels } from "./gelu.ts";
-import { layerNormKernel, registerLayerNormKernels } from "./layernorm.ts";
+import { registerAdamwKernel, unregisterAdamwKernel } from "./adamw.ts";
+import { geluKernel, registerGeluKernels, unregisterGeluKernels } from "./gelu.ts";
+import { layerNormKernel, registerLayerNormKernels, unregisterLayerNormKernels } from "./layernorm.ts";
 import { registerFastMatMul, restoreStockMatMul } from "./matmul.ts";
 import { registerWasmMatMul, restoreWasmMatMul } from "./matmul_wasm.ts";
 import { registerFastSum, restoreStockSum } from "./reduce.ts";
@@ -28,8 +29,6 @@ import { registerWasmTranspose, restoreWasmTranspose } from "./transpose_wasm.ts
 import { registerWasmSlice, restoreWasmSlice } from "./slice_wasm.ts";
 import { registerWasmIdentity, restoreWasmIdentity } from "./identity_wasm.ts";
 import { registerTileGrad, restoreTileGrad } from "./tile_grad.ts";
-
-let enabled = false;
 
 /** Turns every fused kernel on (idempotent). Other backends than WebGPU keep the references, except wasm's matmul, transpose and slice routing. */
 export const registerKernels = (): void => {
@@ -42,8 +41,7 @@ export const registerKernels = (): void => {
   registerWasmIdentity();
   registerFastSum();
   registerTileGrad();
-  setFusedAdamw(true);
-  enabled = true;
+  registerAdamwKernel();
 };
 
 /** Back to plain tfjs everywhere (idempotent). */
@@ -55,15 +53,17 @@ export const restoreStockKernels = (): void => {
   restoreWasmIdentity();
   restoreStockSum();
   restoreTileGrad();
-  setFusedAdamw(false);
-  enabled = false;
+  unregisterLayerNormKernels();
+  unregisterGeluKernels();
+  unregisterAdamwKernel();
 };
 
-/** Whether the fused kernels are on. */
-export const kernelsEnabled = (): boolean => enabled;
-
-/** Whether a fused kernel should run now: kernels on and the active backend is WebGPU. */
-export const useFused = (): boolean => enabled && tf.getBackend() === "webgpu";
+/**
+ * Whether a fused kernel runs now: it is registered (tfjs's kernel registry is the one switch, as it is
+ * for the BatchMatMul and Sum overrides; no flag of this module's) and the active backend is WebGPU.
+ */
+const kernelOn = (name: string): boolean =>
+  tf.getBackend() === "webgpu" && tf.getKernel(name, "webgpu") !== undefined;
 
 /**
  * LayerNorm over the last axis by the fused kernel, or undefined where the reference must run (kernels
@@ -76,8 +76,10 @@ export const fusedLayerNorm = (
   eps: number,
 ):
   | tf.Tensor
-  | undefined => (useFused() && x.dtype === "float32" ? layerNormKernel(x, scale, bias, eps) : undefined);
+  | undefined => (kernelOn("CaeLayerNorm") && x.dtype === "float32"
+    ? layerNormKernel(x, scale, bias, eps)
+    : undefined);
 
 /** GELU (`quick` false) or QuickGELU by the fused kernel, or undefined where the reference must run. */
 export const fusedActivation = (x: tf.Tensor, quick: boolean): tf.Tensor | undefined =>
-  useFused() && x.dtype === "float32" ? geluKernel(x, quick) : undefined;
+  kernelOn("CaeGelu") && x.dtype === "float32" ? geluKernel(x, quick) : undefined;

@@ -85,12 +85,9 @@ const run = (backend: WebGPUBackend, name: string, ins: TensorInfo[], expr: stri
   return { ...out, shape: [...shape] };
 };
 
-let registered = false;
-
 /** Registers `CaeGelu` (+ gradient) and `CaeGeluGrad` for webgpu (idempotent). */
 export const registerGeluKernels = (): void => {
-  if (registered || tf.getKernel("CaeGelu", "webgpu") !== undefined) return;
-  registered = true;
+  if (tf.getKernel("CaeGelu", "webgpu") !== undefined) return;
   const reg = (kernelName: string, f: (a: KernelArgs) => TensorInfo) =>
     tf.registerKernel({
       kernelName,
@@ -127,3 +124,10 @@ export const registerGeluKernels = (): void => {
 /** The fused activation on WebGPU (kernels must be registered). */
 export const geluKernel = (x: tf.Tensor, quick: boolean): tf.Tensor =>
   tf.engine().runKernel("CaeGelu", { x }, { quick }) as tf.Tensor;
+
+/** Unregisters `CaeGelu` and `CaeGeluGrad` (idempotent): the references run again. */
+export const unregisterGeluKernels = (): void => {
+  for (const k of ["CaeGelu", "CaeGeluGrad"]) {
+    if (tf.getKernel(k, "webgpu") !== undefined) tf.unregisterKernel(k, "webgpu");
+  }
+};

@@ -266,12 +266,9 @@ const backward = ({ inputs, backend, attrs }: KernelArgs): TensorInfo[] => {
   return [{ ...dx, shape: [...x.shape] }, dscale, dbias];
 };
 
-let registered = false;
-
 /** Registers `CaeLayerNorm` (+ gradient) and `CaeLayerNormGrad` for webgpu (idempotent). */
 export const registerLayerNormKernels = (): void => {
-  if (registered || tf.getKernel("CaeLayerNorm", "webgpu") !== undefined) return;
-  registered = true;
+  if (tf.getKernel("CaeLayerNorm", "webgpu") !== undefined) return;
   const reg = (kernelName: string, f: (a: KernelArgs) => TensorInfo | TensorInfo[]) =>
     tf.registerKernel({
       kernelName,
@@ -299,3 +296,10 @@ export const registerLayerNormKernels = (): void => {
 /** The fused LayerNorm on WebGPU: `x [..., D]`, `scale`, `bias` `[D]` (kernels must be registered). */
 export const layerNormKernel = (x: tf.Tensor, scale: tf.Tensor, bias: tf.Tensor, eps: number): tf.Tensor =>
   tf.engine().runKernel("CaeLayerNorm", { x, scale, bias }, { eps }) as tf.Tensor;
+
+/** Unregisters `CaeLayerNorm` and `CaeLayerNormGrad` (idempotent): the references run again. */
+export const unregisterLayerNormKernels = (): void => {
+  for (const k of ["CaeLayerNorm", "CaeLayerNormGrad"]) {
+    if (tf.getKernel(k, "webgpu") !== undefined) tf.unregisterKernel(k, "webgpu");
+  }
+};
