@@ -54,6 +54,7 @@ import { hasKernelTimer, readbackFloorMs, timeOp } from "../lib/bench/timing.ts"
 import { type BenchReport, formatTable, type OpResult, withRates } from "../lib/bench/report.ts";
 import { type PresetName, presetNames } from "../lib/models/presets.ts";
 import { runStepBench, type TeacherName } from "../lib/bench/step.ts";
+import { backendLimits } from "../lib/train/footprint.ts";
 import { formatStepReport, stepReport } from "../lib/bench/report.ts";
 import { registerKernels, restoreStockKernels } from "../lib/core/kernels/dispatch.ts";
 import { gemmReady, setGemmThreads } from "../lib/core/kernels/gemm_pool.ts";
@@ -214,8 +215,9 @@ if (!args.ops) {
     phases: args.phases as boolean,
     profile: args.profile as boolean,
     remat: args.remat as boolean,
+    limits: backendLimits(backendInfo),
     log: (m) => console.error(m),
-  });
+  }).catch((e: Error) => fail(e.message));
   const report = stepReport({
     date: new Date().toISOString(),
     deno: Deno.version.deno,

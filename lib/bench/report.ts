@@ -168,7 +168,9 @@ export const formatStepReport = (rep: StepReport, top = 15): string => {
   lines.push(
     `memory: peak live tensors ${GiB(r.memory.peakTensorBytes)} (distinct data ${
       GiB(r.memory.peakBufferBytes)
-    }), GPU buffers held ${GiB(r.memory.gpuAllocatedBytes)}` +
+    }; estimated before the run ${GiB(r.memory.estimatedPeakBytes)}), GPU buffers held ${
+      GiB(r.memory.gpuAllocatedBytes)
+    }` +
       (anchor?.pytorchPeakBytes ? ` (PyTorch peak ${GiB(anchor.pytorchPeakBytes)})` : ""),
   );
   if (r.profile) {

@@ -29,6 +29,7 @@ import {
 } from "../train/step.ts";
 import { type KernelProfile, profileKernels } from "./profile.ts";
 import { peakMemory, resetPeakMemory } from "../core/memory.ts";
+import { type BackendLimits, checkFits, stepFootprint } from "../train/footprint.ts";
 import { median, readbackFloorMs, settle } from "./timing.ts";
 
 /** Which teacher the step runs: the real CLIP ViT-B/16 shape (random weights) or a small one. */
@@ -50,6 +51,8 @@ export interface StepBenchConfig {
   readonly seed?: number;
   /** Recompute each encoder block in the backward pass (`--remat`). */
   readonly remat?: boolean;
+  /** What the backend holds: a step estimated not to fit is refused before any tensor is made. */
+  readonly limits?: BackendLimits;
   readonly log?: (msg: string) => void;
 }
 
@@ -71,6 +74,8 @@ export interface StepMemory {
   readonly peakTensorBytes: number;
   /** Peak bytes of distinct tensor data blocks over the timed steps (shared data counted once). */
   readonly peakBufferBytes: number;
+  /** lib/train/footprint.ts's estimate of the step's peak (distinct data), made before the run. */
+  readonly estimatedPeakBytes: number;
   /** Bytes of GPU buffers tfjs holds (in use + pooled): the high-water mark of its allocations (WebGPU). */
   readonly gpuAllocatedBytes: number | null;
   /** Live tensor bytes between steps (params, optimizer state, inputs, teacher). */
@@ -149,6 +154,9 @@ export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResul
   const numMasked = defaultNumMasked(cfg.model, numPatches);
   const root = key(cfg.seed ?? 2026);
   const [kParams, kTeacher, kImages, kMask, kRun] = split(root, 5);
+  const footprint = stepFootprint(student, teacher, cfg.batch, numMasked, cfg.remat ?? false);
+  const refused = cfg.limits && checkFits(footprint, cfg.limits, cfg.remat ?? false, "--batch");
+  if (refused) throw new Error(`--model ${cfg.model} --batch ${cfg.batch}: ${refused}`);
 
   const params = caev2Init(kParams, student);
   const teacherParams = clipInit(kTeacher, teacher);
@@ -309,6 +317,7 @@ export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResul
     memory: {
       peakTensorBytes: peaks.peakTensorBytes,
       peakBufferBytes: peaks.peakBufferBytes,
+      estimatedPeakBytes: footprint.peakBytes,
       gpuAllocatedBytes: gpuAllocated(),
       liveBytes: live.numBytes,
       liveTensors: live.numTensors,

@@ -30,23 +30,26 @@ export const quickGelu = (x: tf.Tensor): tf.Tensor => tf.mul(x, tf.sigmoid(tf.mu
  */
 export const geluOp = customOp(
   (x: tf.Tensor) => ({ value: gelu(x), save: [x] }),
-  (dy, [x]) => [
-    tf.mul(
-      dy,
-      tf.add(
-        tf.mul(tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1), 0.5),
-        tf.mul(x, tf.mul(tf.exp(tf.mul(tf.square(x), -0.5)), 1 / Math.sqrt(2 * Math.PI))),
-      ),
-    ),
-  ],
+  (dy, [x]) => {
+    // Two terms, each built in its own scope, so about three hidden-sized temporaries exist at once.
+    const cdf = tf.tidy(() => tf.mul(tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1), 0.5));
+    const pdf = tf.tidy(() =>
+      tf.mul(x, tf.mul(tf.exp(tf.mul(tf.square(x), -0.5)), 1 / Math.sqrt(2 * Math.PI)))
+    );
+    const d = tf.add(cdf, pdf);
+    tf.dispose([cdf, pdf]);
+    return [tf.mul(dy, d)];
+  },
 );
 
 /** QuickGELU keeping only its input: `d/dx = s + 1.702 x s (1 - s)`, `s = sigmoid(1.702 x)`. */
 export const quickGeluOp = customOp(
   (x: tf.Tensor) => ({ value: quickGelu(x), save: [x] }),
   (dy, [x]) => {
-    const s = tf.sigmoid(tf.mul(x, 1.702));
-    return [tf.mul(dy, tf.add(s, tf.mul(tf.mul(x, 1.702), tf.mul(s, tf.sub(1, s)))))];
+    const s = tf.tidy(() => tf.sigmoid(tf.mul(x, 1.702)));
+    const d = tf.tidy(() => tf.add(s, tf.mul(tf.mul(x, 1.702), tf.mul(s, tf.sub(1, s)))));
+    s.dispose();
+    return [tf.mul(dy, d)];
   },
 );
 

@@ -30,12 +30,25 @@ export const attentionCore = customOp(
     save: [q, k, v],
   }),
   (dy, [q, k, v]) => {
-    const qs = tf.mul(q, 1 / Math.sqrt(q.shape[3]!));
-    const p = tf.softmax(tf.matMul(qs, k, false, true)); // [B, H, Nq, Nk]
+    // Each [B, H, Nq, Nk] temporary is released as soon as it is used, so at most three exist at once
+    // (the backward's scope would otherwise hold all six until it ends).
+    const scale = 1 / Math.sqrt(q.shape[3]!);
+    const qs = tf.mul(q, scale);
+    const s = tf.matMul(qs, k, false, true);
+    const p = tf.softmax(s);
+    s.dispose();
     const dv = tf.matMul(p, dy, true, false);
     const dp = tf.matMul(dy, v, false, true);
-    const ds = tf.mul(p, tf.sub(dp, tf.sum(tf.mul(dp, p), -1, true)));
-    return [tf.mul(tf.matMul(ds, k), 1 / Math.sqrt(q.shape[3]!)), tf.matMul(ds, qs, true, false), dv];
+    const pdp = tf.mul(dp, p);
+    const rows = tf.sum(pdp, -1, true);
+    pdp.dispose();
+    const centred = tf.sub(dp, rows);
+    dp.dispose();
+    const ds = tf.mul(p, centred);
+    tf.dispose([p, centred]);
+    const dq = tf.mul(tf.matMul(ds, k), scale);
+    const dk = tf.matMul(ds, qs, true, false);
+    return [dq, dk, dv];
   },
 ) as (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D) => tf.Tensor4D;
 

@@ -7,17 +7,20 @@
  * - **state**: the student's parameters and AdamW's two moments, the teacher's parameters;
  * - **update**: during the optimizer step the gradients, the new moments and the updates exist beside the
  *   state (then the new parameters, once the gradients are gone), plus one tensor's temporaries;
- * - **activations**: per encoder block, what the backward pass keeps (about 18 token tensors `[B, N, D]`
- *   with the MLP's hidden layer counting 4; one with `--remat`, plus one block's worth while it is
- *   recomputed), the regressor's blocks likewise, plus the attention probabilities the backward pass
- *   recomputes (three `[B, H, N, N]`);
- * - **teacher**: one CLIP block's working set (its forward pass keeps only the residual stream).
+ * - **activations**: per encoder block, what the backward pass keeps and its working set (26 token
+ *   tensors `[B, N, D]`, the MLP's hidden layer counting 4; one with `--remat`, plus one block's worth
+ *   while it is recomputed), the regressor's blocks likewise, plus the attention probabilities the
+ *   backward pass recomputes (three `[B, H, N, N]`);
+ * - **teacher**: one CLIP block's working set (its forward pass keeps only the residual stream): 36
+ *   `[B, T, W]` and three `[B, H, T, T]`.
  * The step's peak is the state plus the largest of the update and the forward/backward working sets.
- * Measured against lib/core/memory.ts on the 2-core CPU machine (2026-11-30, BENCHMARKS.md "Memory"):
- * the estimate is within 25% above the measured distinct peak for ViT-T at batch 8 and ViT-B at batch 2.
+ * Calibrated against lib/core/memory.ts on the 2-core CPU machine (2026-11-30, wasm, BENCHMARKS.md
+ * "Memory"): ViT-T batch 8 measured 0.75 GiB distinct peak (estimate 0.77), with `--remat` 0.60 (0.60);
+ * ViT-B batch 2 measured 3.42 (3.45). An estimate, not a bound: fragmentation of the wasm heap comes on top.
  *
  * @module
  */
+import type { BackendInfo } from "../core/backend.ts";
 import type { CaeV2Config, ClipConfig } from "../models/config.ts";
 import { gridOf } from "../models/config.ts";
 
@@ -67,7 +70,7 @@ export const stepFootprint = (
   const { numPatches } = gridOf(student);
   const n = 1 + numPatches - numMasked, d = student.dim, r = student.regressorDim;
   const tokens = batch * n * d * F32; // one [B, N, D]
-  const perBlock = 18 * tokens;
+  const perBlock = 26 * tokens;
   const probs = batch * student.heads * n * n * F32;
   const encoder = remat ? student.depth * tokens + perBlock : student.depth * perBlock;
   const nk = numPatches, nq = numMasked;
@@ -77,10 +80,10 @@ export const stepFootprint = (
   const head = 6 * batch * (1 + numPatches) * Math.max(r, student.outDim) * F32;
   const activationBytes = encoder + 3 * probs + regressor + head;
   const t = gridOf(teacher).numPatches + 1, w = teacher.width;
-  const teacherBytes = batch * t * F32 * (12 * w) + 2 * batch * teacher.heads * t * t * F32;
+  const teacherBytes = batch * t * F32 * (36 * w) + 3 * batch * teacher.heads * t * t * F32;
   // Gradients, new moments and updates (lib/optim/fused_adamw.ts leafwise; lib/train/step.ts frees the
   // gradients before the new parameters are made), plus one leaf's temporaries.
-  const updateBytes = 4 * p * F32 + 9 * student.mlpRatio * d * d * F32;
+  const updateBytes = 4.1 * p * F32 + 12 * student.mlpRatio * d * d * F32;
   const stateBytes = (3 * p + tp) * F32 + batch * (student.imageSize ** 2 * 3 * 2) * F32;
   const largestTensorBytes = Math.max(
     probs,
@@ -111,6 +114,13 @@ export interface BackendLimits {
 /** The wasm heap of tfjs-backend-wasm 4.22 grows to 4 GiB less 64 KiB (emscripten `getHeapMax`). */
 export const WASM_HEAP_BYTES = 4294901760;
 
+/** The limits of the backend `info` describes: the wasm heap, WebGPU's largest binding, none on cpu. */
+export const backendLimits = (info: BackendInfo): BackendLimits => ({
+  backend: info.name,
+  totalBytes: info.name === "wasm" ? WASM_HEAP_BYTES : undefined,
+  tensorBytes: info.name === "webgpu" ? info.limits?.maxStorageBufferBindingSize : undefined,
+});
+
 const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
 
 /**
@@ -118,9 +128,16 @@ const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
  * A step is refused when its estimate exceeds 90% of the wasm heap (fragmentation takes the rest), or
  * when one tensor exceeds a WebGPU binding.
  */
-export const checkFits = (f: Footprint, limits: BackendLimits, remat: boolean): string | undefined => {
+export const checkFits = (
+  f: Footprint,
+  limits: BackendLimits,
+  remat: boolean,
+  batchFlag = "--batch-size",
+): string | undefined => {
   const fixes = [
-    "a smaller --batch-size (with --accumulate N to keep the total batch)",
+    `a smaller ${batchFlag}${
+      batchFlag === "--batch-size" ? " (with --accumulate N to keep the total batch)" : ""
+    }`,
     ...(remat ? [] : ["--remat (recompute each block in the backward pass)"]),
   ];
   if (limits.totalBytes !== undefined && f.peakBytes > 0.9 * limits.totalBytes) {

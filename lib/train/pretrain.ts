@@ -49,6 +49,7 @@ import { createRunDir, resumeRunDir, runPaths } from "./rundir.ts";
 import { type AdamWHost, adamwStateFromFlat, adamwStateToFlat } from "./opt_state.ts";
 import { readMetrics, type TrainState, trainStep } from "./step.ts";
 import { runKeys } from "./run_keys.ts";
+import { backendLimits, checkFits, stepFootprint } from "./footprint.ts";
 import { checkEvaluators, describeEvaluation, evaluatesAt, type Evaluator } from "./evaluator.ts";
 
 /** How a run ended. */
@@ -160,6 +161,17 @@ export const pretrain = async (
   const keys = runKeys(cfg.seed);
   const models = await resolveModels(cfg, keys.teacher);
   const { student, teacher, teacherParams, numMasked } = models;
+  // Before a run directory or a parameter exists: a step that cannot fit the backend is refused here,
+  // with the estimate, the limit and what to change, instead of failing inside the first step.
+  const refused = checkFits(
+    stepFootprint(student, teacher, cfg.batchSize, numMasked, cfg.remat),
+    backendLimits(info),
+    cfg.remat,
+  );
+  if (refused !== undefined) {
+    disposeTree(teacherParams);
+    return E.left(`--model ${cfg.model} --batch-size ${cfg.batchSize} on ${info.name}: ${refused}`);
+  }
 
   const lr = cosineSchedule({
     base: peakLr(cfg),
