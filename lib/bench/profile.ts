@@ -91,7 +91,11 @@ export const profileKernels = async (
   const info = await tf.profile(f);
   const wallMs = performance.now() - t0;
   const kernels: { name: string; ms: number; shapes: string }[] = [];
+  const backend = tf.getBackend();
   for (const k of info.kernels as unknown as KernelRecord[]) {
+    // A custom-gradient op (lib/core/autodiff.ts customOp) is profiled as a pseudo-kernel named by its
+    // scope whose time is its inner kernels' time, which are listed too: leave it out, or time counts twice.
+    if (tf.getKernel(k.name, backend) === undefined) continue;
     const t = await k.kernelTimeMs;
     kernels.push({ name: k.name, ms: typeof t === "number" ? t : 0, shapes: shapesOf(k.inputShapes) });
   }

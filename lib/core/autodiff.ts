@@ -301,7 +301,15 @@ export const customOp = <X extends tf.Tensor[]>(
         }),
     };
   });
-  return (...xs: X) => op(...xs) as tf.Tensor;
+  // Off the tape (inference, the frozen teacher) the forward pass runs as plain ops: no custom-gradient
+  // node, so profiles list its kernels once and nothing is saved.
+  return (...xs: X) => recording() ? op(...xs) as tf.Tensor : tf.tidy(() => forward(...xs).value);
+};
+
+/** Whether ops are being recorded on a tape now (tfjs-core 4.22 `isTapeOn` in `runKernelFunc`). */
+const recording = (): boolean => {
+  const s = engine().state;
+  return s.activeTape != null && s.kernelDepth === 0;
 };
 
 /**
