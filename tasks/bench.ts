@@ -55,6 +55,7 @@ import { type BenchReport, formatTable, type OpResult, withRates } from "../lib/
 import { type PresetName, presetNames } from "../lib/models/presets.ts";
 import { runStepBench, type TeacherName } from "../lib/bench/step.ts";
 import { backendLimits } from "../lib/train/footprint.ts";
+import { capGpuPool } from "../lib/core/gpu_pool.ts";
 import { formatStepReport, stepReport } from "../lib/bench/report.ts";
 import { registerKernels, restoreStockKernels } from "../lib/core/kernels/dispatch.ts";
 import { gemmReady, setGemmThreads } from "../lib/core/kernels/gemm_pool.ts";
@@ -74,7 +75,7 @@ import {
 
 const usage = "usage: deno task bench [--model tiny|small|base] [--batch N] [--backend webgpu|wasm|cpu] " +
   "[--steps N] [--warmup N] [--teacher clip-b16|micro] [--kernels fused|stock] [--no-phases] [--no-profile] " +
-  "[--remat] " +
+  "[--remat] [--gpu-pool-mib N] " +
   "[--gemm-big bm,bn,bk,tm,tn] [--gemm-small ...] [--threads N] [--json] [--out FILE]\n" +
   "       deno task bench --ops [same] [--only a,b] [--matmul-size N] [--reduce-size N] [--no-stock]\n" +
   "       deno task bench --check --backend webgpu [--out FILE]";
@@ -94,6 +95,7 @@ const strings = [
   "gemm-big",
   "gemm-small",
   "threads",
+  "gpu-pool-mib",
 ];
 const booleans = ["ops", "json", "stock", "help", "phases", "profile", "check", "remat"];
 const fail = (msg: string): never => {
@@ -141,6 +143,12 @@ if (args.threads != null) {
   setGemmThreads(n);
 }
 const backendInfo = await selectBackend(backend as BackendName).catch((e: Error) => fail(e.message));
+// WebGPU: cap the pool of free buffers (lib/core/gpu_pool.ts; CAEV2_GPU_POOL_MIB does the same).
+if (args["gpu-pool-mib"] != null) {
+  const mib = Number(args["gpu-pool-mib"]);
+  if (!(mib >= 0)) fail(`--gpu-pool-mib takes a number >= 0, got ${JSON.stringify(args["gpu-pool-mib"])}`);
+  if (!capGpuPool(mib * 2 ** 20)) fail("--gpu-pool-mib applies to the webgpu backend only");
+}
 if (backend === "wasm") await gemmReady(); // measure with every matmul thread up from the first step
 console.error(describeBackend(backendInfo));
 registerDeviceGradients();

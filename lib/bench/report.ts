@@ -170,7 +170,7 @@ export const formatStepReport = (rep: StepReport, top = 15): string => {
       GiB(r.memory.peakBufferBytes)
     }; estimated before the run ${GiB(r.memory.estimatedPeakBytes)}), GPU buffers held ${
       GiB(r.memory.gpuAllocatedBytes)
-    }` +
+    } (at most ${GiB(r.memory.gpuPeakBytes)})` +
       (anchor?.pytorchPeakBytes ? ` (PyTorch peak ${GiB(anchor.pytorchPeakBytes)})` : ""),
   );
   if (r.profile) {

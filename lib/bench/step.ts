@@ -29,6 +29,7 @@ import {
 } from "../train/step.ts";
 import { type KernelProfile, profileKernels } from "./profile.ts";
 import { peakMemory, resetPeakMemory } from "../core/memory.ts";
+import { gpuPoolBytes, resetGpuPeak } from "../core/gpu_pool.ts";
 import { type BackendLimits, checkFits, stepFootprint } from "../train/footprint.ts";
 import { median, readbackFloorMs, settle } from "./timing.ts";
 
@@ -76,8 +77,10 @@ export interface StepMemory {
   readonly peakBufferBytes: number;
   /** lib/train/footprint.ts's estimate of the step's peak (distinct data), made before the run. */
   readonly estimatedPeakBytes: number;
-  /** Bytes of GPU buffers tfjs holds (in use + pooled): the high-water mark of its allocations (WebGPU). */
+  /** Bytes of GPU buffers tfjs holds after the timed steps (in use + pooled), or null off WebGPU. */
   readonly gpuAllocatedBytes: number | null;
+  /** The most GPU buffer bytes tfjs held during the timed steps (what the driver sees), or null off WebGPU. */
+  readonly gpuPeakBytes: number | null;
   /** Live tensor bytes between steps (params, optimizer state, inputs, teacher). */
   readonly liveBytes: number;
   readonly liveTensors: number;
@@ -211,12 +214,14 @@ export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResul
   const samples: number[] = [];
   // The memory peaks cover the timed steps only (the first step's shader compilation and pools aside).
   resetPeakMemory();
+  resetGpuPeak();
   for (let i = 0; i < cfg.steps; i++) {
     samples.push(await runStep());
     log(`  step: ${samples[i].toFixed(1)} ms (${(cfg.batch / samples[i] * 1000).toFixed(1)} img/s)`);
   }
   const stepMs = median(samples);
   const peaks = peakMemory();
+  const gpuPeak = gpuPoolBytes()?.peak ?? null;
 
   let phases: PhaseTimes | null = null;
   if (cfg.phases) {
@@ -319,6 +324,7 @@ export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResul
       peakBufferBytes: peaks.peakBufferBytes,
       estimatedPeakBytes: footprint.peakBytes,
       gpuAllocatedBytes: gpuAllocated(),
+      gpuPeakBytes: gpuPeak,
       liveBytes: live.numBytes,
       liveTensors: live.numTensors,
     },
