@@ -78,7 +78,8 @@ export { type AlignmentLosses, alignmentTargets, latentAlignment } from "./lib/o
 
 // Optimizers (optax-style gradient transformations) and schedules.
 export { chain, disposeState, type GradientTransformation, identity } from "./lib/optim/transform.ts";
-export { adam, adamw, type AdamWState } from "./lib/optim/adamw.ts";
+export { adam, adamw, type AdamWOptions, type AdamWState } from "./lib/optim/adamw.ts";
+export { type AdamWImpl, fusedAdamw } from "./lib/optim/fused_adamw.ts";
 export { scaleByAdam } from "./lib/optim/adam.ts";
 export { clipByGlobalNorm, globalNorm } from "./lib/optim/clip.ts";
 export { addDecayedWeights, officialDecayMask } from "./lib/optim/decay.ts";
@@ -88,7 +89,16 @@ export { applyUpdates } from "./lib/optim/apply.ts";
 
 // Training: the step reducer, gradients, the pretraining run, configs, checkpoints.
 export { readMetrics, type StepBatch, type TrainState, trainStep } from "./lib/train/step.ts";
-export { gradients, valueAndGrad } from "./lib/core/autodiff.ts";
+export { customOp, gradients, recomputed, valueAndGrad } from "./lib/core/autodiff.ts";
+export { type MemoryMark, peakMemory, resetPeakMemory } from "./lib/core/memory.ts";
+export { capGpuPool, gpuPoolBytes, resetGpuPeak } from "./lib/core/gpu_pool.ts";
+export {
+  type BackendLimits,
+  backendLimits,
+  checkFits,
+  type Footprint,
+  stepFootprint,
+} from "./lib/train/footprint.ts";
 export { formatSummary, pretrain, type PretrainHooks } from "./lib/train/pretrain.ts";
 export type { Evaluator, EvaluatorInput } from "./lib/train/evaluator.ts";
 export { defaultPretrainConfig, type PretrainConfig, resolvePretrainConfig } from "./lib/config/pretrain.ts";

@@ -25,7 +25,9 @@ export interface MemoryMark {
   readonly peakTensorBytes: number;
   /** Highest count of bytes in distinct live data blocks. */
   readonly peakBufferBytes: number;
+  /** Live tensor bytes now, by the engine's count. */
   readonly tensorBytes: number;
+  /** Bytes in distinct live data blocks now. */
   readonly bufferBytes: number;
 }
 

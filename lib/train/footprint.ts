@@ -26,9 +26,13 @@ import { gridOf } from "../models/config.ts";
 
 /** Bytes, by part (see the module doc). */
 export interface Footprint {
+  /** Parameters, AdamW moments, the teacher, the batch. */
   readonly stateBytes: number;
+  /** What the optimizer step adds to the state. */
   readonly updateBytes: number;
+  /** What the student's forward and backward passes add. */
   readonly activationBytes: number;
+  /** What the teacher's forward pass adds. */
   readonly teacherBytes: number;
   /** `stateBytes + max(updateBytes, activationBytes, teacherBytes)`. */
   readonly peakBytes: number;
@@ -104,6 +108,7 @@ export const stepFootprint = (
 
 /** What a backend can hold. */
 export interface BackendLimits {
+  /** The backend's name, for messages. */
   readonly backend: string;
   /** All tensor data together (the wasm heap), or undefined where no limit is known (cpu, the GPU). */
   readonly totalBytes?: number;
