@@ -18,8 +18,8 @@
 import { tf } from "../lib/deps.ts";
 import { type BackendName, selectBackend } from "../lib/core/backend.ts";
 import { gradients } from "../lib/core/autodiff.ts";
+import { type Case, checkCase, type Op, randn } from "./custom_grad_check.ts";
 import { installMemoryWatermark, peakMemory, resetPeakMemory } from "../lib/core/memory.ts";
-import { relativeError } from "../lib/parity/check.ts";
 import { linear, type LinearParams, linearReference } from "../lib/nn/linear.ts";
 import { layerNorm, type LayerNormParams, layerNormReference } from "../lib/nn/norm.ts";
 import { gelu, geluOp, quickGelu, quickGeluOp } from "../lib/nn/mlp.ts";
@@ -29,63 +29,6 @@ import { assert, assertEquals } from "../lib/core/std.ts";
 import { TEST_BACKEND } from "./helpers.ts";
 
 const BACKENDS: readonly BackendName[] = TEST_BACKEND === "cpu" ? ["cpu"] : [TEST_BACKEND, "cpu"];
-
-/** ||x - ref|| / ||ref|| bounds: the forward runs the reference's own ops, the backward other formulas. */
-const VALUE_TOL = 1e-6;
-const GRAD_TOL = 1e-5;
-
-type Op = (...xs: tf.Tensor[]) => tf.Tensor;
-
-/** One comparison: a custom op and its reference on the same inputs. */
-interface Case {
-  readonly name: string;
-  /** Names of the differentiated inputs, for the messages. */
-  readonly names: readonly string[];
-  /** Makes the differentiated inputs and any constants the two ops close over (on the active backend). */
-  readonly make: () => { xs: tf.Tensor[]; consts?: tf.Tensor[]; custom: Op; reference: Op };
-}
-
-const randn = (shape: number[], seed: number, mean = 0, std = 1) =>
-  tf.randomNormal(shape, mean, std, "float32", seed);
-
-/**
- * The value and the gradients of one case by every walk, against the reference's; the problems found
- * (empty when all agree), including leaked tensors.
- */
-const checkCase = async (c: Case, seed: number): Promise<string[]> => {
-  const { xs, consts = [], custom, reference } = c.make();
-  const w = tf.tidy(() => randn(reference(...xs).shape, seed));
-  const before = tf.memory().numTensors;
-  const loss = (f: Op) => (...v: tf.Tensor[]) => tf.sum(tf.mul(f(...v), w));
-  const refValue = tf.tidy(() => reference(...xs));
-  const value = tf.tidy(() => custom(...xs));
-  const refGrads = tf.grads(loss(reference))(xs);
-  const byTfjs = tf.grads(loss(custom))(xs);
-  const byOwn = gradients(loss(custom), xs);
-  const byOwnDy = gradients(custom, xs, w);
-  const problems: string[] = [];
-  const compare = async (what: string, got: tf.Tensor, want: tf.Tensor, tol: number) => {
-    if (!tf.util.arraysEqual(got.shape, want.shape)) {
-      problems.push(`${what}: shape [${got.shape}], reference [${want.shape}]`);
-      return;
-    }
-    const e = relativeError(await got.data(), await want.data());
-    if (!(e <= tol)) problems.push(`${what}: relative error ${e.toExponential(2)} > ${tol}`);
-  };
-  await compare("value", value, refValue, VALUE_TOL);
-  await compare("value (gradients, dy = w)", byOwnDy.value, refValue, VALUE_TOL);
-  for (const [i, name] of c.names.entries()) {
-    await compare(`d${name} (tf.grads)`, byTfjs[i], refGrads[i], GRAD_TOL);
-    await compare(`d${name} (gradients)`, byOwn.grads[i], refGrads[i], GRAD_TOL);
-    await compare(`d${name} (gradients, dy = w)`, byOwnDy.grads[i], refGrads[i], GRAD_TOL);
-  }
-  tf.dispose([refValue, value, ...refGrads, ...byTfjs, byOwn.value, ...byOwn.grads, byOwnDy.value]);
-  tf.dispose(byOwnDy.grads);
-  const leaked = tf.memory().numTensors - before;
-  if (leaked !== 0) problems.push(`${leaked} tensors left after disposing the results`);
-  tf.dispose([...xs, ...consts, w]);
-  return problems.map((p) => `${c.name} on ${tf.getBackend()}: ${p}`);
-};
 
 /** Runs every case on every backend of {@link BACKENDS} and fails with all the problems found. */
 const checkCases = async (cases: readonly Case[]) => {

@@ -18,71 +18,15 @@
 import { tf } from "../../lib/deps.ts";
 import { checkDeviceErrors, selectBackend } from "../../lib/core/backend.ts";
 import { fusedActivation, registerKernels, restoreStockKernels } from "../../lib/core/kernels/dispatch.ts";
-import { gradients } from "../../lib/core/autodiff.ts";
-import { relativeError } from "../../lib/parity/check.ts";
 import { linear, type LinearParams, linearReference } from "../../lib/nn/linear.ts";
 import { layerNorm, type LayerNormParams, layerNormReference } from "../../lib/nn/norm.ts";
 import { gelu, geluOp, quickGelu, quickGeluOp } from "../../lib/nn/mlp.ts";
 import { attentionCore, scaledDotProductAttention } from "../../lib/nn/sdpa.ts";
 import { add } from "../../lib/nn/residual.ts";
+import { type Case, checkCase, type Op, randn } from "../custom_grad_check.ts";
 import { assert } from "../../lib/core/std.ts";
 
 const hasWebGPU = await selectBackend("webgpu").then(() => tf.getBackend() === "webgpu", () => false);
-
-/**
- * ||x - ref|| / ||ref|| bounds. The forward runs the reference's own ops, or a fused kernel that sums in
- * another order (measured: every value equal here; gradients within 3e-7).
- */
-const VALUE_TOL = 1e-6;
-const GRAD_TOL = 1e-5;
-
-type Op = (...xs: tf.Tensor[]) => tf.Tensor;
-
-/** A custom op and its reference on the same inputs (see tests/nn_grad_test.ts). */
-interface Case {
-  readonly name: string;
-  readonly names: readonly string[];
-  readonly make: () => { xs: tf.Tensor[]; consts?: tf.Tensor[]; custom: Op; reference: Op };
-}
-
-const randn = (shape: number[], seed: number, mean = 0, std = 1) =>
-  tf.randomNormal(shape, mean, std, "float32", seed);
-
-/** The value and the gradients by both walks against the reference's; the problems found, leaks included. */
-const checkCase = async (c: Case, seed: number): Promise<string[]> => {
-  const { xs, consts = [], custom, reference } = c.make();
-  const w = tf.tidy(() => randn(reference(...xs).shape, seed));
-  const before = tf.memory().numTensors;
-  const loss = (f: Op) => (...v: tf.Tensor[]) => tf.sum(tf.mul(f(...v), w));
-  const refValue = tf.tidy(() => reference(...xs));
-  const value = tf.tidy(() => custom(...xs));
-  const refGrads = tf.grads(loss(reference))(xs);
-  const byTfjs = tf.grads(loss(custom))(xs);
-  const byOwn = gradients(loss(custom), xs);
-  const byOwnDy = gradients(custom, xs, w);
-  const problems: string[] = [];
-  const compare = async (what: string, got: tf.Tensor, want: tf.Tensor, tol: number) => {
-    if (!tf.util.arraysEqual(got.shape, want.shape)) {
-      problems.push(`${what}: shape [${got.shape}], reference [${want.shape}]`);
-      return;
-    }
-    const e = relativeError(await got.data(), await want.data());
-    if (!(e <= tol)) problems.push(`${what}: relative error ${e.toExponential(2)} > ${tol}`);
-  };
-  await compare("value", value, refValue, VALUE_TOL);
-  await compare("value (gradients, dy = w)", byOwnDy.value, refValue, VALUE_TOL);
-  for (const [i, name] of c.names.entries()) {
-    await compare(`d${name} (tf.grads)`, byTfjs[i], refGrads[i], GRAD_TOL);
-    await compare(`d${name} (gradients)`, byOwn.grads[i], refGrads[i], GRAD_TOL);
-    await compare(`d${name} (gradients, dy = w)`, byOwnDy.grads[i], refGrads[i], GRAD_TOL);
-  }
-  tf.dispose([refValue, value, ...refGrads, ...byTfjs, byOwn.value, ...byOwn.grads, byOwnDy.value]);
-  tf.dispose(byOwnDy.grads);
-  const leaked = tf.memory().numTensors - before;
-  if (leaked !== 0) problems.push(`${leaked} tensors left after disposing the results`);
-  tf.dispose([...xs, ...consts, w]);
-  return problems.map((p) => `${c.name}: ${p}`);
-};
 
 const linearCases: Case[] = [[5, 7], [2, 5, 7]].flatMap((xShape, i): Case[] => {
   const at = `x [${xShape}], 7 -> 3`;
