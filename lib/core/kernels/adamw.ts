@@ -15,6 +15,7 @@
  */
 import { tf, type WebGPUBackend } from "../../deps.ts";
 import { type Program, runProgram, type TensorInfo } from "./program.ts";
+import { foldWorkgroup, stridedPartialSums } from "./wgsl_sum.ts";
 
 /** Workgroups per tensor in the sum-of-squares pass (each writes one partial). */
 const PARTIALS = 64;
@@ -30,25 +31,14 @@ const sumSquaresProgram = (vec: boolean, total: number): Program => ({
   dispatch: [PARTIALS, 1, 1],
   workgroupSize: [WG, 1, 1],
   uniforms: "n : i32, offset : i32,",
-  getUserCode: () => `
-var<workgroup> part: array<f32, ${WG}>;
-fn main(index: i32) {
-  let lid = i32(localId.x);
-  let wg = i32(workgroupId.x);
-  var s = 0.0;
-  for (var j = wg * ${WG} + lid; j < uniforms.n; j += ${PARTIALS * WG}) {
-    let v = G[j];
-    s += ${vec ? "dot(v, v)" : "v * v"};
-  }
-  part[lid] = s;
-  workgroupBarrier();
-  for (var w = ${WG / 2}; w > 0; w /= 2) {
-    if (lid < w) { part[lid] += part[lid + w]; }
-    workgroupBarrier();
-  }
-  if (lid == 0) { result[uniforms.offset + wg] = part[0]; }
-}
-`,
+  getUserCode: () =>
+    stridedPartialSums(
+      "G",
+      WG,
+      PARTIALS,
+      vec ? "dot(v, v)" : "v * v",
+      "result[uniforms.offset + wg] = part[0];",
+    ),
 });
 
 const clipFactorProgram = (): Program => ({
@@ -65,12 +55,7 @@ fn main(index: i32) {
   let lid = i32(localId.x);
   var s = 0.0;
   for (var j = lid; j < uniforms.n; j += ${WG}) { s += P[j]; }
-  part[lid] = s;
-  workgroupBarrier();
-  for (var w = ${WG / 2}; w > 0; w /= 2) {
-    if (lid < w) { part[lid] += part[lid + w]; }
-    workgroupBarrier();
-  }
+  ${foldWorkgroup(WG)}
   if (lid == 0) {
     // lib/optim/clip.ts: min(1, maxNorm / (norm + 1e-6)); 1 without clipping.
     result[0] = select(1.0, min(1.0, uniforms.maxNorm / (sqrt(part[0]) + 1e-6)), uniforms.clip != 0);

@@ -83,6 +83,23 @@ const loadRow = (name: string, v: string, d: number) =>
     `let ${v}${j} = select(0.0, ${name}[base + min(lid + ${j * WG}, ${d - 1})], lid + ${j * WG} < ${d});`
   ).join("\n  ");
 
+/**
+ * The forward and statistics shaders' shared main: one workgroup per row loads the row of X and computes
+ * its mean and rstd (`c<j>` the centred values), then runs `tail`.
+ */
+const statsMain = (d: number, tail: string) =>
+  `${rowPrelude(false)}
+fn main(index: i32) {
+  let row = rowIndex();
+  if (row >= uniforms.rows) { return; }
+  let lid = i32(localIndex);
+  let base = row * ${d};
+  ${loadRow("X", "x", d)}
+  ${statsCode(d)}
+  ${tail}
+}
+`;
+
 const forwardProgram = (rows: number, d: number): Program => ({
   variableNames: ["X", "S", "B"],
   outputShape: [rows, d],
@@ -92,23 +109,14 @@ const forwardProgram = (rows: number, d: number): Program => ({
   workgroupSize: [WG, 1, 1],
   uniforms: "rows : i32, eps : f32,",
   getUserCode: () =>
-    `${rowPrelude(false)}
-fn main(index: i32) {
-  let row = rowIndex();
-  if (row >= uniforms.rows) { return; }
-  let lid = i32(localIndex);
-  let base = row * ${d};
-  ${loadRow("X", "x", d)}
-  ${statsCode(d)}
-  ${
+    statsMain(
+      d,
       cols(d).map((j) =>
         `if (lid + ${j * WG} < ${d}) { let k = lid + ${
           j * WG
         }; result[base + k] = c${j} * rstd * S[k] + B[k]; }`
-      ).join("\n  ")
-    }
-}
-`,
+      ).join("\n  "),
+    ),
 });
 
 /** [rows, 2]: mean and rstd of each row. */
@@ -121,18 +129,7 @@ const statsProgram = (rows: number, d: number): Program => ({
   dispatch: [rows, 1, 1],
   workgroupSize: [WG, 1, 1],
   uniforms: "rows : i32, eps : f32,",
-  getUserCode: () =>
-    `${rowPrelude(false)}
-fn main(index: i32) {
-  let row = rowIndex();
-  if (row >= uniforms.rows) { return; }
-  let lid = i32(localIndex);
-  let base = row * ${d};
-  ${loadRow("X", "x", d)}
-  ${statsCode(d)}
-  if (lid == 0) { result[row * 2] = mean; result[row * 2 + 1] = rstd; }
-}
-`,
+  getUserCode: () => statsMain(d, "if (lid == 0) { result[row * 2] = mean; result[row * 2 + 1] = rstd; }"),
 });
 
 const dxProgram = (rows: number, d: number): Program => ({

@@ -13,6 +13,7 @@
 import { tf, type WebGPUBackend } from "../../deps.ts";
 import { type Program, runProgram, type TensorInfo } from "./program.ts";
 import { type Info, type KernelArgs, kernelOverride } from "./override.ts";
+import { foldWorkgroup, stridedPartialSums } from "./wgsl_sum.ts";
 
 const WG = 256;
 const PARTS = 256;
@@ -28,25 +29,8 @@ const stage1 = (vec: boolean): Program => ({
   dispatch: [PARTS, 1, 1],
   workgroupSize: [WG, 1, 1],
   uniforms: "n : i32,",
-  getUserCode: () => `
-var<workgroup> part: array<f32, ${WG}>;
-fn main(index: i32) {
-  let lid = i32(localId.x);
-  let wg = i32(workgroupId.x);
-  var s = 0.0;
-  for (var j = wg * ${WG} + lid; j < uniforms.n; j += ${PARTS * WG}) {
-    let v = X[j];
-    s += ${vec ? "(v.x + v.y) + (v.z + v.w)" : "v"};
-  }
-  part[lid] = s;
-  workgroupBarrier();
-  for (var w = ${WG / 2}; w > 0; w /= 2) {
-    if (lid < w) { part[lid] += part[lid + w]; }
-    workgroupBarrier();
-  }
-  if (lid == 0) { result[wg] = part[0]; }
-}
-`,
+  getUserCode: () =>
+    stridedPartialSums("X", WG, PARTS, vec ? "(v.x + v.y) + (v.z + v.w)" : "v", "result[wg] = part[0];"),
 });
 
 const stage2 = (): Program => ({
@@ -62,12 +46,8 @@ const stage2 = (): Program => ({
 var<workgroup> part: array<f32, ${WG}>;
 fn main(index: i32) {
   let lid = i32(localId.x);
-  part[lid] = select(0.0, P[min(lid, uniforms.n - 1)], lid < uniforms.n);
-  workgroupBarrier();
-  for (var w = ${WG / 2}; w > 0; w /= 2) {
-    if (lid < w) { part[lid] += part[lid + w]; }
-    workgroupBarrier();
-  }
+  let s = select(0.0, P[min(lid, uniforms.n - 1)], lid < uniforms.n);
+  ${foldWorkgroup(WG)}
   if (lid == 0) { result[0] = part[0]; }
 }
 `,
