@@ -6,7 +6,7 @@
  * Full pretraining steps on synthetic tensors (lib/bench/step.ts): images/s of `trainStep`, ms per phase
  * (teacher, student forward, student backward, update), peak memory (live tensor bytes as tfjs counts them
  * and distinct data bytes, over the timed steps, lib/core/memory.ts), a kernel profile of one step
- * (tf.profile, aggregated by kernel name) and the ratio to PyTorch (ANCHORS.md, lib/bench/anchors.ts).
+ * (tf.profile, aggregated by kernel name) and the ratio to PyTorch (BENCHMARKS.md, lib/bench/anchors.ts).
  * `--kernels fused` (default on webgpu) registers this project's WebGPU kernels (lib/core/kernels);
  * `stock` runs plain tfjs.
  *
@@ -20,13 +20,13 @@
  * model shapes (lib/bench/kernel_check.ts); exit status 1 if any differs beyond its tolerance.
  * `--gemm-big` / `--gemm-small` override the matmul tiles (lib/core/kernels/matmul.ts) for tuning.
  *
- * On the H200 device machine (see /work/shared/ANCHORS.md). Once, here:
+ * On an H200 device machine (figures in BENCHMARKS.md). Once, here:
  *
  * ```sh
  * npm install --prefix .tools deno@2.9.6
  * xz -T2 -6 -c .tools/node_modules/@deno/linux-x64-glibc/deno > .tools/deno.xz
  * deno bundle --platform deno tasks/bench.ts -o .tools/bench.js   # re-run after every change
- * # .gl: the Vulkan loader debs, /work/.library/device/README.md ("apt-get download libvulkan1 ...")
+ * # .gl: the Vulkan loader debs (`apt-get download libvulkan1` and its dependencies)
  * ```
  *
  * then `run` with `carry: [".tools/deno.xz", ".tools/bench.js", ".gl"]` and the command:

@@ -28,7 +28,7 @@ Deno.test("median of odd and even lists", () => {
 Deno.test("bench shapes follow the presets: ViT-B/16 at 224 masking 98 leaves 99 tokens", () => {
   const b = benchShape("base", 32);
   assertEquals([b.tokens, b.dim, b.heads, b.hidden], [99, 768, 12, 3072]);
-  assertEquals(b.batch * b.tokens, 3168); // the [3168, 3072] of ANCHORS.md
+  assertEquals(b.batch * b.tokens, 3168); // the [3168, 3072] of BENCHMARKS.md's reference figures
   assertEquals(benchShape("tiny", 8).tokens, 196 - 30 + 1);
   assertEquals(benchShape("small", 8).tokens, 196 - 49 + 1);
 });
@@ -154,7 +154,7 @@ Deno.test({
   },
 });
 
-Deno.test("anchors: ANCHORS.md rows and the ratio to PyTorch", () => {
+Deno.test("anchors: the PyTorch reference rows and the ratio to PyTorch", () => {
   assertEquals(anchorFor("h200", "base", 256)?.pytorchImagesPerSec, 375);
   assertEquals(anchorFor("h200", "tiny", 256)?.targetImagesPerSec, 400);
   assertEquals(anchorFor("cpu2", "tiny", 8)?.pytorchImagesPerSec, 1.96);

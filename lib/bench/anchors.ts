@@ -1,6 +1,6 @@
 /**
  * The reference figures a full-step benchmark is compared with: PyTorch with the official CAE v2 model
- * code (/work/shared/ANCHORS.md, measured 2026-11-26) and the issue's targets for this toolkit. Keyed by
+ * code (BENCHMARKS.md, "PyTorch reference figures") and the issue's targets for this toolkit. Keyed by
  * where the benchmark ran: "h200" (WebGPU on the H200) or "cpu2" (the 2-core CPU machines).
  *
  * @module
@@ -17,7 +17,7 @@ export interface Anchor {
   readonly batch: number;
   /** PyTorch images/s (H200: fp32, TF32 off; CPU: torch 1.13, OpenBLAS, 2 threads). */
   readonly pytorchImagesPerSec: number;
-  /** PyTorch peak GPU memory in bytes, where ANCHORS.md gives it. */
+  /** PyTorch peak GPU memory in bytes, where BENCHMARKS.md gives it. */
   readonly pytorchPeakBytes?: number;
   /** The issue's target for this toolkit, images/s (absent where the issue sets none). */
   readonly targetImagesPerSec?: number;
@@ -25,7 +25,7 @@ export interface Anchor {
 
 const GiB = 2 ** 30;
 
-/** Every row of ANCHORS.md (teacher: CLIP ViT-B/16 in all). */
+/** Every PyTorch row of BENCHMARKS.md (teacher: CLIP ViT-B/16 in all). */
 export const anchors: readonly Anchor[] = [
   {
     machine: "h200",
@@ -47,6 +47,6 @@ export const anchors: readonly Anchor[] = [
   { machine: "cpu2", model: "tiny", batch: 8, pytorchImagesPerSec: 1.96, targetImagesPerSec: 0.98 },
 ];
 
-/** The anchor for a machine, preset and batch, if ANCHORS.md has one. */
+/** The anchor for a machine, preset and batch, if BENCHMARKS.md has one. */
 export const anchorFor = (machine: Machine, model: PresetName, batch: number): Anchor | undefined =>
   anchors.find((a) => a.machine === machine && a.model === model && a.batch === batch);

@@ -25,9 +25,9 @@ export interface BenchShape {
   readonly heads: number;
   /** MLP hidden width (4 D). */
   readonly hidden: number;
-  /** Side of the square matmul (4096 in ANCHORS.md). */
+  /** Side of the square matmul (4096 in BENCHMARKS.md's reference figures). */
   readonly matmulSize: number;
-  /** Elements of the full reduction (10M in ANCHORS.md). */
+  /** Elements of the full reduction (10M in BENCHMARKS.md's reference figures). */
   readonly reduceSize: number;
 }
 

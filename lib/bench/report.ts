@@ -115,7 +115,7 @@ export interface StepReport {
   readonly kind: "step";
   readonly meta: Omit<BenchMeta, "shape" | "readbackFloorMs"> & { readonly machine: Machine };
   readonly result: StepBenchResult;
-  /** The ANCHORS.md row for this machine, preset and batch, if any. */
+  /** The PyTorch reference row (BENCHMARKS.md) for this machine, preset and batch, if any. */
   readonly anchor: Anchor | null;
   /** imagesPerSec / PyTorch's, or null without an anchor. */
   readonly ratioToPytorch: number | null;

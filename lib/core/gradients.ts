@@ -2,7 +2,7 @@
  * Device-side gradients for the tfjs-core 4.22 kernels whose stock gradient builds a tensor-sized array
  * in JavaScript on the CPU and uploads it.
  *
- * Measured on an H200 (WebGPU under Deno, /work/shared/ANCHORS.md): `tf.grad` of `sum(x * x)` for
+ * Measured on an H200 (WebGPU under Deno, BENCHMARKS.md "PyTorch reference figures"): `tf.grad` of `sum(x * x)` for
  * `x: [3168, 3072]` takes ~1.9 s with the stock gradient, of which nearly all is `tf.ones(x.shape)`
  * filled on the CPU and uploaded; broadcasting `dy` on the device takes ~2 ms.
  *

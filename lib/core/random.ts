@@ -1,5 +1,5 @@
 /**
- * Explicit, JAX-style pseudo-random keys (DESIGN.md principle 2). A key is two uint32 words; `split` and
+ * Explicit, JAX-style pseudo-random keys (docs/design.md, principle 2). A key is two uint32 words; `split` and
  * `foldIn` derive new keys with the Threefry-2x32 block cipher (20 rounds, Salmon et al. 2011, the
  * function JAX uses), so derivation is stateless and reproducible. Nothing reads a global RNG: the key for
  * training step t is `foldIn(runKey, t)`.

@@ -1,5 +1,5 @@
 /**
- * Parameter records: readonly nested records of tensors ("parameters are data", DESIGN.md principle 1).
+ * Parameter records: readonly nested records of tensors ("parameters are data", docs/design.md, principle 1).
  * `flatten` / `unflatten` convert to and from dotted names (`encoder.blocks.0.attn.qkv.w`); gradients,
  * optimizer masks, checkpoints and weight conversion all speak those names.
  *

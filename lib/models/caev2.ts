@@ -116,7 +116,7 @@ export const caev2Apply = (
     key: kr,
   });
 
-  // One shared head over [cls, visible, masked] (DESIGN.md "Head").
+  // One shared head over [cls, visible, masked] (docs/design.md, "The method").
   const tokens = tf.concat([latents, regressed], 1);
   const predictions = l2Normalize(
     linear(p.head.linear, layerNorm(p.head.norm, tokens, c.eps)),

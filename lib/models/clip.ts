@@ -3,7 +3,7 @@
  * every token after `ln_post` and `@ proj` (CAE v2 aligns all tokens, not only cls):
  *   conv1 (no bias) -> [class_embedding, patches] + positional_embedding -> ln_pre
  *   -> resblocks (x + attn(ln_1(x)); x + mlp(ln_2(x)), QuickGELU) -> ln_post (every token) -> @ proj.
- * The teacher is a constant (DESIGN.md principle 5): never differentiated, never checkpointed with the student.
+ * The teacher is a constant (docs/design.md, principle 5): never differentiated, never checkpointed with the student.
  *
  * Weights: CLIP ViT-B/16 from OpenAI (`ViT-B-16.pt`, keys `visual.*`) or Hugging Face
  * `openai/clip-vit-base-patch16` (`CLIPVisionModelWithProjection`, keys `vision_model.*` and

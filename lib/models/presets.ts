@@ -1,6 +1,6 @@
 /**
  * Model presets, decoded from one string in one place (big_vision style). Widths, depths and heads are the
- * official CAE v2 scripts' (DESIGN.md "Presets"); the teacher is CLIP ViT-B/16 (Radford et al. 2021).
+ * official CAE v2 scripts' (docs/design.md, "The method"); the teacher is CLIP ViT-B/16 (Radford et al. 2021).
  *
  * @module
  */

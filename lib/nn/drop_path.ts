@@ -1,7 +1,7 @@
 /**
  * Stochastic depth (drop path, timm `DropPath`): each sample's residual branch is zeroed with probability
  * `rate` and scaled by `1 / (1 - rate)` otherwise. Needs a key whenever it is active: a layer that needs
- * randomness refuses to run without one (STYLE.md, equinox).
+ * randomness refuses to run without one (docs/design.md, principle 2).
  *
  * @module
  */

@@ -56,7 +56,7 @@ export const normalQuantile = (p: number): number => {
 /**
  * Truncated normal N(0, std^2) restricted to [-std, std], sampled exactly by inverting the CDF. The official
  * CAE/BEiT `trunc_normal_(t, std=.02)` wrapper passes `a=-std, b=std`, so cls token, mask token and the
- * patch-embedding kernel are cut at one standard deviation (DESIGN.md).
+ * patch-embedding kernel are cut at one standard deviation (docs/design.md, "The method").
  */
 export const truncNormal = (k: Key, shape: number[], std = 0.02): tf.Tensor => {
   const n = shape.reduce((a, b) => a * b, 1);

@@ -1,5 +1,5 @@
 /**
- * Adam's scaling (Kingma & Ba 2015), the readable reference for any fused kernel (DESIGN.md principle 7).
+ * Adam's scaling (Kingma & Ba 2015), the readable reference for any fused kernel (docs/design.md, principle 7).
  *
  * @module
  */

@@ -1,5 +1,5 @@
 /**
- * Gradient transformations, optax-style (DESIGN.md principle 4; optax `_src/base.py`): an optimiser is a
+ * Gradient transformations, optax-style (docs/design.md, principle 4; as optax's `base.py`): an optimiser is a
  * pair of pure functions `init(params) -> state` and `update(updates, state, params) -> [updates, state]`,
  * composed with {@link chain}.
  *

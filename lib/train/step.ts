@@ -1,5 +1,5 @@
 /**
- * The CAE v2 training step as an immutable reducer (DESIGN.md principle 3):
+ * The CAE v2 training step as an immutable reducer (docs/design.md, principle 3):
  * `trainStep(config)(state, batches) -> { state, metrics }` with `state = { params, opt, step, key }`.
  * One step: teacher forward (no gradient) -> student forward/backward on each micro-batch (gradient
  * accumulation averages them) -> clip + AdamW update.

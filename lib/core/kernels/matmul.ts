@@ -5,7 +5,7 @@
  *
  * Why: on the H200, tfjs 4.22's matmul runs 5-6 TFLOP/s on the encoder's linear layers and 0.17-0.27
  * TFLOP/s on attention's batched products with head size 16-64 (lib/bench/ops.ts, phase 1 figures in
- * ANCHORS.md); those batched products alone cost more than a second per ViT-T step at batch 256.
+ * BENCHMARKS.md, "PyTorch reference figures"); those batched products alone cost more than a second per ViT-T step at batch 256.
  *
  * The kernel: a register-blocked GEMM (the classic CUDA SGEMM layout). A workgroup of 16 x 16 threads
  * computes a `BM x BN` tile of C, each thread a `TM x TN` block held in vec4 registers; the `BK`-deep
