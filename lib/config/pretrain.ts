@@ -280,6 +280,26 @@ export const peakLr = (cfg: PretrainConfig): number =>
   cfg.lr ??
     (cfg.model === "micro" ? MICRO_LR : (OFFICIAL_LR * cfg.batchSize * cfg.accumulate) / OFFICIAL_BATCH);
 
+/**
+ * A line for the run's log when `--min-lr` is above the peak learning rate, else undefined. Small batches
+ * under the scaling rule peak low (`--model tiny --batch-size 4`: 1.5e-3 x 4 / 2048 = 2.9e-6, below the
+ * official min lr 1e-5); the run goes ahead as the official code's would (its `cosine_scheduler` applies the
+ * formula whatever the order of the two), so after the warmup the lr rises from the peak to `--min-lr`.
+ * This says so once, with the flags that change it.
+ */
+export const lrScheduleNote = (cfg: PretrainConfig): string | undefined => {
+  const peak = peakLr(cfg);
+  if (cfg.minLr <= peak) return undefined;
+  const from = cfg.lr !== undefined
+    ? `--lr ${cfg.lr}`
+    : cfg.model === "micro"
+    ? `the micro default, ${MICRO_LR}`
+    : `${OFFICIAL_LR} x --batch-size ${cfg.batchSize} x --accumulate ${cfg.accumulate} / ${OFFICIAL_BATCH}`;
+  return `note: --min-lr ${cfg.minLr} is above the peak learning rate ${peak} (${from}): after the warmup ` +
+    "the cosine rises from the peak to --min-lr, as the official scheduler does; for a decaying schedule " +
+    "set --min-lr below the peak (e.g. --min-lr 0) or raise it with --lr";
+};
+
 /** Images per optimizer step. */
 export const totalBatch = (cfg: PretrainConfig): number => cfg.batchSize * cfg.accumulate;
 
@@ -320,9 +340,9 @@ export const checkPretrainConfig = (cfg: PretrainConfig): E.Either<string, Pretr
   if (cfg.steps !== undefined && cfg.warmupSteps !== undefined && cfg.warmupSteps > cfg.steps) {
     errors.push(`warmupSteps ${cfg.warmupSteps} exceeds steps ${cfg.steps}`);
   }
-  if (cfg.minLr > peakLr(cfg)) {
-    errors.push(`minLr ${cfg.minLr} exceeds the peak learning rate ${peakLr(cfg)}`);
-  }
+  // --min-lr above the peak (small batches under the scaling rule) is allowed: the official
+  // `cosine_scheduler` runs its formula whatever the order, so the cosine then rises; `lrScheduleNote`
+  // says so for the log.
   if (cfg.resume !== null && cfg.out !== cfg.resume) {
     errors.push(
       `out ${JSON.stringify(cfg.out)} and resume ${JSON.stringify(cfg.resume)} name different runs`,

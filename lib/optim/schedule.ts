@@ -36,6 +36,10 @@ const isCount = (n: number) => Number.isInteger(n) && n >= 0;
  * - `W <= i < T`: `final + 0.5 * (base - final) * (1 + cos(pi * (i - W) / (T - W)))`;
  * - `i >= T`: the last value, held (the official array simply ends there).
  *
+ * `final` above `base` is allowed and the formula runs as written, the cosine then rising from `base` to
+ * `final`: the official function does not check the order, and a small batch under the lr scaling rule
+ * peaks below the official min lr 1e-5 (lib/config/pretrain.ts `lrScheduleNote` says so in the log).
+ *
  * CAE's training loop sets the lr of iteration `it` (0-based) to `schedule[it]` before the update, so the
  * first update uses `schedule(0) = warmupStart`: with warmup, the very first step does not move the
  * weights.

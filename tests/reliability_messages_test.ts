@@ -1,0 +1,48 @@
+/**
+ * Reliability issue (reproductions of 2026-11-30), points 6-8: small batches run; parity refuses a bad
+ * backend, a bad CAEV2_BACKEND and unknown flags in one line with exit 2; CAEV2_THREADS is refused when it
+ * is not a thread count (under auto too) and capped at the logical cores; a resumed run's changed settings
+ * are named as flags; the seed and the batch size are bounded by the config; a CLIP file with a gap in its
+ * blocks is refused, and the loader says how deep the tower it read is.
+ */
+import { assert, assertEquals, assertStringIncludes } from "../lib/core/std.ts";
+import { cosineSchedule } from "../lib/optim/schedule.ts";
+import { lrScheduleNote, peakLr, resolvePretrainConfig } from "../lib/config/pretrain.ts";
+import { right } from "./helpers.ts";
+
+const at = new Date(Date.UTC(2026, 10, 30));
+
+// ---------------------------------------------------------------------------------------------------------
+// 6. Small batches run.
+
+Deno.test("--model tiny --batch-size 4 runs: the cosine goes from the scaled lr to --min-lr, as the official scheduler", () => {
+  const cfg = right(
+    resolvePretrainConfig(["--model", "tiny", "--batch-size", "4", "--steps", "30"], { now: at }),
+  );
+  const peak = peakLr(cfg);
+  assertEquals(peak, 1.5e-3 * 4 / 2048);
+  // BEiT/CAE `cosine_scheduler` with min_lr above the base lr: warmup to the base, then the formula.
+  const lr = cosineSchedule({ base: peak, final: cfg.minLr, totalSteps: 30, warmupSteps: 1 });
+  assertEquals(lr(0), 0);
+  assertEquals(lr(1), peak);
+  assert(
+    Math.abs(lr(29) - (cfg.minLr + 0.5 * (peak - cfg.minLr) * (1 + Math.cos(Math.PI * 28 / 29)))) < 1e-18,
+  );
+});
+
+Deno.test("--min-lr above the peak is said once, in flags: --min-lr, --lr, --batch-size", () => {
+  const tiny = right(resolvePretrainConfig(["--model", "tiny", "--batch-size", "4"], { now: at }));
+  const note = lrScheduleNote(tiny) ?? "";
+  for (const flag of ["--min-lr 0.00001", "--batch-size 4", "--accumulate 1", "--lr"]) {
+    assertStringIncludes(note, flag);
+  }
+  assert(!/minLr|batchSize|peakLr/.test(note), note);
+  const given = right(resolvePretrainConfig(["--lr", "1e-6", "--min-lr", "2e-6"], { now: at }));
+  assertStringIncludes(lrScheduleNote(given) ?? "", "(--lr 0.000001)");
+  // The usual case says nothing.
+  assertEquals(lrScheduleNote(right(resolvePretrainConfig([], { now: at }))), undefined);
+  assertEquals(
+    lrScheduleNote(right(resolvePretrainConfig(["--model", "tiny", "--batch-size", "64"], { now: at }))),
+    undefined,
+  );
+});
