@@ -2,34 +2,44 @@
  * `deno task parity [FILE.safetensors ...] [--backend webgpu|wasm|cpu] [--no-step]`
  *
  * Runs teacher, student, losses, gradients and one AdamW step in float32 on each fixture (default: the two
- * in tests/fixtures) and compares with the official float64 numbers. Exits 1 on FAIL.
+ * in tests/fixtures) and compares with the official float64 numbers. Exits 1 on FAIL, 2 when the arguments
+ * or the backend (`--backend`, `CAEV2_BACKEND`, `CAEV2_THREADS`) are refused, with one line per problem.
  *
  * @module
  */
-import { parseArgs } from "../lib/core/std.ts";
+import { E } from "../lib/deps.ts";
 import { describeBackend } from "../lib/core/backend.ts";
 import { startRuntime } from "../lib/core/runtime.ts";
 import { formatReport, runParity } from "../lib/parity/check.ts";
+import { PARITY_USAGE, parseParityArgs } from "../lib/parity/cli.ts";
 
-const args = parseArgs(Deno.args, {
-  string: ["backend"],
-  boolean: ["step", "help"],
-  default: { step: true },
-});
+const parsed = parseParityArgs(Deno.args);
+if (E.isLeft(parsed)) {
+  for (const line of parsed.left.split("\n")) console.error(`parity: ${line}`);
+  Deno.exit(2);
+}
+const args = parsed.right;
 if (args.help) {
-  console.log("usage: deno task parity [FILE.safetensors ...] [--backend auto|webgpu|wasm|cpu] [--no-step]");
+  console.log(PARITY_USAGE);
   Deno.exit(0);
 }
-const files = args._.length > 0 ? args._.map(String) : [
+const files = args.files.length > 0 ? args.files : [
   new URL("../tests/fixtures/caev2-small-same-width.safetensors", import.meta.url).pathname,
   new URL("../tests/fixtures/caev2-projected-width.safetensors", import.meta.url).pathname,
 ];
-const info = await startRuntime((args.backend as "webgpu" | "wasm" | "cpu" | undefined) ?? "auto");
+let info;
+try {
+  info = await startRuntime(args.backend);
+} catch (e) {
+  // A backend refused by name or by the environment is the user's to fix: their message, not a stack.
+  console.error(`parity: ${e instanceof Error ? e.message : String(e)}`);
+  Deno.exit(2);
+}
 console.log(describeBackend(info));
 let ok = true;
 for (const file of files) {
   try {
-    const report = await runParity(file, { step: args.step as boolean });
+    const report = await runParity(file, { step: args.step });
     for (const line of formatReport(report)) console.log(line);
     ok &&= report.pass;
   } catch (e) {

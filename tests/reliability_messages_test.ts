@@ -8,9 +8,23 @@
 import { assert, assertEquals, assertStringIncludes } from "../lib/core/std.ts";
 import { cosineSchedule } from "../lib/optim/schedule.ts";
 import { lrScheduleNote, peakLr, resolvePretrainConfig } from "../lib/config/pretrain.ts";
-import { right } from "./helpers.ts";
+import { left, right } from "./helpers.ts";
+import { parseParityArgs } from "../lib/parity/cli.ts";
 
 const at = new Date(Date.UTC(2026, 10, 30));
+const decoder = new TextDecoder();
+
+/** Runs `args` with deno as a child process; its exit code and its stdout + stderr lines. */
+const child = async (args: string[], env: Record<string, string> = {}) => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    env: { NO_COLOR: "1", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = (decoder.decode(out.stdout) + decoder.decode(out.stderr)).trim();
+  return { code: out.code, lines: text === "" ? [] : text.split("\n") };
+};
 
 // ---------------------------------------------------------------------------------------------------------
 // 6. Small batches run.
@@ -44,5 +58,42 @@ Deno.test("--min-lr above the peak is said once, in flags: --min-lr, --lr, --bat
   assertEquals(
     lrScheduleNote(right(resolvePretrainConfig(["--model", "tiny", "--batch-size", "64"], { now: at }))),
     undefined,
+  );
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// 7. Messages: parity's flags and backend, CAEV2_THREADS, the seed, the batch size.
+
+Deno.test("parity: --backend tpu and CAEV2_BACKEND=bogus are one line and exit 2", async () => {
+  const [flag, env] = await Promise.all([
+    child(["run", "-A", "tasks/parity.ts", "--backend", "tpu"]),
+    child(["run", "-A", "tasks/parity.ts"], { CAEV2_BACKEND: "bogus" }),
+  ]);
+  assertEquals(flag.code, 2, flag.lines.join("\n"));
+  assertEquals(flag.lines.length, 1, flag.lines.join("\n"));
+  assertStringIncludes(flag.lines[0], "parity: ");
+  assertStringIncludes(flag.lines[0], "--backend");
+  assertStringIncludes(flag.lines[0], '"tpu"');
+  assertEquals(env.code, 2, env.lines.join("\n"));
+  assertEquals(env.lines, [
+    "parity: CAEV2_BACKEND=bogus: unknown backend; expected one of auto, webgpu, wasm, cpu",
+  ]);
+});
+
+Deno.test("parity: unknown flags are refused with a suggestion", async () => {
+  const r = await child(["run", "-A", "tasks/parity.ts", "--bakend", "cpu"]);
+  assertEquals(r.code, 2, r.lines.join("\n"));
+  assertEquals(r.lines[0], "parity: unknown flag --bakend (did you mean --backend?)");
+  assertStringIncludes(r.lines.join("\n"), "--no-step");
+});
+
+Deno.test("parity: files, --backend, --no-step (which the old parser ignored) and --help parse", () => {
+  const r = right(parseParityArgs(["a.safetensors", "--no-step", "b.safetensors", "--backend", "wasm"]));
+  assertEquals(r, { files: ["a.safetensors", "b.safetensors"], backend: "wasm", step: false, help: false });
+  assertEquals(right(parseParityArgs([])), { files: [], backend: "auto", step: true, help: false });
+  assertEquals(right(parseParityArgs(["-h"])).help, true);
+  assertEquals(
+    left(parseParityArgs(["--no-stpe"])).split("\n")[0],
+    "unknown flag --no-stpe (did you mean --no-step?)",
   );
 });

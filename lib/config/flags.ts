@@ -22,6 +22,8 @@ export interface ExtraFlags {
   readonly strings?: readonly string[];
   /** Extra on/off flags, kebab-case (`help` is always known). */
   readonly booleans?: readonly string[];
+  /** Whether bare arguments are taken (`deno task parity FILE ...`); otherwise they are refused. */
+  readonly positionals?: boolean;
 }
 
 /** What `parseFlags` found. */
@@ -32,6 +34,8 @@ export interface ParsedFlags {
   readonly extras: Readonly<Record<string, string | boolean>>;
   /** Whether `--help` (or `-h`) was given. */
   readonly help: boolean;
+  /** Bare arguments, in order (always empty unless `positionals` was asked for). */
+  readonly positionals: readonly string[];
 }
 
 /** Every known flag, `--kebab-case`, fields first. */
@@ -102,13 +106,17 @@ export const parseFlags = (
   const badFlags = unknown.filter((a) => a.startsWith("-"));
   if (badFlags.length > 0) {
     const known = knownFlags(fields, extra);
+    // The `--no-` forms are suggested too: `--no-stpe` means `--no-step`, not `--step`.
+    const names = [...known.map((k) => k.slice(2)), ...[...switches, ...nullable].map((k) => `no-${k}`)];
     for (const f of badFlags) {
-      const near = closest(f.replace(/^-+/, "").replace(/=.*$/, ""), known.map((k) => k.slice(2)));
+      const near = closest(f.replace(/^-+/, "").replace(/=.*$/, ""), names);
       errors.push(`unknown flag ${f}${near === undefined ? "" : ` (did you mean --${near}?)`}`);
     }
     errors.push(`known flags: ${known.join(", ")}`);
   }
-  if (stray.length > 0) errors.push(`unexpected argument${stray.length > 1 ? "s" : ""} ${stray.join(" ")}`);
+  if (stray.length > 0 && !extra.positionals) {
+    errors.push(`unexpected argument${stray.length > 1 ? "s" : ""} ${stray.join(" ")}`);
+  }
   const values: Record<string, unknown> = {};
   const extras: Record<string, string | boolean> = {};
   for (const flag of strings) {
@@ -126,5 +134,12 @@ export const parseFlags = (
   for (const flag of booleans) if (parsed[flag] === true && flag !== "help") extras[flag] = true;
   return errors.length > 0
     ? E.left(errors.join("\n"))
-    : E.right({ values, extras, help: parsed.help === true });
+    : E.right({ values, extras, help: parsed.help === true, positionals: extra.positionals ? stray : [] });
 };
+
+/**
+ * A decoding report of flag values with each field path turned into the flag the user typed:
+ * `flags: at batchSize: ...` becomes `flags: --batch-size: ...`.
+ */
+export const flagPaths = (report: string): string =>
+  report.replace(/^flags: at (\w+):/gm, (_, k: string) => `flags: --${kebabCase(k)}:`);

@@ -20,7 +20,7 @@ import {
   strict,
   UnitInterval,
 } from "./codec.ts";
-import { kebabCase, knownFlags, parseFlags } from "./flags.ts";
+import { flagPaths, kebabCase, knownFlags, parseFlags } from "./flags.ts";
 import { stableHash } from "./hash.ts";
 
 /** Model presets; `micro` is a small local variant for tests and CPU runs (not from the paper). */
@@ -524,7 +524,8 @@ export const resolvePretrainConfig = (
     else layers.push(layer.right as Record<string, unknown>);
   }
   const fromFlags = decodeWith(PretrainConfigPatch, values, "flags");
-  if (E.isLeft(fromFlags)) errors.push(kebabPaths(fromFlags.left));
+  // In flag errors, name the flag the user typed (`--batch-size`) rather than the field (`batchSize`).
+  if (E.isLeft(fromFlags)) errors.push(flagPaths(fromFlags.left));
   else {
     if (resume !== undefined && values.out !== undefined && values.out !== resume) {
       errors.push(`flags: --out ${values.out} and --resume ${resume} name different runs; drop --out`);
@@ -537,10 +538,6 @@ export const resolvePretrainConfig = (
     E.chain(checkPretrainConfig),
   );
 };
-
-// In flag errors, name the flag the user typed (`--batch-size`) rather than the field (`batchSize`).
-const kebabPaths = (report: string): string =>
-  report.replace(/^flags: at (\w+):/gm, (_, k: string) => `flags: --${kebabCase(k)}:`);
 
 /** Every flag `deno task pretrain` knows. */
 export const pretrainFlags = (): string[] => knownFlags(fields, { strings: ["config"] });
