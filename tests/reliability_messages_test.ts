@@ -97,3 +97,29 @@ Deno.test("parity: files, --backend, --no-step (which the old parser ignored) an
     "unknown flag --no-stpe (did you mean --no-step?)",
   );
 });
+
+/** The last line a child prints after `selectBackend(backend)` with CAEV2_THREADS set to `threads`. */
+const threadsRun = async (threads: string, backend: "auto" | "wasm") => {
+  const url = new URL("../lib/core/backend.ts", import.meta.url).href;
+  const code = `import { selectBackend } from ${JSON.stringify(url)};
+try { console.log("ok: " + (await selectBackend(${JSON.stringify(backend)})).detail); }
+catch (e) { console.log("error: " + e.message); }`;
+  const r = await child(["eval", "--ext=ts", code], { CAEV2_THREADS: threads });
+  return r.lines.filter((l) => l.startsWith("ok: ") || l.startsWith("error: ")).at(-1) ?? r.lines.join("\n");
+};
+
+Deno.test("CAEV2_THREADS that is not a thread count is refused under auto too (no silent cpu fallback)", async () => {
+  const got = await Promise.all(["abc", "-1", "1.5"].map((v) => threadsRun(v, "auto")));
+  for (const [i, v] of ["abc", "-1", "1.5"].entries()) {
+    assert(got[i].startsWith("error: "), got[i]);
+    assertStringIncludes(got[i], `CAEV2_THREADS=${JSON.stringify(v)}`);
+    assertStringIncludes(got[i], "unset it");
+  }
+});
+
+Deno.test("CAEV2_THREADS=1000 is capped at the larger of 64 and the logical cores, and the backend line says so", async () => {
+  const cap = Math.max(64, navigator.hardwareConcurrency);
+  const got = await threadsRun("1000", "wasm");
+  assert(got.startsWith("ok: "), got);
+  assertStringIncludes(got, `matmul on ${cap} threads (CAEV2_THREADS=1000 capped at ${cap} threads`);
+});

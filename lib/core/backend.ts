@@ -428,18 +428,53 @@ const startWebGPU = async (adapter: GPUAdapter | null): Promise<BackendInfo | st
 
 /** `CAEV2_THREADS`: threads of wasm's packed matmul (lib/core/kernels/gemm_pool.ts); 0 leaves products to tfjs's own kernels. */
 const THREADS_VAR = "CAEV2_THREADS";
+/**
+ * The fewest threads `CAEV2_THREADS` may always ask for: a few threads past the logical cores only wait their
+ * turn (the tests oversubscribe a 2-core machine on purpose), but a thousand would start a thousand workers
+ * and overrun the pool's 512 slots (lib/core/kernels/gemm_pool.ts). The cap is the larger of this and the
+ * logical cores.
+ */
+const THREADS_CAP_FLOOR = 64;
 
-const startWasm = async (): Promise<BackendInfo | string> => {
-  const threads = Deno.env.get(THREADS_VAR);
-  if (threads !== undefined) {
-    const n = Number(threads);
-    if (threads.trim() === "" || !Number.isInteger(n) || n < 0) {
-      return `${THREADS_VAR}=${
-        JSON.stringify(threads)
-      }: expected an integer >= 0 (0: matrix products on tfjs's own kernels)`;
-    }
-    setGemmThreads(n);
+/** A checked `CAEV2_THREADS`: the threads to use, and why fewer than asked for, when so. */
+interface WasmThreads {
+  readonly threads: number;
+  readonly capped?: string;
+}
+
+/**
+ * Reads and checks `CAEV2_THREADS` (undefined when unset). A value that is not a whole number of threads
+ * throws, whatever the backend: were it only a failed wasm start, "auto" would fall back to the cpu
+ * backend, 5x slower, with nothing but a note. Above {@link THREADS_CAP_FLOOR} and the logical cores, the
+ * threads are capped and `capped` says so for the backend line.
+ */
+const wasmThreadsFromEnv = (): WasmThreads | undefined => {
+  let raw: string | undefined;
+  try {
+    raw = Deno.env.get(THREADS_VAR);
+  } catch {
+    return undefined; // no --allow-env: the variable cannot be set for us anyway
   }
+  if (raw === undefined) return undefined;
+  if (!/^\s*\d+\s*$/.test(raw)) {
+    throw new Error(
+      `${THREADS_VAR}=${JSON.stringify(raw)}: expected a whole number of threads >= 0 (0: matrix products ` +
+        `on tfjs's own kernels); set it to one, or unset it for the default (the logical cores, at most 8)`,
+    );
+  }
+  const n = Number(raw);
+  const cores = navigator.hardwareConcurrency > 0 ? navigator.hardwareConcurrency : 0;
+  const cap = Math.max(THREADS_CAP_FLOOR, cores);
+  if (n <= cap) return { threads: n };
+  return {
+    threads: cap,
+    capped: `${THREADS_VAR}=${raw.trim()} capped at ${cap} threads (the larger of ${THREADS_CAP_FLOOR} and ` +
+      `the ${cores || "unknown number of"} logical cores)`,
+  };
+};
+
+const startWasm = async (threads: WasmThreads | undefined): Promise<BackendInfo | string> => {
+  if (threads !== undefined) setGemmThreads(threads.threads);
   registerWasmFallbackKernels();
   const failed = await setBackend("wasm");
   if (failed !== undefined) {
@@ -448,7 +483,9 @@ const startWasm = async (): Promise<BackendInfo | string> => {
   const simd = tf.env().getBool("WASM_HAS_SIMD_SUPPORT");
   // tfjs's own kernels (XNNPACK) run on one thread; matrix products on lib/core/kernels/gemm_pool.ts.
   const n = gemmThreads();
-  const gemm = gemmAvailable() ? `, matmul on ${n} thread${n === 1 ? "" : "s"}` : "";
+  const gemm = gemmAvailable()
+    ? `, matmul on ${n} thread${n === 1 ? "" : "s"}${threads?.capped ? ` (${threads.capped})` : ""}`
+    : "";
   return { name: "wasm", detail: `${simd ? "SIMD" : "no SIMD"}, 1 thread${gemm}` };
 };
 
@@ -458,8 +495,12 @@ const startCpu = async (): Promise<BackendInfo | string> => {
   return failed ?? { name: "cpu", detail: "plain JavaScript" };
 };
 
-const start = (name: BackendName, adapter: () => Promise<GPUAdapter | null>): Promise<BackendInfo | string> =>
-  name === "webgpu" ? adapter().then(startWebGPU) : name === "wasm" ? startWasm() : startCpu();
+const start = (
+  name: BackendName,
+  adapter: () => Promise<GPUAdapter | null>,
+  threads: WasmThreads | undefined,
+): Promise<BackendInfo | string> =>
+  name === "webgpu" ? adapter().then(startWebGPU) : name === "wasm" ? startWasm(threads) : startCpu();
 
 const envBackend = (): string | undefined => {
   try {
@@ -473,7 +514,9 @@ const envBackend = (): string | undefined => {
  * Picks and starts a backend: `preferred` (a flag), else the `CAEV2_BACKEND` environment variable, else
  * "auto" (WebGPU on a hardware adapter, else wasm, else cpu; see the module doc for the measurements).
  * Registers the WebGPU error handlers ({@link checkDeviceErrors}) and wasm's missing kernels. Throws a
- * message saying what failed and what to do when a backend asked for by name cannot start.
+ * message saying what failed and what to do when a backend asked for by name cannot start, and when
+ * `CAEV2_BACKEND` is not a backend or `CAEV2_THREADS` not a number of threads (under "auto" too);
+ * an absurd `CAEV2_THREADS` (above 64 and the logical cores) is capped, and wasm's `detail` says so.
  *
  * @example
  * ```ts
@@ -489,11 +532,13 @@ export const selectBackend = async (preferred: BackendName | "auto" = "auto"): P
     const where = fromEnv !== undefined ? `${ENV_VAR}=${choice}` : `backend "${choice}"`;
     throw new Error(`${where}: unknown backend; expected one of auto, ${NAMES.join(", ")}`);
   }
+  // Checked before anything starts, for every backend: a bad value is refused, never a reason to fall back.
+  const threads = wasmThreadsFromEnv();
   let adapterPromise: Promise<GPUAdapter | null> | undefined;
   const adapter = () => (adapterPromise ??= requestAdapter());
 
   if (choice !== "auto") {
-    const r = await start(choice, adapter);
+    const r = await start(choice, adapter, threads);
     if (typeof r === "string") {
       const others = NAMES.filter((n) => n !== choice).join(" or ");
       throw new Error(
@@ -518,7 +563,7 @@ export const selectBackend = async (preferred: BackendName | "auto" = "auto"): P
         `${ENV_VAR}=webgpu uses it anyway`,
     );
   }
-  const w = await startWasm();
+  const w = await startWasm(threads);
   if (typeof w !== "string") return { ...w, note: notes.join("; ") || undefined };
   notes.push(`wasm failed (${w})`);
   const c = await startCpu();
