@@ -7,7 +7,14 @@
  */
 import { assert, assertEquals, assertStringIncludes } from "../lib/core/std.ts";
 import { cosineSchedule } from "../lib/optim/schedule.ts";
-import { lrScheduleNote, peakLr, resolvePretrainConfig } from "../lib/config/pretrain.ts";
+import {
+  configChanges,
+  defaultPretrainConfig,
+  lrScheduleNote,
+  peakLr,
+  readRunConfig,
+  resolvePretrainConfig,
+} from "../lib/config/pretrain.ts";
 import { left, right } from "./helpers.ts";
 import { parseParityArgs } from "../lib/parity/cli.ts";
 
@@ -122,4 +129,68 @@ Deno.test("CAEV2_THREADS=1000 is capped at the larger of 64 and the logical core
   const got = await threadsRun("1000", "wasm");
   assert(got.startsWith("ok: "), got);
   assertStringIncludes(got, `matmul on ${cap} threads (CAEV2_THREADS=1000 capped at ${cap} threads`);
+});
+
+Deno.test("--seed beyond a safe integer is refused by the config, naming --seed", () => {
+  const msg = left(resolvePretrainConfig(["--seed", "1e20"], { now: at }));
+  assertStringIncludes(msg, "--seed");
+  assertStringIncludes(msg, "9007199254740991");
+  assert(!msg.includes("random.key"), msg);
+  right(resolvePretrainConfig(["--seed", String(Number.MAX_SAFE_INTEGER)], { now: at }));
+});
+
+Deno.test("--batch-size 99999999999999999999 is refused by the config, naming --batch-size", () => {
+  const msg = left(resolvePretrainConfig(["--batch-size", "99999999999999999999"], { now: at }));
+  assertStringIncludes(msg, "--batch-size");
+  assertStringIncludes(msg, "--accumulate");
+  assert(!msg.includes("batchSize"), msg);
+});
+
+Deno.test("--batch-size x --accumulate past 2^53 is refused too; the largest micro-batch that fits is offered", () => {
+  const msg = left(resolvePretrainConfig(["--accumulate", "99999999999999999999"], { now: at }));
+  assertStringIncludes(msg, "--batch-size 16 x --accumulate 100000000000000000000");
+  assertStringIncludes(
+    left(resolvePretrainConfig(["--batch-size", "174763"], { now: at })),
+    "use --batch-size 174762 or less",
+  );
+  right(resolvePretrainConfig(["--batch-size", "174762"], { now: at }));
+});
+
+Deno.test("--resume with another config: the differing settings, as --flag old -> new", () => {
+  const saved = { ...defaultPretrainConfig(at), out: "runs/r1", lr: 0.001 };
+  const read = (path: string) => {
+    if (path !== "runs/r1/config.json") throw new Deno.errors.NotFound(path);
+    return JSON.stringify(saved);
+  };
+  const cfg = right(resolvePretrainConfig(
+    [
+      "--resume",
+      "runs/r1",
+      "--lr",
+      "0.01",
+      "--seed",
+      "3",
+      "--teacher",
+      "clip.safetensors",
+      "--log-every",
+      "1",
+    ],
+    { readTextFile: read },
+  ));
+  const before = right(readRunConfig("runs/r1/", read));
+  // --log-every does not change the numbers (nor the hash): it is not listed.
+  assertEquals(configChanges(before, cfg), [
+    "--lr 0.001 -> 0.01",
+    "--seed 0 -> 3",
+    "--teacher none -> clip.safetensors",
+  ]);
+  const byEpochs = right(
+    resolvePretrainConfig(["--resume", "runs/r1", "--epochs", "2"], { readTextFile: read }),
+  );
+  assertEquals(configChanges(before, byEpochs), ["--steps 150 -> (unset)", "--epochs (unset) -> 2"]);
+  assertEquals(
+    configChanges(before, right(resolvePretrainConfig(["--resume", "runs/r1"], { readTextFile: read }))),
+    [],
+  );
+  assertStringIncludes(left(readRunConfig("runs/none", read)), "runs/none/config.json: file not found");
 });

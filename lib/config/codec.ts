@@ -168,6 +168,23 @@ export const NonNegativeInt = t.brand(
 /** An integer >= 0. */
 export type NonNegativeInt = t.TypeOf<typeof NonNegativeInt>;
 
+/** Brand of seeds. */
+export interface SeedBrand {
+  readonly Seed: unique symbol;
+}
+/**
+ * A seed: an integer from 0 to 2^53 - 1. A run key is made from it by lib/core/random.ts `key`, which takes
+ * safe integers only (it splits the seed into two uint32 words exactly); 1e20 decodes as an integer, so
+ * `NonNegativeInt` would let it through to fail there, under the internal name `random.key`.
+ */
+export const Seed = t.brand(
+  t.number,
+  (n): n is t.Branded<number, SeedBrand> => Number.isSafeInteger(n) && n >= 0,
+  "Seed",
+);
+/** An integer from 0 to 2^53 - 1. */
+export type Seed = t.TypeOf<typeof Seed>;
+
 /** Brand of positive finite numbers. */
 export interface PositiveNumberBrand {
   readonly PositiveNumber: unique symbol;
@@ -213,6 +230,7 @@ const brandWords: Record<string, string> = {
   PositiveNumber: "a positive number",
   NonNegativeNumber: "a non-negative number",
   UnitInterval: "a number between 0 and 1",
+  Seed: `an integer from 0 to ${Number.MAX_SAFE_INTEGER} (2^53 - 1, the largest seed a run key takes)`,
   Int: "an integer",
 };
 

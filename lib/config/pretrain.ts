@@ -17,11 +17,12 @@ import {
   NonNegativeNumber,
   PositiveInt,
   PositiveNumber,
+  Seed,
   strict,
   UnitInterval,
 } from "./codec.ts";
 import { flagPaths, kebabCase, knownFlags, parseFlags } from "./flags.ts";
-import { stableHash } from "./hash.ts";
+import { canonicalJson, stableHash } from "./hash.ts";
 
 /** Model presets; `micro` is a small local variant for tests and CPU runs (not from the paper). */
 export const ModelName = t.keyof(
@@ -58,8 +59,8 @@ const required = {
   masking: Masking,
   /** Stochastic depth rate of the last block (official 0.1), rising linearly from 0. */
   dropPath: UnitInterval,
-  /** Seed of the run key: every mask, crop and drop path derives from it. */
-  seed: NonNegativeInt,
+  /** Seed of the run key: every mask, crop and drop path derives from it (0 to 2^53 - 1). */
+  seed: Seed,
   /** CLIP teacher weights (safetensors); null = a randomly initialised small teacher (local runs only). */
   teacher: t.union([t.string, t.null]),
   /** Run directory. */
@@ -326,6 +327,9 @@ export const totalSteps = (cfg: PretrainConfig, datasetSize?: number): E.Either<
 export const warmupStepsOf = (cfg: PretrainConfig, steps: number): number =>
   Math.min(steps, cfg.warmupSteps ?? Math.round(steps / 30));
 
+/** The most elements one tfjs tensor can index (int32): a bound on the images of one micro-batch. */
+export const MAX_TENSOR_VALUES = 2 ** 31 - 1;
+
 /** Cross-field rules the codec cannot state alone; every broken rule is one line. */
 export const checkPretrainConfig = (cfg: PretrainConfig): E.Either<string, PretrainConfig> => {
   const errors: string[] = [];
@@ -335,6 +339,23 @@ export const checkPretrainConfig = (cfg: PretrainConfig): E.Either<string, Pretr
   const numPatches = Math.floor(cfg.imageSize / cfg.patchSize) ** 2;
   if (cfg.numMasked !== undefined && cfg.numMasked >= numPatches) {
     errors.push(`numMasked ${cfg.numMasked} must be below the number of patches (${numPatches})`);
+  }
+  // tfjs indexes the elements of a tensor with 32-bit integers (WebGPU's shaders in i32; wasm's heap is
+  // 4 GiB): a micro-batch of images past that cannot be made, and on cpu, which has no memory limit to
+  // refuse it first, the attempt ran for ever.
+  const batchValues = cfg.batchSize * 3 * cfg.imageSize ** 2;
+  if (batchValues > MAX_TENSOR_VALUES) {
+    errors.push(
+      `--batch-size ${cfg.batchSize}: one micro-batch of ${cfg.imageSize}px RGB images is ${batchValues} ` +
+        `values, more than the ${MAX_TENSOR_VALUES} (2^31 - 1) of one tensor: use --batch-size ` +
+        `${Math.floor(MAX_TENSOR_VALUES / (3 * cfg.imageSize ** 2))} or less, and --accumulate N for a ` +
+        "larger total batch",
+    );
+  } else if (!Number.isSafeInteger(totalBatch(cfg))) {
+    errors.push(
+      `--batch-size ${cfg.batchSize} x --accumulate ${cfg.accumulate} images per step is beyond counting ` +
+        "exactly (2^53): use a smaller --accumulate",
+    );
   }
   if (cfg.steps === undefined && cfg.epochs === undefined) errors.push("set steps or epochs");
   if (cfg.steps !== undefined && cfg.warmupSteps !== undefined && cfg.warmupSteps > cfg.steps) {
@@ -371,6 +392,45 @@ export const HASH_EXCLUDED_KEYS: readonly (keyof PretrainConfig)[] = [
 export const configHash = (cfg: PretrainConfig): Promise<string> =>
   stableHash(cfg as Readonly<Record<string, unknown>>, HASH_EXCLUDED_KEYS);
 
+const showSetting = (v: unknown): string =>
+  v === undefined ? "(unset)" : v === null ? "none" : typeof v === "string" ? v : JSON.stringify(v);
+
+/**
+ * What a resume whose config hash differs must say: the settings that change what a run computes (those
+ * `configHash` covers) and differ between `before` (the run's config.json, see {@link readRunConfig}) and
+ * `after`, one `--flag old -> new` each, in flag order; `(unset)` for an absent optional setting, `none`
+ * for null. Empty when they agree (the hash then differs for another reason: another toolkit version).
+ *
+ * @example
+ * ```ts
+ * import { configChanges, defaultPretrainConfig } from "./pretrain.ts";
+ * const before = defaultPretrainConfig(new Date(0));
+ * const lines = configChanges(before, { ...before, lr: 0.01, seed: 3, logEvery: 1 });
+ * if (lines.join("; ") !== "--lr (unset) -> 0.01; --seed 0 -> 3") throw new Error(lines.join("; "));
+ * ```
+ */
+export const configChanges = (
+  before: PretrainConfigPatch | PretrainConfig,
+  after: PretrainConfig,
+): string[] => {
+  const was = before as Readonly<Record<string, unknown>>, now = after as Readonly<Record<string, unknown>>;
+  return order
+    .filter((k) => !HASH_EXCLUDED_KEYS.includes(k) && canonicalJson(was[k]) !== canonicalJson(now[k]))
+    .map((k) => `--${kebabCase(k)} ${showSetting(was[k])} -> ${showSetting(now[k])}`);
+};
+
+/**
+ * The config a run directory was written with (`DIR/config.json`), as a patch (a run written by an older
+ * version may lack newer fields). Left: a message naming the file.
+ */
+export const readRunConfig = (
+  dir: string,
+  read: (path: string) => string = Deno.readTextFileSync,
+): E.Either<string, PretrainConfigPatch> => {
+  const path = `${dir.replace(/\/+$/, "")}/config.json`;
+  return pipe(readJson(path, path, read), E.chain((json) => decodeWith(PretrainConfigPatch, json, path)));
+};
+
 const help: Record<string, string> = {
   model: "model preset: micro (local), tiny, small, base, large",
   imageSize: "input side in pixels",
@@ -406,7 +466,7 @@ const help: Record<string, string> = {
 const placeholder = (key: string, codec: t.Mixed): string => {
   const name = codec.name;
   if (name === "boolean") return "";
-  if (name === "PositiveInt" || name === "NonNegativeInt") return "N";
+  if (name === "PositiveInt" || name === "NonNegativeInt" || name === "Seed") return "N";
   if (name.endsWith("Number") || name === "UnitInterval") return "X";
   const keys = (codec as { keys?: Record<string, unknown> }).keys;
   if (keys !== undefined) return "NAME";
