@@ -1,7 +1,8 @@
 /**
  * `deno task knn --checkpoint RUN_DIR|FILE|random --data SOURCE [flags]`: weighted k-NN classification on
  * frozen features (k 20, cosine, temperature 0.07; lib/eval/knn.ts). The last line reads
- * `knn top1=<pct> top5=<pct>`.
+ * `knn top1=<pct> top5=<pct>` (`top<C-1>` with C < 6 classes, top-1 alone with 2). A model whose features
+ * are not finite (a diverged run) is not scored: the task stops naming the checkpoint.
  *
  * @module
  */
@@ -10,7 +11,6 @@ import {
   encoderFlags,
   exitWith,
   featureFlags,
-  pct,
   PositiveInt,
   PositiveNumber,
   startTask,
@@ -18,6 +18,7 @@ import {
   taskTrainVal,
 } from "../lib/eval/cli.ts";
 import type { Pooling } from "../lib/eval/features.ts";
+import { accuracyFigures, formatAccuracy } from "../lib/eval/heads.ts";
 import { knnClassify } from "../lib/eval/knn.ts";
 import { disposeEncoder } from "../lib/eval/load.ts";
 
@@ -45,6 +46,7 @@ try {
     numClasses,
     k: f.k as number,
     temperature: f.temperature as number,
+    modelName: encoder.origin,
   });
   if (typeof f.out === "string") {
     const r = {
@@ -54,11 +56,13 @@ try {
       pooling,
       k: f.k,
       numClasses,
-      ...acc,
+      // top1 and top5 (top-(C-1) below 6 classes, none below 3: heads.ts accuracyFigures), count.
+      ...accuracyFigures(acc, numClasses),
+      count: acc.count,
     };
     await Deno.writeTextFile(f.out, JSON.stringify(r, null, 2) + "\n");
   }
-  log(`knn top1=${pct(acc.top1)} top5=${pct(acc.top5)}`);
+  log(`knn ${formatAccuracy(acc, numClasses)}`);
 } catch (e) {
   exitWith(Deno.args, e instanceof Error ? e.message : String(e));
 } finally {

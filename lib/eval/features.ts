@@ -14,6 +14,7 @@ import type { HostEvalBatch } from "../../data/batch.ts";
 import { evalLoader } from "../../data/loader.ts";
 import type { DataSource } from "../../data/source.ts";
 import type { FrozenEncoder } from "../models/encoder_model.ts";
+import { assertFinite } from "./finite.ts";
 
 /** How tokens become one feature vector. */
 export type Pooling = "cls" | "mean";
@@ -41,6 +42,11 @@ export interface FeatureSet {
   readonly count: number;
   /** Feature width D. */
   readonly dim: number;
+  /**
+   * Names of the files the loader skipped (unreadable, corrupt; the first 1000) and how many samples it
+   * skipped, when the set came from {@link splitFeatures}: rows.ts needs them to name each row.
+   */
+  readonly skipped?: { readonly names: readonly string[]; readonly count: number };
 }
 
 /** Options of {@link extractFeatures}. */
@@ -51,11 +57,21 @@ export interface ExtractOptions {
   readonly limit?: number;
   /** Called after every batch with the images done so far. */
   readonly onBatch?: (done: number) => void;
+  /**
+   * Names the model in the error raised on non-finite features (default: the encoder's `origin` when it
+   * has one, e.g. the checkpoint path; a pretraining monitor passes "the student at step N").
+   */
+  readonly modelName?: string;
 }
+
+/** What an error about an encoder's numbers calls it: `modelName`, else its `origin`, else "the encoder". */
+export const modelNameOf = (m: FrozenEncoder, modelName?: string): string =>
+  modelName ?? ("origin" in m && typeof m.origin === "string" ? m.origin : "the encoder");
 
 /**
  * Runs the encoder over a stream of evaluation batches (data/loader.ts `evalLoader`) and gathers the
- * features and labels on the host. One readback per batch.
+ * features and labels on the host. One readback per batch. Throws at the first batch whose features hold
+ * a NaN or an infinity (a diverged model), naming the model: no score or file is made of such features.
  */
 export const extractFeatures = async (
   m: FrozenEncoder,
@@ -84,6 +100,11 @@ export const extractFeatures = async (
     images.dispose();
     const data = await f.data();
     f.dispose();
+    assertFinite(
+      data,
+      `the features of images ${count}..${count + take - 1}`,
+      modelNameOf(m, opts.modelName),
+    );
     parts.push(data instanceof Float32Array ? data : Float32Array.from(data));
     for (let i = 0; i < take; i++) labels.push(b.labels[i]);
     count += take;
@@ -139,7 +160,8 @@ export const splitFeatures = async (
     split,
   );
   try {
-    return await extractFeatures(m, loader, o);
+    const set = await extractFeatures(m, loader, o);
+    return { ...set, skipped: { names: [...loader.stats.skippedFiles], count: loader.stats.skipped } };
   } finally {
     await loader.close();
   }

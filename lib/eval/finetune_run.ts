@@ -25,7 +25,8 @@ import {
   finetuneSchedule,
   type FinetuneSettings,
 } from "./finetune.ts";
-import { type Accuracy, accuracyOf, countTopK, softCrossEntropy } from "./heads.ts";
+import { assertFinite } from "./finite.ts";
+import { type Accuracy, accuracyOf, countTopK, secondTopK, softCrossEntropy } from "./heads.ts";
 import type { EncoderModel } from "../models/encoder_model.ts";
 import { mixBatch } from "./mixup.ts";
 
@@ -58,8 +59,22 @@ export interface FinetuneRunOptions {
   readonly evalEvery?: number;
   /** Called after every step. */
   readonly onStep?: (s: { step: number; total: number; loss: number; lr: number }) => void;
-  /** Called after every evaluation of the held-out split. */
-  readonly onEval?: (s: { step: number; accuracy: Accuracy }) => void;
+  /** Called after every evaluation of the held-out split (see {@link FinetuneEval}); a promise is awaited. */
+  readonly onEval?: (s: FinetuneEval) => unknown;
+}
+
+/** One evaluation of the held-out split during fine-tuning: what the metrics file logs per line. */
+export interface FinetuneEval {
+  /** Optimizer steps done. */
+  readonly step: number;
+  /** Epochs done, `step / steps per epoch` (fractional when `evalEvery` is not a whole epoch). */
+  readonly epoch: number;
+  /** Mean training loss over the steps since the previous evaluation. */
+  readonly loss: number;
+  /** The lr of the last of those steps. */
+  readonly lr: number;
+  /** Held-out accuracy (top-5: `secondTopK(numClasses)`). */
+  readonly accuracy: Accuracy;
 }
 
 /** What a fine-tuning run returns; the caller disposes `params`. */
@@ -76,14 +91,18 @@ export interface FinetuneResult {
   readonly steps: number;
 }
 
-/** Top-1 / top-5 of a classifier on the held-out split (evaluation transform, no mixing). */
+/**
+ * Top-1 / top-5 of a classifier on the held-out split (evaluation transform, no mixing); top-(C-1) with
+ * fewer than 6 classes (heads.ts `secondTopK`). Logits that hold a NaN or an infinity stop it with an
+ * error naming `opts.modelName`.
+ */
 export const evaluateClassifier = async (
   p: ClassifierParams,
   config: CaeV2Config,
   pos: tf.Tensor3D,
   source: DataSource,
   numClasses: number,
-  opts: { batchSize?: number; workers?: number } = {},
+  opts: { batchSize?: number; workers?: number; modelName?: string } = {},
 ): Promise<Accuracy> => {
   const loader = evalLoader(
     { source, batchSize: opts.batchSize ?? 64, imageSize: config.imageSize, workers: opts.workers ?? 0 },
@@ -99,8 +118,9 @@ export const evaluateClassifier = async (
       );
       const z = await logits.data();
       logits.dispose();
+      assertFinite(z, "the held-out logits", opts.modelName ?? "the classifier");
       h1 += countTopK(z, b.labels, numClasses, 1);
-      h5 += countTopK(z, b.labels, numClasses, Math.min(5, numClasses));
+      h5 += countTopK(z, b.labels, numClasses, secondTopK(numClasses));
       n += b.size;
     }
   } finally {
@@ -146,12 +166,16 @@ export const runFinetune = async (enc: EncoderModel, o: FinetuneRunOptions): Pro
     kData,
   );
   let accuracy = accuracyOf(0, 0, 0), bestTop1 = 0, step = 0;
+  let lossSum = 0, lossSteps = 0, lastLr = 0;
   const score = async () => {
     accuracy = await evaluateClassifier(params, config, enc.pos, o.source, o.numClasses, {
       workers: o.workers,
+      modelName: `the classifier fine-tuned from ${enc.origin} at step ${step}`,
     });
     bestTop1 = Math.max(bestTop1, accuracy.top1);
-    o.onEval?.({ step, accuracy });
+    await o.onEval?.({ step, epoch: step / stepsPerEpoch, loss: lossSum / lossSteps, lr: lastLr, accuracy });
+    lossSum = 0;
+    lossSteps = 0;
   };
   try {
     for await (const b of loader) {
@@ -190,8 +214,18 @@ export const runFinetune = async (enc: EncoderModel, o: FinetuneRunOptions): Pro
       step++;
       o.onStep?.({ step, total, loss, lr });
       if (!Number.isFinite(loss)) {
-        throw new Error(`fine-tuning diverged at step ${step} (loss ${loss}): lower --lr`);
+        // The first loss is computed before any update: only the checkpoint (the head starts near zero)
+        // can make it non-finite. Later, the fine-tuning itself may have diverged.
+        throw new Error(
+          step === 1
+            ? `the fine-tuning loss of ${enc.origin} is ${loss} at step 1, before any update: the checkpoint's ` +
+              "weights or features are not finite (a diverged run?). Fine-tune an earlier checkpoint."
+            : `fine-tuning ${enc.origin} diverged at step ${step} (loss ${loss}): lower --lr`,
+        );
       }
+      lossSum += loss;
+      lossSteps++;
+      lastLr = lr;
       if (step % evalEvery === 0 || step === total) await score();
     }
   } catch (e) {

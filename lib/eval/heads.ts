@@ -40,7 +40,20 @@ export const smoothTargets = (labels: Int32Array, classes: number, smoothing = 0
 export const softCrossEntropy = (logits: tf.Tensor2D, targets: tf.Tensor2D): tf.Scalar =>
   tf.tidy(() => tf.mean(tf.neg(tf.sum(tf.mul(targets, tf.logSoftmax(logits, -1)), -1))) as tf.Scalar);
 
-/** How many of the rows of `logits` (host `[B * C]`) have their label among the top `k` scores. */
+/**
+ * How many of the rows of `logits` (host `[B * C]`) have their label among the top `k` scores. A row that
+ * holds a NaN or an infinity is never a hit: a NaN compares false against everything, so ranking the
+ * label by "scores above it" would find none and call a diverged model's every sample a hit (the
+ * evaluations also stop on such scores, lib/eval/finite.ts; this keeps the count itself honest).
+ *
+ * @example
+ * ```ts
+ * import { countTopK } from "./heads.ts";
+ * const labels = Int32Array.from([0, 1]);
+ * if (countTopK([2, 1, 0, 3], labels, 2, 1) !== 2) throw new Error("both rows rank their label first");
+ * if (countTopK([NaN, NaN, Infinity, 0], labels, 2, 1) !== 0) throw new Error("non-finite rows never hit");
+ * ```
+ */
 export const countTopK = (
   logits: ArrayLike<number>,
   labels: Int32Array,
@@ -48,13 +61,14 @@ export const countTopK = (
   k: number,
 ): number => {
   let hits = 0;
-  for (let i = 0; i < labels.length; i++) {
+  rows: for (let i = 0; i < labels.length; i++) {
     const y = labels[i], row = i * classes;
     const sy = logits[row + y];
     // Rank of the label: classes scoring strictly higher, plus ties before it (a stable top-k).
     let above = 0;
     for (let c = 0; c < classes; c++) {
       const s = logits[row + c];
+      if (!Number.isFinite(s)) continue rows;
       if (s > sy || (s === sy && c < y)) above++;
     }
     if (above < k) hits++;
@@ -62,11 +76,27 @@ export const countTopK = (
   return hits;
 };
 
+/**
+ * The k of the second accuracy figure: 5, or `classes - 1` with fewer than 6 classes (a top-5 over 5
+ * classes or fewer is 100% whatever the model does), and 1 with 2 classes or fewer (then only top-1 is
+ * reported).
+ *
+ * @example
+ * ```ts
+ * import { secondTopK } from "./heads.ts";
+ * if ([1000, 6, 5, 3, 2, 1].map(secondTopK).join() !== "5,5,4,2,1,1") throw new Error();
+ * ```
+ */
+export const secondTopK = (classes: number): number => Math.max(1, Math.min(5, classes - 1));
+
 /** Accuracy figures in percent, as the official `evaluate` reports them (`acc1`, `acc5`). */
 export interface Accuracy {
   /** Top-1 accuracy, percent. */
   readonly top1: number;
-  /** Top-5 accuracy, percent (top-C when there are fewer than 5 classes). */
+  /**
+   * Top-k accuracy, percent: k = 5 where the scorer used {@link secondTopK} and there are 6 classes or
+   * more (fewer classes: k = classes - 1; print it with {@link accuracyFigures}, which names the k).
+   */
   readonly top5: number;
   /** Samples scored. */
   readonly count: number;
@@ -78,3 +108,27 @@ export const accuracyOf = (hits1: number, hits5: number, count: number): Accurac
   top5: count > 0 ? (100 * hits5) / count : 0,
   count,
 });
+
+/**
+ * The figures worth reporting of an {@link Accuracy} over `classes` classes, named by their k: `top1`
+ * and `top5` with 6 classes or more, `top1` and `top<classes - 1>` with 3 to 5, `top1` alone with 2 or
+ * fewer. For results JSON and report lines, so that no task prints a top-5 that is 100% by construction.
+ *
+ * @example
+ * ```ts
+ * import { accuracyFigures, formatAccuracy } from "./heads.ts";
+ * const acc = { top1: 50, top5: 75, count: 4 };
+ * if (JSON.stringify(accuracyFigures(acc, 4)) !== '{"top1":50,"top3":75}') throw new Error();
+ * if (formatAccuracy(acc, 10) !== "top1=50.00 top5=75.00" || formatAccuracy(acc, 2) !== "top1=50.00") {
+ *   throw new Error();
+ * }
+ * ```
+ */
+export const accuracyFigures = (acc: Accuracy, classes: number): Record<string, number> => {
+  const k = secondTopK(classes);
+  return k > 1 ? { top1: acc.top1, [`top${k}`]: acc.top5 } : { top1: acc.top1 };
+};
+
+/** `top1=<pct> top5=<pct>` (two decimals), the k named as {@link accuracyFigures} names it. */
+export const formatAccuracy = (acc: Accuracy, classes: number): string =>
+  Object.entries(accuracyFigures(acc, classes)).map(([k, v]) => `${k}=${v.toFixed(2)}`).join(" ");

@@ -8,7 +8,8 @@
  */
 import { tf } from "../deps.ts";
 import type { FeatureSet } from "./features.ts";
-import { type Accuracy, accuracyOf, countTopK } from "./heads.ts";
+import { assertFinite } from "./finite.ts";
+import { type Accuracy, accuracyOf, countTopK, secondTopK } from "./heads.ts";
 
 /** k-NN settings (DINO's defaults). */
 export interface KnnOptions {
@@ -20,13 +21,18 @@ export interface KnnOptions {
   readonly temperature?: number;
   /** Test images per similarity matrix (bounds memory: chunk x N floats). */
   readonly chunk?: number;
+  /** Names the model in the error raised on non-finite features (a checkpoint path; default "the encoder"). */
+  readonly modelName?: string;
 }
 
 const l2Rows = (x: tf.Tensor2D): tf.Tensor2D =>
   tf.tidy(() => tf.div(x, tf.maximum(tf.norm(x, "euclidean", 1, true), 1e-12)) as tf.Tensor2D);
 
 /**
- * Classifies every row of `test` by its neighbours in `train`; returns top-1 / top-5 in percent.
+ * Classifies every row of `test` by its neighbours in `train`; returns top-1 / top-5 in percent (top-k
+ * with k = `secondTopK(numClasses)`: fewer than 6 classes make it top-(C-1)). Features that hold a NaN or
+ * an infinity stop it with an error naming `modelName`: their similarities are NaN, and no neighbour vote
+ * means anything then.
  *
  * @example
  * ```ts
@@ -45,6 +51,9 @@ export const knnClassify = async (train: FeatureSet, test: FeatureSet, o: KnnOpt
     throw new Error(`knnClassify: train features are ${train.dim}-d, test ${test.dim}-d`);
   }
   if (train.count === 0) throw new Error("knnClassify: no training features");
+  const modelName = o.modelName ?? "the encoder";
+  assertFinite(train.features, "the k-NN training features", modelName);
+  assertFinite(test.features, "the k-NN held-out features", modelName);
   const k = Math.min(o.k ?? 20, train.count);
   const temperature = o.temperature ?? 0.07;
   const chunk = o.chunk ?? Math.max(1, Math.min(1024, Math.floor(2 ** 24 / train.count)));
@@ -70,9 +79,17 @@ export const knnClassify = async (train: FeatureSet, test: FeatureSet, o: KnnOpt
           if (y >= 0) votes[i * C + y] += Math.exp(sims[i * k + j] / temperature);
         }
       }
+      // Finite features give similarities in [-1, 1]; only a temperature so small that exp(1 / T)
+      // overflows a double can make a vote infinite, and then the ranking would be meaningless.
+      if (votes.some((v) => !Number.isFinite(v))) {
+        throw new Error(
+          `k-NN: a neighbour's vote exp(similarity / ${temperature}) overflows; use a larger --temperature ` +
+            "(DINO's 0.07)",
+        );
+      }
       const y = test.labels.subarray(at, at + n);
       h1 += countTopK(votes, y, C, 1);
-      h5 += countTopK(votes, y, C, Math.min(5, C));
+      h5 += countTopK(votes, y, C, secondTopK(C));
     }
   } finally {
     bank.dispose();

@@ -12,7 +12,7 @@ import type { Evaluator } from "../train/evaluator.ts";
 import { type DataSource, parseDataSource } from "../../data/source.ts";
 import type { FrozenEncoder } from "../models/encoder_model.ts";
 import { classesOf, type Pooling, splitFeatures } from "./features.ts";
-import type { Accuracy } from "./heads.ts";
+import { type Accuracy, accuracyFigures } from "./heads.ts";
 import { knnClassify } from "./knn.ts";
 
 /** Settings of {@link knnMonitor}. */
@@ -33,11 +33,14 @@ export interface KnnMonitorOptions {
   readonly k?: number;
   /** Vote temperature (default 0.07). */
   readonly temperature?: number;
+  /** Names the model in the error raised on non-finite features (default: "the encoder"). */
+  readonly modelName?: string;
 }
 
 /**
  * k-NN top-1 / top-5 of the encoder on the source's held-out split, with the first `maxTrain` training
- * images as neighbours. Rejects, saying so, when the source has no labels.
+ * images as neighbours, and the classes it found. Rejects, saying so, when the source has no labels, and
+ * when the features are not finite (a diverged encoder), naming `modelName`.
  *
  * @example
  * ```ts
@@ -51,17 +54,26 @@ export interface KnnMonitorOptions {
  * if (acc.count !== 2) throw new Error(`scored ${acc.count}`); // the held-out split of 20 is ceil(20 / 10)
  * ```
  */
-export const knnMonitor = async (m: FrozenEncoder, o: KnnMonitorOptions): Promise<Accuracy> => {
-  const common = { pooling: o.pooling ?? "cls", batchSize: o.batchSize, workers: o.workers };
+export const knnMonitor = async (
+  m: FrozenEncoder,
+  o: KnnMonitorOptions,
+): Promise<Accuracy & { readonly numClasses: number }> => {
+  const modelName = o.modelName ?? "the encoder";
+  const common = { pooling: o.pooling ?? "cls", batchSize: o.batchSize, workers: o.workers, modelName };
   const train = await splitFeatures(m, o.source, "train", { ...common, limit: o.maxTrain ?? 2000 });
   const val = await splitFeatures(m, o.source, "val", { ...common, limit: o.maxVal ?? 500 });
-  return knnClassify(train, val, { numClasses: classesOf(train, val), k: o.k, temperature: o.temperature });
+  const numClasses = classesOf(train, val);
+  const acc = await knnClassify(train, val, { numClasses, k: o.k, temperature: o.temperature, modelName });
+  return { ...acc, numClasses };
 };
 
 /**
  * The k-NN monitor as a pretraining evaluator: every `every` steps (and after the last), k-NN top-1 /
  * top-5 on up to 200 held-out images with the first 1000 training images as neighbours, logged to
- * `knn.jsonl` as `{"step", "top1", "top5", "count"}` and shown as `knn at step t: top1=.. top5=..`.
+ * `knn.jsonl` as `{"step", "top1", "top5", "count"}` and shown as `knn at step t: top1=.. top5=..` (with
+ * fewer than 6 classes the second figure is `top<C-1>`, and with 2 it is left out: heads.ts
+ * `accuracyFigures`). A student whose features are not finite (the run diverged) stops the run with an
+ * error naming the step, instead of logging a perfect score.
  *
  * @example
  * ```ts
@@ -80,12 +92,20 @@ export const knnMonitor = async (m: FrozenEncoder, o: KnnMonitorOptions): Promis
 export const knnEvaluator = (source: DataSource, every: number): Evaluator => ({
   name: "knn",
   every,
-  run: async ({ encoder }) => {
-    const acc = await knnMonitor(encoder, { source, maxTrain: 1000, maxVal: 200 });
-    return { top1: acc.top1, top5: acc.top5, count: acc.count };
+  run: async ({ step, encoder }) => {
+    const acc = await knnMonitor(encoder, {
+      source,
+      maxTrain: 1000,
+      maxVal: 200,
+      modelName: `the student encoder at step ${step} of this run (--knn-every)`,
+    });
+    return { ...accuracyFigures(acc, acc.numClasses), count: acc.count };
   },
-  describe: (step, r) =>
-    `knn at step ${step}: top1=${r.top1.toFixed(2)} top5=${r.top5.toFixed(2)} (${r.count} held-out images)`,
+  describe: (step, r) => {
+    const { count, ...figures } = r;
+    const line = Object.entries(figures).map(([k, v]) => `${k}=${v.toFixed(2)}`).join(" ");
+    return `knn at step ${step}: ${line} (${count} held-out images)`;
+  },
 });
 
 /**
