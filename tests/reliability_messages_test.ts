@@ -5,7 +5,16 @@
  * are named as flags; the seed and the batch size are bounded by the config; a CLIP file with a gap in its
  * blocks is refused, and the loader says how deep the tower it read is.
  */
-import { assert, assertEquals, assertStringIncludes } from "../lib/core/std.ts";
+import { tf } from "../lib/deps.ts";
+import { assert, assertEquals, assertRejects, assertStringIncludes } from "../lib/core/std.ts";
+import { selectBackend } from "../lib/core/backend.ts";
+import { key } from "../lib/core/random.ts";
+import { disposeTree } from "../lib/core/tree.ts";
+import { writeSafetensors } from "../lib/core/safetensors.ts";
+import { clipInit, type ClipParams } from "../lib/models/clip.ts";
+import { describeClip, loadClip } from "../lib/models/clip_load.ts";
+import { clipOpenAiName, toOfficial } from "../lib/models/names.ts";
+import type { ClipConfig } from "../lib/models/config.ts";
 import { cosineSchedule } from "../lib/optim/schedule.ts";
 import {
   configChanges,
@@ -15,8 +24,10 @@ import {
   readRunConfig,
   resolvePretrainConfig,
 } from "../lib/config/pretrain.ts";
-import { left, right } from "./helpers.ts";
+import { left, right, withTmp } from "./helpers.ts";
 import { parseParityArgs } from "../lib/parity/cli.ts";
+
+await selectBackend("cpu");
 
 const at = new Date(Date.UTC(2026, 10, 30));
 const decoder = new TextDecoder();
@@ -193,4 +204,82 @@ Deno.test("--resume with another config: the differing settings, as --flag old -
     [],
   );
   assertStringIncludes(left(readRunConfig("runs/none", read)), "runs/none/config.json: file not found");
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// 8. CLIP teacher files with missing blocks.
+
+const clipCfg: ClipConfig = {
+  imageSize: 16,
+  patchSize: 8,
+  width: 64,
+  layers: 3,
+  heads: 1,
+  outDim: 8,
+  eps: 1e-5,
+};
+
+/** Writes a CLIP tower of `clipCfg` in OpenAI names, leaving out the blocks in `drop`. */
+const writeClip = async (path: string, drop: readonly number[]) => {
+  const p = clipInit(key(1), clipCfg);
+  const named = toOfficial(p, clipOpenAiName, clipCfg.patchSize) as Record<string, tf.Tensor>;
+  const kept = Object.entries(named).filter(([n]) => {
+    const m = /^transformer\.resblocks\.(\d+)\./.exec(n);
+    return m === null || !drop.includes(Number(m[1]));
+  });
+  try {
+    await writeSafetensors(path, Object.fromEntries(kept.map(([n, x]) => [`visual.${n}`, x])));
+  } finally {
+    disposeTree(p);
+    tf.dispose(Object.values(named));
+  }
+};
+
+Deno.test("a CLIP file whose blocks are not numbered from 0 without gaps is refused, naming the block", async () => {
+  await withTmp("clip-gap-", async (dir) => {
+    await writeClip(`${dir}/gap.safetensors`, [1]);
+    await assertRejects(
+      () => loadClip(`${dir}/gap.safetensors`),
+      Error,
+      `${dir}/gap.safetensors: block 1 of the CLIP tower is missing (the file has blocks 0, 2)`,
+    );
+    await writeClip(`${dir}/no-first.safetensors`, [0]);
+    await assertRejects(
+      () => loadClip(`${dir}/no-first.safetensors`),
+      Error,
+      "block 0 of the CLIP tower is missing",
+    );
+  });
+});
+
+Deno.test("the loader says how deep the tower it read is; a cut file's depth is warned against released CLIP", async () => {
+  await withTmp("clip-depth-", async (dir) => {
+    // Blocks 0 and 1 of 3: contiguous, so it loads, as a 2-block tower, and the line says so.
+    await writeClip(`${dir}/cut.safetensors`, [2]);
+    const loaded = await loadClip(`${dir}/cut.safetensors`);
+    try {
+      assertEquals(loaded.config.layers, 2);
+      assertEquals(
+        describeClip(`${dir}/cut.safetensors`, loaded),
+        `teacher ${dir}/cut.safetensors: CLIP ViT with 2 blocks read from the file, 64 wide, 1 heads, 8px ` +
+          "patches of 16px images, output 8 (OpenAI names)",
+      );
+    } finally {
+      disposeTree(loaded.params);
+    }
+  });
+  const vitB = { imageSize: 224, patchSize: 16, width: 768, layers: 10, heads: 12, outDim: 512, eps: 1e-5 };
+  const line = describeClip("b16.safetensors", {
+    config: vitB,
+    params: {} as ClipParams,
+    naming: "huggingface",
+  });
+  assertStringIncludes(line, "10 blocks read from the file");
+  assertStringIncludes(line, "warning: released CLIP towers 768 wide have 12 blocks, is the file complete?");
+  const full = describeClip("b16.safetensors", {
+    config: { ...vitB, layers: 12 },
+    params: {} as ClipParams,
+    naming: "openai",
+  });
+  assert(!full.includes("warning"), full);
 });

@@ -22,6 +22,7 @@ import { disposeTree } from "../core/tree.ts";
 
 /** A loaded teacher. */
 export interface LoadedClip {
+  /** The tower's shape as read from the file; `config.layers` is the number of blocks it holds. */
   readonly config: ClipConfig;
   readonly params: ClipParams;
   readonly naming: "openai" | "huggingface";
@@ -33,7 +34,52 @@ const shapeOf = (file: string, t: Readonly<Record<string, HostTensor>>, name: st
   return h.shape;
 };
 
-/** Reads a CLIP vision tower. Errors name the file and the missing or misshapen tensor. */
+/**
+ * The depth of the tower, checked: the block indices in the file must be 0..N-1. The depth is read off the
+ * names, so a file with a block missing in the middle would otherwise load as the shallower tower its
+ * count implies (and leave its last block unread); name the first missing block instead.
+ */
+const blockCount = (file: string, names: readonly string[], layerRe: RegExp): number => {
+  const found = [...new Set(names.map((n) => layerRe.exec(n)?.[1]).filter((x) => x !== undefined))]
+    .map(Number).sort((a, b) => a - b);
+  const missing = found.findIndex((index, i) => index !== i);
+  if (missing >= 0) {
+    const shown = found.length > 12 ? `${found.slice(0, 12).join(", ")}, ...` : found.join(", ");
+    throw new Error(
+      `${file}: block ${missing} of the CLIP tower is missing (the file has blocks ${shown}): the file is ` +
+        "incomplete or was cut, re-export or re-download it",
+    );
+  }
+  return found.length;
+};
+
+/**
+ * Depth of the released CLIP vision towers by width (OpenAI ViT-B/32, B/16: 768 x 12, L/14: 1024 x 24;
+ * OpenCLIP H/14: 1280 x 32, g/14: 1408 x 40, bigG/14: 1664 x 48). A file cut after its last complete
+ * block has contiguous indices and loads; only its depth against these tells it apart.
+ */
+const RELEASED_DEPTH: Readonly<Record<number, number>> = { 768: 12, 1024: 24, 1280: 32, 1408: 40, 1664: 48 };
+
+/**
+ * One line for logs: the tower read from `file` (depth, width, heads, patch, image size, output width,
+ * naming), with a warning when a released CLIP of that width is deeper. Print it where a teacher is loaded.
+ */
+export const describeClip = (file: string, loaded: LoadedClip): string => {
+  const c = loaded.config;
+  const released = RELEASED_DEPTH[c.width];
+  const warning = released !== undefined && released !== c.layers
+    ? `; warning: released CLIP towers ${c.width} wide have ${released} blocks, is the file complete?`
+    : "";
+  return `teacher ${file}: CLIP ViT with ${c.layers} block${c.layers === 1 ? "" : "s"} read from the file, ` +
+    `${c.width} wide, ${c.heads} heads, ${c.patchSize}px patches of ${c.imageSize}px images, output ` +
+    `${c.outDim} (${loaded.naming === "openai" ? "OpenAI" : "Hugging Face"} names)${warning}`;
+};
+
+/**
+ * Reads a CLIP vision tower. Errors name the file and the missing or misshapen tensor, or the missing block
+ * when the block indices are not 0..N-1. The depth is the number of blocks in the file (`config.layers`;
+ * {@link describeClip} prints it).
+ */
 export const loadClip = async (file: string): Promise<LoadedClip> => {
   const { tensors } = await readSafetensors(file, {
     names: (n) =>
@@ -67,7 +113,7 @@ export const loadClip = async (file: string): Promise<LoadedClip> => {
   const layerRe = naming === "openai"
     ? /^visual\.transformer\.resblocks\.(\d+)\./
     : /^vision_model\.encoder\.layers\.(\d+)\./;
-  const layers = new Set(names.map((n) => layerRe.exec(n)?.[1]).filter((x) => x !== undefined)).size;
+  const layers = blockCount(file, names, layerRe);
   const width = conv[0], patch = conv[2], side = Math.round(Math.sqrt(pos[0] - 1));
   const config: ClipConfig = {
     imageSize: side * patch,
