@@ -95,6 +95,7 @@ export const caev2Apply = (
     training: ctx.training,
     key: ke,
     remat: ctx.remat,
+    rows: ctx.rows,
   });
   const latents = p.projection
     ? layerNorm(p.projection.norm, linear(p.projection.linear, encoded), c.eps) as Tensor3D
@@ -114,6 +115,7 @@ export const caev2Apply = (
   const regressed = regressor(p.regressor, c, queries, posQ, visiblePatches, posVisible, {
     training: ctx.training,
     key: kr,
+    rows: ctx.rows,
   });
 
   // One shared head over [cls, visible, masked] (docs/design.md, "The method").

@@ -10,7 +10,7 @@ import { flatten, type Tensor1D, type Tensor3D, type Tensor4D, unflatten } from 
 import { recomputed } from "../core/autodiff.ts";
 import { type Key, split } from "../core/random.ts";
 import { attention, attentionInit, type AttentionParams } from "../nn/attention.ts";
-import { dropPath, dropPathRates } from "../nn/drop_path.ts";
+import { type BatchRows, dropPath, dropPathRates } from "../nn/drop_path.ts";
 import type { LinearParams } from "../nn/linear.ts";
 import { mlp, mlpInit, type MlpParams } from "../nn/mlp.ts";
 import { layerNorm, layerNormInit, type LayerNormParams } from "../nn/norm.ts";
@@ -57,6 +57,8 @@ export interface Ctx {
    * about one more forward pass of the encoder for a backward pass that holds one block's activations.
    */
   readonly remat?: boolean;
+  /** The rows of the global batch this batch is (data-parallel training); drop path draws for those. */
+  readonly rows?: BatchRows;
 }
 
 /** Layer-scale vector. */
@@ -86,9 +88,9 @@ export const block = (
 ): Tensor3D => {
   const [k1, k2] = ctx.key ? split(ctx.key) : [undefined, undefined];
   const a = tf.mul(attention(p.attn, layerNorm(p.norm1, x, eps) as Tensor3D, heads), p.gamma1);
-  const x1 = add(x, dropPath(a, drop, ctx.training, k1)) as Tensor3D;
+  const x1 = add(x, dropPath(a, drop, ctx.training, k1, ctx.rows)) as Tensor3D;
   const m = tf.mul(mlp(p.mlp, layerNorm(p.norm2, x1, eps)), p.gamma2);
-  return add(x1, dropPath(m, drop, ctx.training, k2)) as Tensor3D;
+  return add(x1, dropPath(m, drop, ctx.training, k2, ctx.rows)) as Tensor3D;
 };
 
 /** {@link block} whose activations are recomputed in the backward pass; keeps only `x` and the block's parameters. */
@@ -151,7 +153,7 @@ export const encoder = (
     const xin = x;
     // One scope per block: what the backward pass needs is on the tape, the rest goes at the block's end
     // rather than at the end of the whole forward pass.
-    const bctx = { training: ctx.training, key: keys[i] };
+    const bctx = { training: ctx.training, key: keys[i], rows: ctx.rows };
     const bp = p.blocks[String(i)];
     x = tf.tidy(() =>
       ctx.remat

@@ -98,9 +98,12 @@ export const regressor = (
         layerNorm(blk.normV, kv, c.eps) as Tensor3D,
         c.regressorHeads,
       );
-      const x1 = add(xin, dropPath(tf.mul(attn, blk.gamma1), rates[i], ctx.training, k1));
+      const x1 = add(xin, dropPath(tf.mul(attn, blk.gamma1), rates[i], ctx.training, k1, ctx.rows));
       const x2 = layerNorm(blk.norm2, x1, c.eps);
-      return add(x2, dropPath(tf.mul(mlp(blk.mlp, x2), blk.gamma2), rates[i], ctx.training, k2)) as Tensor3D;
+      return add(
+        x2,
+        dropPath(tf.mul(mlp(blk.mlp, x2), blk.gamma2), rates[i], ctx.training, k2, ctx.rows),
+      ) as Tensor3D;
     });
   }
   return x;

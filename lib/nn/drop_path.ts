@@ -8,13 +8,30 @@
 import { tf } from "../deps.ts";
 import { type Key, uniform } from "../core/random.ts";
 
+/**
+ * Which rows of a larger batch `x` holds: rows `offset .. offset + B` of `total` (data-parallel training,
+ * where each process holds one slice of the global batch and must draw what one process would draw for
+ * those rows).
+ */
+export interface BatchRows {
+  readonly offset: number;
+  readonly total: number;
+}
+
 /** `x: [B, ...]`. Identity when `rate == 0` or not training. */
-export const dropPath = (x: tf.Tensor, rate: number, training: boolean, k?: Key): tf.Tensor => {
+export const dropPath = (
+  x: tf.Tensor,
+  rate: number,
+  training: boolean,
+  k?: Key,
+  rows?: BatchRows,
+): tf.Tensor => {
   if (!training || rate === 0) return x;
   if (!k) throw new Error("dropPath: a key is required when training with a drop-path rate > 0");
   const b = x.shape[0];
   const keep = 1 - rate;
-  const u = uniform(k, b);
+  // One draw per row of the whole batch; this slice's rows read theirs.
+  const u = rows ? uniform(k, rows.total).subarray(rows.offset, rows.offset + b) : uniform(k, b);
   const scale = new Float32Array(b);
   for (let i = 0; i < b; i++) scale[i] = Math.floor(keep + u[i]) / keep;
   return tf.mul(x, tf.tensor(scale, [b, ...x.shape.slice(1).map(() => 1)]));

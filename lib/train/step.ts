@@ -31,6 +31,7 @@ import { applyUpdates } from "../optim/apply.ts";
 import { globalNorm } from "../optim/clip.ts";
 import { type GradientTransformation, tidy } from "../optim/transform.ts";
 import { valueAndGrad } from "../core/autodiff.ts";
+import type { BatchRows } from "../nn/drop_path.ts";
 
 /** The training state. `step` counts the optimizer updates applied; `key` is the run key (constant). */
 export interface TrainState<S> {
@@ -52,6 +53,8 @@ export interface StepBatch {
   readonly teacherImages: Tensor4D;
   /** `[B * L]`, 1 = masked. */
   readonly mask: Uint8Array;
+  /** The rows of the global batch these images are (data-parallel training; lib/train/data_parallel.ts). */
+  readonly rows?: BatchRows;
 }
 
 /** Everything the step closes over. The teacher is a constant (principle 5). */
@@ -95,6 +98,7 @@ export const studentLossAndGrads = <S>(
         training: true,
         key,
         remat: cfg.remat,
+        rows: batch.rows,
       });
       const targets = alignmentTargets(teacherFeatures, out.index);
       const parts = latentAlignment(out.predictions, targets, out.index, cfg.weights);
@@ -105,43 +109,73 @@ export const studentLossAndGrads = <S>(
   }
 };
 
+/** One process's share of a step: the micro-batches' averaged gradients and loss parts. */
+export interface LocalGrads {
+  /** Gradients averaged over the micro-batches. */
+  readonly grads: CaeV2Params;
+  /** Scalars: the loss, the visible and the masked alignment, each averaged over the micro-batches. */
+  readonly means: readonly [Scalar, Scalar, Scalar];
+}
+
+/**
+ * Loss and gradients of every micro-batch, averaged (gradient accumulation); micro-batch `i` draws from
+ * `foldIn(foldIn(runKey, step), i)`. The caller owns the results.
+ */
+export const accumulatedGrads = <S>(
+  cfg: StepConfig<S>,
+  state: TrainState<S>,
+  batches: readonly StepBatch[],
+): LocalGrads => {
+  if (batches.length === 0) throw new Error("trainStep: no batch given");
+  const stepKey = foldIn(state.key, state.step);
+  let grads: Params | undefined;
+  const parts: Scalar[] = [];
+  for (let i = 0; i < batches.length; i++) {
+    const r = studentLossAndGrads(cfg, state.params, batches[i], foldIn(stepKey, i));
+    parts.push(r.loss, r.aux.visible, r.aux.masked);
+    if (grads === undefined) grads = r.grads;
+    else {
+      const prev: Params = grads;
+      grads = tidy(() => zipTree(prev, r.grads, (a, b) => tf.add(a, b)));
+      disposeTree(prev, r.grads);
+    }
+  }
+  const n = batches.length;
+  const g = n === 1 ? grads! : tidy(() => zipTree(grads!, grads!, (a) => tf.div(a, n)));
+  if (n > 1) disposeTree(grads);
+  // A fold of adds, not tf.addN: WebGPU's AddN binds every input as a storage buffer (limit 8).
+  const means = tidy(() =>
+    [0, 1, 2].map((k) => tf.div(parts.filter((_, j) => j % 3 === k).reduce((a, b) => tf.add(a, b)), n))
+  ) as unknown as [Scalar, Scalar, Scalar];
+  tf.dispose(parts);
+  return { grads: g as CaeV2Params, means };
+};
+
+/**
+ * The optimizer update from averaged gradients: the new state and the metrics vector
+ * `[loss, lossVisible, lossMasked, gradNorm]`. Consumes (disposes) `local`.
+ */
+export const applyGradients = <S>(
+  cfg: StepConfig<S>,
+  state: TrainState<S>,
+  local: LocalGrads,
+): StepResult<S> => {
+  const g = local.grads;
+  const metrics = tidy(() => tf.stack([...local.means, globalNorm(g)]) as Tensor1D);
+  tf.dispose([...local.means]);
+  const [updates, opt] = cfg.optimizer.update(g, state.opt, state.params);
+  // The gradients go before the new parameters are made: one parameter-sized set less at the peak.
+  disposeTree(g);
+  const params = applyUpdates(state.params, updates);
+  disposeTree(updates);
+  return { state: { params, opt, step: state.step + 1, key: state.key }, metrics };
+};
+
 /** Builds the reducer. */
 export const trainStep =
   <S>(cfg: StepConfig<S>): (state: TrainState<S>, batches: readonly StepBatch[]) => StepResult<S> =>
-  (state: TrainState<S>, batches: readonly StepBatch[]): StepResult<S> => {
-    if (batches.length === 0) throw new Error("trainStep: no batch given");
-    const stepKey = foldIn(state.key, state.step);
-    // Average the micro-batches' losses and gradients (gradient accumulation).
-    let grads: Params | undefined;
-    const parts: Scalar[] = [];
-    for (let i = 0; i < batches.length; i++) {
-      const r = studentLossAndGrads(cfg, state.params, batches[i], foldIn(stepKey, i));
-      parts.push(r.loss, r.aux.visible, r.aux.masked);
-      if (grads === undefined) grads = r.grads;
-      else {
-        const prev: Params = grads;
-        grads = tidy(() => zipTree(prev, r.grads, (a, b) => tf.add(a, b)));
-        disposeTree(prev, r.grads);
-      }
-    }
-    const n = batches.length;
-    const g = n === 1 ? grads! : tidy(() => zipTree(grads!, grads!, (a) => tf.div(a, n)));
-    if (n > 1) disposeTree(grads);
-
-    const metrics = tidy(() => {
-      // A fold of adds, not tf.addN: WebGPU's AddN binds every input as a storage buffer (limit 8).
-      const mean = (k: number) =>
-        tf.div(parts.filter((_, j) => j % 3 === k).reduce((a, b) => tf.add(a, b)), n);
-      return tf.stack([mean(0), mean(1), mean(2), globalNorm(g)]) as Tensor1D;
-    });
-    tf.dispose(parts);
-    const [updates, opt] = cfg.optimizer.update(g, state.opt, state.params);
-    // The gradients go before the new parameters are made: one parameter-sized set less at the peak.
-    disposeTree(g);
-    const params = applyUpdates(state.params, updates);
-    disposeTree(updates);
-    return { state: { params, opt, step: state.step + 1, key: state.key }, metrics };
-  };
+  (state: TrainState<S>, batches: readonly StepBatch[]): StepResult<S> =>
+    applyGradients(cfg, state, accumulatedGrads(cfg, state, batches));
 
 /** Reads the metrics vector (one device read per step). */
 export const readMetrics = async (
