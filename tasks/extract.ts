@@ -17,6 +17,7 @@ import {
 } from "../lib/eval/cli.ts";
 import { type Pooling, splitFeatures } from "../lib/eval/features.ts";
 import { disposeEncoder } from "../lib/eval/load.ts";
+import { checkTaskOutputs } from "../lib/eval/outputs.ts";
 import { type HostTensor, writeSafetensors } from "../lib/core/safetensors.ts";
 
 const spec: TaskSpec = {
@@ -40,6 +41,10 @@ const flags = resolveFlags(argv, spec);
 if (E.isLeft(flags)) exitWith(argv, flags.left);
 const f = flags.right;
 if (typeof f.out !== "string") exitWith(argv, "--out FILE.safetensors is required");
+// Before any work: an existing --out needs --force, and the input checkpoint (or a data file) is never
+// overwritten, even with it (this task used to replace whatever --out named, its own checkpoint included).
+const outputsOk = await checkTaskOutputs(f, [{ flag: "--out", path: f.out }]);
+if (E.isLeft(outputsOk)) exitWith(argv, outputsOk.left);
 const log = (line: string) => console.log(line);
 const setup = await setupTask(f, log);
 if (E.isLeft(setup)) exitWith(argv, setup.left);

@@ -36,7 +36,13 @@ const spec: TaskSpec = {
 };
 
 const log = (line: string) => console.log(line);
-const task = await startTask(spec, Deno.args, log);
+// --out is checked before any work: an existing file needs --force, an input is never overwritten.
+const task = await startTask(
+  spec,
+  Deno.args,
+  log,
+  (f) => [{ flag: "--out", path: f.out as string | undefined }],
+);
 const { f, encoder } = task;
 const pooling = f.pooling as Pooling;
 

@@ -4,6 +4,9 @@
  * 1. A diverged model (NaN or infinite weights, or weights so large that the features overflow) scored
  *    100%: top-k counted a NaN score as a hit. Now no top-k count takes a non-finite score, and knn,
  *    extract, fine-tuning and the `--knn-every` monitor stop with an error naming the checkpoint.
+ * 2. `extract --out` overwrote any file, its own checkpoint included, and outputs were checked after the
+ *    work. Now every output is checked first (lib/eval/outputs.ts): an existing file needs `--force`, a
+ *    missing folder is refused, an input file is refused even with `--force`.
  *
  * Tasks run as child processes on tiny encoders (micro, 16 px, 4 patches) and `synthetic:64`-like data.
  */
@@ -21,7 +24,8 @@ import { knnEvaluator } from "../lib/eval/monitor.ts";
 import { finetuneSettings } from "../lib/eval/finetune.ts";
 import { runFinetune } from "../lib/eval/finetune_run.ts";
 import { disposeEncoder, loadEncoder } from "../lib/eval/load.ts";
-import { right, TEST_BACKEND, withTmp } from "./helpers.ts";
+import { checkOutputs } from "../lib/eval/outputs.ts";
+import { left, right, TEST_BACKEND, withTmp } from "./helpers.ts";
 
 await tf.setBackend("cpu");
 
@@ -155,4 +159,104 @@ Deno.test("truth: fine-tuning a NaN checkpoint stops at step 1 naming the checkp
     } finally {
       disposeEncoder(enc);
     }
+  }));
+
+// ---------------------------------------------------------------------------------------------------------
+// 2. No task overwrites a file without --force, nor ever its own input; outputs are checked before any work.
+
+Deno.test("outputs: checkOutputs refuses an existing file without --force, a missing folder, a folder, twins, and inputs even with --force", () =>
+  withTmp("caev2-truth-", async (dir) => {
+    await Deno.writeTextFile(`${dir}/old.json`, "{}");
+    await Deno.writeTextFile(`${dir}/ckpt.safetensors`, "weights");
+    await Deno.symlink(`${dir}/ckpt.safetensors`, `${dir}/alias.safetensors`);
+    await Deno.link(`${dir}/ckpt.safetensors`, `${dir}/hard.safetensors`);
+    await Deno.mkdir(`${dir}/images/cat`, { recursive: true });
+    const inputs = [
+      { what: "the checkpoint", path: `${dir}/ckpt.safetensors` },
+      { what: "the data folder's image", path: `${dir}/images`, images: true },
+    ];
+    const check = (path: string, force = false) => checkOutputs([{ flag: "--out", path }], { force, inputs });
+    // A new file in an existing folder is fine; an existing one needs --force.
+    right(await check(`${dir}/new.json`));
+    const exists = left(await check(`${dir}/old.json`));
+    assertStringIncludes(exists, `--out ${dir}/old.json`);
+    assertStringIncludes(exists, "pass --force");
+    right(await check(`${dir}/old.json`, true));
+    // A folder that does not exist, and a folder given as the file.
+    assertStringIncludes(left(await check(`${dir}/nope/out.json`, true)), `mkdir -p ${dir}/nope`);
+    assertStringIncludes(left(await check(`${dir}/images`, true)), "is a folder");
+    // The input, however it is spelled or linked, even with --force; an image in the data folder too.
+    for (
+      const p of ["ckpt.safetensors", "./ckpt.safetensors", "images/../ckpt.safetensors", "alias.safetensors"]
+    ) {
+      const m = left(await check(`${dir}/${p}`, true));
+      assertStringIncludes(m, "is the checkpoint this task reads");
+      assertStringIncludes(m, "--force does not allow this");
+    }
+    assertStringIncludes(left(await check(`${dir}/hard.safetensors`, true)), "the checkpoint");
+    assertStringIncludes(left(await check(`${dir}/images/cat/x.png`, true)), "the data folder's image");
+    right(await check(`${dir}/images/features.safetensors`)); // not an image: not read as data
+    // Two outputs of one task on the same file.
+    const twins = left(
+      await checkOutputs([{ flag: "--results", path: `${dir}/r.json` }, {
+        flag: "--metrics",
+        path: `${dir}/./r.json`,
+      }]),
+    );
+    assertStringIncludes(twins, "the same file as --results");
+  }));
+
+Deno.test("outputs: extract --out its own checkpoint is refused even with --force, before any work; the checkpoint is intact", () =>
+  withTmp("caev2-truth-", async (dir) => {
+    const ckpt = await writeRun(dir, (x) => tf.clone(x));
+    const before = await Deno.readFile(ckpt);
+    for (const out of [ckpt, `${dir}/checkpoints/step-000001.json`, `${dir}/config.json`]) {
+      const r = await task("extract", ["--checkpoint", dir, ...small, "--out", out, "--force"]);
+      assertEquals(r.code, 1, r.stdout + r.stderr);
+      assertStringIncludes(r.stderr, "--force does not allow this");
+      assert(!r.stdout.includes("images,"), `features were extracted first:\n${r.stdout}`);
+    }
+    assertEquals(await Deno.readFile(ckpt), before);
+    disposeEncoder(right(await loadEncoder(ckpt))); // still a checkpoint
+  }));
+
+Deno.test("outputs: an existing --out is kept without --force and refused before any work (extract, knn, finetune); --force replaces it", () =>
+  withTmp("caev2-truth-", async (dir) => {
+    const out = `${dir}/old.out`;
+    await Deno.writeTextFile(out, "keep me");
+    const rand = ["--checkpoint", "random", "--image-size", "16", "--patch-size", "8"];
+    const runs = [
+      task("extract", [...rand, ...small, "--out", out]),
+      task("knn", [...rand, ...small, "--out", out]),
+      task("finetune", [
+        ...rand,
+        "--data",
+        "synthetic:16",
+        "--batch-size",
+        "8",
+        "--steps",
+        "1",
+        "--out",
+        out,
+      ]),
+    ];
+    for (const r of await Promise.all(runs)) {
+      assertEquals(r.code, 1, r.stdout + r.stderr);
+      assertStringIncludes(r.stderr, `--out ${out}: the file exists; pass --force`);
+      // Refused before the backend started: nothing of the work was logged.
+      assertEquals(r.stdout, "");
+    }
+    assertEquals(await Deno.readTextFile(out), "keep me");
+    const forced = await task("knn", [...rand, ...small, "--out", out, "--force"]);
+    assertEquals(forced.code, 0, forced.stderr);
+    assertEquals(JSON.parse(await Deno.readTextFile(out)).checkpoint, "random");
+  }));
+
+Deno.test("outputs: an --out in a folder that does not exist is refused before any work", () =>
+  withTmp("caev2-truth-", async (dir) => {
+    const rand = ["--checkpoint", "random", "--image-size", "16", "--patch-size", "8"];
+    const r = await task("knn", [...rand, ...small, "--out", `${dir}/missing/knn.json`]);
+    assertEquals(r.code, 1, r.stdout + r.stderr);
+    assertStringIncludes(r.stderr, `the folder ${dir}/missing does not exist`);
+    assertEquals(r.stdout, "");
   }));

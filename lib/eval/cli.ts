@@ -24,6 +24,7 @@ import { type DataSource, parseDataSource } from "../../data/source.ts";
 import type { EncoderModel } from "../models/encoder_model.ts";
 import { loadEncoder } from "./load.ts";
 import { classesOf, type FeatureSet, type Pooling, splitFeatures } from "./features.ts";
+import { checkTaskOutputs } from "./outputs.ts";
 
 /** One flag: its codec, its default (absent: optional without default), its help. */
 export interface FlagSpec {
@@ -132,6 +133,14 @@ export const encoderFlags: Readonly<Record<string, FlagSpec>> = {
     help: "tfjs backend: auto, webgpu, wasm, cpu",
   },
   workers: { codec: NonNegativeInt, default: 0, arg: "N", help: "data-loading workers (0 = main thread)" },
+  // Every output path is checked before any work (lib/eval/outputs.ts): an existing file is kept unless
+  // this is given, and an input file (the checkpoint, a data file) is never overwritten, even with it.
+  force: {
+    codec: t.boolean,
+    default: false,
+    arg: "",
+    help: "overwrite existing output files (never an input of the task)",
+  },
 };
 
 /** Flags of the tasks that extract frozen features. */
@@ -212,16 +221,23 @@ export interface StartedTask extends TaskSetup {
 }
 
 /**
- * The prologue every evaluation task shares: resolve the flags of `spec` from `argv`, start the runtime, load
- * the encoder; on any failure (or `--help`) print it for people and exit.
+ * The prologue every evaluation task shares: resolve the flags of `spec` from `argv`, check the paths the
+ * task will write (`outputs`, lib/eval/outputs.ts `checkTaskOutputs`: `--force`, inputs never), start the
+ * runtime, load the encoder; on any failure (or `--help`) print it for people and exit.
  */
 export const startTask = async (
   spec: TaskSpec,
   argv: readonly string[],
   log: (line: string) => void,
+  outputs?: (f: Flags) => readonly { readonly flag: string; readonly path: string | undefined }[],
 ): Promise<StartedTask> => {
   const flags = resolveFlags(argv, spec);
   if (E.isLeft(flags)) exitWith(argv, flags.left);
+  // The files the task will write, checked before the backend starts or anything is read (outputs.ts).
+  if (outputs !== undefined) {
+    const ok = await checkTaskOutputs(flags.right, outputs(flags.right));
+    if (E.isLeft(ok)) exitWith(argv, ok.left);
+  }
   const setup = await setupTask(flags.right, log);
   if (E.isLeft(setup)) exitWith(argv, setup.left);
   return { f: flags.right, ...setup.right };
