@@ -11,7 +11,7 @@ import { selectBackend } from "../lib/core/backend.ts";
 import { key } from "../lib/core/random.ts";
 import { disposeTree } from "../lib/core/tree.ts";
 import { writeSafetensors } from "../lib/core/safetensors.ts";
-import { clipInit, type ClipParams } from "../lib/models/clip.ts";
+import { clipInit } from "../lib/models/clip.ts";
 import { describeClip, loadClip } from "../lib/models/clip_load.ts";
 import { clipOpenAiName, toOfficial } from "../lib/models/names.ts";
 import type { ClipConfig } from "../lib/models/config.ts";
@@ -260,7 +260,7 @@ Deno.test("the loader says how deep the tower it read is; a cut file's depth is 
     try {
       assertEquals(loaded.config.layers, 2);
       assertEquals(
-        describeClip(`${dir}/cut.safetensors`, loaded),
+        describeClip(`${dir}/cut.safetensors`, loaded.config, loaded.naming),
         `teacher ${dir}/cut.safetensors: CLIP ViT with 2 blocks read from the file, 64 wide, 1 heads, 8px ` +
           "patches of 16px images, output 8 (OpenAI names)",
       );
@@ -269,17 +269,12 @@ Deno.test("the loader says how deep the tower it read is; a cut file's depth is 
     }
   });
   const vitB = { imageSize: 224, patchSize: 16, width: 768, layers: 10, heads: 12, outDim: 512, eps: 1e-5 };
-  const line = describeClip("b16.safetensors", {
-    config: vitB,
-    params: {} as ClipParams,
-    naming: "huggingface",
-  });
-  assertStringIncludes(line, "10 blocks read from the file");
+  const line = describeClip("b16.safetensors", vitB, "huggingface");
+  assertStringIncludes(
+    line,
+    "10 blocks read from the file, 768 wide, 12 heads, 16px patches of 224px images, output 512 (Hugging Face names)",
+  );
   assertStringIncludes(line, "warning: released CLIP towers 768 wide have 12 blocks, is the file complete?");
-  const full = describeClip("b16.safetensors", {
-    config: { ...vitB, layers: 12 },
-    params: {} as ClipParams,
-    naming: "openai",
-  });
+  const full = describeClip("b16.safetensors", { ...vitB, layers: 12 });
   assert(!full.includes("warning"), full);
 });

@@ -397,9 +397,9 @@ const showSetting = (v: unknown): string =>
 
 /**
  * What a resume whose config hash differs must say: the settings that change what a run computes (those
- * `configHash` covers) and differ between `before` (the run's config.json, see {@link readRunConfig}) and
- * `after`, one `--flag old -> new` each, in flag order; `(unset)` for an absent optional setting, `none`
- * for null. Empty when they agree (the hash then differs for another reason: another toolkit version).
+ * `configHash` covers) and differ between `before` (the run's config.json as stored, e.g. read by
+ * {@link readRunConfig}) and `after`, one `--flag old -> new` each, in flag order; `(unset)` for an absent
+ * optional setting, `none` for null. Empty when they agree (the hash then differs for another reason: another toolkit version).
  *
  * @example
  * ```ts
@@ -410,10 +410,10 @@ const showSetting = (v: unknown): string =>
  * ```
  */
 export const configChanges = (
-  before: PretrainConfigPatch | PretrainConfig,
+  before: Readonly<Record<string, unknown>>,
   after: PretrainConfig,
 ): string[] => {
-  const was = before as Readonly<Record<string, unknown>>, now = after as Readonly<Record<string, unknown>>;
+  const was = before, now = after as Readonly<Record<string, unknown>>;
   return order
     .filter((k) => !HASH_EXCLUDED_KEYS.includes(k) && canonicalJson(was[k]) !== canonicalJson(now[k]))
     .map((k) => `--${kebabCase(k)} ${showSetting(was[k])} -> ${showSetting(now[k])}`);

@@ -61,18 +61,19 @@ const blockCount = (file: string, names: readonly string[], layerRe: RegExp): nu
 const RELEASED_DEPTH: Readonly<Record<number, number>> = { 768: 12, 1024: 24, 1280: 32, 1408: 40, 1664: 48 };
 
 /**
- * One line for logs: the tower read from `file` (depth, width, heads, patch, image size, output width,
- * naming), with a warning when a released CLIP of that width is deeper. Print it where a teacher is loaded.
+ * One line for logs: the tower read from `file` (depth, width, heads, patch, image size, output width, and
+ * the naming when given), with a warning when a released CLIP of that width is deeper. Print it where a
+ * teacher is loaded: `describeClip(file, loaded.config, loaded.naming)`.
  */
-export const describeClip = (file: string, loaded: LoadedClip): string => {
-  const c = loaded.config;
+export const describeClip = (file: string, c: ClipConfig, naming?: LoadedClip["naming"]): string => {
   const released = RELEASED_DEPTH[c.width];
   const warning = released !== undefined && released !== c.layers
     ? `; warning: released CLIP towers ${c.width} wide have ${released} blocks, is the file complete?`
     : "";
+  const names = naming === undefined ? "" : ` (${naming === "openai" ? "OpenAI" : "Hugging Face"} names)`;
   return `teacher ${file}: CLIP ViT with ${c.layers} block${c.layers === 1 ? "" : "s"} read from the file, ` +
     `${c.width} wide, ${c.heads} heads, ${c.patchSize}px patches of ${c.imageSize}px images, output ` +
-    `${c.outDim} (${loaded.naming === "openai" ? "OpenAI" : "Hugging Face"} names)${warning}`;
+    `${c.outDim}${names}${warning}`;
 };
 
 /**
