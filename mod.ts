@@ -89,6 +89,10 @@ export { applyUpdates } from "./lib/optim/apply.ts";
 
 // Training: the step reducer, gradients, the pretraining run, configs, checkpoints.
 export { readMetrics, type StepBatch, type TrainState, trainStep } from "./lib/train/step.ts";
+export type { BatchRows } from "./lib/nn/drop_path.ts";
+export { allReduceParts, type Collective, single } from "./lib/dist/collective.ts";
+export { launchedByMpi, mpiCollective } from "./lib/dist/mpi.ts";
+export { broadcastParams, dataParallelStep, rowsOf } from "./lib/train/data_parallel.ts";
 export { customOp, gradients, recomputed, valueAndGrad } from "./lib/core/autodiff.ts";
 export { type MemoryMark, peakMemory, resetPeakMemory } from "./lib/core/memory.ts";
 export { capGpuPool, gpuPoolBytes, resetGpuPeak } from "./lib/core/gpu_pool.ts";

@@ -14,7 +14,9 @@ import { type Key, uniform } from "../core/random.ts";
  * those rows).
  */
 export interface BatchRows {
+  /** The first row of the global batch this batch holds. */
   readonly offset: number;
+  /** Rows of the global batch. */
   readonly total: number;
 }
 

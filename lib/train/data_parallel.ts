@@ -14,6 +14,7 @@
 import { tf } from "../deps.ts";
 import { flatten, type Params, type Scalar, unflatten } from "../core/tree.ts";
 import type { CaeV2Params } from "../models/caev2.ts";
+import type { BatchRows } from "../nn/drop_path.ts";
 import { allReduceParts, type Collective } from "../dist/collective.ts";
 import {
   accumulatedGrads,
@@ -25,7 +26,7 @@ import {
 } from "./step.ts";
 
 /** The rows of the global batch that rank `rank` of `size` holds, for micro-batches of `batch` images. */
-export const rowsOf = (rank: number, size: number, batch: number) => ({
+export const rowsOf = (rank: number, size: number, batch: number): BatchRows => ({
   offset: rank * batch,
   total: size * batch,
 });
@@ -35,31 +36,33 @@ export const rowsOf = (rank: number, size: number, batch: number) => ({
  * `trainStep` (never disposes its input; returns fresh tensors). `batches` are this rank's micro-batches,
  * each with its `rows`. With one rank it is `trainStep`.
  */
-export const dataParallelStep =
-  <S>(cfg: StepConfig<S>, c: Collective) =>
-  async (state: TrainState<S>, batches: readonly StepBatch[]): Promise<StepResult<S>> => {
-    const local = accumulatedGrads(cfg, state, batches);
-    if (c.size === 1) return applyGradients(cfg, state, local);
-    const flat = flatten(local.grads);
-    const names = Object.keys(flat);
-    let host: Float32Array[];
-    try {
-      host = await Promise.all([
-        ...names.map((n) => flat[n].data()),
-        tf.stack([...local.means]).data(),
-      ]) as Float32Array[];
-    } finally {
-      tf.dispose([...Object.values(flat), ...local.means]);
-    }
-    await allReduceParts(c, host);
-    const inv = 1 / c.size;
-    for (const h of host) for (let i = 0; i < h.length; i++) h[i] *= inv;
-    const grads: Record<string, tf.Tensor> = {};
-    names.forEach((n, i) => (grads[n] = tf.tensor(host[i], flat[n].shape, "float32")));
-    const m = host[names.length];
-    const means = [tf.scalar(m[0]), tf.scalar(m[1]), tf.scalar(m[2])] as [Scalar, Scalar, Scalar];
-    return applyGradients(cfg, state, { grads: unflatten(grads) as Params as CaeV2Params, means });
-  };
+export const dataParallelStep = <S>(
+  cfg: StepConfig<S>,
+  c: Collective,
+): (state: TrainState<S>, batches: readonly StepBatch[]) => Promise<StepResult<S>> =>
+async (state: TrainState<S>, batches: readonly StepBatch[]): Promise<StepResult<S>> => {
+  const local = accumulatedGrads(cfg, state, batches);
+  if (c.size === 1) return applyGradients(cfg, state, local);
+  const flat = flatten(local.grads);
+  const names = Object.keys(flat);
+  let host: Float32Array[];
+  try {
+    host = await Promise.all([
+      ...names.map((n) => flat[n].data()),
+      tf.stack([...local.means]).data(),
+    ]) as Float32Array[];
+  } finally {
+    tf.dispose([...Object.values(flat), ...local.means]);
+  }
+  await allReduceParts(c, host);
+  const inv = 1 / c.size;
+  for (const h of host) for (let i = 0; i < h.length; i++) h[i] *= inv;
+  const grads: Record<string, tf.Tensor> = {};
+  names.forEach((n, i) => (grads[n] = tf.tensor(host[i], flat[n].shape, "float32")));
+  const m = host[names.length];
+  const means = [tf.scalar(m[0]), tf.scalar(m[1]), tf.scalar(m[2])] as [Scalar, Scalar, Scalar];
+  return applyGradients(cfg, state, { grads: unflatten(grads) as Params as CaeV2Params, means });
+};
 
 /**
  * Makes every rank's parameter record equal to rank 0's (at the start of a run: the same start everywhere).
