@@ -1,8 +1,18 @@
 /**
  * `deno task extract --checkpoint RUN_DIR|FILE|random --data SOURCE --out FILE.safetensors [flags]`: frozen
  * features of a split (or both) to safetensors, for use elsewhere: `<split>.features` F32 `[N, D]` and
- * `<split>.labels` I32 `[N]` (-1 = unlabelled), with the encoder's origin, pooling and image size in the
- * file's metadata. Read it in Python with `safetensors.numpy.load_file(FILE)`.
+ * `<split>.labels` I32 `[N]` (-1 = unlabelled), with the encoder's origin, pooling, image size and the class
+ * names (JSON array, when the source has names) in the file's metadata. Read it in Python with
+ * `safetensors.numpy.load_file(FILE)`.
+ *
+ * What each row is goes to a sidecar JSON beside it, `FILE.rows.json` (`FILE` without `.safetensors`; its
+ * name is also in the metadata as `rows`), because a safetensors header is capped at 100 MB in Python and
+ * ImageNet's paths would not fit: `{ "features", "origin", "data", "pooling", "imageSize", "classNames",
+ * "<split>": { "paths": [...], "labels": [...] } }`, row `i` of `<split>.features` being the file
+ * `paths[i]` (`synthetic:<index>` for the synthetic source, `<shard>:<key>.<ext>` for WebDataset shards)
+ * of class `labels[i]` (its name; the integer label as text when the source has no names, null where
+ * unlabelled). Both files are checked before any work: an existing one needs `--force`, an input file is
+ * never overwritten.
  *
  * @module
  */
@@ -18,6 +28,7 @@ import {
 import { type Pooling, splitFeatures } from "../lib/eval/features.ts";
 import { disposeEncoder } from "../lib/eval/load.ts";
 import { checkTaskOutputs } from "../lib/eval/outputs.ts";
+import { labelNames, rowPaths, rowsPathOf, sourceClassNames } from "../lib/eval/rows.ts";
 import { type HostTensor, writeSafetensors } from "../lib/core/safetensors.ts";
 
 const spec: TaskSpec = {
@@ -43,7 +54,10 @@ const f = flags.right;
 if (typeof f.out !== "string") exitWith(argv, "--out FILE.safetensors is required");
 // Before any work: an existing --out needs --force, and the input checkpoint (or a data file) is never
 // overwritten, even with it (this task used to replace whatever --out named, its own checkpoint included).
-const outputsOk = await checkTaskOutputs(f, [{ flag: "--out", path: f.out }]);
+const outputsOk = await checkTaskOutputs(f, [
+  { flag: "--out", path: f.out },
+  { flag: "--out (its rows sidecar)", path: rowsPathOf(f.out) },
+]);
 if (E.isLeft(outputsOk)) exitWith(argv, outputsOk.left);
 const log = (line: string) => console.log(line);
 const setup = await setupTask(f, log);
@@ -54,6 +68,8 @@ const splits: ("train" | "val")[] = f.split === "both" ? ["train", "val"] : [f.s
 
 try {
   const tensors: Record<string, HostTensor> = {};
+  const classNames = await sourceClassNames(source);
+  const rows: Record<string, { paths: string[]; labels: (string | null)[] }> = {};
   for (const split of splits) {
     const t0 = performance.now();
     const set = await splitFeatures(encoder, source, split, {
@@ -64,20 +80,31 @@ try {
     });
     tensors[`${split}.features`] = { shape: [set.count, set.dim], data: set.features };
     tensors[`${split}.labels`] = { shape: [set.count], data: set.labels };
+    // Named before anything is written, so that features never go out without their rows.
+    rows[split] = { paths: await rowPaths(source, split, set), labels: labelNames(set.labels, classNames) };
     log(
       `${split}: ${set.count} images, ${set.dim}-d ${pooling}, ${
         ((performance.now() - t0) / 1000).toFixed(1)
       } s`,
     );
   }
-  const out = f.out as string;
-  await writeSafetensors(out, tensors, {
+  const out = f.out as string, rowsPath = rowsPathOf(out);
+  const about = {
     origin: encoder.origin,
     data: String(f.data),
     pooling,
-    imageSize: String(encoder.config.imageSize),
+    imageSize: encoder.config.imageSize,
+  };
+  await writeSafetensors(out, tensors, {
+    ...about,
+    imageSize: String(about.imageSize),
+    ...(classNames === undefined ? {} : { classNames: JSON.stringify(classNames) }),
+    rows: rowsPath.slice(rowsPath.lastIndexOf("/") + 1),
   });
   log(`wrote ${out}: ${Object.keys(tensors).join(", ")}`);
+  const sidecar = { features: out, ...about, classNames: classNames ?? null, ...rows };
+  await Deno.writeTextFile(rowsPath, JSON.stringify(sidecar) + "\n");
+  log(`wrote ${rowsPath}: each row's path and label name`);
 } catch (e) {
   exitWith(argv, e instanceof Error ? e.message : String(e));
 } finally {

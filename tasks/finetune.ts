@@ -3,15 +3,23 @@
  * the official settings of the encoder's preset (lib/eval/finetune.ts has the table and its sources),
  * any of which a flag overrides. The lr defaults to the official lr scaled linearly to this batch
  * (`lr x batch / official batch`). The last line reads `finetune top1=<pct> top5=<pct>` (held-out
- * accuracy after the last step).
+ * accuracy after the last step; `top<C-1>` with C < 6 classes, top-1 alone with 2).
+ *
+ * What it writes (every path checked before any work; an existing file needs `--force`):
+ *
+ * - `--out M.safetensors`: the classifier, with its shapes, origin and class names in the metadata
+ *   (lib/eval/classifier_io.ts), for `deno task classify --model M.safetensors IMAGE...`;
+ * - `--metrics FILE` (default with `--out`: `M.metrics.jsonl`): one JSON line per evaluation of the
+ *   held-out split (each epoch unless `--eval-every`): `epoch`, `step`, mean training `loss` since the
+ *   previous line, `lr`, `top1`, `top5` (named as the last line names it), `count`;
+ * - `--results FILE` (default with `--out`: `M.results.json`): the run's settings and final scores, in
+ *   the shape of the probe's and k-NN's `--out` JSON.
  *
  * @module
  */
 import { t } from "../lib/deps.ts";
 import { key } from "../lib/core/random.ts";
-import { flatten } from "../lib/core/tree.ts";
 import { disposeTree } from "../lib/core/tree.ts";
-import { writeSafetensors } from "../lib/core/safetensors.ts";
 import {
   encoderFlags,
   exitWith,
@@ -23,10 +31,14 @@ import {
   type TaskSpec,
   UnitInterval,
 } from "../lib/eval/cli.ts";
+import { saveClassifier } from "../lib/eval/classifier_io.ts";
 import { finetuneSettings } from "../lib/eval/finetune.ts";
 import { runFinetune, sourceClasses } from "../lib/eval/finetune_run.ts";
+import { accuracyFigures, formatAccuracy } from "../lib/eval/heads.ts";
 import { disposeEncoder, presetOf } from "../lib/eval/load.ts";
+import { sourceClassNames } from "../lib/eval/rows.ts";
 import { progress } from "../lib/train/progress.ts";
+import { datasetSize } from "../data/loader.ts";
 
 const spec: TaskSpec = {
   summary: "Fine-tune an encoder for classification (layer-wise lr decay, mixup/CutMix, AdamW).",
@@ -62,20 +74,44 @@ const spec: TaskSpec = {
     out: {
       codec: t.string,
       arg: "FILE",
-      help: "save the fine-tuned classifier (.safetensors, project names)",
+      help: "save the fine-tuned classifier (.safetensors, with its class names; for deno task classify)",
+    },
+    metrics: {
+      codec: t.string,
+      arg: "FILE",
+      help: "one JSON line per evaluation: epoch, step, loss, lr, top1, top5 (default with --out: beside it)",
+    },
+    results: {
+      codec: t.string,
+      arg: "FILE",
+      help: "the settings and final scores as JSON (default with --out: beside it)",
     },
   },
 };
 
+/** `--metrics` and `--results`, given or beside `--out` (`M.safetensors` -> `M.metrics.jsonl`, `M.results.json`). */
+const outputsOf = (f: Readonly<Record<string, unknown>>) => {
+  const out = f.out as string | undefined;
+  const stem = out?.replace(/\.safetensors$/, "");
+  return {
+    out,
+    metrics: (f.metrics as string | undefined) ?? (stem === undefined ? undefined : `${stem}.metrics.jsonl`),
+    results: (f.results as string | undefined) ?? (stem === undefined ? undefined : `${stem}.results.json`),
+  };
+};
+
 const log = (line: string) => console.log(line);
-// --out is checked before any work: an existing file needs --force, an input is never overwritten.
-const task = await startTask(
-  spec,
-  Deno.args,
-  log,
-  (f) => [{ flag: "--out", path: f.out as string | undefined }],
-);
+// Every output is checked before any work: an existing file needs --force, an input is never overwritten.
+const task = await startTask(spec, Deno.args, log, (f) => {
+  const o = outputsOf(f);
+  return [
+    { flag: "--out", path: o.out },
+    { flag: f.metrics === undefined ? "--metrics (beside --out)" : "--metrics", path: o.metrics },
+    { flag: f.results === undefined ? "--results (beside --out)" : "--results", path: o.results },
+  ];
+});
 const { f, encoder, source } = task;
+const outputs = outputsOf(f);
 
 try {
   const preset = presetOf(encoder.config) ?? "base";
@@ -100,6 +136,16 @@ try {
   if (numClasses === undefined) {
     exitWith(Deno.args, "the number of classes of this source is unknown: pass --num-classes");
   }
+  // The class names go with the saved model (deno task classify prints them); shards have none: labels.
+  const known = await sourceClassNames(source);
+  const classNames = known !== undefined && known.length === numClasses
+    ? known
+    : Array.from({ length: numClasses }, (_, i) => String(i));
+  if (known !== undefined && known.length !== numClasses) {
+    log(
+      `warning: the source has ${known.length} classes, --num-classes ${numClasses}: classes named by label`,
+    );
+  }
   log(
     `finetune (${preset} settings): batch ${batchSize}, lr ${
       settings.lr.toExponential(2)
@@ -107,7 +153,11 @@ try {
       `(warmup ${settings.warmupEpochs}), layer decay ${settings.layerDecay}, drop path ${settings.dropPath}, ` +
       `smoothing ${settings.smoothing}, mixup ${settings.mixup}, cutmix ${settings.cutmix}, ${numClasses} classes`,
   );
+  if (outputs.out === undefined) {
+    log("note: the classifier is not saved; pass --out FILE.safetensors to keep it (for deno task classify)");
+  }
   let bar: ReturnType<typeof progress> | undefined;
+  let firstLine = true;
   const r = await runFinetune(encoder, {
     source,
     numClasses,
@@ -120,23 +170,52 @@ try {
       bar ??= progress({ label: "finetune", total, itemsPerStep: batchSize });
       bar.update(step, { loss, lr });
     },
-    onEval: ({ step, accuracy }) =>
+    onEval: async ({ step, epoch, loss, lr, accuracy }) => {
       (bar?.log ?? log)(
-        `step ${step}: val top1 ${pct(accuracy.top1)} top5 ${pct(accuracy.top5)} (${accuracy.count} images)`,
-      ),
+        `step ${step}: val ${
+          formatAccuracy(accuracy, numClasses).replace(/=/g, " ")
+        } (${accuracy.count} images)`,
+      );
+      if (outputs.metrics === undefined) return;
+      const line = { epoch, step, loss, lr, ...accuracyFigures(accuracy, numClasses), count: accuracy.count };
+      // Line by line, so that an interrupted run keeps the epochs it finished; the first line replaces a
+      // file that --force allowed.
+      await Deno.writeTextFile(outputs.metrics, JSON.stringify(line) + "\n", { append: !firstLine });
+      firstLine = false;
+    },
   });
   bar?.done();
-  if (typeof f.out === "string") {
-    await writeSafetensors(f.out, flatten(r.params), {
-      origin: encoder.origin,
-      config: JSON.stringify(r.config),
-      numClasses: String(numClasses),
-    });
-    log(`wrote ${f.out}`);
+  if (outputs.out !== undefined) {
+    await saveClassifier(outputs.out, r.params, r.config, { origin: encoder.origin, classNames });
+    log(`wrote ${outputs.out} (classify with: deno task classify --model ${outputs.out} IMAGE...)`);
   }
   disposeTree(r.params);
+  if (outputs.metrics !== undefined) log(`wrote ${outputs.metrics}`);
+  if (outputs.results !== undefined) {
+    const results = {
+      checkpoint: f.checkpoint,
+      origin: encoder.origin,
+      data: f.data,
+      numClasses,
+      classNames,
+      train: (await datasetSize(source, "train")) ?? null,
+      val: r.accuracy.count,
+      epochs: r.steps / r.stepsPerEpoch,
+      steps: r.steps,
+      batchSize,
+      lr: settings.lr,
+      settings,
+      ...accuracyFigures(r.accuracy, numClasses),
+      bestTop1: r.bestTop1,
+      count: r.accuracy.count,
+      model: outputs.out ?? null,
+      metrics: outputs.metrics ?? null,
+    };
+    await Deno.writeTextFile(outputs.results, JSON.stringify(results, null, 2) + "\n");
+    log(`wrote ${outputs.results}`);
+  }
   log(`finetune: ${r.steps} steps; best top1 ${pct(r.bestTop1)}`);
-  log(`finetune top1=${pct(r.accuracy.top1)} top5=${pct(r.accuracy.top5)}`);
+  log(`finetune ${formatAccuracy(r.accuracy, numClasses)}`);
 } catch (e) {
   exitWith(Deno.args, e instanceof Error ? e.message : String(e));
 } finally {

@@ -7,13 +7,26 @@
  * 2. `extract --out` overwrote any file, its own checkpoint included, and outputs were checked after the
  *    work. Now every output is checked first (lib/eval/outputs.ts): an existing file needs `--force`, a
  *    missing folder is refused, an input file is refused even with `--force`.
+ * 3. Fine-tuning was a dead end. Now `--out` keeps the class names with the model and writes a metrics
+ *    line per epoch and a results JSON beside it, `deno task classify` prints an image's top classes, and
+ *    extract's rows sidecar names each row's file and class. No top-5 is printed with fewer than 6 classes.
  *
  * Tasks run as child processes on tiny encoders (micro, 16 px, 4 patches) and `synthetic:64`-like data.
  */
-import { tf } from "../lib/deps.ts";
-import { assert, assertEquals, assertRejects, assertStringIncludes } from "../lib/core/std.ts";
+import { encodePng, tf } from "../lib/deps.ts";
+import {
+  assert,
+  assertAlmostEquals,
+  assertEquals,
+  assertRejects,
+  assertStringIncludes,
+} from "../lib/core/std.ts";
 import { key } from "../lib/core/random.ts";
-import { flatten } from "../lib/core/tree.ts";
+import { disposeTree, flatten } from "../lib/core/tree.ts";
+import { readSafetensors } from "../lib/core/safetensors.ts";
+import { decodeImage } from "../data/decode.ts";
+import { evalLoader } from "../data/loader.ts";
+import { syntheticImage } from "../data/synthetic.ts";
 import { caev2Init } from "../lib/models/caev2.ts";
 import { studentPreset } from "../lib/models/presets.ts";
 import { saveCheckpoint } from "../lib/train/checkpoint.ts";
@@ -21,9 +34,15 @@ import { countTopK } from "../lib/eval/heads.ts";
 import { splitFeatures } from "../lib/eval/features.ts";
 import { knnClassify } from "../lib/eval/knn.ts";
 import { knnEvaluator } from "../lib/eval/monitor.ts";
-import { finetuneSettings } from "../lib/eval/finetune.ts";
+import { classifierApply, classifierInit, finetuneSettings } from "../lib/eval/finetune.ts";
+import {
+  classifyImage,
+  disposeClassifier,
+  loadClassifier,
+  saveClassifier,
+} from "../lib/eval/classifier_io.ts";
 import { runFinetune } from "../lib/eval/finetune_run.ts";
-import { disposeEncoder, loadEncoder } from "../lib/eval/load.ts";
+import { disposeEncoder, loadEncoder, randomEncoder } from "../lib/eval/load.ts";
 import { checkOutputs } from "../lib/eval/outputs.ts";
 import { left, right, TEST_BACKEND, withTmp } from "./helpers.ts";
 
@@ -259,4 +278,160 @@ Deno.test("outputs: an --out in a folder that does not exist is refused before a
     assertEquals(r.code, 1, r.stdout + r.stderr);
     assertStringIncludes(r.stderr, `the folder ${dir}/missing does not exist`);
     assertEquals(r.stdout, "");
+  }));
+
+// ---------------------------------------------------------------------------------------------------------
+// 3. Fine-tuning leads somewhere: metrics, results, class names with the model, `deno task classify`; extract
+//    names each row's file and class.
+
+/** An image folder with train/ and val/ of three classes (synthetic images of labels 0, 1, 2), 24 px PNGs. */
+const writeFolder = async (root: string, perClass: { train: number; val: number }) => {
+  const names = ["alpha", "beta", "gamma"];
+  for (const split of ["train", "val"] as const) {
+    for (const [c, name] of names.entries()) {
+      await Deno.mkdir(`${root}/${split}/${name}`, { recursive: true });
+      for (let i = 0; i < perClass[split]; i++) {
+        const index = (split === "val" ? 500 : 0) + 10 * i + c; // label c (labels cycle every 10)
+        const im = syntheticImage(0, index, 24).image;
+        const rgba = new Uint8ClampedArray(24 * 24 * 4);
+        for (let p = 0; p < 24 * 24; p++) rgba.set([...im.data.subarray(3 * p, 3 * p + 3), 255], 4 * p);
+        const png = new Uint8Array(await encodePng(new ImageData(rgba, 24, 24)));
+        await Deno.writeFile(`${root}/${split}/${name}/${i}.png`, png);
+      }
+    }
+  }
+  return names;
+};
+
+Deno.test("finetune: --out keeps the class names with the model, one metrics line per epoch and a results JSON; no top-5 of 3 classes", () =>
+  withTmp("caev2-truth-", async (dir) => {
+    const names = await writeFolder(`${dir}/data`, { train: 4, val: 1 });
+    const r = await task("finetune", [
+      ...["--checkpoint", "random", "--image-size", "16", "--patch-size", "8", "--backend", TEST_BACKEND],
+      ...[
+        "--data",
+        `folder:${dir}/data`,
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--out",
+        `${dir}/m.safetensors`,
+      ],
+    ]);
+    assertEquals(r.code, 0, r.stdout + r.stderr);
+    const last = r.stdout.trim().split("\n").at(-1)!;
+    assert(/^finetune top1=\d+\.\d\d top2=\d+\.\d\d$/.test(last), last);
+    assert(!r.stdout.includes("top5"), r.stdout);
+    // One line per epoch (12 training images, batch 4: 3 steps each).
+    const lines = (await Deno.readTextFile(`${dir}/m.metrics.jsonl`)).trim().split("\n").map((l) =>
+      JSON.parse(l)
+    );
+    assertEquals(lines.map((l) => [l.epoch, l.step, l.count]), [[1, 3, 3], [2, 6, 3]]);
+    for (const l of lines) {
+      assertEquals(Object.keys(l), ["epoch", "step", "loss", "lr", "top1", "top2", "count"]);
+      assert(Number.isFinite(l.loss) && l.lr > 0);
+    }
+    const results = JSON.parse(await Deno.readTextFile(`${dir}/m.results.json`));
+    assertEquals(results.classNames, names);
+    assertEquals([results.numClasses, results.train, results.val, results.steps, results.epochs], [
+      3,
+      12,
+      3,
+      6,
+      2,
+    ]);
+    assertEquals(results.top1, lines[1].top1);
+    assertEquals(results.top2, lines[1].top2);
+    assertEquals(results.top5, undefined);
+    assertEquals(results.model, `${dir}/m.safetensors`);
+    const c = right(await loadClassifier(`${dir}/m.safetensors`));
+    assertEquals(c.classNames, names);
+    assertEquals(c.warnings, []);
+    disposeClassifier(c);
+  }));
+
+Deno.test("classify: the top classes of each image, through the held-out evaluation's own preprocessing", () =>
+  withTmp("caev2-truth-", async (dir) => {
+    const names = await writeFolder(`${dir}/data`, { train: 0, val: 2 });
+    // A classifier with a trained-looking head: the random encoder plus a head scaled up so classes differ.
+    const enc = randomEncoder(cfg, key(2));
+    const init = classifierInit(key(3), enc, 3, 1);
+    await saveClassifier(`${dir}/m.safetensors`, init, cfg, { origin: "test", classNames: names });
+    disposeTree(init);
+    disposeEncoder(enc);
+    const c = right(await loadClassifier(`${dir}/m.safetensors`));
+    // The evaluation loader's batch of the val split (evaluation transform) against classifyImage per file.
+    const loader = evalLoader(
+      { source: { kind: "folder", path: `${dir}/data` }, batchSize: 6, imageSize: 16, workers: 0 },
+      "val",
+    );
+    const batch = (await loader.next()).value!;
+    await loader.close();
+    const probs = await tf.tidy(() =>
+      tf.softmax(classifierApply(c.params, c.config, c.pos, tf.tensor4d(batch.images, [6, 16, 16, 3]), {
+        training: false,
+      }))
+    ).data();
+    const files = names.flatMap((n) => [0, 1].map((i) => `${dir}/data/val/${n}/${i}.png`));
+    for (const [row, path] of files.entries()) {
+      const img = decodeImage(await Deno.readFile(path), path);
+      assert(img._tag === "Right");
+      const top = await classifyImage(c, img.right);
+      assertEquals(top.length, 2); // 3 classes: the top 2, never a top-5
+      for (const p of top) assertAlmostEquals(p.probability, probs[row * 3 + p.index], 1e-6, path);
+      assert(top[0].probability >= top[1].probability);
+      assertEquals(top[0].name, names[top[0].index]);
+    }
+    disposeClassifier(c);
+    // The task: each image's path, then its top 2 classes by name with their probabilities.
+    const r = await task("classify", [
+      "--model",
+      `${dir}/m.safetensors`,
+      "--backend",
+      TEST_BACKEND,
+      ...files.slice(0, 2),
+    ]);
+    assertEquals(r.code, 0, r.stdout + r.stderr);
+    const out = r.stdout.trim().split("\n");
+    const at = out.indexOf(files[0]);
+    assert(at > 0, r.stdout);
+    assertEquals(out.length, at + 6, r.stdout);
+    for (const line of [...out.slice(at + 1, at + 3), ...out.slice(at + 4, at + 6)]) {
+      assert(/^ {2}[12]\. (alpha|beta|gamma) +\d+\.\d\d%$/.test(line), line);
+    }
+    // A file that does not exist is refused before the model is loaded.
+    const missing = await task("classify", ["--model", `${dir}/m.safetensors`, `${dir}/nope.png`]);
+    assertEquals(missing.code, 1);
+    assertStringIncludes(missing.stderr, `${dir}/nope.png: no such file`);
+  }));
+
+Deno.test("extract: the rows sidecar names each row's file and class, past the files the loader skipped", () =>
+  withTmp("caev2-truth-", async (dir) => {
+    const names = await writeFolder(`${dir}/data`, { train: 3, val: 1 });
+    // Corrupt files early in their class (00.png sorts after 0.png): the loader skips them, rows must not shift.
+    await Deno.writeFile(`${dir}/data/train/alpha/00.png`, new Uint8Array([1, 2, 3]));
+    await Deno.writeFile(`${dir}/data/train/beta/00.png`, new Uint8Array([1, 2, 3]));
+    const r = await task("extract", [
+      ...["--checkpoint", "random", "--image-size", "16", "--patch-size", "8", "--backend", TEST_BACKEND],
+      ...["--data", `folder:${dir}/data`, "--out", `${dir}/f.safetensors`],
+    ]);
+    assertEquals(r.code, 0, r.stdout + r.stderr);
+    assertStringIncludes(r.stderr, "train/beta/00.png"); // skipped, with a warning
+    const file = await readSafetensors(`${dir}/f.safetensors`);
+    assertEquals(JSON.parse(file.metadata.classNames), names);
+    assertEquals(file.metadata.rows, "f.rows.json");
+    const rows = JSON.parse(await Deno.readTextFile(`${dir}/f.rows.json`));
+    assertEquals(rows.classNames, names);
+    for (const split of ["train", "val"]) {
+      const labels = file.tensors[`${split}.labels`].data;
+      const { paths, labels: labelNames } = rows[split];
+      assertEquals(paths.length, labels.length);
+      assertEquals(labelNames, Array.from(labels, (y) => names[y]));
+      // Each row's file lies in the folder of its class, and no skipped file is named.
+      paths.forEach((p: string, i: number) => assertEquals(p.split("/").at(-2), labelNames[i], p));
+      assert(!paths.some((p: string) => p.endsWith("/00.png")), paths.join());
+    }
+    assertEquals(rows.train.paths.length, 9);
+    assertEquals(rows.train.paths[0], `${dir}/data/train/alpha/0.png`);
   }));

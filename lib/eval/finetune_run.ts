@@ -59,23 +59,25 @@ export interface FinetuneRunOptions {
   readonly evalEvery?: number;
   /** Called after every step. */
   readonly onStep?: (s: { step: number; total: number; loss: number; lr: number }) => void;
-  /** Called after every evaluation of the held-out split (see {@link FinetuneEval}); a promise is awaited. */
-  readonly onEval?: (s: FinetuneEval) => unknown;
+  /**
+   * Called after every evaluation of the held-out split with what the metrics file logs per line (a
+   * promise is awaited): the optimizer steps done, the epochs done (`step / steps per epoch`, fractional
+   * when `evalEvery` is not a whole epoch), the mean training loss over the steps since the previous
+   * evaluation, the lr of the last of them, and the held-out accuracy (top-5: `secondTopK(numClasses)`).
+   */
+  readonly onEval?: (
+    s: {
+      readonly step: number;
+      readonly epoch: number;
+      readonly loss: number;
+      readonly lr: number;
+      readonly accuracy: Accuracy;
+    },
+  ) => unknown;
 }
 
-/** One evaluation of the held-out split during fine-tuning: what the metrics file logs per line. */
-export interface FinetuneEval {
-  /** Optimizer steps done. */
-  readonly step: number;
-  /** Epochs done, `step / steps per epoch` (fractional when `evalEvery` is not a whole epoch). */
-  readonly epoch: number;
-  /** Mean training loss over the steps since the previous evaluation. */
-  readonly loss: number;
-  /** The lr of the last of those steps. */
-  readonly lr: number;
-  /** Held-out accuracy (top-5: `secondTopK(numClasses)`). */
-  readonly accuracy: Accuracy;
-}
+/** One evaluation of the held-out split during fine-tuning, as `onEval` receives it. */
+export type FinetuneEval = Parameters<NonNullable<FinetuneRunOptions["onEval"]>>[0];
 
 /** What a fine-tuning run returns; the caller disposes `params`. */
 export interface FinetuneResult {
@@ -89,6 +91,8 @@ export interface FinetuneResult {
   readonly bestTop1: number;
   /** Optimizer steps done. */
   readonly steps: number;
+  /** Optimizer steps per epoch (the whole run for a source of unknown size). */
+  readonly stepsPerEpoch: number;
 }
 
 /**
@@ -236,5 +240,5 @@ export const runFinetune = async (enc: EncoderModel, o: FinetuneRunOptions): Pro
     await loader.close();
   }
   if (step < total) throw new Error(`the data ended after ${step} of ${total} steps`);
-  return { params, config, accuracy, bestTop1, steps: step };
+  return { params, config, accuracy, bestTop1, steps: step, stepsPerEpoch };
 };
