@@ -23,6 +23,8 @@ import { tf } from "../deps.ts";
 interface BufferManager {
   numBytesUsed: number;
   numBytesAllocated: number;
+  numFreeBuffers: number;
+  freeBuffers: Map<string, GPUBuffer[]>;
   acquireBuffer(size: number, usage: number, mappedAtCreation?: boolean, reuse?: boolean): GPUBuffer;
   releaseBuffer(buffer: GPUBuffer, reuse?: boolean): void;
 }
@@ -42,15 +44,28 @@ const manager = (): BufferManager | undefined => {
 const stock = new WeakMap<BufferManager, BufferManager["releaseBuffer"]>();
 const caps = new WeakMap<BufferManager, number>();
 
+/** Destroys pooled free buffers until the pool holds at most `maxFreeBytes`. */
+const trim = (m: BufferManager, maxFreeBytes: number) => {
+  for (const buffers of m.freeBuffers.values()) {
+    while (buffers.length > 0 && m.numBytesAllocated - m.numBytesUsed > maxFreeBytes) {
+      const b = buffers.pop()!;
+      m.numBytesAllocated -= b.size;
+      m.numFreeBuffers--;
+      b.destroy();
+    }
+  }
+};
+
 /**
- * Caps the free pool of the active WebGPU backend at `maxFreeBytes` (`Infinity`: tfjs's unbounded pool).
- * Returns false when the active backend is not WebGPU (nothing to cap).
+ * Caps the free pool of the active WebGPU backend at `maxFreeBytes` (`Infinity`: tfjs's unbounded pool),
+ * releasing what it holds beyond the cap now. Returns false when the active backend is not WebGPU.
  */
 export const capGpuPool = (maxFreeBytes: number): boolean => {
   if (!(maxFreeBytes >= 0)) throw new Error(`capGpuPool: the cap must be >= 0 bytes, got ${maxFreeBytes}`);
   const m = manager();
   if (m === undefined) return false;
   caps.set(m, maxFreeBytes);
+  trim(m, maxFreeBytes);
   if (!stock.has(m)) {
     const release = m.releaseBuffer;
     stock.set(m, release);
