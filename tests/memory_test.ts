@@ -132,3 +132,16 @@ Deno.test("the footprint estimate tracks the measured peak and the fit check's l
   const gpu = { backend: "webgpu", tensorBytes: 2 ** 20 };
   assertStringIncludes(checkFits(stepFootprint(base, clip, 64, 98, false), gpu, false)!, "buffer binding");
 });
+
+Deno.test("a bad CAEV2_GPU_POOL_MIB is refused before any backend starts, not a reason to fall back", async () => {
+  const before = Deno.env.get("CAEV2_GPU_POOL_MIB");
+  try {
+    Deno.env.set("CAEV2_GPU_POOL_MIB", "lots");
+    const err = await selectBackend("wasm").then(() => undefined, (e: Error) => e.message);
+    assertStringIncludes(err ?? "accepted", 'CAEV2_GPU_POOL_MIB="lots"');
+  } finally {
+    if (before === undefined) Deno.env.delete("CAEV2_GPU_POOL_MIB");
+    else Deno.env.set("CAEV2_GPU_POOL_MIB", before);
+    await selectBackend(TEST_BACKEND);
+  }
+});

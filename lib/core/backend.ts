@@ -397,6 +397,20 @@ const setBackend = async (name: BackendName): Promise<string | undefined> => {
 const POOL_VAR = "CAEV2_GPU_POOL_MIB";
 const DEFAULT_POOL_MIB = 1024;
 
+/** The pool cap `CAEV2_GPU_POOL_MIB` asks for, in MiB; throws on a value that is not one. */
+const gpuPoolMibFromEnv = (): number => {
+  const pool = Deno.env.get(POOL_VAR);
+  if (pool === undefined) return DEFAULT_POOL_MIB;
+  const mib = pool.trim() === "unbounded" ? Infinity : Number(pool);
+  if (pool.trim() === "" || !(mib >= 0)) {
+    throw new Error(
+      `${POOL_VAR}=${JSON.stringify(pool)}: expected a number of MiB >= 0 or "unbounded" (the cap on WebGPU's ` +
+        "pool of free buffers); unset it for the default 1024",
+    );
+  }
+  return mib;
+};
+
 const startWebGPU = async (adapter: GPUAdapter | null): Promise<BackendInfo | string> => {
   if (adapter === null) {
     return "no WebGPU adapter (Deno needs a GPU driver or a software one such as mesa's llvmpipe/lavapipe)";
@@ -406,14 +420,7 @@ const startWebGPU = async (adapter: GPUAdapter | null): Promise<BackendInfo | st
   const device = webgpuDevice();
   if (device === undefined) return "tfjs reports no WebGPU device";
   watchDevice(device);
-  const pool = Deno.env.get(POOL_VAR);
-  const mib = pool === undefined ? DEFAULT_POOL_MIB : pool.trim() === "unbounded" ? Infinity : Number(pool);
-  if (pool !== undefined && (pool.trim() === "" || !(mib >= 0))) {
-    return `${POOL_VAR}=${
-      JSON.stringify(pool)
-    }: expected a number of MiB >= 0 or "unbounded" (the cap on WebGPU's pool of free buffers)`;
-  }
-  capGpuPool(mib * 2 ** 20);
+  capGpuPool(gpuPoolMibFromEnv() * 2 ** 20);
   return {
     name: "webgpu",
     adapter: adapterName(adapter),
@@ -534,6 +541,7 @@ export const selectBackend = async (preferred: BackendName | "auto" = "auto"): P
   }
   // Checked before anything starts, for every backend: a bad value is refused, never a reason to fall back.
   const threads = wasmThreadsFromEnv();
+  gpuPoolMibFromEnv();
   let adapterPromise: Promise<GPUAdapter | null> | undefined;
   const adapter = () => (adapterPromise ??= requestAdapter());
 
