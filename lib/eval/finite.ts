@@ -35,6 +35,7 @@ export const assertFinite = (values: ArrayLike<number>, what: string, source: st
   if (i < 0) return;
   throw new Error(
     `${what} of ${source} hold ${values[i]} (at index ${i} of ${values.length}): the model's weights are ` +
-      `not finite (a diverged run?). No score is reported for it; evaluate an earlier checkpoint.`,
+      `not finite, or so large that its outputs overflow (a diverged run?). No score is reported for it; ` +
+      `evaluate an earlier checkpoint.`,
   );
 };
