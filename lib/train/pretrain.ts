@@ -9,9 +9,13 @@
  * (lib/train/evaluator.ts; the pretrain task builds the k-NN monitor of `--knn-every N` from lib/eval) measure
  * the live encoder every so many steps, each into `<name>.jsonl` (`knn.jsonl`); the run imports no evaluation.
  *
- * Never lose data: checkpoints are atomic (lib/train/checkpoint.ts); a non-finite loss stops the run
- * before anything of that step is written, leaving the last good checkpoint intact; SIGINT finishes the
- * step in flight, writes a checkpoint and exits.
+ * Never lose data:
+ * - one process at a time runs a directory: it is locked (lib/train/lock.ts) before anything in it is read
+ *   or written; a second process is refused with the holder's pid, a dead holder's lock is taken over;
+ * - checkpoints are atomic (lib/train/checkpoint.ts);
+ * - a non-finite loss stops the run before anything of that step is written, leaving the last good
+ *   checkpoint intact;
+ * - SIGINT finishes the step in flight, writes a checkpoint and returns.
  *
  * @module
  */
@@ -38,11 +42,18 @@ import type { AdamWState } from "../optim/adamw.ts";
 import { fusedAdamw } from "../optim/fused_adamw.ts";
 import { cosineSchedule } from "../optim/schedule.ts";
 import { disposeState } from "../optim/transform.ts";
-import { parseDataSource } from "../../data/source.ts";
+import { type DataSource, parseDataSource } from "../../data/source.ts";
 import { datasetSize, pretrainLoader } from "../../data/loader.ts";
 import { toBatch } from "../../data/batch.ts";
 import type { DataPosition } from "../../data/batch.ts";
-import { latestCheckpoint, loadCheckpoint, saveCheckpoint, toTensors } from "./checkpoint.ts";
+import {
+  type CheckpointInfo,
+  latestCheckpoint,
+  loadCheckpoint,
+  saveCheckpoint,
+  toTensors,
+} from "./checkpoint.ts";
+import { acquireRunLock } from "./lock.ts";
 import { openMetricsWriter, truncateMetricsAfter } from "./metrics.ts";
 import { progress as makeProgress } from "./progress.ts";
 import { createRunDir, resumeRunDir, runPaths } from "./rundir.ts";
@@ -186,61 +197,186 @@ export const pretrain = async (
     clip: cfg.clipGrad > 0 ? cfg.clipGrad : undefined,
   });
 
-  // Fresh run or resume.
-  let state: TrainState<AdamWState>;
-  let position: DataPosition = { epoch: 0, index: 0 };
-  const resumeDir = cfg.resume;
-  if (resumeDir) {
-    const latest = await latestCheckpoint(resumeDir);
-    latest.warnings.forEach((w) => io.log(`warning: ${w}`));
-    if (!latest.checkpoint) return E.left(`${resumeDir}: no complete checkpoint to resume from`);
-    const loaded = await loadCheckpoint(latest.checkpoint.path);
-    if (E.isLeft(loaded)) return loaded;
-    const ck = loaded.right;
-    if (ck.meta.configHash !== hash) {
-      return E.left(
-        `${latest.checkpoint.path} was written by a run with config hash ${ck.meta.configHash}, this config hashes to ` +
-          `${hash}: resume with the run's own config (drop the flags that change what it computes)`,
-      );
-    }
-    // Rebuild the record in the canonical order of `caev2Init` (the checkpoint stores names sorted): sums
-    // over the record, such as the global gradient norm, then add in the same order as the run that wrote it.
-    const like = caev2Init(keys.init, student);
-    const order = Object.keys(flatten(like));
-    disposeTree(like);
-    const stored = toTensors(ck.params);
-    const missing = order.filter((n) => !(n in stored));
-    const extra = Object.keys(stored).filter((n) => !order.includes(n));
-    if (missing.length + extra.length > 0) {
-      tf.dispose(Object.values(stored));
-      return E.left(
-        `${latest.checkpoint.path}: its parameters do not match the ${cfg.model} preset (missing: ${
-          missing.slice(0, 3).join(", ") || "none"
-        }; unexpected: ${extra.slice(0, 3).join(", ") || "none"})`,
-      );
-    }
-    const params = unflatten(Object.fromEntries(order.map((n) => [n, stored[n]]))) as CaeV2Params;
-    const opt = adamwStateFromFlat(
-      params,
-      toTensors(ck.opt),
-      ck.meta.optHost as unknown as AdamWHost,
-      latest.checkpoint.path,
+  // The run directory is locked before anything in it is read or written, and stays locked until the run
+  // ends however it ends (lib/train/lock.ts): a second process for the same directory is refused here.
+  const dir = runPaths(cfg.resume ?? cfg.out).dir;
+  try {
+    if (cfg.resume) {
+      if (!(await Deno.stat(dir)).isDirectory) throw new Deno.errors.NotFound();
+    } else await Deno.mkdir(dir, { recursive: true });
+  } catch (e) {
+    disposeTree(teacherParams);
+    return E.left(
+      e instanceof Deno.errors.NotFound
+        ? `--resume ${dir}: no such directory; start a fresh run with --out ${dir}`
+        : `cannot create the run directory ${dir}: ${e instanceof Error ? e.message : String(e)}`,
     );
-    state = { params, opt, step: ck.step, key: ck.meta.key };
-    position = ck.meta.dataPosition;
-    const resumed = await resumeRunDir(resumeDir, ck.step);
-    if (E.isLeft(resumed)) return resumed;
-    // The side logs (timing.jsonl, the evaluators' <name>.jsonl, also those of evaluators not given to
-    // this process) follow metrics.jsonl back to the checkpoint.
-    for (const side of await sideLogs(resumeDir)) await truncateMetricsAfter(`${resumeDir}/${side}`, ck.step);
-    io.log(`resuming ${resumeDir} from step ${ck.step} (${latest.checkpoint.path})`);
-  } else {
-    const created = await createRunDir(cfg.out, cfg);
-    if (E.isLeft(created)) return created;
-    const params = caev2Init(keys.init, student);
-    state = { params, opt: optimizer.init(params), step: 0, key: keys.train };
   }
-  const run = runPaths(cfg.out);
+  const lock = await acquireRunLock(dir);
+  if (E.isLeft(lock)) {
+    disposeTree(teacherParams);
+    return lock;
+  }
+  const stale = lock.right.tookOver;
+  if (stale !== undefined) {
+    io.log(
+      `note: took over the lock of ${dir} left by process ${stale.pid} (started ${stale.started}), which ` +
+        "ended without releasing it",
+    );
+  }
+  // SIGINT (Ctrl-C) stops the run after the step in flight, with a checkpoint.
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+  };
+  const signals: Deno.Signal[] = [];
+  for (const sig of ["SIGINT"] as const) {
+    try {
+      Deno.addSignalListener(sig, onSignal);
+      signals.push(sig);
+    } catch { /* signals unsupported here */ }
+  }
+  try {
+    return await runLocked(cfg, io, {
+      dir,
+      steps,
+      hash,
+      keys,
+      models,
+      evaluators,
+      source: source.right,
+      lr,
+      optimizer,
+      interrupted: () => interrupted,
+    });
+  } finally {
+    for (const sig of signals) {
+      try {
+        Deno.removeSignalListener(sig, onSignal);
+      } catch { /* ignore */ }
+    }
+    disposeTree(teacherParams);
+    await lock.right.release();
+  }
+};
+
+/** What `pretrain` resolved before taking the run directory's lock. */
+interface Resolved {
+  readonly dir: string;
+  readonly steps: number;
+  readonly hash: string;
+  readonly keys: ReturnType<typeof runKeys>;
+  readonly models: RunModels;
+  readonly evaluators: readonly Evaluator[];
+  readonly source: DataSource;
+  readonly lr: (step: number) => number;
+  readonly optimizer: ReturnType<typeof fusedAdamw>;
+  readonly interrupted: () => boolean;
+}
+
+/** Where a run starts: its state, its data position and the checkpoint it came from (if any). */
+interface Start {
+  readonly state: TrainState<AdamWState>;
+  readonly position: DataPosition;
+  readonly checkpoint: CheckpointInfo | undefined;
+}
+
+/** The state of a fresh run (step 0). */
+const freshStart = (r: Resolved): Start => {
+  const params = caev2Init(r.keys.init, r.models.student);
+  return {
+    state: { params, opt: r.optimizer.init(params), step: 0, key: r.keys.train },
+    position: { epoch: 0, index: 0 },
+    checkpoint: undefined,
+  };
+};
+
+/**
+ * The start of `--resume DIR`: its newest complete checkpoint, checked against the config.
+ * Cuts metrics.jsonl and the side logs back to its step (they are written again, identically).
+ */
+const resumeStart = async (
+  cfg: PretrainConfig,
+  io: PretrainIO,
+  r: Resolved,
+): Promise<E.Either<string, Start>> => {
+  const { dir, hash } = r;
+  const latest = await latestCheckpoint(dir);
+  latest.warnings.forEach((w) => io.log(`warning: ${w}`));
+  if (!latest.checkpoint) return E.left(`${dir}: no complete checkpoint to resume from`);
+  const at = latest.checkpoint;
+  const loaded = await loadCheckpoint(at.path);
+  if (E.isLeft(loaded)) return loaded;
+  const ck = loaded.right;
+  if (ck.meta.configHash !== hash) {
+    return E.left(
+      `${at.path} was written by a run with config hash ${ck.meta.configHash}, this config hashes to ` +
+        `${hash}: resume with the run's own config (drop the flags that change what it computes)`,
+    );
+  }
+  const { student } = r.models;
+  // Rebuild the record in the canonical order of `caev2Init` (the checkpoint stores names sorted): sums
+  // over the record, such as the global gradient norm, then add in the same order as the run that wrote it.
+  const like = caev2Init(r.keys.init, student);
+  const order = Object.keys(flatten(like));
+  disposeTree(like);
+  const missing = order.filter((n) => !(n in ck.params));
+  const extra = Object.keys(ck.params).filter((n) => !order.includes(n));
+  if (missing.length + extra.length > 0) {
+    return E.left(
+      `${at.path}: its parameters do not match the ${cfg.model} preset (missing: ${
+        missing.slice(0, 3).join(", ") || "none"
+      }; unexpected: ${extra.slice(0, 3).join(", ") || "none"})`,
+    );
+  }
+  const stored = toTensors(ck.params);
+  const params = unflatten(Object.fromEntries(order.map((n) => [n, stored[n]]))) as CaeV2Params;
+  const optTensors = toTensors(ck.opt);
+  let opt: AdamWState;
+  try {
+    opt = adamwStateFromFlat(params, optTensors, ck.meta.optHost as unknown as AdamWHost, at.path);
+  } catch (e) {
+    tf.dispose([...Object.values(stored), ...Object.values(optTensors)]);
+    throw e;
+  }
+  const resumed = await resumeRunDir(dir, ck.step);
+  if (E.isLeft(resumed)) {
+    disposeTree(params);
+    disposeState(opt);
+    return resumed;
+  }
+  // The side logs (timing.jsonl, the evaluators' <name>.jsonl, also those of evaluators not given to
+  // this process) follow metrics.jsonl back to the checkpoint.
+  for (const side of await sideLogs(dir)) await truncateMetricsAfter(`${dir}/${side}`, ck.step);
+  io.log(`resuming ${dir} from step ${ck.step} (${at.path})`);
+  return E.right({
+    state: { params, opt, step: ck.step, key: ck.meta.key },
+    position: ck.meta.dataPosition,
+    checkpoint: at,
+  });
+};
+
+/** The run itself, with the run directory locked. */
+const runLocked = async (
+  cfg: PretrainConfig,
+  io: PretrainIO,
+  r: Resolved,
+): Promise<E.Either<string, PretrainSummary>> => {
+  const { steps, hash, evaluators, lr, optimizer } = r;
+  const { student, teacher, teacherParams, numMasked } = r.models;
+  let start: Start;
+  if (cfg.resume) {
+    const resumed = await resumeStart(cfg, io, r);
+    if (E.isLeft(resumed)) return resumed;
+    start = resumed.right;
+  } else {
+    const created = await createRunDir(r.dir, cfg);
+    if (E.isLeft(created)) return created;
+    start = freshStart(r);
+  }
+  let state = start.state;
+  let position = start.position;
+  const run = runPaths(r.dir);
   const L = gridOf(student).numPatches;
   io.log(
     `pretrain: ${cfg.model} student (${student.dim} wide, ${student.depth} deep, regressor ${student.regressorDepth}x${student.regressorDim}) ` +
@@ -265,7 +401,7 @@ export const pretrain = async (
   });
   const loader = pretrainLoader(
     {
-      source: source.right,
+      source: r.source,
       batchSize: cfg.batchSize,
       imageSize: cfg.imageSize,
       patchSize: cfg.patchSize,
@@ -273,7 +409,7 @@ export const pretrain = async (
       masking: cfg.masking,
       workers: cfg.workers,
     },
-    keys.data,
+    r.keys.data,
     position,
   );
   const metricsOut = await openMetricsWriter(run.metricsPath);
@@ -290,21 +426,15 @@ export const pretrain = async (
     write: io.tty === false ? (t) => io.log(t.replace(/\n$/, "")) : undefined,
   });
 
-  let interrupted = false;
-  const onSigint = () => {
-    interrupted = true;
-  };
-  try {
-    Deno.addSignalListener("SIGINT", onSigint);
-  } catch { /* signals unsupported here */ }
-
   const startStep = state.step;
   const t0 = performance.now();
   let first: Record<string, number> | undefined, last: Record<string, number> | undefined;
-  let lastCheckpoint: string | undefined;
+  // The newest checkpoint: one this process wrote, or the one it resumed from.
+  let lastCheckpoint: CheckpointInfo | undefined = start.checkpoint;
+  let interrupted = false;
   const save = async () => {
     const opt = adamwStateToFlat(state.opt);
-    const ck = await saveCheckpoint(run.dir, state.step, {
+    lastCheckpoint = await saveCheckpoint(run.dir, state.step, {
       params: flatten(state.params),
       opt: opt.tensors,
       meta: {
@@ -315,7 +445,6 @@ export const pretrain = async (
         optHost: { ...opt.host },
       },
     }, cfg.keepCheckpoints);
-    lastCheckpoint = ck.path;
   };
   try {
     const it = loader[Symbol.asyncIterator]();
@@ -323,9 +452,9 @@ export const pretrain = async (
       const tStep = performance.now();
       const hosts = [];
       for (let i = 0; i < cfg.accumulate; i++) {
-        const r = await it.next();
-        if (r.done) throw new Error(`the data stream ended at step ${state.step}`);
-        hosts.push(r.value);
+        const next = await it.next();
+        if (next.done) throw new Error(`the data stream ended at step ${state.step}`);
+        hosts.push(next.value);
       }
       const batches = hosts.map(toBatch);
       let result;
@@ -345,7 +474,7 @@ export const pretrain = async (
             state.step + 1
           } (visible ${m.lossVisible}, masked ${m.lossMasked}, grad norm ` +
             `${m.gradNorm}, lr ${lrNow}); stopped before writing anything of that step. The last good checkpoint is ` +
-            `${lastCheckpoint ?? "(none yet in this process)"}; try a lower --lr or a --clip-grad`,
+            `${lastCheckpoint?.path ?? "(none yet in this process)"}; try a lower --lr or a --clip-grad`,
         );
       }
       // The ownership rule: the step returned fresh tensors; dispose the state it replaced.
@@ -367,7 +496,6 @@ export const pretrain = async (
       first ??= record;
       last = record;
       bar.update(state.step, { loss: m.loss, vis: m.lossVisible, msk: m.lossMasked, lr: lrNow });
-      const stopNow = interrupted || (io.stopAfter !== undefined && state.step - startStep >= io.stopAfter);
       for (const [i, e] of evaluators.entries()) {
         if (!evaluatesAt(e, state.step, steps)) continue;
         // Deterministic evaluators (such as the k-NN monitor), so a resumed run logs the same.
@@ -376,6 +504,8 @@ export const pretrain = async (
         evalOut[i].write({ step: state.step, ...numbers });
         bar.log(describeEvaluation(e, state.step, numbers));
       }
+      const stopNow = r.interrupted() ||
+        (io.stopAfter !== undefined && state.step - startStep >= io.stopAfter);
       if (state.step % cfg.checkpointEvery === 0 || state.step === steps || stopNow) await save();
       if (stopNow) {
         interrupted = true;
@@ -384,15 +514,12 @@ export const pretrain = async (
     }
     bar.done();
   } finally {
-    try {
-      Deno.removeSignalListener("SIGINT", onSigint);
-    } catch { /* ignore */ }
     metricsOut.close();
     timingOut.close();
     evalOut.forEach((w) => w.close());
     tf.dispose([buffers.pos, buffers.regressorPos]);
     await loader.close();
-    disposeTree(state.params, teacherParams);
+    disposeTree(state.params);
     disposeState(state.opt);
   }
   const seconds = (performance.now() - t0) / 1000;
@@ -406,7 +533,7 @@ export const pretrain = async (
     imagesPerSecond: ((state.step - startStep) * totalBatch(cfg)) / seconds,
     skipped: loader.stats.skipped,
     interrupted,
-    checkpoint: lastCheckpoint,
+    checkpoint: lastCheckpoint?.path,
   });
 };
 

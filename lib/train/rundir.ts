@@ -5,6 +5,7 @@
  * <out>/config.json        the resolved config, pretty-printed
  * <out>/metrics.jsonl      one JSON object per step (lib/train/metrics.ts)
  * <out>/checkpoints/       step-000123.safetensors + step-000123.json (lib/train/checkpoint.ts)
+ * <out>/run.lock           while a process runs it (lib/train/lock.ts)
  * ```
  *
  * A fresh run refuses a directory that already holds a run (nothing written is lost); a resumed run cuts

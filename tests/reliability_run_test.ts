@@ -1,0 +1,133 @@
+/**
+ * What a pretraining run does when things go wrong, each from a filed reproduction (2026-11-30): a second
+ * process for one run directory is refused while the first holds it, and a dead holder's lock is taken over.
+ *
+ * Micro student at 32 px, batch 4, synthetic data: each step is a fraction of a second.
+ */
+import { TEST_BACKEND, withTmp } from "./helpers.ts";
+import { E } from "../lib/deps.ts";
+import { assert, assertEquals, assertGreater, assertStringIncludes } from "../lib/core/std.ts";
+import { resolvePretrainConfig } from "../lib/config/pretrain.ts";
+import { pretrain, type PretrainSummary } from "../lib/train/pretrain.ts";
+import { lockPath } from "../lib/train/lock.ts";
+
+const small = ["--image-size", "32", "--patch-size", "8", "--batch-size", "4", "--backend", TEST_BACKEND];
+
+/** Runs `pretrain` in this process; its log lines and its result (a thrown error becomes a Left). */
+const runHere = async (args: string[], stopAfter?: number) => {
+  const cfg = resolvePretrainConfig(args);
+  if (E.isLeft(cfg)) throw new Error(cfg.left);
+  const lines: string[] = [];
+  let result: E.Either<string, PretrainSummary>;
+  try {
+    result = await pretrain(cfg.right, { log: (l) => lines.push(l), tty: false, stopAfter });
+  } catch (e) {
+    result = E.left((e as Error).message);
+  }
+  return { lines, log: lines.join("\n"), result };
+};
+
+const leftOf = (r: E.Either<string, PretrainSummary>): string => {
+  if (E.isRight(r)) throw new Error(`expected an error, the run ended at step ${r.right.steps}`);
+  return r.left;
+};
+
+const rightOf = (r: E.Either<string, PretrainSummary>): PretrainSummary => {
+  if (E.isLeft(r)) throw new Error(`expected a run, got:\n${r.left}`);
+  return r.right;
+};
+
+/** `deno task pretrain ARGS` as a child process. */
+const spawnTask = (args: string[]) =>
+  new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../tasks/pretrain.ts", import.meta.url).pathname, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    env: { CAEV2_BACKEND: Deno.env.get("CAEV2_BACKEND") ?? "auto" },
+  }).spawn();
+
+const lineCount = async (path: string) =>
+  (await Deno.readTextFile(path).catch(() => "")).split("\n").filter((l) => l !== "").length;
+
+/** Waits until `path` has at least `n` lines (a child's metrics.jsonl), or fails after `ms`. */
+const waitForLines = async (path: string, n: number, ms = 120_000) => {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const have = await lineCount(path);
+    if (have >= n) return have;
+    assert(Date.now() < deadline, `${path} did not reach ${n} lines in time (has ${have})`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+/** The child's exit, or a failure (the child killed) when it runs past `ms`. */
+const exitWithin = async (child: Deno.ChildProcess, ms: number, what: string) => {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), ms)));
+  const out = child.output();
+  const first = await Promise.race([out, late]);
+  clearTimeout(timer);
+  if (first === "late") {
+    child.kill("SIGKILL");
+    await out;
+    throw new Error(`${what}: still running after ${ms / 1000} s`);
+  }
+  return {
+    code: first.code,
+    stdout: new TextDecoder().decode(first.stdout),
+    stderr: new TextDecoder().decode(first.stderr),
+  };
+};
+
+Deno.test("a second process for one run directory is refused with the holder's pid; a dead holder's lock is taken over", () =>
+  withTmp("caev2-rel-lock-", async (dir) => {
+    const run = `${dir}/run`;
+    // The holder: a long run with a checkpoint every 2 steps (the filed case: a --resume of a run that
+    // is still going used to run alongside it, both writing metrics.jsonl).
+    const holder = spawnTask([...small, "--steps", "10000", "--checkpoint-every", "2", "--out", run]);
+    try {
+      // Line 3 is written after the checkpoint of step 2 is complete.
+      await waitForLines(`${run}/metrics.jsonl`, 3);
+      // A second process resuming the same directory: refused at once, naming the holder.
+      const second = await exitWithin(
+        spawnTask(["--resume", run]),
+        60_000,
+        "a second --resume of a held run",
+      );
+      assertEquals(second.code, 1, second.stdout + second.stderr);
+      assertStringIncludes(second.stderr, `is in use by process ${holder.pid}`);
+      assertStringIncludes(second.stderr, lockPath(run));
+      // A fresh run to the same --out (in this process): refused the same way, and nothing is touched.
+      const before = await Deno.readTextFile(`${run}/config.json`);
+      const fresh = leftOf((await runHere([...small, "--steps", "10000", "--out", run])).result);
+      assertStringIncludes(fresh, `is in use by process ${holder.pid}`);
+      assertEquals(await Deno.readTextFile(`${run}/config.json`), before);
+      assertGreater(await lineCount(`${run}/metrics.jsonl`), 0);
+    } finally {
+      holder.kill("SIGKILL");
+      await holder.output();
+    }
+    // SIGKILL left the lock file behind; its holder is dead, so the next run takes it over, and releases it.
+    const stale = JSON.parse(await Deno.readTextFile(lockPath(run)));
+    assertEquals(stale.pid, holder.pid);
+    const next = await runHere(["--resume", run, "--backend", TEST_BACKEND], 1);
+    rightOf(next.result);
+    assertStringIncludes(next.log, `took over the lock of ${run} left by process ${holder.pid}`);
+    let gone = false;
+    await Deno.stat(lockPath(run)).catch(() => (gone = true));
+    assert(gone, "the lock file is removed when the run ends");
+  }));
+
+Deno.test("two fresh runs started together to one --out: exactly one is accepted", () =>
+  withTmp("caev2-rel-race-", async (dir) => {
+    const args = [...small, "--steps", "2", "--out", `${dir}/run`];
+    const results = await Promise.all([0, 1].map((i) => exitWithin(spawnTask(args), 120_000, `run ${i}`)));
+    const codes = results.map((r) => r.code).sort();
+    assertEquals(codes, [0, 1], results.map((r) => r.stderr).join("\n"));
+    const refusal = results.find((r) => r.code === 1)!.stderr;
+    assert(
+      refusal.includes("is in use by process") || refusal.includes("already holds a run"),
+      refusal,
+    );
+    assertEquals(await lineCount(`${dir}/run/metrics.jsonl`), 2);
+  }));
