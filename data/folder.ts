@@ -6,6 +6,11 @@
  * `val/`, the held-out split is every 10th image of the sorted list (indices 9, 19, ...), and training
  * uses the other nine in ten. A folder of images without class subfolders is read unlabelled (label -1).
  *
+ * Symlinks are followed (os.walk(followlinks=True), as torchvision), but each real directory is walked once
+ * and no file is listed twice, so a link back to an ancestor cannot loop: a repeated directory or a link to
+ * a file listed already is left out. Names with an image extension that are not regular files (FIFOs,
+ * devices) are listed, and refused without being opened when read (data/work.ts).
+ *
  * @module
  */
 
@@ -49,19 +54,73 @@ const isDir = async (p: string) => {
   }
 };
 
-/** Image files below `dir`, recursively, sorted at each level (os.walk with sorted names). */
-const walk = async (dir: string): Promise<string[]> => {
+/**
+ * What one listing has seen, so that symlinks cannot make it list a file twice or loop: a link back to an
+ * ancestor (`a/up -> ..`) made the old walk list 6 images 222 times (until the path got too long), and two
+ * such links overflowed the stack. Each real directory is walked once (`dirs`, by real path); a regular
+ * file's real path is its real directory's plus its name, so regular files cannot repeat, and only
+ * symlinked files need their target's real path (`links`), checked against every walked directory at the end.
+ */
+interface Seen {
+  readonly dirs: Set<string>;
+  readonly links: { readonly path: string; readonly real: string }[];
+}
+
+const dirname = (p: string) => p.slice(0, Math.max(p.lastIndexOf("/"), 0)) || "/";
+const join = (dir: string, name: string) => (dir === "/" ? `/${name}` : `${dir}/${name}`);
+
+/**
+ * Image files below `dir` (whose real path is `real`), recursively, sorted at each level (os.walk with
+ * sorted names, following links), appended to `out`. A directory already walked (by real path) is skipped;
+ * a symlinked file is recorded in `seen.links` for {@link dropRepeats}.
+ */
+const walk = async (dir: string, real: string, seen: Seen, out: string[]): Promise<void> => {
+  if (seen.dirs.has(real)) return;
+  seen.dirs.add(real);
   const entries: Deno.DirEntry[] = [];
   for await (const e of Deno.readDir(dir)) entries.push(e);
   entries.sort((a, b) => byName(a.name, b.name));
-  const out: string[] = [];
   for (const e of entries) {
     const p = `${dir}/${e.name}`;
-    const d = e.isDirectory || (e.isSymlink && (await isDir(p)));
-    if (d) out.push(...(await walk(p)));
-    else if (isImage(e.name)) out.push(p);
+    if (e.isDirectory) {
+      await walk(p, join(real, e.name), seen, out);
+    } else if (e.isSymlink) {
+      let target: string;
+      try {
+        target = await Deno.realPath(p);
+      } catch {
+        // A dangling link: listed when it has an image name, and skipped with its reason when read.
+        if (isImage(e.name)) out.push(p);
+        continue;
+      }
+      if (await isDir(target)) await walk(p, target, seen, out);
+      else if (isImage(e.name)) {
+        seen.links.push({ path: p, real: target });
+        out.push(p);
+      }
+    } else if (isImage(e.name)) {
+      // Regular files, and also FIFOs, sockets and devices with an image name: those are refused when
+      // read (data/work.ts checks before opening), so that they are named and counted like corrupt files.
+      out.push(p);
+    }
   }
-  return out;
+};
+
+/**
+ * Drops the symlinked files of `paths` that name a file listed already: one whose target lies in a walked
+ * directory (the target itself is listed, as a regular file of that directory), or a second link to the
+ * same target. Order is kept.
+ */
+const dropRepeats = (paths: string[], seen: Seen): string[] => {
+  if (seen.links.length === 0) return paths;
+  const drop = new Set<string>();
+  const targets = new Set<string>();
+  for (const l of seen.links) {
+    const listedThere = seen.dirs.has(dirname(l.real)) && isImage(l.real.slice(l.real.lastIndexOf("/") + 1));
+    if (listedThere || targets.has(l.real)) drop.add(l.path);
+    targets.add(l.real);
+  }
+  return drop.size === 0 ? paths : paths.filter((p) => !drop.has(p));
 };
 
 const classDirs = async (root: string): Promise<string[]> => {
@@ -72,25 +131,36 @@ const classDirs = async (root: string): Promise<string[]> => {
   return names.sort(byName);
 };
 
-/** Labelled items of one ImageFolder root, with labels from `classes`. */
+/**
+ * Labelled items of one ImageFolder root, with labels from `classes`. One {@link Seen} for the whole root,
+ * so a class folder linked into another class is listed once, under the first.
+ */
 const listRoot = async (root: string, classes: readonly string[], prefix: string): Promise<FolderItem[]> => {
+  const seen: Seen = { dirs: new Set(), links: [] };
+  const realRoot = await Deno.realPath(root);
+  const item = (label: number) => (path: string): FolderItem => ({
+    path,
+    name: prefix + path.slice(root.length + 1),
+    label,
+  });
   if (classes.length === 0) {
     // No class folders: an unlabelled folder of images.
-    return (await walk(root)).map((path) => ({
-      path,
-      name: prefix + path.slice(root.length + 1),
-      label: -1,
-    }));
+    const paths: string[] = [];
+    await walk(root, realRoot, seen, paths);
+    return dropRepeats(paths, seen).map(item(-1));
   }
-  const items: FolderItem[] = [];
+  // The root itself counts as walked: a link from a class folder back to the root is a loop.
+  seen.dirs.add(realRoot);
+  const labelled: { path: string; label: number }[] = [];
   for (const [label, c] of classes.entries()) {
     const dir = `${root}/${c}`;
     if (!(await isDir(dir))) continue;
-    for (const path of await walk(dir)) {
-      items.push({ path, name: prefix + path.slice(root.length + 1), label });
-    }
+    const paths: string[] = [];
+    await walk(dir, await Deno.realPath(dir), seen, paths);
+    for (const path of paths) labelled.push({ path, label });
   }
-  return items;
+  const kept = new Set(dropRepeats(labelled.map((l) => l.path), seen));
+  return labelled.filter((l) => kept.has(l.path)).map((l) => item(l.label)(l.path));
 };
 
 /**
