@@ -27,6 +27,8 @@
  * The format is sniffed from the bytes, never from the name. EXIF orientation is ignored, as Pillow's
  * `Image.open` ignores it. A JPEG whose entropy-coded data ends before the end-of-image marker is
  * truncated (libjpeg would pad it with grey, Pillow refuses it: "image file is truncated"): it is skipped.
+ * An image whose header claims more than {@link MAX_PIXELS} pixels is refused before it is decoded (a
+ * decompression bomb is a few hundred KB that decode to gigabytes).
  *
  * @module
  */
@@ -44,8 +46,14 @@ const mozjpeg = await mozjpegDecoder({
 });
 await pngInitWasm();
 
-/** Largest image accepted, in pixels (a guard against decompression bombs: 16k x 16k). */
-export const MAX_PIXELS = 268_435_456;
+/**
+ * Largest image accepted, in pixels: 8192 x 8192 (64 Mi pixels). The size is read from the header (JPEG
+ * SOF, PNG IHDR) and checked before the decoder allocates anything, because a small file can claim a huge
+ * image: a 249 KB PNG of 16000 x 16000 took 3.1 GB to decode, and a JPEG claiming 30000 x 30000 exhausted the
+ * decoder's wasm heap. At the limit a decode holds about 7 bytes per pixel (RGBA out of the decoder, RGB
+ * kept), 450 MB, in each Worker at once. ImageNet's largest images are far below it (under 20 megapixels).
+ */
+export const MAX_PIXELS = 8192 * 8192;
 
 /** The formats {@link decodeImage} recognises from the first bytes. */
 export type ImageFormat = "jpeg" | "png" | "gif" | "webp" | "bmp" | "tiff" | "unknown";
@@ -93,14 +101,54 @@ const hex = (b: Uint8Array) => Array.from(b.subarray(0, 8), (x) => x.toString(16
 
 const checkSize = (name: string, w: number, h: number): E.Either<string, true> =>
   w * h > MAX_PIXELS
-    ? E.left(`${name}: ${w}x${h} pixels is more than the ${MAX_PIXELS} allowed; resize it offline`)
+    ? E.left(
+      `${name}: the header claims ${w}x${h} pixels (${(w * h / 1e6).toFixed(1)} megapixels), more than the ${
+        (MAX_PIXELS / 1e6).toFixed(1)
+      } megapixel limit (8192x8192, MAX_PIXELS in data/decode.ts); not decoded: resize it offline or remove it`,
+    )
     : E.right(true);
+
+/** Start-of-frame markers (SOF0..SOF15 without DHT C4, JPG C8 and DAC CC): they carry the image size. */
+const isSof = (m: number) => m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc;
+
+/**
+ * Width and height from a JPEG's frame header, walking the marker segments up to the first start-of-scan
+ * (segment by segment, so an EXIF thumbnail's own frame header inside APP1 is skipped). Undefined when
+ * the walk breaks or finds no frame header: then libjpeg judges the file.
+ */
+const jpegSize = (b: Uint8Array): { width: number; height: number } | undefined => {
+  let i = 2;
+  while (i + 4 <= b.length && b[i] === 0xff) {
+    const m = b[i + 1];
+    if (m === 0xff) {
+      i++;
+      continue;
+    }
+    if (m === 0xda || m === 0xd9) return undefined;
+    if ((m >= 0xd0 && m <= 0xd7) || m === 0x01) {
+      i += 2;
+      continue;
+    }
+    if (isSof(m)) {
+      if (i + 9 > b.length) return undefined;
+      return { height: (b[i + 5] << 8) | b[i + 6], width: (b[i + 7] << 8) | b[i + 8] };
+    }
+    i += 2 + ((b[i + 2] << 8) | b[i + 3]);
+  }
+  return undefined;
+};
 
 const decodeJpeg = (bytes: Uint8Array, name: string): E.Either<string, RgbImage> => {
   if (jpegTruncated(bytes)) {
     return E.left(
       `${name}: truncated JPEG (no end-of-image marker after the image data); re-download or remove it`,
     );
+  }
+  // The pixel budget, from the frame header, before libjpeg allocates the image.
+  const size = jpegSize(bytes);
+  if (size) {
+    const ok = checkSize(name, size.width, size.height);
+    if (E.isLeft(ok)) return ok;
   }
   jpegMessages.length = 0;
   let img: ImageData | null = null;
@@ -150,11 +198,13 @@ const pngProblem = (b: Uint8Array): string => {
 };
 
 const decodePng = (bytes: Uint8Array, name: string): E.Either<string, RgbImage> => {
-  // Check the size in IHDR before letting the decoder allocate.
-  const w = ((bytes[16] << 24) | (bytes[17] << 16) | (bytes[18] << 8) | bytes[19]) >>> 0;
-  const h = ((bytes[20] << 24) | (bytes[21] << 16) | (bytes[22] << 8) | bytes[23]) >>> 0;
-  const ok = checkSize(name, w, h);
-  if (E.isLeft(ok)) return ok;
+  // The pixel budget, from IHDR (always the first chunk), before letting the decoder allocate.
+  if (bytes.length >= 24) {
+    const w = ((bytes[16] << 24) | (bytes[17] << 16) | (bytes[18] << 8) | bytes[19]) >>> 0;
+    const h = ((bytes[20] << 24) | (bytes[21] << 16) | (bytes[22] << 8) | bytes[23]) >>> 0;
+    const ok = checkSize(name, w, h);
+    if (E.isLeft(ok)) return ok;
+  }
   try {
     const img = pngDecodeWasm(bytes);
     return E.right(toRgb(img.width, img.height, img.data, 4));

@@ -93,7 +93,7 @@ const paxPath = (data: Uint8Array): string | undefined => {
 /**
  * The regular files of a tar stream, in order. `label` (the shard's name) prefixes problem messages.
  * Stops at the end-of-archive block, at the end of the stream, or after the first problem (a bad header
- * checksum, a member cut short), which it yields as a {@link TarProblem}.
+ * checksum, a member cut short, a failed read), which it yields as a {@link TarProblem}.
  */
 export async function* readTar(
   stream: ReadableStream<Uint8Array>,
@@ -146,6 +146,13 @@ export async function* readTar(
       longName = undefined;
       if (type === "0" || type === "\0" || type === "7") yield { kind: "file", name, data };
     }
+  } catch (e) {
+    // A read that fails (an I/O error, a path that turned out to be a directory: "Is a directory") ends the
+    // shard like a cut-short one, named, instead of escaping without the shard's name.
+    yield {
+      kind: "problem",
+      message: `${label}: cannot read the shard (${(e as Error).message}); the rest of it is skipped`,
+    };
   } finally {
     await r.cancel();
   }

@@ -40,14 +40,42 @@ export const expandBraces = (pattern: string): string[] => {
   return alts.flatMap((alt) => expandBraces(head + alt + tail));
 };
 
+const isUrl = (s: string) => /^https?:\/\//.test(s);
+
+/** What `wds:` takes, for messages. */
+const WDS_EXPECTS =
+  'wds: expects tar shards: a brace pattern ("wds:shards/train-{000000..000146}.tar"), "::"-joined paths, or a .txt ' +
+  "list of shards; for a folder of images use folder:PATH";
+
+/**
+ * Why a local path cannot be read as a shard or shard list, or undefined when it can (or does not exist:
+ * a missing shard is skipped with a warning when its turn comes). `stat` never opens the file: opening a
+ * FIFO blocks until a writer comes, and a directory only fails later with "Is a directory" and no path.
+ * Shards are read once per epoch, so a pipe (which can be read once) is refused too.
+ */
+const unreadable = async (path: string, what: string): Promise<string | undefined> => {
+  let st: Deno.FileInfo;
+  try {
+    st = await Deno.stat(path);
+  } catch {
+    return undefined;
+  }
+  if (st.isFile) return undefined;
+  const kind = st.isDirectory ? "a directory" : st.isFifo ? "a FIFO" : "not a regular file";
+  return `data: the ${what} ${JSON.stringify(path)} is ${kind}; ${WDS_EXPECTS}`;
+};
+
 /**
  * The shard list of a `wds:` pattern: `::`-separated parts, each a brace pattern, or a `.txt` file with
  * one shard per line (relative lines resolve against the list's folder). URLs (`http(s)://`) are allowed.
+ * Rejects, naming the path, when a local shard or list is a directory or another non-regular file.
  */
 export const resolveShards = async (pattern: string): Promise<string[]> => {
   const shards: string[] = [];
   for (const part of pattern.split("::").filter((p) => p !== "")) {
     if (part.endsWith(".txt")) {
+      const problem = await unreadable(part, "shard list");
+      if (problem) throw new Error(problem);
       let textContent: string;
       try {
         textContent = await Deno.readTextFile(part);
@@ -65,16 +93,23 @@ export const resolveShards = async (pattern: string): Promise<string[]> => {
   if (shards.length === 0) {
     throw new Error(`data: the shard pattern ${JSON.stringify(pattern)} names no shards`);
   }
+  for (const shard of shards) {
+    const problem = isUrl(shard) ? undefined : await unreadable(shard, "shard");
+    if (problem) throw new Error(problem);
+  }
   return shards;
 };
 
 /** A readable byte stream of a shard (local file or URL). */
 const openShard = async (shard: string): Promise<ReadableStream<Uint8Array>> => {
-  if (/^https?:\/\//.test(shard)) {
+  if (isUrl(shard)) {
     const res = await fetch(shard);
     if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
     return res.body;
   }
+  // Checked again here (resolveShards checked at the start): a path may change between epochs.
+  const problem = await unreadable(shard, "shard");
+  if (problem) throw new Error(problem);
   return (await Deno.open(shard, { read: true })).readable;
 };
 
