@@ -1,14 +1,18 @@
 /**
- * What a pretraining run does when things go wrong, each from a filed reproduction (2026-11-30): a second
- * process for one run directory is refused while the first holds it, and a dead holder's lock is taken over.
+ * What a pretraining run does when things go wrong, each from a filed reproduction (2026-11-30): an
+ * update that goes non-finite never reaches a checkpoint; a second process for one run directory is
+ * refused while the first holds it, and a dead holder's lock is taken over.
  *
  * Micro student at 32 px, batch 4, synthetic data: each step is a fraction of a second.
  */
 import { TEST_BACKEND, withTmp } from "./helpers.ts";
-import { E } from "../lib/deps.ts";
+import { E, tf } from "../lib/deps.ts";
 import { assert, assertEquals, assertGreater, assertStringIncludes } from "../lib/core/std.ts";
 import { resolvePretrainConfig } from "../lib/config/pretrain.ts";
 import { pretrain, type PretrainSummary } from "../lib/train/pretrain.ts";
+import { latestCheckpoint, loadCheckpoint, saveCheckpoint, toTensors } from "../lib/train/checkpoint.ts";
+import { readSafetensors } from "../lib/core/safetensors.ts";
+import { nonFiniteHost } from "../lib/train/finite.ts";
 import { lockPath } from "../lib/train/lock.ts";
 
 const small = ["--image-size", "32", "--patch-size", "8", "--batch-size", "4", "--backend", TEST_BACKEND];
@@ -78,6 +82,64 @@ const exitWithin = async (child: Deno.ChildProcess, ms: number, what: string) =>
     stderr: new TextDecoder().decode(first.stderr),
   };
 };
+
+/** Every tensor of every checkpoint file in the run: the names of those holding NaN or Inf. */
+const nonFiniteOnDisk = async (dir: string): Promise<string[]> => {
+  const bad: string[] = [];
+  for await (const e of Deno.readDir(`${dir}/checkpoints`)) {
+    if (!e.name.endsWith(".safetensors")) continue;
+    const f = await readSafetensors(`${dir}/checkpoints/${e.name}`);
+    bad.push(...nonFiniteHost(f.tensors).map((n) => `${e.name}:${n}`));
+  }
+  return bad;
+};
+
+const checkpointFiles = async (dir: string) => {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(`${dir}/checkpoints`)) names.push(e.name);
+  return names.sort();
+};
+
+Deno.test("an update that overflows the parameters stops the run before any checkpoint holds it", () =>
+  withTmp("caev2-rel-nan-", async (dir) => {
+    // The filed reproduction: lr 1e39 (Inf in float32). Step 1's loss is finite (computed before the
+    // update), the update is not; --checkpoint-every 1 used to save it as step-000001 with Inf everywhere.
+    const { result } = await runHere([
+      ...small,
+      "--steps",
+      "6",
+      "--lr",
+      "1e39",
+      "--checkpoint-every",
+      "1",
+      "--out",
+      `${dir}/run`,
+    ]);
+    const message = leftOf(result);
+    assertStringIncludes(message, "the update of step 1 went non-finite");
+    assertStringIncludes(message, "the updated parameters hold NaN or Inf in");
+    assertStringIncludes(message, "Stopped before writing anything of step 1");
+    assertStringIncludes(message, "This run has no checkpoint yet");
+    assertEquals(await checkpointFiles(`${dir}/run`), []);
+    assertEquals(await Deno.readTextFile(`${dir}/run/metrics.jsonl`), "");
+
+    // A checkpoint that holds Inf (written before this check existed) is refused on resume, by name.
+    const ok = `${dir}/ok`;
+    rightOf((await runHere([...small, "--steps", "4", "--out", ok], 1)).result);
+    const latest = (await latestCheckpoint(ok)).checkpoint!;
+    const ck = await loadCheckpoint(latest.path);
+    assert(E.isRight(ck));
+    const host = { ...ck.right.params };
+    const [first] = Object.keys(host);
+    host[first] = { shape: host[first].shape, data: host[first].data.map(() => Infinity) };
+    const [params, opt] = [toTensors(host), toTensors(ck.right.opt)];
+    await saveCheckpoint(ok, 1, { params, opt, meta: ck.right.meta });
+    tf.dispose([...Object.values(params), ...Object.values(opt)]);
+    const refused = leftOf((await runHere(["--resume", ok, "--backend", TEST_BACKEND], 1)).result);
+    assertStringIncludes(refused, latest.path);
+    assertStringIncludes(refused, `holds NaN or Inf in 1 tensor(s) (params.${first})`);
+    assertEquals(await nonFiniteOnDisk(`${dir}/run`), []);
+  }));
 
 Deno.test("a second process for one run directory is refused with the holder's pid; a dead holder's lock is taken over", () =>
   withTmp("caev2-rel-lock-", async (dir) => {

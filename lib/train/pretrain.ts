@@ -13,8 +13,9 @@
  * - one process at a time runs a directory: it is locked (lib/train/lock.ts) before anything in it is read
  *   or written; a second process is refused with the holder's pid, a dead holder's lock is taken over;
  * - checkpoints are atomic (lib/train/checkpoint.ts);
- * - a non-finite loss stops the run before anything of that step is written, leaving the last good
- *   checkpoint intact;
+ * - every step checks its loss, its gradient norm and every tensor of the new state (parameters and AdamW
+ *   moments) for NaN and Inf, in the same readback as the metrics, and stops before anything of a bad step
+ *   is written: no checkpoint ever holds a non-finite value, and the one the error names is good;
  * - SIGINT finishes the step in flight, writes a checkpoint and returns.
  *
  * @module
@@ -54,11 +55,12 @@ import {
   toTensors,
 } from "./checkpoint.ts";
 import { acquireRunLock } from "./lock.ts";
+import { nonFiniteHost, nonFiniteNames, nonFiniteProbe, someNames } from "./finite.ts";
 import { openMetricsWriter, truncateMetricsAfter } from "./metrics.ts";
 import { progress as makeProgress } from "./progress.ts";
 import { createRunDir, resumeRunDir, runPaths } from "./rundir.ts";
 import { type AdamWHost, adamwStateFromFlat, adamwStateToFlat } from "./opt_state.ts";
-import { readMetrics, type TrainState, trainStep } from "./step.ts";
+import { METRIC_NAMES, type TrainState, trainStep } from "./step.ts";
 import { runKeys } from "./run_keys.ts";
 import { backendLimits, checkFits, stepFootprint } from "./footprint.ts";
 import { checkEvaluators, describeEvaluation, evaluatesAt, type Evaluator } from "./evaluator.ts";
@@ -292,7 +294,7 @@ const freshStart = (r: Resolved): Start => {
 };
 
 /**
- * The start of `--resume DIR`: its newest complete checkpoint, checked against the config.
+ * The start of `--resume DIR`: its newest complete checkpoint, verified (finite values, config).
  * Cuts metrics.jsonl and the side logs back to its step (they are written again, identically).
  */
 const resumeStart = async (
@@ -312,6 +314,19 @@ const resumeStart = async (
     return E.left(
       `${at.path} was written by a run with config hash ${ck.meta.configHash}, this config hashes to ` +
         `${hash}: resume with the run's own config (drop the flags that change what it computes)`,
+    );
+  }
+  // A checkpoint written before every step's update was checked (or damaged without a checksum) can hold
+  // NaN or Inf; resuming from it would only fail later, naming it as good.
+  const bad = [
+    ...nonFiniteHost(ck.params).map((n) => `params.${n}`),
+    ...nonFiniteHost(ck.opt).map((n) => `opt.${n}`),
+  ];
+  if (bad.length > 0) {
+    const names = someNames(bad);
+    return E.left(
+      `${at.path} holds NaN or Inf in ${bad.length} tensor(s) (${names}): it cannot be resumed. Move it and ` +
+        `${at.indexPath} out of the checkpoints folder to resume from the checkpoint before it`,
     );
   }
   const { student } = r.models;
@@ -429,7 +444,8 @@ const runLocked = async (
   const startStep = state.step;
   const t0 = performance.now();
   let first: Record<string, number> | undefined, last: Record<string, number> | undefined;
-  // The newest checkpoint: one this process wrote, or the one it resumed from.
+  // The newest checkpoint known to be finite: one this process wrote (every state is checked before it can
+  // be saved) or the one it resumed from (checked when loaded).
   let lastCheckpoint: CheckpointInfo | undefined = start.checkpoint;
   let interrupted = false;
   const save = async () => {
@@ -463,18 +479,44 @@ const runLocked = async (
       } finally {
         batches.forEach((b) => tf.dispose([b.studentImages, b.teacherImages]));
       }
-      const m = await readMetrics(result.metrics);
+      // One readback per step: the metrics and, per tensor of the new state, whether it is finite.
+      const newParams = flatten(result.state.params);
+      const newOpt = adamwStateToFlat(result.state.opt).tensors;
+      const readback = tf.tidy(() =>
+        tf.concat([
+          result.metrics,
+          nonFiniteProbe([...Object.values(newParams), ...Object.values(newOpt)]),
+        ])
+      );
       result.metrics.dispose();
+      let values: Float32Array;
+      try {
+        values = (await readback.data()) as Float32Array;
+      } finally {
+        readback.dispose();
+      }
+      const m = { loss: values[0], lossVisible: values[1], lossMasked: values[2], gradNorm: values[3] };
+      const probe = values.subarray(METRIC_NAMES.length);
       const lrNow = lr(state.step);
-      if (!Number.isFinite(m.loss)) {
+      const badParams = nonFiniteNames(Object.keys(newParams), probe);
+      const badOpt = nonFiniteNames(Object.keys(newOpt), probe.subarray(Object.keys(newParams).length));
+      if (!Number.isFinite(m.loss) || !Number.isFinite(m.gradNorm) || badParams.length + badOpt.length > 0) {
         disposeTree(result.state.params);
         disposeState(result.state.opt);
         throw new Error(
-          `the loss became ${m.loss} at step ${
-            state.step + 1
-          } (visible ${m.lossVisible}, masked ${m.lossMasked}, grad norm ` +
-            `${m.gradNorm}, lr ${lrNow}); stopped before writing anything of that step. The last good checkpoint is ` +
-            `${lastCheckpoint?.path ?? "(none yet in this process)"}; try a lower --lr or a --clip-grad`,
+          nonFiniteMessage(
+            state.step + 1,
+            m,
+            lrNow,
+            {
+              params: badParams,
+              paramCount: Object.keys(newParams).length,
+              opt: badOpt,
+              optCount: Object.keys(newOpt).length,
+            },
+            lastCheckpoint,
+            run.dir,
+          ),
         );
       }
       // The ownership rule: the step returned fresh tensors; dispose the state it replaced.
@@ -535,6 +577,57 @@ const runLocked = async (
     interrupted,
     checkpoint: lastCheckpoint?.path,
   });
+};
+
+/** Which tensors of a step's new state went non-finite. */
+interface NonFinite {
+  readonly params: readonly string[];
+  readonly paramCount: number;
+  readonly opt: readonly string[];
+  readonly optCount: number;
+}
+
+/** The error of a step that went non-finite: the step, what went non-finite, and what is safe. */
+const nonFiniteMessage = (
+  step: number,
+  m: { loss: number; lossVisible: number; lossMasked: number; gradNorm: number },
+  lr: number,
+  bad: NonFinite,
+  last: CheckpointInfo | undefined,
+  dir: string,
+): string => {
+  const what: string[] = [];
+  if (!Number.isFinite(m.loss)) {
+    what.push(
+      `the loss became ${m.loss} at step ${step} (visible ${m.lossVisible}, masked ${m.lossMasked}, grad norm ` +
+        `${m.gradNorm}, lr ${lr})`,
+    );
+  } else if (!Number.isFinite(m.gradNorm)) {
+    what.push(`the gradient norm became ${m.gradNorm} at step ${step} (loss ${m.loss}, lr ${lr})`);
+  } else {
+    what.push(
+      `the update of step ${step} went non-finite although its loss (${m.loss}) and gradient norm ` +
+        `(${m.gradNorm}) were finite (lr ${lr})`,
+    );
+  }
+  if (bad.params.length > 0) {
+    what.push(
+      `the updated parameters hold NaN or Inf in ${bad.params.length} of ${bad.paramCount} tensors ` +
+        `(${someNames(bad.params)})`,
+    );
+  }
+  if (bad.opt.length > 0) {
+    what.push(
+      `AdamW's updated state holds NaN or Inf in ${bad.opt.length} of ${bad.optCount} tensors ` +
+        `(${someNames(bad.opt)})`,
+    );
+  }
+  const safe = last !== undefined
+    ? `The last good checkpoint is ${last.path} (step ${last.step}; every value in it is finite). Resuming it ` +
+      "with the same config repeats this step, so"
+    : `This run has no checkpoint yet (--resume ${dir} would find nothing to resume from), so`;
+  return `${what.join("; ")}. Stopped before writing anything of step ${step}. ${safe} start a fresh run ` +
+    "(another --out) with a lower --lr or a --clip-grad";
 };
 
 /** The one-line summary printed at the end of a run. */
