@@ -1,7 +1,8 @@
 /**
  * What a pretraining run does when things go wrong, each from a filed reproduction (2026-11-30): an
  * update that goes non-finite never reaches a checkpoint; a second process for one run directory is
- * refused while the first holds it, and a dead holder's lock is taken over.
+ * refused while the first holds it, and a dead holder's lock is taken over; Ctrl-C stops a `--workers 0`
+ * run at the step it reached, with a checkpoint that resumes exactly.
  *
  * Micro student at 32 px, batch 4, synthetic data: each step is a fraction of a second.
  */
@@ -192,4 +193,45 @@ Deno.test("two fresh runs started together to one --out: exactly one is accepted
       refusal,
     );
     assertEquals(await lineCount(`${dir}/run/metrics.jsonl`), 2);
+  }));
+
+Deno.test("Ctrl-C (SIGINT) stops a --workers 0 run at the step it reached, with a checkpoint that resumes exactly", () =>
+  withTmp("caev2-rel-sigint-", async (dir) => {
+    const common = [
+      ...small,
+      "--steps",
+      "200",
+      "--checkpoint-every",
+      "1000",
+      "--seed",
+      "4",
+      "--workers",
+      "0",
+    ];
+    const run = `${dir}/run`;
+    const child = spawnTask([...common, "--out", run]);
+    const seen = await waitForLines(`${run}/metrics.jsonl`, 3);
+    const t0 = performance.now();
+    child.kill("SIGINT");
+    // Before the fix the signal waited for the next checkpoint: here the end of the run, step 200.
+    const done = await exitWithin(child, 60_000, "the interrupted run");
+    const seconds = (performance.now() - t0) / 1000;
+    assertEquals(done.code, 0, done.stderr);
+    const stopped = await lineCount(`${run}/metrics.jsonl`);
+    assertStringIncludes(done.stdout, `pretrain: interrupted at step ${stopped}`);
+    // The step in flight, plus at most a couple more while the signal reached the process.
+    assert(stopped <= seen + 3, `SIGINT sent after step ${seen}, the run stopped at step ${stopped}`);
+    assert(seconds < 20, `the run took ${seconds.toFixed(1)} s to stop`);
+    const latest = await latestCheckpoint(run);
+    assertEquals(latest.checkpoint?.step, stopped);
+
+    // Resuming continues exactly: the same metrics as one uninterrupted run.
+    const more = 2;
+    rightOf((await runHere(["--resume", run, "--backend", TEST_BACKEND], more)).result);
+    const ref = `${dir}/ref`;
+    rightOf((await runHere([...common, "--out", ref], stopped + more)).result);
+    assertEquals(
+      await Deno.readTextFile(`${run}/metrics.jsonl`),
+      await Deno.readTextFile(`${ref}/metrics.jsonl`),
+    );
   }));
