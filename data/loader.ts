@@ -13,7 +13,10 @@
  * Files that cannot be used (corrupt, truncated, unsupported) are skipped: each is named in a warning
  * the first time, counted in `stats`, and the batch is filled from the next samples. Batches never span
  * epochs; with `dropLast` (the default, as the official DataLoader) an epoch's incomplete last batch is
- * dropped.
+ * dropped. So a data set that cannot make one batch would be read epoch after epoch without a batch: it is
+ * refused instead, from its size before reading when the size is known ({@link checkBatchFits}), else when
+ * a whole epoch has made no batch (too few images, or too few that could be used), naming the counts.
+ * Workers are capped at {@link maxWorkers}, with a warning.
  *
  * Splits: pretraining reads the training split, and {@link evalLoader} either split. The held-out split
  * is the folder's `val/`, or else every 10th image (folders), a tenth of the samples by key hash
@@ -231,6 +234,74 @@ async function* wdsEpoch(
 export const defaultWorkers = (): number =>
   Math.max(1, Math.min(8, (navigator.hardwareConcurrency ?? 2) - 1));
 
+/**
+ * The most decoding Workers a loader starts: twice the CPU cores (files are read with blocking calls in
+ * the Workers, so a few more than the cores can hide file latency; decoding itself cannot use more).
+ * Each Worker loads its own decoders: about 37 MiB and 0.8 s of CPU to start (2-core dev machine, 8
+ * Workers ready in 7 s, 32 in 27 s), so `--workers 1000` meant some 37 GiB and minutes before the first
+ * batch, which looked like a hang.
+ */
+export const maxWorkers = (): number => 2 * Math.max(1, navigator.hardwareConcurrency ?? 2);
+
+/**
+ * The Worker count a loader uses for `requested` (undefined: {@link defaultWorkers}): at most
+ * {@link maxWorkers}, with a warning naming the request and the cap when it is lowered. Loaders apply it
+ * themselves (and print the warning); callers may use it to report the count up front.
+ *
+ * @example
+ * ```ts
+ * import { maxWorkers, resolveWorkers } from "./loader.ts";
+ * const r = resolveWorkers(1000);
+ * if (r.workers !== maxWorkers() || !r.warning?.includes("1000")) throw new Error();
+ * if (resolveWorkers(0).workers !== 0 || resolveWorkers(0).warning !== undefined) throw new Error();
+ * ```
+ */
+export const resolveWorkers = (requested: number | undefined): { workers: number; warning?: string } => {
+  if (requested === undefined) return { workers: defaultWorkers() };
+  const cap = maxWorkers();
+  if (requested <= cap) return { workers: requested };
+  return {
+    workers: cap,
+    warning:
+      `data: --workers ${requested} lowered to ${cap} (twice the ${
+        cap / 2
+      } CPU cores): each Worker loads its own decoders (about 37 MiB and 0.8 s of CPU to start), and more ` +
+      "Workers than that only compete for the cores",
+  };
+};
+
+/**
+ * Why a data set of `size` images (undefined: not known before reading, as for WebDataset shards) cannot
+ * make batches of `batchSize`, or undefined when it can. With the incomplete last batch of each epoch
+ * dropped (as the official loader does), a data set smaller than one batch never makes one: the loader
+ * would read epoch after epoch without end. Callers check this before creating anything (a run
+ * directory); the loader checks it again before reading.
+ *
+ * @example
+ * ```ts
+ * import { checkBatchFits } from "./loader.ts";
+ * const msg = checkBatchFits({ kind: "synthetic", size: 2 }, 2, 4);
+ * if (!msg?.includes("2 images") || checkBatchFits({ kind: "synthetic", size: 8 }, 8, 4) !== undefined) {
+ *   throw new Error();
+ * }
+ * ```
+ */
+export const checkBatchFits = (
+  source: DataSource,
+  size: number | undefined,
+  batchSize: number,
+): string | undefined => {
+  if (!(Number.isSafeInteger(batchSize) && batchSize > 0)) {
+    return `the batch size ${batchSize} (--batch-size) is not a whole number from 1 to ${Number.MAX_SAFE_INTEGER}`;
+  }
+  if (size === undefined || size >= batchSize) return undefined;
+  return `${
+    formatDataSource(source)
+  } has ${size} images in its training split, fewer than one batch of ${batchSize} ` +
+    `(--batch-size); each epoch's incomplete last batch is dropped, so no batch could ever be made: use a ` +
+    `batch size of at most ${size}, or more images`;
+};
+
 /** Runs chunks somewhere and returns their results. */
 interface Pool {
   run(job: Job, transfer: ArrayBuffer[]): Promise<JobResult>;
@@ -393,6 +464,10 @@ const engine = <T>(o: EngineOptions<T>): Loader<T> => {
   async function* batches(): AsyncGenerator<T> {
     const dataset = await resolveDataset(o.source, o.split, o.spec.imageSize, o.shuffleBuffer);
     if (closed) return;
+    if (o.dropLast) {
+      const unfit = checkBatchFits(o.source, dataset.size, o.batchSize);
+      if (unfit !== undefined) throw new Error(`data: ${unfit}`);
+    }
     pool = o.workers > 0 ? workerPool(o.workers) : inlinePool();
     chunkSource = chunks(dataset);
     const queue: Promise<Done>[] = [];
@@ -422,6 +497,9 @@ const engine = <T>(o: EngineOptions<T>): Loader<T> => {
     try {
       let parts: Part[] = [];
       let pendingCount = 0;
+      // This epoch's tally: a whole epoch that makes no batch (too few usable images) would be followed by
+      // identical ones forever, reading every file again each time, so it ends the stream with an error.
+      let epochBatches = 0, epochUsable = 0, epochFailed = 0;
       for (;;) {
         await topUp();
         const head = queue.shift();
@@ -431,14 +509,22 @@ const engine = <T>(o: EngineOptions<T>): Loader<T> => {
           if (pendingCount > 0 && !o.dropLast) {
             const taken = take(parts, pendingCount);
             yield o.makeBatch(taken, pendingCount, { epoch: done.epoch, index: lastIndexOf(taken) + 1 });
+            epochBatches++;
+          }
+          const whole = done.epoch !== o.start.epoch || o.start.index === 0;
+          if (o.dropLast && whole && epochBatches === 0) {
+            throw new Error(`data: ${emptyEpoch(o.source, epochUsable, epochFailed, o.batchSize)}`);
           }
           parts = [];
           pendingCount = 0;
+          epochBatches = epochUsable = epochFailed = 0;
           continue;
         }
         const r = done.result;
         for (const f of r.failures) skip(f.name, f.message);
         stats.decoded += r.count;
+        epochUsable += r.count;
+        epochFailed += r.failures.length;
         if (r.count > 0) {
           parts.push({ result: r, from: 0, count: r.count });
           pendingCount += r.count;
@@ -447,6 +533,7 @@ const engine = <T>(o: EngineOptions<T>): Loader<T> => {
           const taken = take(parts, o.batchSize);
           pendingCount -= o.batchSize;
           yield o.makeBatch(taken, o.batchSize, { epoch: done.epoch, index: lastIndexOf(taken) + 1 });
+          epochBatches++;
         }
       }
     } finally {
@@ -462,6 +549,22 @@ const engine = <T>(o: EngineOptions<T>): Loader<T> => {
     },
     stats,
   });
+};
+
+/** Why a whole epoch made no batch: too few images, or too few that could be used. */
+const emptyEpoch = (source: DataSource, usable: number, failed: number, batchSize: number): string => {
+  const what = failed === 0
+    ? `${usable} images`
+    : `${usable} usable images (${failed} could not be used: named in the warnings above)`;
+  const fix = failed === 0
+    ? `use a batch size of at most ${Math.max(usable, 1)}, or more images`
+    : usable === 0
+    ? "fix or replace the files, or check that --data names the right data"
+    : "fix or replace the unusable files, or use a smaller batch size";
+  return `a whole epoch of ${
+    formatDataSource(source)
+  } gave ${what}, fewer than one batch of ${batchSize} (--batch-size); ` +
+    `each epoch's incomplete last batch is dropped, so no batch could ever be made: ${fix}`;
 };
 
 const lastIndexOf = (parts: readonly Part[]): number => {
@@ -490,13 +593,24 @@ const gather = <A extends Float32Array | Uint8Array | Int32Array>(
   return out;
 };
 
+/** The Worker count for a loader's setting, warning when it is capped (see {@link resolveWorkers}). */
+const workersOf = (requested: number | undefined): number => {
+  const r = resolveWorkers(requested);
+  if (r.warning) console.warn(r.warning);
+  return r.workers;
+};
+
 const checkCommon = (
   fn: string,
   c: { batchSize: number; imageSize: number; workers?: number; prefetch?: number },
 ) => {
   const posInt = (v: number) => Number.isInteger(v) && v > 0;
-  if (!posInt(c.batchSize)) {
-    throw new Error(`${fn}: batchSize must be a positive integer, got ${c.batchSize}`);
+  // Safe integers only: 99999999999999999999 parses to 1e20, an integer to JavaScript, and a batch that
+  // size was waited for forever.
+  if (!(Number.isSafeInteger(c.batchSize) && c.batchSize > 0)) {
+    throw new Error(
+      `${fn}: batchSize must be a whole number from 1 to ${Number.MAX_SAFE_INTEGER}, got ${c.batchSize}`,
+    );
   }
   if (!posInt(c.imageSize)) {
     throw new Error(`${fn}: imageSize must be a positive integer, got ${c.imageSize}`);
@@ -572,7 +686,7 @@ export const pretrainLoader = (
     shuffle: cfg.shuffle ?? true,
     batchSize: cfg.batchSize,
     dropLast: cfg.dropLast ?? true,
-    workers: cfg.workers ?? defaultWorkers(),
+    workers: workersOf(cfg.workers),
     prefetch: cfg.prefetch ?? 2,
     shuffleBuffer: cfg.shuffleBuffer ?? 1000,
     makeBatch: (parts, n, position) => ({
@@ -613,7 +727,7 @@ export const evalLoader = (cfg: EvalLoaderConfig, splitName: Split): Loader<Host
     shuffle: false,
     batchSize: cfg.batchSize,
     dropLast: false,
-    workers: cfg.workers ?? defaultWorkers(),
+    workers: workersOf(cfg.workers),
     prefetch: cfg.prefetch ?? 2,
     shuffleBuffer: 1,
     makeBatch: (parts, n) => ({

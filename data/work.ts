@@ -81,6 +81,20 @@ export interface JobResult {
   readonly failures: readonly Failure[];
 }
 
+/** What a non-regular file is, for messages; undefined for a regular file. `stat` follows symlinks. */
+const notRegular = (st: Deno.FileInfo): string | undefined =>
+  st.isFile
+    ? undefined
+    : st.isDirectory
+    ? "a directory"
+    : st.isFifo
+    ? "a FIFO"
+    : st.isSocket
+    ? "a socket"
+    : st.isCharDevice || st.isBlockDevice
+    ? "a device"
+    : "not a file";
+
 const pixelsOf = (ref: SampleRef): E.Either<Failure, RgbImage> => {
   switch (ref.kind) {
     case "synthetic":
@@ -94,6 +108,16 @@ const pixelsOf = (ref: SampleRef): E.Either<Failure, RgbImage> => {
     case "file": {
       let bytes: Uint8Array;
       try {
+        // Never open what is not a regular file: opening a FIFO for reading blocks until a writer comes
+        // (a FIFO named x.jpg hung the loader, inline or in a Worker), and a device may never end.
+        const kind = notRegular(Deno.statSync(ref.path));
+        if (kind !== undefined) {
+          return E.left({
+            name: ref.name,
+            message:
+              `${ref.name}: not a regular file (${kind}); not opened, as reading it could block: remove it`,
+          });
+        }
         bytes = Deno.readFileSync(ref.path);
       } catch (e) {
         return E.left({ name: ref.name, message: `${ref.name}: cannot read (${(e as Error).message})` });

@@ -8,11 +8,12 @@
  * child `deno run` that is killed at a deadline, so a hang fails the test instead of blocking the suite.
  * Fixtures are generated in temporary folders: small PNGs, and bombs made of compressed zeros.
  */
-import { evalLoader } from "../data/loader.ts";
+import { checkBatchFits, evalLoader, maxWorkers, pretrainLoader, resolveWorkers } from "../data/loader.ts";
 import { listFolder } from "../data/folder.ts";
 import { decodeImage, MAX_PIXELS } from "../data/decode.ts";
 import { resolveShards } from "../data/wds.ts";
 import { readTar } from "../data/tar.ts";
+import { key } from "../lib/core/random.ts";
 import { E, encodeJpeg, encodePng } from "../lib/deps.ts";
 import { assert, assertEquals, assertLess, assertRejects, assertStringIncludes } from "../lib/core/std.ts";
 import { withTmp } from "./helpers.ts";
@@ -210,6 +211,154 @@ const jpegClaiming = async (side: number): Promise<Uint8Array> => {
   jpg.set([side >> 8, side & 0xff, side >> 8, side & 0xff], sof + 5);
   return jpg;
 };
+
+// ---------------------------------------------------------------------------------------------------------
+// 2. Silent hangs.
+
+Deno.test("pretrain --data synthetic:2 --batch-size 4 ends within seconds naming both sizes", async () => {
+  await withTmp("caev2-rel-", async (dir) => {
+    // The issue's command, as a user runs it (small images to start fast).
+    const c = await runChild([
+      "run",
+      "-A",
+      "tasks/pretrain.ts",
+      ...["--data", "synthetic:2", "--batch-size", "4", "--steps", "3", "--out", `${dir}/run`],
+      ...["--image-size", "32", "--patch-size", "8", "--backend", "cpu"],
+    ]);
+    assertEnded(c, "deno task pretrain --data synthetic:2 --batch-size 4");
+    assertEquals(c.code, 1, c.stderr);
+    assertStringIncludes(c.stderr, "synthetic:2 has 2 images");
+    assertStringIncludes(c.stderr, "fewer than one batch of 4 (--batch-size)");
+    assertStringIncludes(c.stderr, "use a batch size of at most 2");
+  });
+});
+
+Deno.test("a data set smaller than one batch is refused before reading (synthetic:2, 11 images with batch 16)", async () => {
+  await withTmp("caev2-rel-", async (dir) => {
+    // The function the trainer calls before it creates a run directory.
+    const synth = checkBatchFits({ kind: "synthetic", size: 2 }, 2, 4);
+    assertStringIncludes(
+      synth ?? "",
+      "synthetic:2 has 2 images in its training split, fewer than one batch of 4",
+    );
+    assertEquals(checkBatchFits({ kind: "synthetic", size: 4 }, 4, 4), undefined);
+    assertEquals(checkBatchFits({ kind: "wds", pattern: "a.tar" }, undefined, 4), undefined, "size unknown");
+
+    // 11 unlabelled images: 10 for training (every 10th is held out), batch 16.
+    await writePngs(`${dir}/eleven`, 11);
+    const folder = { kind: "folder" as const, path: `${dir}/eleven` };
+    assertStringIncludes(checkBatchFits(folder, 10, 16) ?? "", "has 10 images in its training split");
+    const r = await loaderInChild(dir, { source: folder, batchSize: 16 });
+    assert(!r.ok, "no batch can be made");
+    assertStringIncludes(r.error ?? "", `folder:${dir}/eleven has 10 images`);
+    assertStringIncludes(r.error ?? "", "fewer than one batch of 16");
+    assertEquals(r.skippedFiles, [], "refused from the listing, before any file was read");
+    const s = await loaderInChild(dir, { source: { kind: "synthetic", size: 2 }, batchSize: 4 });
+    assertStringIncludes(s.error ?? "", "synthetic:2 has 2 images");
+  });
+});
+
+Deno.test("a folder whose images all fail to decode ends after one epoch, naming the files and the cause", async () => {
+  await withTmp("caev2-rel-", async (dir) => {
+    await Deno.mkdir(`${dir}/bad/cat`, { recursive: true });
+    for (let i = 0; i < 12; i++) {
+      await Deno.writeFile(`${dir}/bad/cat/${i}.jpg`, new TextEncoder().encode(`not a JPEG ${i}`));
+    }
+    const source = { kind: "folder", path: `${dir}/bad` };
+    for (const workers of [0, 2]) {
+      const r = await loaderInChild(dir, { source, batchSize: 4, workers });
+      assert(!r.ok, `workers ${workers}: the stream ends`);
+      assertStringIncludes(r.error ?? "", `a whole epoch of folder:${dir}/bad gave 0 usable images`);
+      assertStringIncludes(r.error ?? "", "11 could not be used: named in the warnings above");
+      assertEquals(r.skippedFiles.length, 11); // 12 listed, one held out for val
+      assertStringIncludes(r.warnings, "cat/0.jpg: not a JPEG or PNG file");
+    }
+    // Some usable, but never a whole batch: the same, with the count that could be used.
+    await writePngs(`${dir}/bad/cat`, 2);
+    const r = await loaderInChild(dir, { source, batchSize: 4 });
+    assertStringIncludes(r.error ?? "", "gave 2 usable images (11 could not be used");
+  });
+});
+
+Deno.test("a FIFO named x.jpg is skipped and named without being opened, inline and in a Worker", async () => {
+  await withTmp("caev2-rel-", async (dir) => {
+    // 10 images and the FIFO, sorted last: the 10th (09.png) is held out, the FIFO is in the training split.
+    await writePngs(`${dir}/pics/a`, 10);
+    const mk = await new Deno.Command("mkfifo", { args: [`${dir}/pics/a/x.jpg`] }).output();
+    assert(mk.success, "mkfifo");
+    for (const workers of [0, 1]) {
+      const r = await loaderInChild(dir, {
+        source: { kind: "folder", path: `${dir}/pics` },
+        batchSize: 4,
+        workers,
+      }, 3);
+      assert(r.ok, `workers ${workers}: ${r.error}`);
+      assertEquals(r.batches, 3);
+      assertEquals(r.skippedFiles, ["a/x.jpg"]);
+      assertStringIncludes(r.warnings, "a/x.jpg: not a regular file (a FIFO); not opened");
+    }
+    // A FIFO given as a WebDataset shard (or shard list) is refused by name, also without opening it.
+    await new Deno.Command("mkfifo", { args: [`${dir}/pipe.tar`, `${dir}/list.txt`] }).output();
+    await assertRejects(() => resolveShards(`${dir}/pipe.tar`), Error, `"${dir}/pipe.tar" is a FIFO`);
+    await assertRejects(() => resolveShards(`${dir}/list.txt`), Error, `"${dir}/list.txt" is a FIFO`);
+  });
+});
+
+Deno.test("--workers 1000 is lowered to twice the cores with a warning; the first batch comes within seconds", async () => {
+  const cap = maxWorkers();
+  assertEquals(cap, 2 * (navigator.hardwareConcurrency ?? 2));
+  const r = resolveWorkers(1000);
+  assertEquals(r.workers, cap);
+  assertStringIncludes(r.warning ?? "", `--workers 1000 lowered to ${cap}`);
+  assertEquals(resolveWorkers(cap), { workers: cap });
+  assertEquals(resolveWorkers(0), { workers: 0 });
+  await withTmp("caev2-rel-", async (dir) => {
+    const out = await loaderInChild(
+      dir,
+      { source: { kind: "synthetic", size: 16 }, workers: 1000 },
+      2,
+      60_000,
+    );
+    assert(out.ok, out.error);
+    assertEquals(out.batches, 2);
+    assertStringIncludes(out.warnings, `--workers 1000 lowered to ${cap}`);
+  });
+});
+
+Deno.test("a batch size past 2^53 (--batch-size 99999999999999999999 parses to 1e20) is refused up front", () => {
+  const huge = Number("99999999999999999999");
+  assertEquals(huge, 1e20); // an integer to JavaScript, but not an exact one
+  for (
+    const make of [
+      () =>
+        pretrainLoader({
+          source: { kind: "synthetic" },
+          batchSize: huge,
+          imageSize: 32,
+          patchSize: 8,
+          numMasked: 4,
+          masking: "random",
+          workers: 0,
+        }, key(0)),
+      () => evalLoader({ source: { kind: "synthetic" }, batchSize: huge, imageSize: 32, workers: 0 }, "val"),
+    ]
+  ) {
+    let message = "";
+    try {
+      make();
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    assertStringIncludes(
+      message,
+      `batchSize must be a whole number from 1 to ${Number.MAX_SAFE_INTEGER}, got 100000000000000000000`,
+    );
+  }
+  assertStringIncludes(
+    checkBatchFits({ kind: "synthetic" }, 10_000, huge) ?? "",
+    "(--batch-size) is not a whole number",
+  );
+});
 
 // ---------------------------------------------------------------------------------------------------------
 // 7 (data). Decompression bombs and wds:DIR.
