@@ -2,7 +2,8 @@
  * What a pretraining run does when things go wrong, each from a filed reproduction (2026-11-30): an
  * update that goes non-finite never reaches a checkpoint; a second process for one run directory is
  * refused while the first holds it, and a dead holder's lock is taken over; Ctrl-C stops a `--workers 0`
- * run at the step it reached, with a checkpoint that resumes exactly.
+ * run at the step it reached, with a checkpoint that resumes exactly; a checkpoint whose bytes changed is
+ * refused by its checksum.
  *
  * Micro student at 32 px, batch 4, synthetic data: each step is a fraction of a second.
  */
@@ -234,4 +235,36 @@ Deno.test("Ctrl-C (SIGINT) stops a --workers 0 run at the step it reached, with 
       await Deno.readTextFile(`${run}/metrics.jsonl`),
       await Deno.readTextFile(`${ref}/metrics.jsonl`),
     );
+  }));
+
+Deno.test("a checkpoint whose bytes changed is refused by its checksum; one without a checksum loads with a note", () =>
+  withTmp("caev2-rel-rot-", async (dir) => {
+    const run = `${dir}/run`;
+    rightOf((await runHere([...small, "--steps", "4", "--out", run], 2)).result);
+    const { checkpoint } = await latestCheckpoint(run);
+    assert(checkpoint !== undefined);
+    const original = await Deno.readFile(checkpoint.path);
+    // Bit rot: a few bytes flipped in the tensor data, the size unchanged (so the index's size matches).
+    const rotten = original.slice();
+    for (const at of [rotten.length - 100, rotten.length - 7]) rotten[at] ^= 0x10;
+    await Deno.writeFile(checkpoint.path, rotten);
+    assertEquals((await latestCheckpoint(run)).checkpoint?.step, 2, "same size: structurally complete");
+    const refused = leftOf((await runHere(["--resume", run, "--backend", TEST_BACKEND], 1)).result);
+    assertStringIncludes(refused, `${checkpoint.path} is damaged`);
+    assertStringIncludes(refused, "SHA-256");
+    assertStringIncludes(refused, checkpoint.indexPath);
+
+    // A checkpoint of format version 1 (no checksum): loads, saying it could not be verified.
+    await Deno.writeFile(checkpoint.path, original);
+    const index = JSON.parse(await Deno.readTextFile(checkpoint.indexPath));
+    delete index.sha256;
+    index.version = 1;
+    await Deno.writeTextFile(checkpoint.indexPath, JSON.stringify(index));
+    const old = await runHere(["--resume", run, "--backend", TEST_BACKEND], 1);
+    assertEquals(rightOf(old.result).steps, 3);
+    assertStringIncludes(old.log, "was written before checkpoints recorded a checksum");
+    // The checkpoint written by the resumed run has its checksum again.
+    const now = (await latestCheckpoint(run)).checkpoint!;
+    assertEquals(now.step, 3);
+    assertEquals(JSON.parse(await Deno.readTextFile(now.indexPath)).version, 2);
   }));

@@ -4,10 +4,13 @@
  * - `step-000123.safetensors`: the student's parameters as `params.<name>`, the optimizer's tensors as
  *   `opt.<name>` (flat dotted names, lib/core/tree.ts), and the meta (step, PRNG key, config hash, data
  *   position, the optimizer's host state) as JSON in `__metadata__.meta`;
- * - `step-000123.json`: the same meta plus the tensor names and the safetensors file's size.
+ * - `step-000123.json`: the same meta plus the tensor names, the safetensors file's size and its SHA-256.
  *
  * Both files are written atomically (tmp + rename), the JSON after the safetensors, so a checkpoint is
- * complete exactly when its JSON exists and the safetensors has the size the JSON records. Older
+ * complete exactly when its JSON exists and the safetensors has the size the JSON records. The SHA-256
+ * catches what the size cannot: bytes that changed in place (bit rot, a bad copy); `loadCheckpoint`
+ * verifies it and refuses a file that does not match. Checkpoints of format version 1 have no checksum
+ * and still load, with a note saying they could not be verified. Older
  * checkpoints are pruned only after a newer one is complete. The teacher is never checkpointed
  * (DESIGN.md principle 5).
  *
@@ -27,6 +30,7 @@ import {
 } from "../core/safetensors.ts";
 import { decodeWith, Json, NonNegativeInt, strict } from "../config/codec.ts";
 import { runPaths, writeJsonAtomic } from "./rundir.ts";
+import { createHash } from "node:crypto";
 
 /** Where the data stream stands: the epoch and the index of the next example in it. */
 export interface DataPosition {
@@ -73,18 +77,39 @@ const MetaCodec = strict({
 });
 
 const FORMAT = "caev2-checkpoint";
-const VERSION = 1;
+/** 2: the index records the SHA-256 of the safetensors file; 1 (still read): no checksum. */
+const VERSION = 2;
 
 const IndexCodec = strict({
   format: t.literal(FORMAT),
-  version: t.literal(VERSION),
+  version: t.union([t.literal(1), t.literal(2)]),
   step: NonNegativeInt,
   file: t.string,
   bytes: NonNegativeInt,
   params: t.array(t.string),
   opt: t.array(t.string),
   meta: MetaCodec,
-});
+}, { sha256: t.string });
+
+/**
+ * Lower-case hex SHA-256 of a file's bytes, read in 8 MiB pieces (a checkpoint can be larger than what one
+ * read should hold).
+ */
+export const sha256File = async (path: string): Promise<string> => {
+  const hash = createHash("sha256");
+  const file = await Deno.open(path, { read: true });
+  try {
+    const buf = new Uint8Array(8 << 20);
+    for (;;) {
+      const n = await file.read(buf);
+      if (n === null) break;
+      hash.update(buf.subarray(0, n));
+    }
+  } finally {
+    file.close();
+  }
+  return hash.digest("hex");
+};
 
 /** `step-000123` (at least six digits; longer steps keep all theirs). */
 export const checkpointName = (step: number): string => `step-${String(step).padStart(6, "0")}`;
@@ -151,6 +176,9 @@ const inspect = async (dir: string, step: number): Promise<E.Either<string, Chec
   if (E.isLeft(index)) return index;
   const ix = index.right;
   if (ix.step !== step) return E.left(`${indexPath}: records step ${ix.step}, not ${step}`);
+  if (ix.version >= 2 && ix.sha256 === undefined) {
+    return E.left(`${indexPath}: a version ${ix.version} index without its "sha256"`);
+  }
   let size: number;
   try {
     size = (await Deno.stat(path)).size;
@@ -213,12 +241,16 @@ export const saveCheckpoint = async (
     meta: JSON.stringify(meta),
   });
   const bytes = (await Deno.stat(path)).size;
+  // Hashed from the file as written, before the index exists: the checkpoint becomes complete (its index
+  // appears) with its checksum already in it.
+  const sha256 = await sha256File(path);
   await writeJsonAtomic(indexPath, {
     format: FORMAT,
     version: VERSION,
     step,
     file: `${name}.safetensors`,
     bytes,
+    sha256,
     params: Object.keys(state.params),
     opt: Object.keys(state.opt),
     meta,
@@ -288,15 +320,47 @@ export interface LoadedCheckpoint {
   readonly params: Readonly<Record<string, HostTensor>>;
   /** Optimizer tensors by flat name (prefix `opt.` removed). */
   readonly opt: Readonly<Record<string, HostTensor>>;
+  /**
+   * "verified": the file's SHA-256 matched its index's; "unverified": its index records no checksum (a
+   * version 1 checkpoint) or is absent, so bit rot could not have been noticed.
+   */
+  readonly checksum: "verified" | "unverified";
+  /** Things a person should know about this checkpoint (why it is unverified). */
+  readonly notes: readonly string[];
 }
 
+/** The index next to a checkpoint: absent (undefined), or decoded, or a Left when it exists but is bad. */
+const readIndex = async (
+  indexPath: string,
+): Promise<E.Either<string, t.TypeOf<typeof IndexCodec> | undefined>> => {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(indexPath);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return E.right(undefined);
+    return E.left(`${indexPath}: ${message(e)}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    return E.left(`${indexPath}: not valid JSON (${message(e)})`);
+  }
+  return decodeWith(IndexCodec, json, indexPath);
+};
+
 /**
- * Reads a checkpoint (`.safetensors` path, or its `.json` index) into host tensors. Errors name the file
- * and what is missing.
+ * Reads a checkpoint (`.safetensors` path, or its `.json` index) into host tensors, after checking the
+ * file's SHA-256 against the one its index records. Errors name the file and what is wrong.
  */
 export const loadCheckpoint = async (path: string): Promise<E.Either<string, LoadedCheckpoint>> => {
   const stPath = path.replace(/\.json$/, ".safetensors");
   const indexPath = stPath.replace(/\.safetensors$/, ".json");
+  const notes: string[] = [];
+  const index = await readIndex(indexPath);
+  // An unreadable index does not make the tensors unreadable: load them, saying what could not be checked.
+  if (E.isLeft(index)) notes.push(`${index.left}; the tensor list and checksum of ${stPath} are not checked`);
+  const ix = E.isRight(index) ? index.right : undefined;
   let file: Awaited<ReturnType<typeof readSafetensors>>;
   try {
     file = await readSafetensors(stPath);
@@ -335,26 +399,51 @@ export const loadCheckpoint = async (path: string): Promise<E.Either<string, Loa
     return E.left(`${stPath}: tensors outside params.* and opt.*: ${stray.slice(0, 5).join(", ")}`);
   }
   // When the index is there, it says which tensors must be.
-  try {
-    const ix = decodeWith(IndexCodec, JSON.parse(await Deno.readTextFile(indexPath)), indexPath);
-    if (E.isRight(ix)) {
-      const missing = [
-        ...ix.right.params.filter((n) => !(n in params)).map((n) => `params.${n}`),
-        ...ix.right.opt.filter((n) => !(n in opt)).map((n) => `opt.${n}`),
-      ];
-      if (missing.length > 0) {
-        return E.left(
-          `${stPath}: missing ${missing.length} tensors listed in ${indexPath}: ${
-            missing.slice(0, 5).join(", ")
-          }`,
-        );
-      }
+  if (ix !== undefined) {
+    const missing = [
+      ...ix.params.filter((n) => !(n in params)).map((n) => `params.${n}`),
+      ...ix.opt.filter((n) => !(n in opt)).map((n) => `opt.${n}`),
+    ];
+    if (missing.length > 0) {
+      const names = missing.slice(0, 5).join(", ");
+      return E.left(`${stPath}: missing ${missing.length} tensors listed in ${indexPath}: ${names}`);
     }
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound) && !(e instanceof SyntaxError)) throw e;
+  }
+  // Last, after the checks that name a more specific problem (a lost tensor): the bytes themselves.
+  if (ix?.sha256 !== undefined) {
+    let actual: string;
+    try {
+      actual = await sha256File(stPath);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return E.left(`${stPath}: checkpoint not found`);
+      return E.left(`${stPath}: cannot read the checkpoint (${message(e)})`);
+    }
+    if (actual !== ix.sha256) {
+      const [got, want] = [actual.slice(0, 16), ix.sha256.slice(0, 16)];
+      return E.left(
+        `${stPath} is damaged: its bytes hash to SHA-256 ${got}..., but ${indexPath} recorded ${want}... when ` +
+          "it was written, so its contents changed since (disk or copy corruption). Do not use it: restore it " +
+          "from a backup, or move it and its .json out of the checkpoints folder to resume from the previous " +
+          "checkpoint",
+      );
+    }
+  } else if (E.isRight(index)) {
+    notes.push(
+      ix === undefined
+        ? `${stPath} has no index (${indexPath}), so its checksum cannot be verified`
+        : `${stPath} was written before checkpoints recorded a checksum (format version ${ix.version}), so ` +
+          "it cannot be verified against bit rot",
+    );
   }
   const m = asMeta(meta.right);
-  return E.right({ step: m.step, meta: m, params, opt });
+  return E.right({
+    step: m.step,
+    meta: m,
+    params,
+    opt,
+    checksum: notes.length === 0 ? "verified" : "unverified",
+    notes,
+  });
 };
 
 /**

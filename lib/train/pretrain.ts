@@ -12,7 +12,7 @@
  * Never lose data:
  * - one process at a time runs a directory: it is locked (lib/train/lock.ts) before anything in it is read
  *   or written; a second process is refused with the holder's pid, a dead holder's lock is taken over;
- * - checkpoints are atomic (lib/train/checkpoint.ts);
+ * - checkpoints are atomic and carry the SHA-256 of their bytes, verified on resume (lib/train/checkpoint.ts);
  * - every step checks its loss, its gradient norm and every tensor of the new state (parameters and AdamW
  *   moments) for NaN and Inf, in the same readback as the metrics, and stops before anything of a bad step
  *   is written: no checkpoint ever holds a non-finite value, and the one the error names is good;
@@ -296,7 +296,7 @@ const freshStart = (r: Resolved): Start => {
 };
 
 /**
- * The start of `--resume DIR`: its newest complete checkpoint, verified (finite values, config).
+ * The start of `--resume DIR`: its newest complete checkpoint, verified (checksum, finite values, config).
  * Cuts metrics.jsonl and the side logs back to its step (they are written again, identically).
  */
 const resumeStart = async (
@@ -312,6 +312,7 @@ const resumeStart = async (
   const loaded = await loadCheckpoint(at.path);
   if (E.isLeft(loaded)) return loaded;
   const ck = loaded.right;
+  ck.notes.forEach((n) => io.log(`note: ${n}`));
   if (ck.meta.configHash !== hash) {
     return E.left(
       `${at.path} was written by a run with config hash ${ck.meta.configHash}, this config hashes to ` +
