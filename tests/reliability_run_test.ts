@@ -1,9 +1,9 @@
 /**
  * What a pretraining run does when things go wrong, each from a filed reproduction (2026-11-30): an
  * update that goes non-finite never reaches a checkpoint; a second process for one run directory is
- * refused while the first holds it, and a dead holder's lock is taken over; Ctrl-C stops a `--workers 0`
- * run at the step it reached, with a checkpoint that resumes exactly; a checkpoint whose bytes changed is
- * refused by its checksum.
+ * refused while the first holds it, and a dead holder's lock is taken over; a run that died before its
+ * first checkpoint resumes from step 0; Ctrl-C stops a `--workers 0` run at the step it reached, with a
+ * checkpoint that resumes exactly; a checkpoint whose bytes changed is refused by its checksum.
  *
  * Micro student at 32 px, batch 4, synthetic data: each step is a fraction of a second.
  */
@@ -194,6 +194,58 @@ Deno.test("two fresh runs started together to one --out: exactly one is accepted
       refusal,
     );
     assertEquals(await lineCount(`${dir}/run/metrics.jsonl`), 2);
+  }));
+
+Deno.test("a run killed before its first checkpoint resumes from step 0, exactly; orphaned save files go", () =>
+  withTmp("caev2-rel-early-", async (dir) => {
+    const common = [...small, "--steps", "40", "--checkpoint-every", "100", "--seed", "3"];
+    const run = `${dir}/run`;
+    const child = spawnTask([...common, "--out", run]);
+    await waitForLines(`${run}/metrics.jsonl`, 3);
+    child.kill("SIGKILL");
+    await child.output();
+    assertEquals((await latestCheckpoint(run)).checkpoint, undefined);
+    // What a kill in the middle of a save leaves: the temporary file of writeSafetensors, named with the
+    // writer's pid. One of a dead process (a child that has exited), one of a live one (pid 1).
+    const dead = new Deno.Command(Deno.execPath(), { args: ["--version"], stdout: "null" }).spawn();
+    await dead.status;
+    const orphan = `${run}/checkpoints/step-000004.safetensors.tmp-${dead.pid}-x1`;
+    const alive = `${run}/checkpoints/step-000004.safetensors.tmp-1-x2`;
+    await Deno.writeTextFile(orphan, "partial");
+    await Deno.writeTextFile(alive, "partial");
+
+    // A fresh run there is refused (its config.json would be overwritten), pointing at --resume.
+    const fresh = leftOf((await runHere([...common, "--out", run])).result);
+    assertStringIncludes(fresh, "stopped before its first checkpoint");
+    assertStringIncludes(fresh, `--resume ${run}`);
+    // A restart with a config that computes something else is refused: it would drop the other config's logs.
+    const changed = leftOf((await runHere(["--resume", run, "--lr", "0.5"], 1)).result);
+    assertStringIncludes(changed, "stopped before its first checkpoint and would restart from step 0");
+    assertStringIncludes(changed, "hashes");
+    // A checkpoint file without its index (killed between the two files) would be overwritten by the
+    // restart's own save: it stops the restart until a person moves it.
+    const half = `${run}/checkpoints/step-000100.safetensors`;
+    await Deno.writeTextFile(half, "not finished");
+    const blocked = leftOf((await runHere(["--resume", run, "--backend", TEST_BACKEND], 3)).result);
+    assertStringIncludes(blocked, "incomplete or damaged checkpoint files");
+    await Deno.remove(half);
+
+    // --resume restarts it from step 0 and writes what an uninterrupted run writes.
+    const resumed = await runHere(["--resume", run, "--backend", TEST_BACKEND], 3);
+    assertEquals(rightOf(resumed.result).steps, 3);
+    assertStringIncludes(resumed.log, `resuming ${run} from step 0: it stopped before its first checkpoint`);
+    let removed = false;
+    await Deno.stat(orphan).catch(() => (removed = true));
+    assert(removed, "the dead writer's temporary file is removed");
+    assertStringIncludes(resumed.log, `${alive} belongs to a process that still runs; left alone`);
+    assertEquals(await Deno.readTextFile(alive), "partial");
+    const ref = `${dir}/ref`;
+    rightOf((await runHere([...common, "--out", ref], 3)).result);
+    assertEquals(
+      await Deno.readTextFile(`${run}/metrics.jsonl`),
+      await Deno.readTextFile(`${ref}/metrics.jsonl`),
+    );
+    assertEquals(await lineCount(`${run}/timing.jsonl`), 3);
   }));
 
 Deno.test("Ctrl-C (SIGINT) stops a --workers 0 run at the step it reached, with a checkpoint that resumes exactly", () =>

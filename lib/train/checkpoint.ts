@@ -30,6 +30,7 @@ import {
 } from "../core/safetensors.ts";
 import { decodeWith, Json, NonNegativeInt, strict } from "../config/codec.ts";
 import { runPaths, writeJsonAtomic } from "./rundir.ts";
+import { pidAlive } from "./lock.ts";
 import { createHash } from "node:crypto";
 
 /** Where the data stream stands: the epoch and the index of the next example in it. */
@@ -445,6 +446,50 @@ export const loadCheckpoint = async (path: string): Promise<E.Either<string, Loa
     notes,
   });
 };
+
+/** What `removeOrphanedTemps` did. */
+export interface OrphanCleanup {
+  /** Temporary files removed (their writer is dead). */
+  readonly removed: readonly string[];
+  /** Temporary files kept because the process named in them still runs. */
+  readonly kept: readonly string[];
+}
+
+/** `step-000123.safetensors.tmp-<pid>-<suffix>`, what `writeSafetensors` writes before its rename. */
+const TMP_SAFETENSORS = /^step-\d+\.safetensors\.tmp-(\d+)-[^/]*$/;
+
+/**
+ * Removes the temporary files of checkpoint saves that were killed midway (`step-*.safetensors.tmp-PID-*`)
+ * from `<runDir>/checkpoints/`, only those whose PID no longer runs: a save that was cut off never became
+ * a checkpoint (the rename did not happen), so such a file holds nothing a resume could use. Call it with
+ * the run's lock held.
+ */
+export const removeOrphanedTemps = async (runDir: string): Promise<OrphanCleanup> => {
+  const dir = runPaths(runDir).checkpointsDir;
+  const removed: string[] = [], kept: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      const m = TMP_SAFETENSORS.exec(entry.name);
+      if (m === null || !entry.isFile) continue;
+      const path = `${dir}/${entry.name}`;
+      if (Number(m[1]) !== Deno.pid && pidAlive(Number(m[1]))) {
+        kept.push(path);
+        continue;
+      }
+      await Deno.remove(path).catch((e) => {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      });
+      removed.push(path);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return { removed: removed.sort(), kept: kept.sort() };
+};
+
+/** Whether `<runDir>/checkpoints/` holds any `step-*` file (complete or not). */
+export const hasCheckpointFiles = async (runDir: string): Promise<boolean> =>
+  (await stepsOnDisk(runPaths(runDir).checkpointsDir)).length > 0;
 
 /**
  * Host tensors back to tfjs tensors (`Int32Array` stays int32, floats become float32). The caller owns

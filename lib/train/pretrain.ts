@@ -16,6 +16,8 @@
  * - every step checks its loss, its gradient norm and every tensor of the new state (parameters and AdamW
  *   moments) for NaN and Inf, in the same readback as the metrics, and stops before anything of a bad step
  *   is written: no checkpoint ever holds a non-finite value, and the one the error names is good;
+ * - `--resume` of a run that stopped before its first checkpoint restarts it from step 0 with its own
+ *   config (its logs are cut back and written again, identically); a fresh run never reuses a directory;
  * - SIGINT (Ctrl-C) and SIGTERM finish the step in flight, write a checkpoint and return: the loop gives
  *   the event loop a turn every step, so the signal is seen within one step.
  *
@@ -28,6 +30,7 @@ import { startRuntime } from "../core/runtime.ts";
 import { disposeTree, flatten, unflatten } from "../core/tree.ts";
 import {
   configHash,
+  HASH_EXCLUDED_KEYS,
   peakLr,
   type PretrainConfig,
   totalBatch,
@@ -50,11 +53,14 @@ import { toBatch } from "../../data/batch.ts";
 import type { DataPosition } from "../../data/batch.ts";
 import {
   type CheckpointInfo,
+  hasCheckpointFiles,
   latestCheckpoint,
   loadCheckpoint,
+  removeOrphanedTemps,
   saveCheckpoint,
   toTensors,
 } from "./checkpoint.ts";
+import { stableHash } from "../config/hash.ts";
 import { acquireRunLock } from "./lock.ts";
 import { nonFiniteHost, nonFiniteNames, nonFiniteProbe, someNames } from "./finite.ts";
 import { openMetricsWriter, truncateMetricsAfter } from "./metrics.ts";
@@ -285,7 +291,7 @@ interface Start {
   readonly checkpoint: CheckpointInfo | undefined;
 }
 
-/** The state of a fresh run (step 0). */
+/** The state of a fresh run (step 0), the same for a new run and for a restart from step 0. */
 const freshStart = (r: Resolved): Start => {
   const params = caev2Init(r.keys.init, r.models.student);
   return {
@@ -296,8 +302,9 @@ const freshStart = (r: Resolved): Start => {
 };
 
 /**
- * The start of `--resume DIR`: its newest complete checkpoint, verified (checksum, finite values, config).
- * Cuts metrics.jsonl and the side logs back to its step (they are written again, identically).
+ * The start of `--resume DIR`: its newest complete checkpoint, verified (checksum, finite values, config),
+ * or step 0 for a run that stopped before its first checkpoint. Cuts metrics.jsonl and the side logs back to
+ * the step it starts from (they are written again, identically).
  */
 const resumeStart = async (
   cfg: PretrainConfig,
@@ -305,9 +312,51 @@ const resumeStart = async (
   r: Resolved,
 ): Promise<E.Either<string, Start>> => {
   const { dir, hash } = r;
+  // Under the lock, a save's temporary file whose writer is dead is an orphan of a kill during a save.
+  const orphans = await removeOrphanedTemps(dir);
+  if (orphans.removed.length > 0) {
+    io.log(
+      `note: removed ${orphans.removed.length} temporary file(s) of a save that was killed midway ` +
+        `(${someNames(orphans.removed, 2)})`,
+    );
+  }
+  orphans.kept.forEach((p) => io.log(`warning: ${p} belongs to a process that still runs; left alone`));
   const latest = await latestCheckpoint(dir);
   latest.warnings.forEach((w) => io.log(`warning: ${w}`));
-  if (!latest.checkpoint) return E.left(`${dir}: no complete checkpoint to resume from`);
+  if (!latest.checkpoint) {
+    // A run that failed before its first checkpoint (killed, out of memory, a data error) restarts from
+    // step 0 with its own config: everything it wrote is recomputed identically, so nothing is lost. Any
+    // checkpoint file there (incomplete or damaged) is left for a person to look at, and stops the restart,
+    // since the restart's own saves would overwrite it.
+    if (await hasCheckpointFiles(dir)) {
+      const folder = runPaths(dir).checkpointsDir;
+      return E.left(
+        `${dir}: no complete checkpoint to resume from, and ${folder} holds incomplete or damaged checkpoint ` +
+          "files (the warnings above say which and why). Move them out of that folder to restart the run " +
+          `from step 0 with --resume ${dir}`,
+      );
+    }
+    const stored = await readRunConfig(dir);
+    if (E.isLeft(stored)) return stored;
+    const storedHash = await stableHash(stored.right, HASH_EXCLUDED_KEYS);
+    if (storedHash !== hash) {
+      return E.left(
+        `${dir} stopped before its first checkpoint and would restart from step 0, but its config.json hashes ` +
+          `to ${storedHash} and this config to ${hash}: restart it with its own config (drop the flags that ` +
+          "change what it computes), or start a fresh run with those flags in another directory (--out)",
+      );
+    }
+    const resumed = await resumeRunDir(dir, 0);
+    if (E.isLeft(resumed)) return resumed;
+    for (const side of await sideLogs(dir)) await truncateMetricsAfter(`${dir}/${side}`, 0);
+    io.log(
+      `resuming ${dir} from step 0: it stopped before its first checkpoint` +
+        (resumed.right.droppedMetrics > 0
+          ? ` (the ${resumed.right.droppedMetrics} metrics line(s) it had written are written again, identically)`
+          : ""),
+    );
+    return E.right(freshStart(r));
+  }
   const at = latest.checkpoint;
   const loaded = await loadCheckpoint(at.path);
   if (E.isLeft(loaded)) return loaded;
@@ -372,6 +421,18 @@ const resumeStart = async (
     position: ck.meta.dataPosition,
     checkpoint: at,
   });
+};
+
+/** The config.json of the run in `dir`, as stored. */
+const readRunConfig = async (dir: string): Promise<E.Either<string, Record<string, unknown>>> => {
+  const path = runPaths(dir).configPath;
+  try {
+    const v: unknown = JSON.parse(await Deno.readTextFile(path));
+    if (typeof v !== "object" || v === null || Array.isArray(v)) return E.left(`${path}: not a JSON object`);
+    return E.right(v as Record<string, unknown>);
+  } catch (e) {
+    return E.left(`${path}: ${e instanceof Error ? e.message : String(e)}`);
+  }
 };
 
 /**
@@ -641,7 +702,8 @@ const nonFiniteMessage = (
   const safe = last !== undefined
     ? `The last good checkpoint is ${last.path} (step ${last.step}; every value in it is finite). Resuming it ` +
       "with the same config repeats this step, so"
-    : `This run has no checkpoint yet (--resume ${dir} would find nothing to resume from), so`;
+    : `This run has no checkpoint yet (--resume ${dir} would restart it from step 0 with the same config and ` +
+      "fail the same way), so";
   return `${what.join("; ")}. Stopped before writing anything of step ${step}. ${safe} start a fresh run ` +
     "(another --out) with a lower --lr or a --clip-grad";
 };

@@ -78,6 +78,17 @@ const hasFiles = async (dir: string): Promise<boolean> => {
   }
 };
 
+/** Whether `dir` holds a checkpoint index (`step-*.json`, written last by a save that finished). */
+const hasIndex = async (dir: string): Promise<boolean> => {
+  try {
+    for await (const e of Deno.readDir(dir)) if (/^step-\d+\.json$/.test(e.name)) return true;
+    return false;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+};
+
 /**
  * Creates the directory of a fresh run: `config.json` (the resolved `config`), an empty `metrics.jsonl`
  * and `checkpoints/`. Refuses a directory that already holds a run.
@@ -87,6 +98,16 @@ export const createRunDir = async (dir: string, config: unknown): Promise<E.Eith
   if (
     (await exists(run.configPath)) || (await exists(run.metricsPath)) || (await hasFiles(run.checkpointsDir))
   ) {
+    // A run that died before its first checkpoint is not a dead end: `--resume` restarts it from step 0
+    // with its own config (lib/train/pretrain.ts). Reusing the directory for a fresh run would overwrite
+    // its config.json, so that stays refused.
+    if (await exists(run.configPath) && !(await hasIndex(run.checkpointsDir))) {
+      return E.left(
+        `${run.dir} already holds a run that stopped before its first checkpoint (its config.json is there, ` +
+          `no checkpoint): continue it from step 0 with --resume ${run.dir} (its own config; the metrics it ` +
+          `logged are written again, identically), or choose another directory with --out`,
+      );
+    }
     return E.left(
       `${run.dir} already holds a run (config.json, metrics.jsonl or checkpoints): continue it with ` +
         `--resume ${run.dir}, or choose another directory with --out`,
