@@ -149,7 +149,8 @@ export interface PositiveIntBrand {
 /** An integer > 0 (a batch size, a step count). */
 export const PositiveInt = t.brand(
   t.number,
-  (n): n is t.Branded<number, PositiveIntBrand> => Number.isInteger(n) && n > 0,
+  // A safe integer: past 2^53 - 1 the number read is not the one typed (99999999999999999999 reads as 1e20).
+  (n): n is t.Branded<number, PositiveIntBrand> => Number.isSafeInteger(n) && n > 0,
   "PositiveInt",
 );
 /** An integer > 0. */
@@ -162,7 +163,7 @@ export interface NonNegativeIntBrand {
 /** An integer >= 0 (a seed, a worker count). */
 export const NonNegativeInt = t.brand(
   t.number,
-  (n): n is t.Branded<number, NonNegativeIntBrand> => Number.isInteger(n) && n >= 0,
+  (n): n is t.Branded<number, NonNegativeIntBrand> => Number.isSafeInteger(n) && n >= 0,
   "NonNegativeInt",
 );
 /** An integer >= 0. */
@@ -364,6 +365,8 @@ export const coerceFlag = (codec: t.Mixed, raw: string): unknown => {
   const tags = members(codec).map(tagOf);
   const text = raw.trim();
   if (tags.includes("NullType") && (text === "null" || text === "none")) return null;
+  // Whole numbers past 2^53 - 1 stay text, so the error quotes what was typed, not the float it rounds to.
+  if (/^[+-]?\d+$/.test(text) && !Number.isSafeInteger(Number(text))) return raw;
   if (tags.includes("NumberType") && text !== "" && Number.isFinite(Number(text))) return Number(text);
   if (tags.includes("BooleanType") && (text === "true" || text === "false")) return text === "true";
   return raw;
