@@ -230,6 +230,8 @@ Deno.test("pretrain --data synthetic:2 --batch-size 4 ends within seconds naming
     assertStringIncludes(c.stderr, "synthetic:2 has 2 images");
     assertStringIncludes(c.stderr, "fewer than one batch of 4 (--batch-size)");
     assertStringIncludes(c.stderr, "use a batch size of at most 2");
+    // Refused before the run directory is made.
+    assertEquals(await Deno.stat(`${dir}/run`).then(() => "exists", () => undefined), undefined);
   });
 });
 

@@ -29,8 +29,10 @@ import { describeBackend } from "../core/backend.ts";
 import { startRuntime } from "../core/runtime.ts";
 import { disposeTree, flatten, unflatten } from "../core/tree.ts";
 import {
+  configChanges,
   configHash,
   HASH_EXCLUDED_KEYS,
+  lrScheduleNote,
   peakLr,
   type PretrainConfig,
   totalBatch,
@@ -41,14 +43,14 @@ import { caev2Buffers, caev2Init, type CaeV2Params } from "../models/caev2.ts";
 import type { CaeV2Config, ClipConfig } from "../models/config.ts";
 import { gridOf } from "../models/config.ts";
 import { clipInit, type ClipParams } from "../models/clip.ts";
-import { loadClip } from "../models/clip_load.ts";
+import { describeClip, loadClip } from "../models/clip_load.ts";
 import { clipMicro, defaultNumMasked, studentPreset } from "../models/presets.ts";
 import type { AdamWState } from "../optim/adamw.ts";
 import { fusedAdamw } from "../optim/fused_adamw.ts";
 import { cosineSchedule } from "../optim/schedule.ts";
 import { disposeState } from "../optim/transform.ts";
 import { type DataSource, parseDataSource } from "../../data/source.ts";
-import { datasetSize, pretrainLoader } from "../../data/loader.ts";
+import { checkBatchFits, datasetSize, pretrainLoader } from "../../data/loader.ts";
 import { toBatch } from "../../data/batch.ts";
 import type { DataPosition } from "../../data/batch.ts";
 import {
@@ -174,6 +176,9 @@ export const pretrain = async (
   } catch (e) {
     return E.left(`--data ${cfg.data}: ${(e as Error).message}`);
   }
+  // A data set smaller than one batch would never make one: refused before a run directory exists.
+  const unfit = checkBatchFits(source.right, size, cfg.batchSize);
+  if (unfit !== undefined) return E.left(unfit);
   const total = totalSteps(cfg, size);
   if (E.isLeft(total)) return total;
   const steps = total.right;
@@ -181,6 +186,8 @@ export const pretrain = async (
   const keys = runKeys(cfg.seed);
   const models = await resolveModels(cfg, keys.teacher);
   const { student, teacher, teacherParams, numMasked } = models;
+  // The depth read from the file: a teacher cut short at a block boundary still loads.
+  if (cfg.teacher) io.log(describeClip(cfg.teacher, teacher));
   // Before a run directory or a parameter exists: a step that cannot fit the backend is refused here,
   // with the estimate, the limit and what to change, instead of failing inside the first step.
   const refused = checkFits(
@@ -340,10 +347,13 @@ const resumeStart = async (
     if (E.isLeft(stored)) return stored;
     const storedHash = await stableHash(stored.right, HASH_EXCLUDED_KEYS);
     if (storedHash !== hash) {
+      const changed = configChanges(stored.right, cfg);
       return E.left(
         `${dir} stopped before its first checkpoint and would restart from step 0, but its config.json hashes ` +
-          `to ${storedHash} and this config to ${hash}: restart it with its own config (drop the flags that ` +
-          "change what it computes), or start a fresh run with those flags in another directory (--out)",
+          `to ${storedHash} and this config to ${hash}` +
+          (changed.length > 0 ? ` (these settings differ: ${changed.join(", ")})` : "") +
+          ": restart it with its own config (drop the flags that change what it computes), or start a fresh " +
+          "run with those flags in another directory (--out)",
       );
     }
     const resumed = await resumeRunDir(dir, 0);
@@ -363,9 +373,15 @@ const resumeStart = async (
   const ck = loaded.right;
   ck.notes.forEach((n) => io.log(`note: ${n}`));
   if (ck.meta.configHash !== hash) {
+    // Name what differs, as flags: the hashes alone do not say which setting to drop.
+    const stored = await readRunConfig(dir);
+    const changed = E.isRight(stored) ? configChanges(stored.right, cfg) : [];
     return E.left(
-      `${at.path} was written by a run with config hash ${ck.meta.configHash}, this config hashes to ` +
-        `${hash}: resume with the run's own config (drop the flags that change what it computes)`,
+      `${at.path} was written by a run with config hash ${ck.meta.configHash}, this config hashes to ${hash}: ` +
+        (changed.length > 0
+          ? `these settings differ from the run's config.json: ${changed.join(", ")}; resume without them ` +
+            "(or start a fresh run with them in another directory, --out)"
+          : "resume with the run's own config (drop the flags that change what it computes)"),
     );
   }
   // A checkpoint written before every step's update was checked (or damaged without a checksum) can hold
@@ -478,6 +494,8 @@ const runLocked = async (
       } images; ` +
       `peak lr ${fmt(peakLr(cfg))}; run dir ${run.dir}`,
   );
+  const lrNote = lrScheduleNote(cfg);
+  if (lrNote !== undefined) io.log(lrNote);
 
   const buffers = caev2Buffers(student);
   const step = trainStep({
