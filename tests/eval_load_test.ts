@@ -119,3 +119,20 @@ Deno.test("load: random encoders and errors that say what to do", () =>
       left(await loadEncoder(`${dir}/odd.safetensors`, { imageSize: 32 })).includes("matches no preset"),
     );
   }));
+
+Deno.test("load: a checkpoint whose bytes changed is refused by its checksum, by the evaluations too", () =>
+  withTmp("caev2-eval-", async (dir) => {
+    await Deno.writeTextFile(
+      `${dir}/config.json`,
+      JSON.stringify({ model: "micro", imageSize: 32, patchSize: 8 }),
+    );
+    const a = caev2Init(key(1), cfg);
+    await saveCheckpoint(dir, 3, { params: flatten(a), opt: {}, meta: meta(3) });
+    const file = `${dir}/checkpoints/step-000003.safetensors`;
+    const bytes = await Deno.readFile(file);
+    bytes[bytes.length - 5] ^= 0xff; // one flipped byte in the last tensor, same size
+    await Deno.writeFile(file, bytes);
+    assertStringIncludes(left(await loadEncoder(dir)), "is damaged");
+    assertStringIncludes(left(await loadEncoder(file)), "SHA-256");
+    tf.dispose(Object.values(flatten(a)));
+  }));

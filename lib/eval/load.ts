@@ -28,7 +28,7 @@ import { fromOfficial, type OfficialSlot, studentOfficialName } from "../models/
 import { type PresetName, presetNames, studentPreset } from "../models/presets.ts";
 import { sinCos2d } from "../nn/positions.ts";
 import { ModelName } from "../config/pretrain.ts";
-import { latestCheckpoint } from "../train/checkpoint.ts";
+import { latestCheckpoint, verifyCheckpointFile } from "../train/checkpoint.ts";
 import { runKeys } from "../train/run_keys.ts";
 import { runPaths } from "../train/rundir.ts";
 
@@ -308,6 +308,9 @@ export const loadEncoder = async (
       path = latest.checkpoint.path;
     } else if (path.endsWith(".json")) path = path.replace(/\.json$/, ".safetensors");
     else runDir = parentRun(path);
+    // A checkpoint of a run carries its SHA-256 in its index: a file whose bytes changed is refused.
+    const checked = await verifyCheckpointFile(path);
+    if (E.isLeft(checked)) return checked;
 
     const shapes = await shapesOf(path);
     const layout = detectLayout(Object.keys(shapes));

@@ -354,6 +354,40 @@ const readIndex = async (
  * Reads a checkpoint (`.safetensors` path, or its `.json` index) into host tensors, after checking the
  * file's SHA-256 against the one its index records. Errors name the file and what is wrong.
  */
+/** Undefined when `stPath`'s bytes hash to `sha256`, else a message for people. */
+const checksumProblem = async (stPath: string, indexPath: string, sha256: string): Promise<string | undefined> => {
+  let actual: string;
+  try {
+    actual = await sha256File(stPath);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return `${stPath}: checkpoint not found`;
+    return `${stPath}: cannot read the checkpoint (${message(e)})`;
+  }
+  if (actual === sha256) return undefined;
+  const [got, want] = [actual.slice(0, 16), sha256.slice(0, 16)];
+  return `${stPath} is damaged: its bytes hash to SHA-256 ${got}..., but ${indexPath} recorded ${want}... when ` +
+    "it was written, so its contents changed since (disk or copy corruption). Do not use it: restore it " +
+    "from a backup, or move it and its .json out of the checkpoints folder to resume from the previous " +
+    "checkpoint";
+};
+
+/**
+ * Checks a checkpoint's bytes against the SHA-256 its index recorded, for readers that take only some of
+ * its tensors (evaluation). Right: "verified", or "unverified" where no index or no checksum exists (a
+ * file from elsewhere, a checkpoint of format version 1). Left: the file is damaged.
+ */
+export const verifyCheckpointFile = async (
+  path: string,
+): Promise<E.Either<string, "verified" | "unverified">> => {
+  const stPath = path.replace(/\.json$/, ".safetensors");
+  const indexPath = stPath.replace(/\.safetensors$/, ".json");
+  const index = await readIndex(indexPath);
+  const sha256 = E.isRight(index) ? index.right?.sha256 : undefined;
+  if (sha256 === undefined) return E.right("unverified");
+  const damaged = await checksumProblem(stPath, indexPath, sha256);
+  return damaged === undefined ? E.right("verified") : E.left(damaged);
+};
+
 export const loadCheckpoint = async (path: string): Promise<E.Either<string, LoadedCheckpoint>> => {
   const stPath = path.replace(/\.json$/, ".safetensors");
   const indexPath = stPath.replace(/\.safetensors$/, ".json");
@@ -412,22 +446,8 @@ export const loadCheckpoint = async (path: string): Promise<E.Either<string, Loa
   }
   // Last, after the checks that name a more specific problem (a lost tensor): the bytes themselves.
   if (ix?.sha256 !== undefined) {
-    let actual: string;
-    try {
-      actual = await sha256File(stPath);
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return E.left(`${stPath}: checkpoint not found`);
-      return E.left(`${stPath}: cannot read the checkpoint (${message(e)})`);
-    }
-    if (actual !== ix.sha256) {
-      const [got, want] = [actual.slice(0, 16), ix.sha256.slice(0, 16)];
-      return E.left(
-        `${stPath} is damaged: its bytes hash to SHA-256 ${got}..., but ${indexPath} recorded ${want}... when ` +
-          "it was written, so its contents changed since (disk or copy corruption). Do not use it: restore it " +
-          "from a backup, or move it and its .json out of the checkpoints folder to resume from the previous " +
-          "checkpoint",
-      );
-    }
+    const damaged = await checksumProblem(stPath, indexPath, ix.sha256);
+    if (damaged !== undefined) return E.left(damaged);
   } else if (E.isRight(index)) {
     notes.push(
       ix === undefined
