@@ -83,6 +83,8 @@ const required = {
   maskedWeight: NonNegativeNumber,
   /** Recompute each encoder block in the backward pass instead of keeping its activations. */
   remat: t.boolean,
+  /** Data-parallel engine: "none" (one process) or "mpi" (Open MPI, lib/dist/mpi.ts). */
+  distributed: t.keyof({ none: null, mpi: null }, "Distributed"),
 };
 
 const optional = {
@@ -154,6 +156,8 @@ export type PretrainConfig = {
   readonly maskedWeight: number;
   /** Recompute each encoder block in the backward pass instead of keeping its activations. */
   readonly remat: boolean;
+  /** Data-parallel engine: "none" (one process) or "mpi" (Open MPI, lib/dist/mpi.ts). */
+  readonly distributed: "none" | "mpi";
   /** Total optimizer steps; wins over `epochs`. */
   readonly steps?: number;
   /** Passes over a finite data set. */
@@ -201,6 +205,7 @@ const order: readonly (keyof typeof required | keyof typeof optional)[] = [
   "visibleWeight",
   "maskedWeight",
   "remat",
+  "distributed",
   "seed",
   "teacher",
   "out",
@@ -249,6 +254,7 @@ const defaultsRaw = (now: Date) => ({
   visibleWeight: 1,
   maskedWeight: 1,
   remat: false,
+  distributed: "none",
 });
 
 /**
@@ -383,6 +389,7 @@ export const HASH_EXCLUDED_KEYS: readonly (keyof PretrainConfig)[] = [
   "keepCheckpoints",
   "knnEvery",
   "remat",
+  "distributed",
 ];
 
 /**
@@ -460,6 +467,7 @@ const help: Record<string, string> = {
   visibleWeight: "weight of the visible latent alignment loss",
   maskedWeight: "weight of the masked latent alignment loss",
   remat: "recompute each encoder block in the backward pass (less memory, about 1/3 more time)",
+  distributed: "none, or mpi: data-parallel over the ranks of mpirun / srun (--batch-size is per rank)",
   knnEvery: "k-NN probe every N steps (default: never)",
 };
 
