@@ -68,6 +68,14 @@ export interface LoaderConfig {
   readonly epochs?: number;
   /** Samples held by the WebDataset shuffle buffer (default 1000). */
   readonly shuffleBuffer?: number;
+  /**
+   * Data-parallel training: this process is rank `rank` of `size`, `batchSize` is its share, and the global
+   * batch is `size * batchSize` consecutive samples of the one-process order; this rank decodes only rows
+   * `rank * batchSize .. (rank + 1) * batchSize` of each. Equal to one process's global batch as long as no
+   * sample is skipped (a skipped sample is replaced by this rank's next one, so the ranks' shares drift from
+   * the one-process batch until the next epoch). Positions are global batch ends, the same on every rank.
+   */
+  readonly shard?: { readonly rank: number; readonly size: number };
 }
 
 /** Evaluation loader settings. */
@@ -386,6 +394,8 @@ interface EngineOptions<T> {
   readonly workers: number;
   readonly prefetch: number;
   readonly shuffleBuffer: number;
+  /** See {@link LoaderConfig.shard}. */
+  readonly shard?: { readonly rank: number; readonly size: number };
   readonly makeBatch: (parts: readonly Part[], size: number, position: DataPosition) => T;
 }
 
@@ -430,18 +440,48 @@ const engine = <T>(o: EngineOptions<T>): Loader<T> => {
     ? Math.max(o.workers, Math.ceil((o.prefetch * o.batchSize) / chunkSize))
     : 1;
 
+  // Data-parallel: this rank's rows of each global batch of `size * batchSize` samples.
+  const global = o.shard ? o.shard.size * o.batchSize : o.batchSize;
+  const mine = (index: number) => {
+    if (!o.shard) return true;
+    const row = index % global;
+    return row >= o.shard.rank * o.batchSize && row < (o.shard.rank + 1) * o.batchSize;
+  };
+  // Where the stream resumes after a batch: past its last sample, or past its global batch (every rank).
+  const after = (taken: readonly Part[], epoch: number): DataPosition => {
+    const last = lastIndexOf(taken);
+    return { epoch, index: o.shard ? (Math.floor(last / global) + 1) * global : last + 1 };
+  };
+
   async function* chunks(dataset: Dataset): AsyncGenerator<Chunk> {
     for (let e = o.start.epoch; e < o.epochs; e++) {
       const epochKey = foldIn(o.dataKey, e);
       let buf: JobSample[] = [];
       const from = e === o.start.epoch ? o.start.index : 0;
+      // Data-parallel: this rank's rows wait until the stream shows their global batch complete (one
+      // process would drop an incomplete last global batch with dropLast, so every rank must).
+      let held: JobSample[] = [];
+      const pending: JobSample[] = [];
       for await (const s of dataset.epoch(from, o.shuffle, epochKey, skip)) {
-        buf.push({ index: s.index, key: foldIn(epochKey, s.index), label: s.label, ref: s.ref });
-        if (buf.length === chunkSize) {
-          yield { kind: "chunk", epoch: e, samples: buf };
-          buf = [];
+        const sample = { index: s.index, key: foldIn(epochKey, s.index), label: s.label, ref: s.ref };
+        if (!o.shard) pending.push(sample);
+        else {
+          if (mine(s.index)) held.push(sample);
+          if (s.index % global === global - 1) {
+            pending.push(...held);
+            held = [];
+          }
+        }
+        while (pending.length > 0) {
+          buf.push(pending.shift()!);
+          if (buf.length === chunkSize) {
+            yield { kind: "chunk", epoch: e, samples: buf };
+            buf = [];
+          }
         }
       }
+      if (!o.dropLast) buf.push(...held);
+      held = [];
       if (buf.length > 0) yield { kind: "chunk", epoch: e, samples: buf };
       yield { kind: "end", epoch: e };
     }
@@ -465,7 +505,7 @@ const engine = <T>(o: EngineOptions<T>): Loader<T> => {
     const dataset = await resolveDataset(o.source, o.split, o.spec.imageSize, o.shuffleBuffer);
     if (closed) return;
     if (o.dropLast) {
-      const unfit = checkBatchFits(o.source, dataset.size, o.batchSize);
+      const unfit = checkBatchFits(o.source, dataset.size, global);
       if (unfit !== undefined) throw new Error(`data: ${unfit}`);
     }
     pool = o.workers > 0 ? workerPool(o.workers) : inlinePool();
@@ -508,7 +548,7 @@ const engine = <T>(o: EngineOptions<T>): Loader<T> => {
         if (done.kind === "end") {
           if (pendingCount > 0 && !o.dropLast) {
             const taken = take(parts, pendingCount);
-            yield o.makeBatch(taken, pendingCount, { epoch: done.epoch, index: lastIndexOf(taken) + 1 });
+            yield o.makeBatch(taken, pendingCount, after(taken, done.epoch));
             epochBatches++;
           }
           const whole = done.epoch !== o.start.epoch || o.start.index === 0;
@@ -532,7 +572,7 @@ const engine = <T>(o: EngineOptions<T>): Loader<T> => {
         while (pendingCount >= o.batchSize) {
           const taken = take(parts, o.batchSize);
           pendingCount -= o.batchSize;
-          yield o.makeBatch(taken, o.batchSize, { epoch: done.epoch, index: lastIndexOf(taken) + 1 });
+          yield o.makeBatch(taken, o.batchSize, after(taken, done.epoch));
           epochBatches++;
         }
       }
@@ -689,6 +729,7 @@ export const pretrainLoader = (
     workers: workersOf(cfg.workers),
     prefetch: cfg.prefetch ?? 2,
     shuffleBuffer: cfg.shuffleBuffer ?? 1000,
+    shard: cfg.shard,
     makeBatch: (parts, n, position) => ({
       size: n,
       height: S,

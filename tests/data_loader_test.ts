@@ -257,3 +257,29 @@ Deno.test("bad settings are refused up front", () => {
     assertStringIncludes(err, msg);
   }
 });
+
+Deno.test("shards: two ranks' batches are the halves of one process's batches, positions shared, resume too", async () => {
+  // 20 images, global batch 8 = 2 ranks x 4, two global batches per epoch (dropLast), across an epoch.
+  const whole = await take(pretrainLoader(base, key(6)), 3);
+  const half = { ...base, batchSize: 4 };
+  const ranks = await Promise.all(
+    [0, 1].map((rank) => take(pretrainLoader({ ...half, shard: { rank, size: 2 } }, key(6)), 3)),
+  );
+  const px = 32 * 32 * 3, L = 16;
+  for (let i = 0; i < 3; i++) {
+    for (const [rank, b] of ranks.map((r, k) => [k, r[i]] as const)) {
+      assertEquals(b.size, 4);
+      assertEquals(b.studentImages, whole[i].studentImages.slice(rank * 4 * px, (rank + 1) * 4 * px), `batch ${i} rank ${rank}`);
+      assertEquals(b.teacherImages, whole[i].teacherImages.slice(rank * 4 * px, (rank + 1) * 4 * px));
+      assertEquals(b.mask, whole[i].mask.slice(rank * 4 * L, (rank + 1) * 4 * L));
+      assertEquals(b.labels, whole[i].labels.slice(rank * 4, (rank + 1) * 4));
+      assertEquals(b.position, whole[i].position, "positions are global batch ends, the same on every rank");
+    }
+  }
+  // Resuming a rank from the shared position continues its own share.
+  const resumed = await take(
+    pretrainLoader({ ...half, shard: { rank: 1, size: 2 } }, key(6), whole[0].position),
+    2,
+  );
+  assertEquals(resumed, ranks[1].slice(1, 3));
+});
