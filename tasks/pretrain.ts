@@ -27,10 +27,11 @@ try {
     evaluators: pretrainEvaluators(cfg.right),
   });
   if (E.isLeft(result)) {
+    // Under mpirun, the first rank to fail ends the whole job (mpirun stops the others).
     console.error(`pretrain: ${result.left}`);
     Deno.exit(1);
   }
-  console.log(formatSummary(result.right));
+  if (result.right.rank === 0) console.log(formatSummary(result.right));
 } catch (e) {
   console.error(`pretrain: ${(e as Error).message}`);
   Deno.exit(1);

@@ -144,3 +144,77 @@ Deno.test("data-parallel: two ranks on halves of each batch match one process on
     .sort((a, b) => b[1] - a[1]);
   assert(errors[0][1] <= 1e-5, `parameters after ${STEPS} steps differ: ${errors[0][0]} by ${errors[0][1]}`);
 });
+
+const pretrainArgs = (out: string, batch: number, extra: string[] = []) => [
+  "run",
+  "-A",
+  "tasks/pretrain.ts",
+  ...["--batch-size", `${batch}`, "--steps", "4", "--out", out, "--image-size", "32", "--patch-size", "8"],
+  ...["--backend", TEST_BACKEND, "--checkpoint-every", "2", ...extra],
+];
+
+const readMetricsFile = async (path: string) =>
+  (await Deno.readTextFile(path)).trim().split("\n").map((l) => JSON.parse(l) as Record<string, number>);
+
+Deno.test("pretrain --distributed mpi: 2 ranks x 8 images match one process x 16; world size kept on resume", async () => {
+  assert(hasMpirun, NO_MPI);
+  const dir = await Deno.makeTempDir({ prefix: "caev2-dist-" });
+  try {
+    const ranks = await new Deno.Command("mpirun", {
+      args: [
+        ...["--allow-run-as-root", "--oversubscribe", "-np", "2", Deno.execPath()],
+        ...pretrainArgs(`${dir}/two`, 8, ["--distributed", "mpi"]),
+      ],
+      cwd: root,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const out2 = text(ranks.stdout);
+    assertEquals(ranks.code, 0, `${out2}\n${text(ranks.stderr)}`);
+    assertStringIncludes(out2, "distributed: 2 ranks");
+    assertEquals(
+      out2.split("\n").filter((l) => l.startsWith("pretrain: done")).length,
+      1,
+      "rank 0 alone reports",
+    );
+    const one = await new Deno.Command(Deno.execPath(), {
+      args: pretrainArgs(`${dir}/one`, 16),
+      cwd: root,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assertEquals(one.code, 0, text(one.stderr));
+    const [a, b] = [
+      await readMetricsFile(`${dir}/two/metrics.jsonl`),
+      await readMetricsFile(`${dir}/one/metrics.jsonl`),
+    ];
+    assertEquals(a.length, 4);
+    for (let i = 0; i < 4; i++) {
+      for (const k of ["loss", "lossVisible", "lossMasked", "gradNorm", "lr"]) {
+        const e = Math.abs(a[i][k] - b[i][k]) / Math.abs(b[i][k]);
+        assert(e <= 1e-5, `step ${i + 1} ${k}: ${a[i][k]} vs ${b[i][k]}`);
+      }
+    }
+    // Resuming the 2-rank run with one process is refused, naming both world sizes.
+    const resumed = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "tasks/pretrain.ts",
+        "--resume",
+        `${dir}/two`,
+        "--steps",
+        "6",
+        "--backend",
+        TEST_BACKEND,
+      ],
+      cwd: root,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assertEquals(resumed.code, 1);
+    assertStringIncludes(text(resumed.stderr), "was trained by 2 ranks (mpirun -np 2");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

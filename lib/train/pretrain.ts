@@ -27,7 +27,9 @@ import { E, tf } from "../deps.ts";
 import type { Key } from "../core/random.ts";
 import { describeBackend } from "../core/backend.ts";
 import { startRuntime } from "../core/runtime.ts";
-import { disposeTree, flatten, unflatten } from "../core/tree.ts";
+import { disposeTree, flatten, type Params, unflatten } from "../core/tree.ts";
+import { type Collective, single } from "../dist/collective.ts";
+import { mpiCollective } from "../dist/mpi.ts";
 import {
   configChanges,
   configHash,
@@ -48,7 +50,7 @@ import { clipMicro, defaultNumMasked, studentPreset } from "../models/presets.ts
 import type { AdamWState } from "../optim/adamw.ts";
 import { fusedAdamw } from "../optim/fused_adamw.ts";
 import { cosineSchedule } from "../optim/schedule.ts";
-import { disposeState } from "../optim/transform.ts";
+import { disposeState, tensorsIn } from "../optim/transform.ts";
 import { type DataSource, parseDataSource } from "../../data/source.ts";
 import { checkBatchFits, datasetSize, pretrainLoader } from "../../data/loader.ts";
 import { toBatch } from "../../data/batch.ts";
@@ -65,11 +67,12 @@ import {
 import { stableHash } from "../config/hash.ts";
 import { acquireRunLock } from "./lock.ts";
 import { nonFiniteHost, nonFiniteNames, nonFiniteProbe, someNames } from "./finite.ts";
-import { openMetricsWriter, truncateMetricsAfter } from "./metrics.ts";
+import { type MetricsWriter, openMetricsWriter, truncateMetricsAfter } from "./metrics.ts";
 import { progress as makeProgress } from "./progress.ts";
 import { createRunDir, resumeRunDir, runPaths } from "./rundir.ts";
 import { type AdamWHost, adamwStateFromFlat, adamwStateToFlat } from "./opt_state.ts";
-import { METRIC_NAMES, type TrainState, trainStep } from "./step.ts";
+import { METRIC_NAMES, type StepBatch, type TrainState, trainStep } from "./step.ts";
+import { broadcastParams, dataParallelStep, rowsOf } from "./data_parallel.ts";
 import { runKeys } from "./run_keys.ts";
 import { backendLimits, checkFits, stepFootprint } from "./footprint.ts";
 import { checkEvaluators, describeEvaluation, evaluatesAt, type Evaluator } from "./evaluator.ts";
@@ -86,6 +89,8 @@ export interface PretrainSummary {
   readonly skipped: number;
   readonly interrupted: boolean;
   readonly checkpoint: string | undefined;
+  /** This process's rank (0 without --distributed): only rank 0's summary is for people. */
+  readonly rank: number;
 }
 
 /** Where the run's text goes (stdout by default; tests capture it). */
@@ -158,11 +163,27 @@ const fmt = (v: number) => (Math.abs(v) >= 0.01 || v === 0 ? v.toFixed(4) : v.to
 /** Runs (or resumes) a pretraining run. Left: a message for people; nothing written is lost. */
 export const pretrain = async (
   cfg: PretrainConfig,
-  io: PretrainIO,
+  io0: PretrainIO,
   hooks: PretrainHooks = {},
 ): Promise<E.Either<string, PretrainSummary>> => {
   const info = await startRuntime(cfg.backend);
+  // Data-parallel: every rank runs this function; rank 0 alone speaks and writes the run directory.
+  let comm: Collective;
+  try {
+    comm = cfg.distributed === "mpi" ? mpiCollective() : single();
+  } catch (e) {
+    return E.left(e instanceof Error ? e.message : String(e));
+  }
+  const io: PretrainIO = comm.rank === 0 ? io0 : { ...io0, log: () => {}, tty: false };
   io.log(describeBackend(info));
+  // The global batch, what the learning rate and the epochs follow (as the official code's total batch).
+  const global: PretrainConfig = { ...cfg, batchSize: cfg.batchSize * comm.size };
+  if (comm.size > 1) {
+    io.log(
+      `distributed: ${comm.size} ranks (${comm.name}); --batch-size ${cfg.batchSize} per rank, global batch ` +
+        `${totalBatch(global)}`,
+    );
+  }
   const checked = checkEvaluators(hooks.evaluators ?? []);
   if (E.isLeft(checked)) return checked;
   const evaluators = checked.right;
@@ -177,9 +198,9 @@ export const pretrain = async (
     return E.left(`--data ${cfg.data}: ${(e as Error).message}`);
   }
   // A data set smaller than one batch would never make one: refused before a run directory exists.
-  const unfit = checkBatchFits(source.right, size, cfg.batchSize);
+  const unfit = checkBatchFits(source.right, size, global.batchSize);
   if (unfit !== undefined) return E.left(unfit);
-  const total = totalSteps(cfg, size);
+  const total = totalSteps(global, size);
   if (E.isLeft(total)) return total;
   const steps = total.right;
   const hash = await configHash(cfg);
@@ -201,7 +222,7 @@ export const pretrain = async (
   }
 
   const lr = cosineSchedule({
-    base: peakLr(cfg),
+    base: peakLr(global),
     final: cfg.minLr,
     totalSteps: steps,
     warmupSteps: warmupStepsOf(cfg, steps),
@@ -216,6 +237,29 @@ export const pretrain = async (
   // The run directory is locked before anything in it is read or written, and stays locked until the run
   // ends however it ends (lib/train/lock.ts): a second process for the same directory is refused here.
   const dir = runPaths(cfg.resume ?? cfg.out).dir;
+  if (comm.rank !== 0) {
+    // Ranks > 0 touch no file: rank 0 sends them the start (lib/train/data_parallel.ts).
+    try {
+      const done = await runLocked(cfg, io, {
+        dir,
+        steps,
+        hash,
+        keys,
+        models,
+        evaluators: [],
+        source: source.right,
+        lr,
+        optimizer,
+        interrupted: () => false,
+        comm,
+        global,
+      });
+      if (E.isRight(done)) comm.finalize();
+      return done;
+    } finally {
+      disposeTree(teacherParams);
+    }
+  }
   try {
     if (cfg.resume) {
       if (!(await Deno.stat(dir)).isDirectory) throw new Deno.errors.NotFound();
@@ -265,6 +309,11 @@ export const pretrain = async (
       lr,
       optimizer,
       interrupted: () => interrupted,
+      comm,
+      global,
+    }).then((done) => {
+      if (E.isRight(done)) comm.finalize();
+      return done;
     });
   } finally {
     for (const sig of signals) {
@@ -289,6 +338,10 @@ interface Resolved {
   readonly lr: (step: number) => number;
   readonly optimizer: ReturnType<typeof fusedAdamw>;
   readonly interrupted: () => boolean;
+  /** The processes of the job (one, without --distributed). */
+  readonly comm: Collective;
+  /** The config with the global batch as its batch size (what lr, epochs and throughput follow). */
+  readonly global: PretrainConfig;
 }
 
 /** Where a run starts: its state, its data position and the checkpoint it came from (if any). */
@@ -462,6 +515,66 @@ const readRunConfig = async (dir: string): Promise<E.Either<string, Record<strin
  */
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 0));
 
+/** The run directory's record of how many ranks trained it (absent: one process). */
+const worldPath = (dir: string) => `${dir}/distributed.json`;
+
+/** Records the world size of a fresh data-parallel run (rank 0). */
+const writeWorldSize = (dir: string, size: number): Promise<void> =>
+  Deno.writeTextFile(worldPath(dir), JSON.stringify({ worldSize: size }) + "\n");
+
+/**
+ * A resumed run continues with the world size it was trained with: another one would change the global
+ * batch (so the learning rate and the data order), which this toolkit does not reproduce exactly.
+ */
+const checkWorldSize = async (dir: string, size: number): Promise<E.Either<string, void>> => {
+  let was = 1;
+  try {
+    const v = JSON.parse(await Deno.readTextFile(worldPath(dir))) as { worldSize?: unknown };
+    if (typeof v.worldSize === "number") was = v.worldSize;
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) {
+      return E.left(`${worldPath(dir)}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+  if (was === size) return E.right(undefined);
+  const how = (
+    n: number,
+  ) => (n === 1 ? "one process (no --distributed)" : `${n} ranks (mpirun -np ${n} ... --distributed mpi)`);
+  return E.left(
+    `${dir} was trained by ${how(was)} and this job has ${size === 1 ? "one process" : `${size} ranks`}: a ` +
+      "different world size changes the global batch, the learning rate and the data order, so the run would " +
+      `not continue as it began. Resume it with ${how(was)}, or start a fresh run (another --out)`,
+  );
+};
+
+/** Rank 0's start (parameters, AdamW state, step, data position) on every rank. */
+const shareStart = async (comm: Collective, start: Start): Promise<Start> => {
+  const params = await broadcastParams(comm, start.state.params);
+  const opt = adamwStateToFlat(start.state.opt);
+  const optTensors = await broadcastParams(comm, opt.tensors as Params);
+  const host = new TextEncoder().encode(JSON.stringify({
+    step: start.state.step,
+    key: start.state.key,
+    position: start.position,
+    optHost: opt.host,
+  }));
+  const length = new Int32Array([host.length]);
+  await comm.broadcast(length, 0);
+  const bytes = comm.rank === 0 ? host : new Uint8Array(length[0]);
+  await comm.broadcast(bytes, 0);
+  const h = JSON.parse(new TextDecoder().decode(bytes));
+  const state: TrainState<AdamWState> = {
+    params,
+    opt: adamwStateFromFlat(params, flatten(optTensors), h.optHost, "rank 0's start"),
+    step: h.step,
+    key: h.key,
+  };
+  tf.dispose(Object.values(flatten(optTensors)).filter((t) => !tensorsIn(state.opt).includes(t)));
+  disposeTree(start.state.params);
+  disposeState(start.state.opt);
+  return { state, position: h.position, checkpoint: start.checkpoint };
+};
+
 /** The run itself, with the run directory locked. */
 const runLocked = async (
   cfg: PretrainConfig,
@@ -470,16 +583,23 @@ const runLocked = async (
 ): Promise<E.Either<string, PretrainSummary>> => {
   const { steps, hash, evaluators, lr, optimizer } = r;
   const { student, teacher, teacherParams, numMasked } = r.models;
+  const { comm, global } = r;
   let start: Start;
-  if (cfg.resume) {
+  if (comm.rank !== 0) start = freshStart(r);
+  else if (cfg.resume) {
+    const world = await checkWorldSize(r.dir, comm.size);
+    if (E.isLeft(world)) return world;
     const resumed = await resumeStart(cfg, io, r);
     if (E.isLeft(resumed)) return resumed;
     start = resumed.right;
   } else {
     const created = await createRunDir(r.dir, cfg);
     if (E.isLeft(created)) return created;
+    if (comm.size > 1) await writeWorldSize(r.dir, comm.size);
     start = freshStart(r);
   }
+  // Every rank starts from rank 0's state (a fresh init or the checkpoint it read).
+  if (comm.size > 1) start = await shareStart(comm, start);
   let state = start.state;
   let position = start.position;
   const run = runPaths(r.dir);
@@ -490,15 +610,15 @@ const runLocked = async (
         cfg.teacher ?? "random micro CLIP"
       } ` +
       `(${teacher.width} wide, ${teacher.layers} layers, out ${teacher.outDim}); ${steps} steps of ${
-        totalBatch(cfg)
+        totalBatch(global)
       } images; ` +
-      `peak lr ${fmt(peakLr(cfg))}; run dir ${run.dir}`,
+      `peak lr ${fmt(peakLr(global))}; run dir ${run.dir}`,
   );
-  const lrNote = lrScheduleNote(cfg);
+  const lrNote = lrScheduleNote(global);
   if (lrNote !== undefined) io.log(lrNote);
 
   const buffers = caev2Buffers(student);
-  const step = trainStep({
+  const stepCfg = {
     student,
     teacher,
     teacherParams,
@@ -506,7 +626,12 @@ const runLocked = async (
     optimizer,
     weights: { visible: cfg.visibleWeight, masked: cfg.maskedWeight },
     remat: cfg.remat,
-  });
+  };
+  // One process: the reducer; several: the same update from the ranks' averaged gradients.
+  const step = comm.size > 1
+    ? dataParallelStep(stepCfg, comm)
+    : (s: TrainState<AdamWState>, b: readonly StepBatch[]) => Promise.resolve(trainStep(stepCfg)(s, b));
+  const rows = comm.size > 1 ? rowsOf(comm.rank, comm.size, cfg.batchSize) : undefined;
   const loader = pretrainLoader(
     {
       source: r.source,
@@ -516,20 +641,24 @@ const runLocked = async (
       numMasked,
       masking: cfg.masking,
       workers: cfg.workers,
+      shard: comm.size > 1 ? { rank: comm.rank, size: comm.size } : undefined,
     },
     r.keys.data,
     position,
   );
-  const metricsOut = await openMetricsWriter(run.metricsPath);
-  const timingOut = await openMetricsWriter(`${run.dir}/timing.jsonl`);
+  // Rank 0 alone writes the run directory.
+  const writer = (path: string): Promise<MetricsWriter> =>
+    comm.rank === 0 ? openMetricsWriter(path) : Promise.resolve({ path, write: () => {}, close: () => {} });
+  const metricsOut = await writer(run.metricsPath);
+  const timingOut = await writer(`${run.dir}/timing.jsonl`);
   const evalOut = [];
-  for (const e of evaluators) evalOut.push(await openMetricsWriter(`${run.dir}/${e.name}.jsonl`));
+  for (const e of evaluators) evalOut.push(await writer(`${run.dir}/${e.name}.jsonl`));
   const bar = makeProgress({
     label: "pretrain",
     total: steps,
     logEvery: cfg.logEvery,
     startStep: state.step,
-    itemsPerStep: totalBatch(cfg),
+    itemsPerStep: totalBatch(global),
     tty: io.tty,
     write: io.tty === false ? (t) => io.log(t.replace(/\n$/, "")) : undefined,
   });
@@ -542,6 +671,7 @@ const runLocked = async (
   let lastCheckpoint: CheckpointInfo | undefined = start.checkpoint;
   let interrupted = false;
   const save = async () => {
+    if (comm.rank !== 0) return;
     const opt = adamwStateToFlat(state.opt);
     lastCheckpoint = await saveCheckpoint(run.dir, state.step, {
       params: flatten(state.params),
@@ -565,10 +695,10 @@ const runLocked = async (
         if (next.done) throw new Error(`the data stream ended at step ${state.step}`);
         hosts.push(next.value);
       }
-      const batches = hosts.map(toBatch);
+      const batches = hosts.map((h) => ({ ...toBatch(h), rows }));
       let result;
       try {
-        result = step(state, batches);
+        result = await step(state, batches);
       } finally {
         batches.forEach((b) => tf.dispose([b.studentImages, b.teacherImages]));
       }
@@ -627,7 +757,7 @@ const runLocked = async (
       };
       metricsOut.write(record);
       const seconds = (performance.now() - tStep) / 1000;
-      timingOut.write({ step: state.step, seconds, imagesPerSecond: totalBatch(cfg) / seconds });
+      timingOut.write({ step: state.step, seconds, imagesPerSecond: totalBatch(global) / seconds });
       first ??= record;
       last = record;
       bar.update(state.step, { loss: m.loss, vis: m.lossVisible, msk: m.lossMasked, lr: lrNow });
@@ -641,8 +771,14 @@ const runLocked = async (
       }
       // A signal that arrived during this step is seen here, not at the next checkpoint's file I/O.
       await yieldToEventLoop();
-      const stopNow = r.interrupted() ||
+      let stopNow = r.interrupted() ||
         (io.stopAfter !== undefined && state.step - startStep >= io.stopAfter);
+      if (comm.size > 1) {
+        // Every rank stops at the same step, if any rank was asked to.
+        const flag = new Float32Array([stopNow ? 1 : 0]);
+        await comm.allReduceSum(flag);
+        stopNow = flag[0] > 0;
+      }
       if (state.step % cfg.checkpointEvery === 0 || state.step === steps || stopNow) await save();
       if (stopNow) {
         interrupted = true;
@@ -667,10 +803,11 @@ const runLocked = async (
     first,
     last,
     seconds,
-    imagesPerSecond: ((state.step - startStep) * totalBatch(cfg)) / seconds,
+    imagesPerSecond: ((state.step - startStep) * totalBatch(global)) / seconds,
     skipped: loader.stats.skipped,
     interrupted,
     checkpoint: lastCheckpoint?.path,
+    rank: comm.rank,
   });
 };
 
