@@ -21,18 +21,24 @@ if (E.isLeft(cfg)) {
   console.error(`pretrain: ${cfg.left}`);
   Deno.exit(2);
 }
+/** "rank R of N: " under mpirun or srun, where several processes print. */
+const rankPrefix = (() => {
+  const rank = Deno.env.get("OMPI_COMM_WORLD_RANK") ?? Deno.env.get("PMI_RANK");
+  const size = Deno.env.get("OMPI_COMM_WORLD_SIZE") ?? Deno.env.get("PMI_SIZE");
+  return rank !== undefined && size !== undefined && size !== "1" ? `rank ${rank} of ${size}: ` : "";
+})();
 try {
   // The run's evaluators (--knn-every N: the k-NN monitor) are built here; the trainer imports no evaluation.
   const result = await pretrain(cfg.right, { log: (l) => console.log(l) }, {
     evaluators: pretrainEvaluators(cfg.right),
   });
   if (E.isLeft(result)) {
-    // Under mpirun, the first rank to fail ends the whole job (mpirun stops the others).
-    console.error(`pretrain: ${result.left}`);
+    // Under mpirun, the first rank to fail ends the whole job (mpirun stops the others): say which rank.
+    console.error(`pretrain: ${rankPrefix}${result.left}`);
     Deno.exit(1);
   }
   if (result.right.rank === 0) console.log(formatSummary(result.right));
 } catch (e) {
-  console.error(`pretrain: ${(e as Error).message}`);
+  console.error(`pretrain: ${rankPrefix}${(e as Error).message}`);
   Deno.exit(1);
 }
