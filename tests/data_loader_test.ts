@@ -269,7 +269,11 @@ Deno.test("shards: two ranks' batches are the halves of one process's batches, p
   for (let i = 0; i < 3; i++) {
     for (const [rank, b] of ranks.map((r, k) => [k, r[i]] as const)) {
       assertEquals(b.size, 4);
-      assertEquals(b.studentImages, whole[i].studentImages.slice(rank * 4 * px, (rank + 1) * 4 * px), `batch ${i} rank ${rank}`);
+      assertEquals(
+        b.studentImages,
+        whole[i].studentImages.slice(rank * 4 * px, (rank + 1) * 4 * px),
+        `batch ${i} rank ${rank}`,
+      );
       assertEquals(b.teacherImages, whole[i].teacherImages.slice(rank * 4 * px, (rank + 1) * 4 * px));
       assertEquals(b.mask, whole[i].mask.slice(rank * 4 * L, (rank + 1) * 4 * L));
       assertEquals(b.labels, whole[i].labels.slice(rank * 4, (rank + 1) * 4));

@@ -41,12 +41,22 @@
  * @module
  */
 import { gemmAvailable, gemmThreads, setGemmThreads } from "./kernels/gemm_pool.ts";
-import { tf, type WebGPUBackend } from "../deps.ts";
+import { t, tf, type WebGPUBackend } from "../deps.ts";
 import { installMemoryWatermark } from "./memory.ts";
 import { capGpuPool } from "./gpu_pool.ts";
 
-/** The tfjs backends this project supports. */
-export type BackendName = "webgpu" | "wasm" | "cpu";
+/** The tfjs backends this project supports, as a codec. */
+export const BackendName = t.keyof({ webgpu: null, wasm: null, cpu: null }, "BackendName");
+/** A tfjs backend this project supports. */
+export type BackendName = t.TypeOf<typeof BackendName>;
+
+/**
+ * What a `--backend` flag (or `CAEV2_BACKEND`) may name: a backend, or `auto` ({@link selectBackend}'s
+ * policy), as a codec.
+ */
+export const BackendChoice = t.keyof({ auto: null, ...BackendName.keys }, "BackendChoice");
+/** A backend, or `auto`. */
+export type BackendChoice = t.TypeOf<typeof BackendChoice>;
 
 /** What {@link selectBackend} started. */
 export interface BackendInfo {
@@ -66,7 +76,7 @@ export interface BackendInfo {
   readonly note?: string;
 }
 
-const NAMES: readonly BackendName[] = ["webgpu", "wasm", "cpu"];
+const NAMES = Object.keys(BackendName.keys) as readonly BackendName[];
 const ENV_VAR = "CAEV2_BACKEND";
 
 const isBackendName = (s: string): s is BackendName => (NAMES as readonly string[]).includes(s);
@@ -404,7 +414,9 @@ const gpuPoolMibFromEnv = (): number => {
   const mib = pool.trim() === "unbounded" ? Infinity : Number(pool);
   if (pool.trim() === "" || !(mib >= 0)) {
     throw new Error(
-      `${POOL_VAR}=${JSON.stringify(pool)}: expected a number of MiB >= 0 or "unbounded" (the cap on WebGPU's ` +
+      `${POOL_VAR}=${
+        JSON.stringify(pool)
+      }: expected a number of MiB >= 0 or "unbounded" (the cap on WebGPU's ` +
         "pool of free buffers); unset it for the default 1024",
     );
   }
@@ -532,7 +544,7 @@ const envBackend = (): string | undefined => {
  * if (describeBackend(info) !== "backend: cpu (plain JavaScript)") throw new Error("unexpected");
  * ```
  */
-export const selectBackend = async (preferred: BackendName | "auto" = "auto"): Promise<BackendInfo> => {
+export const selectBackend = async (preferred: BackendChoice = "auto"): Promise<BackendInfo> => {
   const fromEnv = preferred === "auto" ? envBackend() : undefined;
   const choice = fromEnv ?? preferred;
   if (choice !== "auto" && !isBackendName(choice)) {

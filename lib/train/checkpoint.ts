@@ -355,7 +355,11 @@ const readIndex = async (
  * file's SHA-256 against the one its index records. Errors name the file and what is wrong.
  */
 /** Undefined when `stPath`'s bytes hash to `sha256`, else a message for people. */
-const checksumProblem = async (stPath: string, indexPath: string, sha256: string): Promise<string | undefined> => {
+const checksumProblem = async (
+  stPath: string,
+  indexPath: string,
+  sha256: string,
+): Promise<string | undefined> => {
   let actual: string;
   try {
     actual = await sha256File(stPath);
