@@ -9,7 +9,7 @@
 import { tf } from "../deps.ts";
 import { foldIn, type Key, split } from "../core/random.ts";
 import { disposeTree } from "../core/tree.ts";
-import { applyUpdates } from "../optim/apply.ts";
+import { optimizerStep } from "../optim/apply.ts";
 import { disposeState } from "../optim/transform.ts";
 import { valueAndGrad } from "../core/autodiff.ts";
 import { datasetSize, evalLoader, pretrainLoader } from "../../data/loader.ts";
@@ -207,9 +207,8 @@ export const runFinetune = async (enc: EncoderModel, o: FinetuneRunOptions): Pro
         ),
         aux: {},
       }))(params);
-      const [updates, next] = opt.update(out.grads, state, params);
-      const stepped = applyUpdates(params, updates);
-      disposeTree(params, out.grads, updates);
+      const [stepped, next] = optimizerStep(opt, params, state, out.grads);
+      disposeTree(params);
       disposeState(state);
       params = stepped;
       state = next;

@@ -7,13 +7,13 @@
  * @module
  */
 import { tf } from "../deps.ts";
-import { flatten } from "../core/tree.ts";
+import { flatten, mapTree } from "../core/tree.ts";
 import { caev2Apply, caev2Buffers, type CaeV2Params } from "../models/caev2.ts";
 import { clipApply } from "../models/clip.ts";
 import { studentOfficialName, toOfficial } from "../models/names.ts";
 import { alignmentTargets, latentAlignment } from "../objectives/alignment.ts";
 import { valueAndGrad } from "../core/autodiff.ts";
-import { applyUpdates } from "../optim/apply.ts";
+import { optimizerStep } from "../optim/apply.ts";
 import { globalNorm } from "../optim/clip.ts";
 import { disposeState } from "../optim/transform.ts";
 import { disposeFixture, type Fixture, fixtureAdamw, loadFixture } from "./fixture.ts";
@@ -159,8 +159,8 @@ export const checkFixture = async (
   else {
     const opt = fixtureAdamw(f.optimizer, f.optimizer.clip_grad);
     const state = opt.init(f.studentParams);
-    const [updates, next] = opt.update(grads, state, f.studentParams);
-    const stepped = applyUpdates(f.studentParams, updates);
+    // optimizerStep consumes the gradients it is given: a copy, since they are compared above and freed below.
+    const [stepped, next] = optimizerStep(opt, f.studentParams, state, mapTree(grads, (g) => tf.clone(g)));
     const official = toOfficial(stepped, studentOfficialName, f.student.patchSize);
     for (const [name, x] of Object.entries(official)) {
       // Tensors with an exactly-zero true gradient are left out (fixture README: float32 noise becomes a step).
@@ -170,7 +170,6 @@ export const checkFixture = async (
     tf.dispose([
       ...Object.values(official),
       ...Object.values(flatten(stepped)),
-      ...Object.values(flatten(updates)),
     ]);
     disposeState(state);
     disposeState(next);

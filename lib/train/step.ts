@@ -27,7 +27,7 @@ import { caev2Apply, type CaeV2Buffers, type CaeV2Params } from "../models/caev2
 import type { CaeV2Config, ClipConfig } from "../models/config.ts";
 import { clipApply, type ClipParams } from "../models/clip.ts";
 import { alignmentTargets, type AlignmentWeights, latentAlignment } from "../objectives/alignment.ts";
-import { applyUpdates } from "../optim/apply.ts";
+import { optimizerStep } from "../optim/apply.ts";
 import { globalNorm } from "../optim/clip.ts";
 import { type GradientTransformation, tidy } from "../optim/transform.ts";
 import { valueAndGrad } from "../core/autodiff.ts";
@@ -163,11 +163,7 @@ export const applyGradients = <S>(
   const g = local.grads;
   const metrics = tidy(() => tf.stack([...local.means, globalNorm(g)]) as Tensor1D);
   tf.dispose([...local.means]);
-  const [updates, opt] = cfg.optimizer.update(g, state.opt, state.params);
-  // The gradients go before the new parameters are made: one parameter-sized set less at the peak.
-  disposeTree(g);
-  const params = applyUpdates(state.params, updates);
-  disposeTree(updates);
+  const [params, opt] = optimizerStep(cfg.optimizer, state.params, state.opt, g);
   return { state: { params, opt, step: state.step + 1, key: state.key }, metrics };
 };
 
