@@ -39,7 +39,14 @@ export {
   zipTree,
 } from "./lib/core/tree.ts";
 export { bits, foldIn, type Key, key, permutation, seedOf, split, uniform } from "./lib/core/random.ts";
-export { type BackendInfo, type BackendName, describeBackend, selectBackend } from "./lib/core/backend.ts";
+export {
+  type BackendChoice,
+  type BackendInfo,
+  type BackendName,
+  backendNames,
+  describeBackend,
+  selectBackend,
+} from "./lib/core/backend.ts";
 export { registerDeviceGradients } from "./lib/core/gradients.ts";
 export { gemmReady, gemmThreads, setGemmThreads } from "./lib/core/kernels/gemm_pool.ts";
 export {
@@ -105,7 +112,12 @@ export {
 } from "./lib/train/footprint.ts";
 export { formatSummary, pretrain, type PretrainHooks } from "./lib/train/pretrain.ts";
 export type { Evaluator, EvaluatorInput } from "./lib/train/evaluator.ts";
-export { defaultPretrainConfig, type PretrainConfig, resolvePretrainConfig } from "./lib/config/pretrain.ts";
+export {
+  defaultPretrainConfig,
+  type PretrainConfig,
+  pretrainFields,
+  resolvePretrainConfig,
+} from "./lib/config/pretrain.ts";
 export { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./lib/train/checkpoint.ts";
 
 // Data: sources, masking, the loader.

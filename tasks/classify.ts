@@ -17,39 +17,39 @@
  * @module
  */
 import { E, t } from "../lib/deps.ts";
-import { parseFlags } from "../lib/config/flags.ts";
-import { BackendName } from "../lib/config/pretrain.ts";
+import { codecsOf, parseFlags } from "../lib/config/flags.ts";
 import { describeBackend } from "../lib/core/backend.ts";
+import { BackendChoice } from "../lib/config/names.ts";
 import { startRuntime } from "../lib/core/runtime.ts";
 import { decodeImage } from "../data/decode.ts";
-import { exitWith, type TaskSpec, usageOf } from "../lib/eval/cli.ts";
+import { exitWith, flagTable, usageOf } from "../lib/eval/cli.ts";
 import { classifyImage, disposeClassifier, loadClassifier } from "../lib/eval/classifier_io.ts";
 
-const spec: TaskSpec = {
+const spec = {
   summary: "Classify images with a fine-tuned classifier (deno task finetune --out FILE.safetensors).",
   usage: "deno task classify --model FILE.safetensors IMAGE...",
-  flags: {
+  flags: flagTable({
     model: {
       codec: t.string,
       arg: "FILE",
       help: "classifier written by deno task finetune --out (required)",
     },
     backend: {
-      codec: BackendName,
+      codec: BackendChoice,
       default: "auto",
       arg: "NAME",
       help: "tfjs backend: auto, webgpu, wasm, cpu",
     },
-  },
+  }),
 };
 
 const argv = Deno.args;
-const parsed = parseFlags(argv, { model: t.string, backend: BackendName }, { positionals: true });
+const parsed = parseFlags(argv, codecsOf(spec.flags), { positionals: true });
 if (E.isLeft(parsed)) exitWith(argv, `${parsed.left}\n(run with --help for the list of flags)`);
 if (parsed.right.help) exitWith(argv, usageOf(spec));
 const model = parsed.right.values.model as string | undefined;
 const backend = parsed.right.values.backend ?? "auto";
-if (!BackendName.is(backend)) exitWith(argv, `--backend ${backend}: expected auto, webgpu, wasm or cpu`);
+if (!BackendChoice.is(backend)) exitWith(argv, `--backend ${backend}: expected auto, webgpu, wasm or cpu`);
 const images = parsed.right.positionals;
 if (model === undefined) {
   exitWith(argv, "--model FILE.safetensors is required (written by deno task finetune --out)");

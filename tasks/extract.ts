@@ -16,25 +16,16 @@
  *
  * @module
  */
-import { E, t } from "../lib/deps.ts";
-import {
-  encoderFlags,
-  exitWith,
-  featureFlags,
-  resolveFlags,
-  setupTask,
-  type TaskSpec,
-} from "../lib/eval/cli.ts";
-import { type Pooling, splitFeatures } from "../lib/eval/features.ts";
-import { disposeEncoder } from "../lib/eval/load.ts";
-import { checkTaskOutputs } from "../lib/eval/outputs.ts";
+import { t } from "../lib/deps.ts";
+import { encoderFlags, exitWith, featureFlags, flagTable, runTask, startTask } from "../lib/eval/cli.ts";
+import { splitFeatures } from "../lib/eval/features.ts";
 import { labelNames, rowPaths, rowsPathOf, sourceClassNames } from "../lib/eval/rows.ts";
 import { type HostTensor, writeSafetensors } from "../lib/core/safetensors.ts";
 
-const spec: TaskSpec = {
+const spec = {
   summary: "Extract frozen encoder features to a safetensors file.",
   usage: "deno task extract --checkpoint RUN_DIR|FILE|random --out FILE.safetensors [--data SOURCE] [flags]",
-  flags: {
+  flags: flagTable({
     ...encoderFlags,
     ...featureFlags,
     split: {
@@ -44,55 +35,49 @@ const spec: TaskSpec = {
       help: "which split",
     },
     out: { codec: t.string, arg: "FILE", help: "output .safetensors file (required)" },
-  },
+  }),
 };
 
 const argv = Deno.args;
-const flags = resolveFlags(argv, spec);
-if (E.isLeft(flags)) exitWith(argv, flags.left);
-const f = flags.right;
-if (typeof f.out !== "string") exitWith(argv, "--out FILE.safetensors is required");
+const log = (line: string) => console.log(line);
 // Before any work: an existing --out needs --force, and the input checkpoint (or a data file) is never
 // overwritten, even with it (this task used to replace whatever --out named, its own checkpoint included).
-const outputsOk = await checkTaskOutputs(f, [
-  { flag: "--out", path: f.out },
-  { flag: "--out (its rows sidecar)", path: rowsPathOf(f.out) },
+const required = (out: string | undefined): string =>
+  out ?? exitWith(argv, "--out FILE.safetensors is required");
+const task = await startTask(spec, argv, log, (f) => [
+  { flag: "--out", path: required(f.out) },
+  { flag: "--out (its rows sidecar)", path: rowsPathOf(required(f.out)) },
 ]);
-if (E.isLeft(outputsOk)) exitWith(argv, outputsOk.left);
-const log = (line: string) => console.log(line);
-const setup = await setupTask(f, log);
-if (E.isLeft(setup)) exitWith(argv, setup.left);
-const { encoder, source } = setup.right;
-const pooling = f.pooling as Pooling;
-const splits: ("train" | "val")[] = f.split === "both" ? ["train", "val"] : [f.split as "train" | "val"];
 
-try {
+await runTask(task, argv, async ({ f, encoder, source }) => {
+  const out = required(f.out);
+  const rowsPath = rowsPathOf(out);
+  const splits: ("train" | "val")[] = f.split === "both" ? ["train", "val"] : [f.split];
   const tensors: Record<string, HostTensor> = {};
   const classNames = await sourceClassNames(source);
   const rows: Record<string, { paths: string[]; labels: (string | null)[] }> = {};
   for (const split of splits) {
     const t0 = performance.now();
     const set = await splitFeatures(encoder, source, split, {
-      pooling,
-      limit: (split === "train" ? f.maxTrain : f.maxVal) as number | undefined,
-      batchSize: f.extractBatch as number,
-      workers: f.workers as number,
+      pooling: f.pooling,
+      limit: split === "train" ? f.maxTrain : f.maxVal,
+      batchSize: f.extractBatch,
+      workers: f.workers,
     });
     tensors[`${split}.features`] = { shape: [set.count, set.dim], data: set.features };
     tensors[`${split}.labels`] = { shape: [set.count], data: set.labels };
     // Named before anything is written, so that features never go out without their rows.
     rows[split] = { paths: await rowPaths(source, split, set), labels: labelNames(set.labels, classNames) };
     log(
-      `${split}: ${set.count} images, ${set.dim}-d ${pooling}, ${
+      `${split}: ${set.count} images, ${set.dim}-d ${f.pooling}, ${
         ((performance.now() - t0) / 1000).toFixed(1)
       } s`,
     );
   }
-  const out = f.out as string, rowsPath = rowsPathOf(out);
   const about = {
     origin: encoder.origin,
-    data: String(f.data),
-    pooling,
+    data: f.data,
+    pooling: f.pooling,
     imageSize: encoder.config.imageSize,
   };
   await writeSafetensors(out, tensors, {
@@ -105,8 +90,4 @@ try {
   const sidecar = { features: out, ...about, classNames: classNames ?? null, ...rows };
   await Deno.writeTextFile(rowsPath, JSON.stringify(sidecar) + "\n");
   log(`wrote ${rowsPath}: each row's path and label name`);
-} catch (e) {
-  exitWith(argv, e instanceof Error ? e.message : String(e));
-} finally {
-  disposeEncoder(encoder);
-}
+});

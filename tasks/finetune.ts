@@ -23,27 +23,30 @@ import { disposeTree } from "../lib/core/tree.ts";
 import {
   encoderFlags,
   exitWith,
+  flagTable,
+  type FlagValues,
   NonNegativeNumber,
   pct,
   PositiveInt,
   PositiveNumber,
+  runTask,
   startTask,
-  type TaskSpec,
   UnitInterval,
+  writeResults,
 } from "../lib/eval/cli.ts";
 import { saveClassifier } from "../lib/eval/classifier_io.ts";
 import { finetuneSettings } from "../lib/eval/finetune.ts";
 import { runFinetune, sourceClasses } from "../lib/eval/finetune_run.ts";
 import { accuracyFigures, formatAccuracy } from "../lib/eval/heads.ts";
-import { disposeEncoder, presetOf } from "../lib/eval/load.ts";
+import { presetOf } from "../lib/eval/load.ts";
 import { sourceClassNames } from "../lib/eval/rows.ts";
 import { progress } from "../lib/train/progress.ts";
 import { datasetSize } from "../data/loader.ts";
 
-const spec: TaskSpec = {
+const spec = {
   summary: "Fine-tune an encoder for classification (layer-wise lr decay, mixup/CutMix, AdamW).",
   usage: "deno task finetune --checkpoint RUN_DIR|FILE|random [--data SOURCE] [flags]",
-  flags: {
+  flags: flagTable({
     ...encoderFlags,
     epochs: { codec: PositiveInt, arg: "N", help: "epochs (default: the preset's official)" },
     steps: { codec: PositiveInt, arg: "N", help: "optimizer steps in all (overrides --epochs)" },
@@ -86,17 +89,16 @@ const spec: TaskSpec = {
       arg: "FILE",
       help: "the settings and final scores as JSON (default with --out: beside it)",
     },
-  },
+  }),
 };
 
 /** `--metrics` and `--results`, given or beside `--out` (`M.safetensors` -> `M.metrics.jsonl`, `M.results.json`). */
-const outputsOf = (f: Readonly<Record<string, unknown>>) => {
-  const out = f.out as string | undefined;
-  const stem = out?.replace(/\.safetensors$/, "");
+const outputsOf = (f: FlagValues<typeof spec.flags>) => {
+  const stem = f.out?.replace(/\.safetensors$/, "");
   return {
-    out,
-    metrics: (f.metrics as string | undefined) ?? (stem === undefined ? undefined : `${stem}.metrics.jsonl`),
-    results: (f.results as string | undefined) ?? (stem === undefined ? undefined : `${stem}.results.json`),
+    out: f.out,
+    metrics: f.metrics ?? (stem === undefined ? undefined : `${stem}.metrics.jsonl`),
+    results: f.results ?? (stem === undefined ? undefined : `${stem}.results.json`),
   };
 };
 
@@ -110,29 +112,27 @@ const task = await startTask(spec, Deno.args, log, (f) => {
     { flag: f.results === undefined ? "--results (beside --out)" : "--results", path: o.results },
   ];
 });
-const { f, encoder, source } = task;
-const outputs = outputsOf(f);
+const outputs = outputsOf(task.f);
 
-try {
+await runTask(task, Deno.args, async ({ f, encoder, source }) => {
   const preset = presetOf(encoder.config) ?? "base";
   const official = finetuneSettings[preset];
-  const batchSize = (f.batchSize as number | undefined) ?? official.batchSize;
-  const num = (k: string, d: number) => (f[k] as number | undefined) ?? d;
+  const batchSize = f.batchSize ?? official.batchSize;
   const settings = {
     ...official,
     batchSize,
-    lr: num("lr", official.lr * batchSize / official.batchSize),
-    minLr: num("minLr", official.minLr),
-    epochs: num("epochs", official.epochs),
-    warmupEpochs: num("warmupEpochs", official.warmupEpochs),
-    weightDecay: num("weightDecay", official.weightDecay),
-    layerDecay: num("layerDecay", official.layerDecay),
-    dropPath: num("dropPath", official.dropPath),
-    smoothing: num("smoothing", official.smoothing),
-    mixup: num("mixup", official.mixup),
-    cutmix: num("cutmix", official.cutmix),
+    lr: f.lr ?? official.lr * batchSize / official.batchSize,
+    minLr: f.minLr ?? official.minLr,
+    epochs: f.epochs ?? official.epochs,
+    warmupEpochs: f.warmupEpochs ?? official.warmupEpochs,
+    weightDecay: f.weightDecay ?? official.weightDecay,
+    layerDecay: f.layerDecay ?? official.layerDecay,
+    dropPath: f.dropPath ?? official.dropPath,
+    smoothing: f.smoothing ?? official.smoothing,
+    mixup: f.mixup ?? official.mixup,
+    cutmix: f.cutmix ?? official.cutmix,
   };
-  const numClasses = (f.numClasses as number | undefined) ?? (await sourceClasses(source));
+  const numClasses = f.numClasses ?? (await sourceClasses(source));
   if (numClasses === undefined) {
     exitWith(Deno.args, "the number of classes of this source is unknown: pass --num-classes");
   }
@@ -162,10 +162,10 @@ try {
     source,
     numClasses,
     settings,
-    steps: f.steps as number | undefined,
-    key: key(f.seed as number),
-    workers: f.workers as number,
-    evalEvery: f.evalEvery as number | undefined,
+    steps: f.steps,
+    key: key(f.seed),
+    workers: f.workers,
+    evalEvery: f.evalEvery,
     onStep: ({ step, total, loss, lr }) => {
       bar ??= progress({ label: "finetune", total, itemsPerStep: batchSize });
       bar.update(step, { loss, lr });
@@ -211,13 +211,9 @@ try {
       model: outputs.out ?? null,
       metrics: outputs.metrics ?? null,
     };
-    await Deno.writeTextFile(outputs.results, JSON.stringify(results, null, 2) + "\n");
+    await writeResults(outputs.results, results);
     log(`wrote ${outputs.results}`);
   }
   log(`finetune: ${r.steps} steps; best top1 ${pct(r.bestTop1)}`);
   log(`finetune ${formatAccuracy(r.accuracy, numClasses)}`);
-} catch (e) {
-  exitWith(Deno.args, e instanceof Error ? e.message : String(e));
-} finally {
-  disposeEncoder(encoder);
-}
+});

@@ -16,14 +16,19 @@ import {
   checkPretrainConfig,
   configHash,
   defaultPretrainConfig,
-  peakLr,
   type PretrainConfig,
   pretrainUsage,
   resolvePretrainConfig,
-  totalSteps,
   wantsHelp,
-  warmupStepsOf,
 } from "../lib/config/pretrain.ts";
+import {
+  MICRO_LR,
+  OFFICIAL_BATCH,
+  OFFICIAL_LR,
+  peakLr,
+  totalSteps,
+  warmupStepsOf,
+} from "../lib/train/lr_policy.ts";
 import { left, right } from "./helpers.ts";
 
 // A nested codec in the shape of the brief's example (`optim.lr`, `model` literals).
@@ -235,6 +240,11 @@ Deno.test("--help is recognised and lists every flag", () => {
   for (const f of ["--batch-size N", "--resume DIR", "--teacher FILE", "--config FILE", "--image-size N"]) {
     assertStringIncludes(usage, f);
   }
+  // The lr default is lib/train/lr_policy.ts's rule; its help names the rule's numbers.
+  assertStringIncludes(
+    usage,
+    `peak learning rate (default: ${OFFICIAL_LR} x total batch / ${OFFICIAL_BATCH}; micro: ${MICRO_LR})`,
+  );
 });
 
 Deno.test("configHash is stable under key order and ignores where a run writes", async () => {

@@ -19,11 +19,10 @@ import { cosineSchedule } from "../lib/optim/schedule.ts";
 import {
   configChanges,
   defaultPretrainConfig,
-  lrScheduleNote,
-  peakLr,
   readRunConfig,
   resolvePretrainConfig,
 } from "../lib/config/pretrain.ts";
+import { lrScheduleNote, peakLr } from "../lib/train/lr_policy.ts";
 import { left, right, withTmp } from "./helpers.ts";
 import { parseParityArgs } from "../lib/parity/cli.ts";
 

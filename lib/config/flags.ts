@@ -9,6 +9,57 @@ import { E, t } from "../deps.ts";
 import { parseArgs } from "../core/std.ts";
 import { acceptsNull, closest, coerceFlag } from "./codec.ts";
 
+/**
+ * One flag of a command line, one row of a flag table: what its value must be, its default, one line of
+ * help and its placeholder. A table of these is the single source of a command line: its codec, its
+ * defaults and its `--help` are derived from it (lib/config/pretrain.ts, lib/eval/cli.ts).
+ */
+export interface FlagSpec<C extends t.Mixed = t.Mixed> {
+  /** What the flag's value must be. */
+  readonly codec: C;
+  /** Value when the flag is absent; absent: the flag has no default. */
+  readonly default?: t.OutputOf<C>;
+  /** One line for `--help`. */
+  readonly help: string;
+  /** Placeholder in the usage line ("N", "FILE"; "" for a switch). */
+  readonly arg: string;
+}
+
+/** A table of flags by camelCase name (`batchSize` is `--batch-size`), in `--help` order. */
+export type FlagTable = Readonly<Record<string, FlagSpec>>;
+
+/**
+ * A flag table, each row's default checked against its own codec at compile time (`default: -1` for a
+ * `PositiveInt` is a type error); returns the table as typed, so {@link FlagValues} sees every row.
+ */
+export const flagTable = <const F extends FlagTable>(flags: F & DefaultsMatch<F>): F => flags;
+
+/** Each row of `F` with its default typed by its own codec (a table assignable to it has right defaults). */
+export type DefaultsMatch<F> = {
+  readonly [K in keyof F]: F[K] extends { readonly codec: infer C extends t.Mixed } ? FlagSpec<C> : never;
+};
+
+/** Whether a row has a default. */
+type HasDefault<S> = S extends { readonly default: unknown } ? true : false;
+
+/** Decoded flag values that no table types (those of a table declared as the plain {@link FlagTable}). */
+export type UntypedFlags = Readonly<Record<string, unknown>>;
+
+/**
+ * The decoded values of a flag table: a flag with a default is always there, the others may be absent; each
+ * typed by its codec. A table declared as the plain {@link FlagTable} gives {@link UntypedFlags}.
+ */
+export type FlagValues<F extends FlagTable> = string extends keyof F ? UntypedFlags
+  :
+    & { readonly [K in keyof F as HasDefault<F[K]> extends true ? K : never]: t.TypeOf<F[K]["codec"]> }
+    & { readonly [K in keyof F as HasDefault<F[K]> extends true ? never : K]?: t.TypeOf<F[K]["codec"]> };
+
+/** The codecs of a flag table, by name (what {@link parseFlags} takes). */
+export const codecsOf = <F extends FlagTable>(flags: F): { [K in keyof F]: F[K]["codec"] } =>
+  Object.fromEntries(Object.entries(flags).map(([k, f]) => [k, f.codec])) as {
+    [K in keyof F]: F[K]["codec"];
+  };
+
 /** `batchSize` -> `batch-size`. */
 export const kebabCase = (camel: string): string => camel.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`);
 

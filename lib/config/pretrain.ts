@@ -1,12 +1,14 @@
 /**
- * The pretraining config: one io-ts codec that is both the type and the validator, the defaults of a
- * small local run, and the resolution of `deno task pretrain` arguments (defaults < `--resume DIR`'s
+ * The pretraining config: one table of fields ({@link pretrainFields}: codec, default, help, placeholder per
+ * flag) from which the io-ts codec (both the type and the validator), the defaults of a small local run and
+ * `--help` derive, and the resolution of `deno task pretrain` arguments (defaults < `--resume DIR`'s
  * config.json < `--config FILE` < flags) into a valid config or a report that says what to fix.
  *
  * Official settings (github.com/Atten4Vis/CAE, project/CAEv2/scripts/caev2_{tiny,small,base}_300e.sh and
  * tools/run_pretraining.py): batch 256 per GPU on 8 GPUs = 2048 in total, `--lr 1.5e-3` used as given
  * (run_pretraining.py applies no batch scaling), min lr 1e-5, warmup 10 of 300 epochs, weight decay 0.05,
- * clip 3.0, drop path 0.1, block masking of 30 / 49 / 98 patches for T / S / B.
+ * clip 3.0, drop path 0.1, block masking of 30 / 49 / 98 patches for T / S / B. The learning-rate policy
+ * built on them (peak, length, warmup) is lib/train/lr_policy.ts.
  *
  * @module
  */
@@ -21,204 +23,276 @@ import {
   strict,
   UnitInterval,
 } from "./codec.ts";
-import { flagPaths, kebabCase, knownFlags, parseFlags } from "./flags.ts";
+import {
+  codecsOf,
+  type DefaultsMatch,
+  flagPaths,
+  type FlagSpec,
+  kebabCase,
+  knownFlags,
+  parseFlags,
+} from "./flags.ts";
 import { canonicalJson, stableHash } from "./hash.ts";
-
-/** Model presets; `micro` is a small local variant for tests and CPU runs (not from the paper). */
-export const ModelName = t.keyof(
-  { micro: null, tiny: null, small: null, base: null, large: null },
-  "ModelName",
-);
+import { BackendChoice, ModelName } from "./names.ts";
 
 /** Masking strategies: BEiT block-wise (official) or uniform random. */
 export const Masking = t.keyof({ block: null, random: null }, "Masking");
 
-/** tfjs backends; `auto` tries webgpu, then wasm, then cpu. */
-export const BackendName = t.keyof({ auto: null, webgpu: null, wasm: null, cpu: null }, "BackendName");
+/** Data-parallel engines: one process, or Open MPI (lib/dist/mpi.ts). */
+export const Distributed = t.keyof({ none: null, mpi: null }, "Distributed");
 
-const required = {
-  /** Model preset. */
-  model: ModelName,
-  /** Input side in pixels (square images). */
-  imageSize: PositiveInt,
-  /** Patch side in pixels; must divide `imageSize`. */
-  patchSize: PositiveInt,
-  /** Data source, parsed by the data module: "synthetic", "folder:PATH" or "wds:PATTERN". */
-  data: t.string,
-  /** Images per micro-batch. */
-  batchSize: PositiveInt,
-  /** Micro-batches per optimizer step (gradient accumulation): total batch = batchSize x accumulate. */
-  accumulate: PositiveInt,
-  /** Learning rate at the end of the cosine schedule (official 1e-5). */
-  minLr: NonNegativeNumber,
-  /** AdamW decoupled weight decay (official 0.05), not applied to 1-D tensors and biases. */
-  weightDecay: NonNegativeNumber,
-  /** Global-norm gradient clipping (official 3.0); 0 turns clipping off. */
-  clipGrad: NonNegativeNumber,
-  /** Masking strategy. */
-  masking: Masking,
-  /** Stochastic depth rate of the last block (official 0.1), rising linearly from 0. */
-  dropPath: UnitInterval,
-  /** Seed of the run key: every mask, crop and drop path derives from it (0 to 2^53 - 1). */
-  seed: Seed,
-  /** CLIP teacher weights (safetensors); null = a randomly initialised small teacher (local runs only). */
-  teacher: t.union([t.string, t.null]),
-  /** Run directory. */
-  out: t.string,
-  /** Run directory to resume (its newest complete checkpoint); null = a fresh run. */
-  resume: t.union([t.string, t.null]),
-  /** Save a checkpoint every this many optimizer steps (and at the end). */
-  checkpointEvery: PositiveInt,
-  /** Checkpoints kept on disk (older ones are deleted after a newer one is complete). */
-  keepCheckpoints: PositiveInt,
-  /** tfjs backend. */
-  backend: BackendName,
-  /** Data-loading workers; 0 = decode on the main thread. */
-  workers: NonNegativeInt,
-  /** Print a progress line every this many steps when stdout is not a terminal. */
-  logEvery: PositiveInt,
-  /** Weight of the visible latent alignment loss (official 1). */
-  visibleWeight: NonNegativeNumber,
-  /** Weight of the masked latent alignment loss (official 1). */
-  maskedWeight: NonNegativeNumber,
-  /** Recompute each encoder block in the backward pass instead of keeping its activations. */
-  remat: t.boolean,
-  /** Data-parallel engine: "none" (one process) or "mpi" (Open MPI, lib/dist/mpi.ts). */
-  distributed: t.keyof({ none: null, mpi: null }, "Distributed"),
-};
-
-const optional = {
-  /** Total optimizer steps; wins over `epochs`. */
-  steps: PositiveInt,
-  /** Passes over the data set (used when `steps` is absent; needs a finite data set). */
-  epochs: PositiveInt,
-  /** Peak learning rate; absent = `peakLr`'s rule. */
-  lr: PositiveNumber,
-  /** Linear warmup steps; absent = 1/30 of the steps (official: 10 of 300 epochs). */
-  warmupSteps: NonNegativeInt,
-  /** Masked patches per image; absent = the preset's default (lib/models/presets.ts `defaultNumMasked`). */
-  numMasked: PositiveInt,
-  /** Run a k-NN probe every this many steps; absent = never. */
-  knnEvery: PositiveInt,
-};
-
-/** The pretraining config codec; unknown keys are rejected. Decodes to a {@link PretrainConfig}. */
-export const PretrainConfigCodec = strict(required, optional, "PretrainConfig");
+/** A field of the pretraining config: its flag, and whether a valid config may lack it. */
+export interface ConfigField<C extends t.Mixed = t.Mixed> extends FlagSpec<C> {
+  /** A valid config may lack this field (it may still have a default, as `steps` does). */
+  readonly optional?: true;
+}
 
 /**
- * A valid pretraining config: what `PretrainConfigCodec` decodes to, written out (the field docs are those
- * of the codec above; the checks below keep the two in step).
+ * The pretraining config, one row per field and flag, in flag and `--help` order (what to train, on what,
+ * how long, how fast, what to keep): the codec, the type, the defaults and `--help` all derive from it.
+ * Defaults are a small local run that finishes in minutes on 2 CPU cores (the lead tunes the numbers);
+ * `out` defaults to a timestamped run directory ({@link timestampedRunDir}).
  */
-export type PretrainConfig = {
+export const pretrainFields = {
   /** Model preset. */
-  readonly model: "micro" | "tiny" | "small" | "base" | "large";
+  model: {
+    codec: ModelName,
+    default: "micro",
+    arg: "NAME",
+    help: "model preset: micro (local), tiny, small, base, large",
+  },
   /** Input side in pixels (square images). */
-  readonly imageSize: number;
-  /** Patch side in pixels; divides `imageSize`. */
-  readonly patchSize: number;
-  /** Data source: "synthetic", "folder:PATH" or "wds:PATTERN". */
-  readonly data: string;
+  imageSize: { codec: PositiveInt, default: 64, arg: "N", help: "input side in pixels" },
+  /** Patch side in pixels; must divide `imageSize`. */
+  patchSize: {
+    codec: PositiveInt,
+    default: 8,
+    arg: "N",
+    help: "patch side in pixels (divides the image size)",
+  },
+  /** Data source, parsed by the data module: "synthetic", "folder:PATH" or "wds:PATTERN". */
+  data: {
+    codec: t.string,
+    default: "synthetic",
+    arg: "SOURCE",
+    help: 'data source: "synthetic", "folder:PATH" (image folder) or "wds:PATTERN" (WebDataset tar shards)',
+  },
   /** Images per micro-batch. */
-  readonly batchSize: number;
-  /** Micro-batches per optimizer step (gradient accumulation). */
-  readonly accumulate: number;
-  /** Learning rate at the end of the cosine schedule. */
-  readonly minLr: number;
-  /** AdamW decoupled weight decay. */
-  readonly weightDecay: number;
-  /** Global-norm gradient clipping; 0 turns it off. */
-  readonly clipGrad: number;
-  /** Masking strategy. */
-  readonly masking: "block" | "random";
-  /** Stochastic depth rate of the last block. */
-  readonly dropPath: number;
-  /** Seed of the run key. */
-  readonly seed: number;
-  /** CLIP teacher weights (safetensors); null = a random small teacher. */
-  readonly teacher: string | null;
-  /** Run directory. */
-  readonly out: string;
-  /** Run directory to resume; null = a fresh run. */
-  readonly resume: string | null;
-  /** Checkpoint every this many optimizer steps (and at the end). */
-  readonly checkpointEvery: number;
-  /** Checkpoints kept on disk. */
-  readonly keepCheckpoints: number;
-  /** tfjs backend. */
-  readonly backend: "auto" | "webgpu" | "wasm" | "cpu";
-  /** Data-loading workers; 0 = the main thread. */
-  readonly workers: number;
-  /** Progress line every this many steps off a terminal. */
-  readonly logEvery: number;
-  /** Weight of visible latent alignment. */
-  readonly visibleWeight: number;
-  /** Weight of masked latent alignment. */
-  readonly maskedWeight: number;
-  /** Recompute each encoder block in the backward pass instead of keeping its activations. */
-  readonly remat: boolean;
-  /** Data-parallel engine: "none" (one process) or "mpi" (Open MPI, lib/dist/mpi.ts). */
-  readonly distributed: "none" | "mpi";
+  batchSize: { codec: PositiveInt, default: 16, arg: "N", help: "images per micro-batch" },
+  /** Micro-batches per optimizer step (gradient accumulation): total batch = batchSize x accumulate. */
+  accumulate: {
+    codec: PositiveInt,
+    default: 1,
+    arg: "N",
+    help: "micro-batches per optimizer step (gradient accumulation)",
+  },
   /** Total optimizer steps; wins over `epochs`. */
-  readonly steps?: number;
-  /** Passes over a finite data set. */
-  readonly epochs?: number;
-  /** Peak learning rate. */
-  readonly lr?: number;
-  /** Linear warmup steps. */
-  readonly warmupSteps?: number;
-  /** Masked patches per image. */
-  readonly numMasked?: number;
-  /** k-NN probe every this many steps. */
-  readonly knnEvery?: number;
-};
-// The interface and the codec agree: every decoded value is a PretrainConfig, with the same keys.
-type Decoded = t.TypeOf<typeof PretrainConfigCodec>;
-const _decodedIsConfig = (x: Decoded): PretrainConfig => x;
-const _sameKeys: [keyof Decoded] extends [keyof PretrainConfig]
-  ? ([keyof PretrainConfig] extends [keyof Decoded] ? true : never)
-  : never = true;
-void _decodedIsConfig, void _sameKeys;
+  steps: {
+    optional: true,
+    codec: PositiveInt,
+    default: 150,
+    arg: "N",
+    help: "total optimizer steps (wins over --epochs)",
+  },
+  /** Passes over the data set (used when `steps` is absent; needs a finite data set). */
+  epochs: {
+    optional: true,
+    codec: PositiveInt,
+    arg: "N",
+    help: "passes over a finite data set, when --steps is not given",
+  },
+  /** Peak learning rate; absent = lib/train/lr_policy.ts `peakLr`'s rule. */
+  lr: {
+    optional: true,
+    codec: PositiveNumber,
+    arg: "X",
+    // The numbers of lib/train/lr_policy.ts (OFFICIAL_LR, OFFICIAL_BATCH, MICRO_LR; a test checks them).
+    help: "peak learning rate (default: 0.0015 x total batch / 2048; micro: 0.001)",
+  },
+  /** Learning rate at the end of the cosine schedule (official 1e-5). */
+  minLr: {
+    codec: NonNegativeNumber,
+    default: 1e-5,
+    arg: "X",
+    help: "final learning rate of the cosine schedule",
+  },
+  /** Linear warmup steps; absent = 1/30 of the steps (official: 10 of 300 epochs). */
+  warmupSteps: {
+    optional: true,
+    codec: NonNegativeInt,
+    arg: "N",
+    help: "linear warmup steps (default: 1/30 of the steps)",
+  },
+  /** AdamW decoupled weight decay (official 0.05), not applied to 1-D tensors and biases. */
+  weightDecay: {
+    codec: NonNegativeNumber,
+    default: 0.05,
+    arg: "X",
+    help: "AdamW weight decay (not on 1-D tensors and biases)",
+  },
+  /** Global-norm gradient clipping (official 3.0); 0 turns clipping off. */
+  clipGrad: {
+    codec: NonNegativeNumber,
+    default: 3.0,
+    arg: "X",
+    help: "global gradient-norm clipping; 0 = off",
+  },
+  /** Masked patches per image; absent = the preset's default (lib/models/presets.ts `defaultNumMasked`). */
+  numMasked: {
+    optional: true,
+    codec: PositiveInt,
+    arg: "N",
+    help: "masked patches per image (default: the preset's)",
+  },
+  /** Masking strategy. */
+  masking: {
+    codec: Masking,
+    default: "block",
+    arg: "NAME",
+    help: "block (BEiT block-wise, official) or random",
+  },
+  /** Stochastic depth rate of the last block (official 0.1), rising linearly from 0. */
+  dropPath: { codec: UnitInterval, default: 0.1, arg: "X", help: "stochastic depth rate" },
+  /** Weight of the visible latent alignment loss (official 1). */
+  visibleWeight: {
+    codec: NonNegativeNumber,
+    default: 1,
+    arg: "X",
+    help: "weight of the visible latent alignment loss",
+  },
+  /** Weight of the masked latent alignment loss (official 1). */
+  maskedWeight: {
+    codec: NonNegativeNumber,
+    default: 1,
+    arg: "X",
+    help: "weight of the masked latent alignment loss",
+  },
+  /** Recompute each encoder block in the backward pass instead of keeping its activations. */
+  remat: {
+    codec: t.boolean,
+    default: false,
+    arg: "",
+    help: "recompute each encoder block in the backward pass (less memory, about 1/3 more time)",
+  },
+  /** Data-parallel engine: "none" (one process) or "mpi" (Open MPI, lib/dist/mpi.ts). */
+  distributed: {
+    codec: Distributed,
+    default: "none",
+    arg: "NAME",
+    help: "none, or mpi: data-parallel over the ranks of mpirun / srun (--batch-size is per rank)",
+  },
+  /** Seed of the run key: every mask, crop and drop path derives from it (0 to 2^53 - 1). */
+  seed: { codec: Seed, default: 0, arg: "N", help: "seed of the run key" },
+  /** CLIP teacher weights (safetensors); null = a randomly initialised small teacher (local runs only). */
+  teacher: {
+    codec: t.union([t.string, t.null]),
+    default: null,
+    arg: "FILE",
+    help: "CLIP teacher weights (.safetensors); --no-teacher = random small teacher",
+  },
+  /** Run directory (default: `runs/<UTC timestamp>`, given by {@link defaultPretrainConfig}). */
+  out: { codec: t.string, arg: "DIR", help: "run directory (default: runs/<UTC timestamp>)" },
+  /** Run directory to resume (its newest complete checkpoint); null = a fresh run. */
+  resume: {
+    codec: t.union([t.string, t.null]),
+    default: null,
+    arg: "DIR",
+    help: "resume the run in DIR from its newest complete checkpoint",
+  },
+  /** Save a checkpoint every this many optimizer steps (and at the end). */
+  checkpointEvery: {
+    codec: PositiveInt,
+    default: 50,
+    arg: "N",
+    help: "save a checkpoint every N steps",
+  },
+  /** Checkpoints kept on disk (older ones are deleted after a newer one is complete). */
+  keepCheckpoints: { codec: PositiveInt, default: 2, arg: "N", help: "checkpoints kept on disk" },
+  /** Run a k-NN probe every this many steps; absent = never. */
+  knnEvery: {
+    optional: true,
+    codec: PositiveInt,
+    arg: "N",
+    help: "k-NN probe every N steps (default: never)",
+  },
+  /** tfjs backend. */
+  backend: {
+    codec: BackendChoice,
+    default: "auto",
+    arg: "NAME",
+    help: "tfjs backend: auto, webgpu, wasm, cpu",
+  },
+  /** Data-loading workers; 0 = decode on the main thread. */
+  workers: {
+    codec: NonNegativeInt,
+    default: 0,
+    arg: "N",
+    help: "data-loading workers (0 = main thread)",
+  },
+  /** Print a progress line every this many steps when stdout is not a terminal. */
+  logEvery: {
+    codec: PositiveInt,
+    default: 10,
+    arg: "N",
+    help: "progress line every N steps when stdout is not a terminal",
+  },
+} as const satisfies Readonly<Record<string, ConfigField>>;
+
+type Fields = typeof pretrainFields;
+// Each row's default has its own codec's type (`satisfies` above sees every codec as t.Mixed).
+const _defaultsMatch: DefaultsMatch<Fields> = pretrainFields;
+void _defaultsMatch;
+type RequiredKey = {
+  [K in keyof Fields]: Fields[K] extends { readonly optional: true } ? never : K;
+}[keyof Fields];
+type OptionalKey = Exclude<keyof Fields, RequiredKey>;
+type CodecsOf<K extends keyof Fields> = { [P in K]: Fields[P]["codec"] };
+
+const entries = Object.entries(pretrainFields) as [keyof Fields, ConfigField][];
+const codecsWhere = (optional: boolean) =>
+  Object.fromEntries(
+    entries.filter(([, f]) => (f.optional === true) === optional).map(([k, f]) => [k, f.codec]),
+  );
+const requiredCodecs = codecsWhere(false) as CodecsOf<RequiredKey>;
+const optionalCodecs = codecsWhere(true) as CodecsOf<OptionalKey>;
+
+/** The pretraining config codec; unknown keys are rejected. Decodes to a {@link PretrainConfig}. */
+export const PretrainConfigCodec = strict(requiredCodecs, optionalCodecs, "PretrainConfig");
+
+/**
+ * A valid pretraining config: what {@link PretrainConfigCodec} decodes to, derived from
+ * {@link pretrainFields} (field docs there): a field marked `optional` may be absent. Each value is its
+ * codec's output type (`codec["_O"]`, io-ts `t.OutputOf`: `t.TypeOf` without the brands of `PositiveInt`
+ * and the like), so that code may build a config from a decoded one with plain arithmetic; written with
+ * no io-ts type name, which the public docs (`deno doc --lint mod.ts`) cannot link to.
+ */
+export type PretrainConfig =
+  & {
+    readonly [
+      K in keyof typeof pretrainFields as (typeof pretrainFields)[K] extends { readonly optional: true }
+        ? never
+        : K
+    ]: (typeof pretrainFields)[K]["codec"]["_O"];
+  }
+  & {
+    readonly [
+      K in keyof typeof pretrainFields as (typeof pretrainFields)[K] extends { readonly optional: true } ? K
+        : never
+    ]?: (typeof pretrainFields)[K]["codec"]["_O"];
+  };
 
 /** Any subset of a config's fields (a `--config` file, a resumed run's config.json). */
-export const PretrainConfigPatch = strict({}, { ...required, ...optional }, "PretrainConfigPatch");
+export const PretrainConfigPatch = strict(
+  {},
+  { ...requiredCodecs, ...optionalCodecs },
+  "PretrainConfigPatch",
+);
 /** Any subset of a config's fields. */
 export type PretrainConfigPatch = t.TypeOf<typeof PretrainConfigPatch>;
 
-// Flag and help order: what to train, on what, how long, how fast, what to keep.
-const order: readonly (keyof typeof required | keyof typeof optional)[] = [
-  "model",
-  "imageSize",
-  "patchSize",
-  "data",
-  "batchSize",
-  "accumulate",
-  "steps",
-  "epochs",
-  "lr",
-  "minLr",
-  "warmupSteps",
-  "weightDecay",
-  "clipGrad",
-  "numMasked",
-  "masking",
-  "dropPath",
-  "visibleWeight",
-  "maskedWeight",
-  "remat",
-  "distributed",
-  "seed",
-  "teacher",
-  "out",
-  "resume",
-  "checkpointEvery",
-  "keepCheckpoints",
-  "knnEvery",
-  "backend",
-  "workers",
-  "logEvery",
-];
-const allFields: t.Props = { ...required, ...optional };
-const fields: t.Props = Object.fromEntries(order.map((k) => [k, allFields[k]]));
+// Every field's codec by name, in flag order (what the flag parser takes).
+const fields: t.Props = codecsOf(pretrainFields);
+const order = Object.keys(pretrainFields) as (keyof Fields)[];
 
 /** `runs/20250131-235959` (UTC), the default run directory of a run started at `now`. */
 export const timestampedRunDir = (now: Date): string => {
@@ -228,33 +302,10 @@ export const timestampedRunDir = (now: Date): string => {
   }${p(now.getUTCMinutes())}${p(now.getUTCSeconds())}`;
 };
 
-const defaultsRaw = (now: Date) => ({
-  // A small local run: finishes in minutes on 2 CPU cores (the lead tunes the numbers).
-  model: "micro",
-  imageSize: 64,
-  patchSize: 8,
-  data: "synthetic",
-  batchSize: 16,
-  accumulate: 1,
-  steps: 150,
-  minLr: 1e-5,
-  weightDecay: 0.05,
-  clipGrad: 3.0,
-  masking: "block",
-  dropPath: 0.1,
-  seed: 0,
-  teacher: null,
+// The rows' defaults, and the run directory stamped with `now`.
+const defaultsRaw = (now: Date): Record<string, unknown> => ({
+  ...Object.fromEntries(entries.filter(([, f]) => f.default !== undefined).map(([k, f]) => [k, f.default])),
   out: timestampedRunDir(now),
-  resume: null,
-  checkpointEvery: 50,
-  keepCheckpoints: 2,
-  backend: "auto",
-  workers: 0,
-  logEvery: 10,
-  visibleWeight: 1,
-  maskedWeight: 1,
-  remat: false,
-  distributed: "none",
 });
 
 /**
@@ -268,70 +319,6 @@ export const defaultPretrainConfig = (now: Date = new Date()): PretrainConfig =>
       throw new Error(`bug: the built-in defaults do not decode:\n${msg}`);
     }),
   );
-
-/** Peak learning rate of the official CAE v2 runs (scripts: `--lr 1.5e-3`) ... */
-export const OFFICIAL_LR = 1.5e-3;
-/** ... at this total batch (256 per GPU x 8 GPUs). */
-export const OFFICIAL_BATCH = 2048;
-/** Peak learning rate of `micro` runs when none is given (a local choice, not the paper's). */
-export const MICRO_LR = 1e-3;
-
-/**
- * The peak learning rate: `cfg.lr` when given; otherwise the linear scaling rule anchored at the official
- * point, lr = 1.5e-3 x (batchSize x accumulate) / 2048 (= 1.875e-4 per 256 images; the official
- * pretraining script uses its `--lr` as is, only its linear-probing script scales `blr x batch / 256`).
- * `micro` runs default to `MICRO_LR`: at batch 16 the rule would give 1.2e-5, below `minLr`, and a
- * 150-step run would not move.
- */
-export const peakLr = (cfg: PretrainConfig): number =>
-  cfg.lr ??
-    (cfg.model === "micro" ? MICRO_LR : (OFFICIAL_LR * cfg.batchSize * cfg.accumulate) / OFFICIAL_BATCH);
-
-/**
- * A line for the run's log when `--min-lr` is above the peak learning rate, else undefined. Small batches
- * under the scaling rule peak low (`--model tiny --batch-size 4`: 1.5e-3 x 4 / 2048 = 2.9e-6, below the
- * official min lr 1e-5); the run goes ahead as the official code's would (its `cosine_scheduler` applies the
- * formula whatever the order of the two), so after the warmup the lr rises from the peak to `--min-lr`.
- * This says so once, with the flags that change it.
- */
-export const lrScheduleNote = (cfg: PretrainConfig): string | undefined => {
-  const peak = peakLr(cfg);
-  if (cfg.minLr <= peak) return undefined;
-  const from = cfg.lr !== undefined
-    ? `--lr ${cfg.lr}`
-    : cfg.model === "micro"
-    ? `the micro default, ${MICRO_LR}`
-    : `${OFFICIAL_LR} x --batch-size ${cfg.batchSize} x --accumulate ${cfg.accumulate} / ${OFFICIAL_BATCH}`;
-  return `note: --min-lr ${cfg.minLr} is above the peak learning rate ${peak} (${from}): after the warmup ` +
-    "the cosine rises from the peak to --min-lr, as the official scheduler does; for a decaying schedule " +
-    "set --min-lr below the peak (e.g. --min-lr 0) or raise it with --lr";
-};
-
-/** Images per optimizer step. */
-export const totalBatch = (cfg: PretrainConfig): number => cfg.batchSize * cfg.accumulate;
-
-/**
- * Optimizer steps of the run: `steps` when given, else `epochs` x the steps per epoch of a data set of
- * `datasetSize` images (the last incomplete step of an epoch is dropped, as the official loader does).
- */
-export const totalSteps = (cfg: PretrainConfig, datasetSize?: number): E.Either<string, number> => {
-  if (cfg.steps !== undefined) return E.right(cfg.steps);
-  if (cfg.epochs === undefined) return E.left("set --steps or --epochs");
-  if (datasetSize === undefined || !Number.isFinite(datasetSize)) {
-    return E.left(`--epochs ${cfg.epochs} needs a finite data set (${cfg.data} has no size): use --steps`);
-  }
-  const perEpoch = Math.floor(datasetSize / totalBatch(cfg));
-  if (perEpoch < 1) {
-    return E.left(
-      `the data set (${datasetSize} images) is smaller than one step (${totalBatch(cfg)} images)`,
-    );
-  }
-  return E.right(cfg.epochs * perEpoch);
-};
-
-/** Warmup steps: `cfg.warmupSteps` when given, else 1/30 of the run (official: 10 of 300 epochs). */
-export const warmupStepsOf = (cfg: PretrainConfig, steps: number): number =>
-  Math.min(steps, cfg.warmupSteps ?? Math.round(steps / 30));
 
 /** The most elements one tfjs tensor can index (int32): a bound on the images of one micro-batch. */
 export const MAX_TENSOR_VALUES = 2 ** 31 - 1;
@@ -357,7 +344,7 @@ export const checkPretrainConfig = (cfg: PretrainConfig): E.Either<string, Pretr
         `${Math.floor(MAX_TENSOR_VALUES / (3 * cfg.imageSize ** 2))} or less, and --accumulate N for a ` +
         "larger total batch",
     );
-  } else if (!Number.isSafeInteger(totalBatch(cfg))) {
+  } else if (!Number.isSafeInteger(cfg.batchSize * cfg.accumulate)) {
     errors.push(
       `--batch-size ${cfg.batchSize} x --accumulate ${cfg.accumulate} images per step is beyond counting ` +
         "exactly (2^53): use a smaller --accumulate",
@@ -438,58 +425,15 @@ export const readRunConfig = (
   return pipe(readJson(path, path, read), E.chain((json) => decodeWith(PretrainConfigPatch, json, path)));
 };
 
-const help: Record<string, string> = {
-  model: "model preset: micro (local), tiny, small, base, large",
-  imageSize: "input side in pixels",
-  patchSize: "patch side in pixels (divides the image size)",
-  data: 'data source: "synthetic", "folder:PATH" (image folder) or "wds:PATTERN" (WebDataset tar shards)',
-  batchSize: "images per micro-batch",
-  accumulate: "micro-batches per optimizer step (gradient accumulation)",
-  steps: "total optimizer steps (wins over --epochs)",
-  epochs: "passes over a finite data set, when --steps is not given",
-  lr: `peak learning rate (default: ${OFFICIAL_LR} x total batch / ${OFFICIAL_BATCH}; micro: ${MICRO_LR})`,
-  minLr: "final learning rate of the cosine schedule",
-  warmupSteps: "linear warmup steps (default: 1/30 of the steps)",
-  weightDecay: "AdamW weight decay (not on 1-D tensors and biases)",
-  clipGrad: "global gradient-norm clipping; 0 = off",
-  numMasked: "masked patches per image (default: the preset's)",
-  masking: "block (BEiT block-wise, official) or random",
-  dropPath: "stochastic depth rate",
-  seed: "seed of the run key",
-  teacher: "CLIP teacher weights (.safetensors); --no-teacher = random small teacher",
-  out: "run directory (default: runs/<UTC timestamp>)",
-  resume: "resume the run in DIR from its newest complete checkpoint",
-  checkpointEvery: "save a checkpoint every N steps",
-  keepCheckpoints: "checkpoints kept on disk",
-  backend: "tfjs backend: auto, webgpu, wasm, cpu",
-  workers: "data-loading workers (0 = main thread)",
-  logEvery: "progress line every N steps when stdout is not a terminal",
-  visibleWeight: "weight of the visible latent alignment loss",
-  maskedWeight: "weight of the masked latent alignment loss",
-  remat: "recompute each encoder block in the backward pass (less memory, about 1/3 more time)",
-  distributed: "none, or mpi: data-parallel over the ranks of mpirun / srun (--batch-size is per rank)",
-  knnEvery: "k-NN probe every N steps (default: never)",
-};
-
-const placeholder = (key: string, codec: t.Mixed): string => {
-  const name = codec.name;
-  if (name === "boolean") return "";
-  if (name === "PositiveInt" || name === "NonNegativeInt" || name === "Seed") return "N";
-  if (name.endsWith("Number") || name === "UnitInterval") return "X";
-  const keys = (codec as { keys?: Record<string, unknown> }).keys;
-  if (keys !== undefined) return "NAME";
-  return ["teacher", "out", "resume"].includes(key) ? (key === "teacher" ? "FILE" : "DIR") : "SOURCE";
-};
-
 /** The `--help` text of `deno task pretrain`. */
 export const pretrainUsage = (): string => {
-  const d = defaultPretrainConfig(new Date(0)) as Readonly<Record<string, unknown>>;
   const rows = [
     ["--config FILE", "JSON file with any config fields (camelCase keys); flags override it"],
-    ...Object.keys(fields).map((k) => {
-      const dv = d[k];
-      const shown = k === "out" || dv === undefined || dv === null ? "" : ` (default: ${JSON.stringify(dv)})`;
-      return [`--${kebabCase(k)} ${placeholder(k, fields[k])}`.trimEnd(), `${help[k] ?? ""}${shown}`];
+    ...entries.map(([k, f]) => {
+      const shown = f.default === undefined || f.default === null
+        ? ""
+        : ` (default: ${JSON.stringify(f.default)})`;
+      return [`--${kebabCase(k)} ${f.arg}`.trimEnd(), `${f.help}${shown}`];
     }),
     ["--help, -h", "this text"],
   ];

@@ -41,22 +41,16 @@
  * @module
  */
 import { gemmAvailable, gemmThreads, setGemmThreads } from "./kernels/gemm_pool.ts";
-import { t, tf, type WebGPUBackend } from "../deps.ts";
+import { tf, type WebGPUBackend } from "../deps.ts";
 import { installMemoryWatermark } from "./memory.ts";
 import { capGpuPool } from "./gpu_pool.ts";
 
-/** The tfjs backends this project supports, as a codec. */
-export const BackendName = t.keyof({ webgpu: null, wasm: null, cpu: null }, "BackendName");
+/** The tfjs backends this project supports, in the order "auto" prefers them. */
+export const backendNames = ["webgpu", "wasm", "cpu"] as const;
 /** A tfjs backend this project supports. */
-export type BackendName = t.TypeOf<typeof BackendName>;
-
-/**
- * What a `--backend` flag (or `CAEV2_BACKEND`) may name: a backend, or `auto` ({@link selectBackend}'s
- * policy), as a codec.
- */
-export const BackendChoice = t.keyof({ auto: null, ...BackendName.keys }, "BackendChoice");
-/** A backend, or `auto`. */
-export type BackendChoice = t.TypeOf<typeof BackendChoice>;
+export type BackendName = (typeof backendNames)[number];
+/** What a `--backend` flag or `CAEV2_BACKEND` may name: a backend, or "auto" ({@link selectBackend}'s policy). */
+export type BackendChoice = "auto" | BackendName;
 
 /** What {@link selectBackend} started. */
 export interface BackendInfo {
@@ -76,10 +70,8 @@ export interface BackendInfo {
   readonly note?: string;
 }
 
-const NAMES = Object.keys(BackendName.keys) as readonly BackendName[];
+const isBackendName = (s: string): s is BackendName => (backendNames as readonly string[]).includes(s);
 const ENV_VAR = "CAEV2_BACKEND";
-
-const isBackendName = (s: string): s is BackendName => (NAMES as readonly string[]).includes(s);
 
 // ---------------------------------------------------------------------------------------------------
 // WebGPU errors
@@ -549,7 +541,7 @@ export const selectBackend = async (preferred: BackendChoice = "auto"): Promise<
   const choice = fromEnv ?? preferred;
   if (choice !== "auto" && !isBackendName(choice)) {
     const where = fromEnv !== undefined ? `${ENV_VAR}=${choice}` : `backend "${choice}"`;
-    throw new Error(`${where}: unknown backend; expected one of auto, ${NAMES.join(", ")}`);
+    throw new Error(`${where}: unknown backend; expected one of auto, ${backendNames.join(", ")}`);
   }
   // Checked before anything starts, for every backend: a bad value is refused, never a reason to fall back.
   const threads = wasmThreadsFromEnv();
@@ -560,7 +552,7 @@ export const selectBackend = async (preferred: BackendChoice = "auto"): Promise<
   if (choice !== "auto") {
     const r = await start(choice, adapter, threads);
     if (typeof r === "string") {
-      const others = NAMES.filter((n) => n !== choice).join(" or ");
+      const others = backendNames.filter((n) => n !== choice).join(" or ");
       throw new Error(
         `backend ${choice} was requested${
           fromEnv !== undefined ? ` (by ${ENV_VAR})` : ""

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type BackendInfo, type BackendName, selectBackend } from "./backend.ts";
+import { type BackendChoice, type BackendInfo, selectBackend } from "./backend.ts";
 import { registerDeviceGradients } from "./gradients.ts";
 import { registerKernels, restoreStockKernels } from "./kernels/dispatch.ts";
 
@@ -26,7 +26,7 @@ export interface RuntimeOptions {
  * ```
  */
 export const startRuntime = async (
-  preferred: BackendName | "auto" = "auto",
+  preferred: BackendChoice = "auto",
   opts: RuntimeOptions = {},
 ): Promise<BackendInfo> => {
   const info = await selectBackend(preferred);

@@ -15,37 +15,37 @@ import {
   strict,
   UnitInterval,
 } from "../config/codec.ts";
-import { kebabCase, parseFlags } from "../config/flags.ts";
-import { BackendName, ModelName } from "../config/pretrain.ts";
+import {
+  codecsOf,
+  flagPaths,
+  type FlagSpec,
+  type FlagTable,
+  flagTable,
+  type FlagValues,
+  kebabCase,
+  parseFlags,
+  type UntypedFlags,
+} from "../config/flags.ts";
+import { BackendChoice, ModelName } from "../config/names.ts";
 import { describeBackend } from "../core/backend.ts";
 import { startRuntime } from "../core/runtime.ts";
-import type { PresetName } from "../models/presets.ts";
 import { type DataSource, parseDataSource } from "../../data/source.ts";
 import type { EncoderModel } from "../models/encoder_model.ts";
-import { loadEncoder } from "./load.ts";
-import { classesOf, type FeatureSet, type Pooling, splitFeatures } from "./features.ts";
+import { disposeEncoder, loadEncoder } from "./load.ts";
+import { classesOf, type FeatureSet, splitFeatures } from "./features.ts";
 import { checkTaskOutputs } from "./outputs.ts";
 
-/** One flag: its codec, its default (absent: optional without default), its help. */
-export interface FlagSpec {
-  /** What the flag's value must be. */
-  readonly codec: t.Mixed;
-  /** Value when the flag is absent; absent: the flag is optional. */
-  readonly default?: unknown;
-  /** One line for `--help`. */
-  readonly help: string;
-  /** Placeholder in the usage line ("N", "FILE"). */
-  readonly arg: string;
-}
+export type { FlagSpec, FlagTable, FlagValues };
+export { flagTable };
 
-/** A task's command line. */
-export interface TaskSpec {
+/** A task's command line; `F` is its flag table (typed when the spec is not annotated as plain `TaskSpec`). */
+export interface TaskSpec<F extends FlagTable = FlagTable> {
   /** The usage line. */
   readonly usage: string;
   /** One sentence on what the task does. */
   readonly summary: string;
   /** The flags, camelCase names (`--batch-size` is `batchSize`). */
-  readonly flags: Readonly<Record<string, FlagSpec>>;
+  readonly flags: F;
 }
 
 /** `--help` text of a task. */
@@ -61,31 +61,35 @@ export const usageOf = (spec: TaskSpec): string => {
   );
 };
 
-/** Flags typed by the task's codec. */
-export type Flags = Readonly<Record<string, unknown>>;
+/** Decoded flags of a spec declared as the plain {@link TaskSpec} (no table to type them). */
+export type Flags = UntypedFlags;
 
 /**
- * Decodes `argv` for `spec`: `Right(values)` with every default filled in, or `Left(message)` (the usage
- * text for `--help`: check {@link wantsHelp} first).
+ * Decodes `argv` for `spec`: `Right(values)` with every default filled in, typed by the spec's table, or
+ * `Left(message)` (the usage text for `--help`: check {@link wantsHelp} first).
  */
-export const resolveFlags = (argv: readonly string[], spec: TaskSpec): E.Either<string, Flags> => {
-  const fields: t.Props = Object.fromEntries(Object.entries(spec.flags).map(([k, f]) => [k, f.codec]));
-  const parsed = parseFlags(argv, fields);
+export const resolveFlags = <F extends FlagTable>(
+  argv: readonly string[],
+  spec: TaskSpec<F>,
+): E.Either<string, FlagValues<F>> => {
+  const rows = Object.entries(spec.flags);
+  const parsed = parseFlags(argv, codecsOf(spec.flags));
   if (E.isLeft(parsed)) return E.left(`${parsed.left}\n(run with --help for the list of flags)`);
   if (parsed.right.help) return E.left(usageOf(spec));
-  const defaults = Object.fromEntries(
-    Object.entries(spec.flags).filter(([, f]) => f.default !== undefined).map(([k, f]) => [k, f.default]),
-  );
-  const required = Object.fromEntries(Object.entries(spec.flags).filter(([, f]) => f.default !== undefined));
-  const optional = Object.fromEntries(Object.entries(spec.flags).filter(([, f]) => f.default === undefined));
+  const withDefault = rows.filter(([, f]) => f.default !== undefined);
   const codec = strict(
-    Object.fromEntries(Object.entries(required).map(([k, f]) => [k, f.codec])),
-    Object.fromEntries(Object.entries(optional).map(([k, f]) => [k, f.codec])),
+    Object.fromEntries(withDefault.map(([k, f]) => [k, f.codec])),
+    Object.fromEntries(rows.filter(([, f]) => f.default === undefined).map(([k, f]) => [k, f.codec])),
   );
   return pipe(
-    decodeWith(codec, { ...defaults, ...parsed.right.values }, "flags"),
-    E.mapLeft((m) => m.replace(/^flags: at (\w+):/gm, (_, k: string) => `flags: --${kebabCase(k)}:`)),
-    E.map((v) => v as Flags),
+    decodeWith(codec, {
+      ...Object.fromEntries(withDefault.map(([k, f]) => [k, f.default])),
+      ...parsed.right.values,
+    }, "flags"),
+    // In flag errors, name the flag the user typed (`--batch-size`) rather than the field (`batchSize`).
+    E.mapLeft(flagPaths),
+    // The codec is the table's: its values are the table's values.
+    E.map((v) => v as FlagValues<F>),
   );
 };
 
@@ -96,7 +100,7 @@ export const wantsHelp = (argv: readonly string[]): boolean => argv.includes("--
 export const PoolingName = t.keyof({ cls: null, mean: null }, "Pooling");
 
 /** Flags shared by the tasks that read an encoder and a data source. */
-export const encoderFlags: Readonly<Record<string, FlagSpec>> = {
+export const encoderFlags = flagTable({
   checkpoint: {
     codec: t.string,
     arg: "PATH",
@@ -127,7 +131,7 @@ export const encoderFlags: Readonly<Record<string, FlagSpec>> = {
     help: "seed of every random choice (head init, order, random encoder)",
   },
   backend: {
-    codec: BackendName,
+    codec: BackendChoice,
     default: "auto",
     arg: "NAME",
     help: "tfjs backend: auto, webgpu, wasm, cpu",
@@ -141,10 +145,13 @@ export const encoderFlags: Readonly<Record<string, FlagSpec>> = {
     arg: "",
     help: "overwrite existing output files (never an input of the task)",
   },
-};
+});
+
+/** The values of {@link encoderFlags}. */
+export type EncoderFlags = FlagValues<typeof encoderFlags>;
 
 /** Flags of the tasks that extract frozen features. */
-export const featureFlags: Readonly<Record<string, FlagSpec>> = {
+export const featureFlags = flagTable({
   pooling: {
     codec: PoolingName,
     default: "cls",
@@ -154,7 +161,22 @@ export const featureFlags: Readonly<Record<string, FlagSpec>> = {
   extractBatch: { codec: PositiveInt, default: 64, arg: "N", help: "images per encoder forward pass" },
   maxTrain: { codec: PositiveInt, arg: "N", help: "use at most N training images (default: all)" },
   maxVal: { codec: PositiveInt, arg: "N", help: "use at most N held-out images (default: all)" },
-};
+});
+
+/** The values of {@link featureFlags}. */
+export type FeatureFlags = FlagValues<typeof featureFlags>;
+
+/**
+ * The last flags of the tasks that score a classifier on both splits (k-NN, probe): the classes, and the
+ * results file.
+ */
+export const scoreFlags = flagTable({
+  numClasses: { codec: PositiveInt, arg: "N", help: "classes (default: largest label + 1)" },
+  out: { codec: t.string, arg: "FILE", help: "also write the results as JSON" },
+});
+
+/** The values of {@link scoreFlags}. */
+export type ScoreFlags = FlagValues<typeof scoreFlags>;
 
 export { NonNegativeNumber, PositiveInt, PositiveNumber, UnitInterval };
 
@@ -181,29 +203,29 @@ export interface TaskSetup {
 }
 
 /**
- * Starts the runtime (`--backend`; lib/core/runtime.ts), parses `--data`, loads `--checkpoint`; logs the backend, the weights'
- * origin and any warning through `log`. Left: a message for people.
+ * Starts the runtime (`--backend`; lib/core/runtime.ts), parses `--data`, loads `--checkpoint`; logs the
+ * backend, the weights' origin and any warning through `log`. Left: a message for people.
  */
 export const setupTask = async (
-  f: Flags,
+  f: EncoderFlags,
   log: (line: string) => void,
 ): Promise<E.Either<string, TaskSetup>> => {
-  const source = parseDataSource(f.data as string);
+  const source = parseDataSource(f.data);
   if (E.isLeft(source)) return source;
   if (f.checkpoint === undefined) {
     return E.left('--checkpoint is required (a run directory, a .safetensors file or "random")');
   }
   try {
     // The backend, device-side reduction gradients and the fused kernels, as every task starts them.
-    log(describeBackend(await startRuntime(f.backend as "auto")));
+    log(describeBackend(await startRuntime(f.backend)));
   } catch (e) {
     return E.left(e instanceof Error ? e.message : String(e));
   }
-  const enc = await loadEncoder(f.checkpoint as string, {
-    model: f.model as PresetName | undefined,
-    imageSize: f.imageSize as number | undefined,
-    patchSize: f.patchSize as number | undefined,
-    seed: f.seed as number,
+  const enc = await loadEncoder(f.checkpoint, {
+    model: f.model,
+    imageSize: f.imageSize,
+    patchSize: f.patchSize,
+    seed: f.seed,
   });
   if (E.isLeft(enc)) return enc;
   const c = enc.right.config;
@@ -214,55 +236,102 @@ export const setupTask = async (
   return E.right({ encoder: enc.right, source: source.right });
 };
 
-/** A started evaluation task: its flags, encoder and source. */
-export interface StartedTask extends TaskSetup {
+/** A started evaluation task: its flags (typed by its spec's table), encoder and source. */
+export interface StartedTask<V extends Flags = Flags> extends TaskSetup {
   /** The resolved flags. */
-  readonly f: Flags;
+  readonly f: V;
+}
+
+/** A file a task will write, named by the flag that asks for it (lib/eval/outputs.ts). */
+export interface TaskOutput {
+  /** The flag as the user reads it (`--out`, `--metrics (beside --out)`). */
+  readonly flag: string;
+  /** The path; undefined when the flag is absent. */
+  readonly path: string | undefined;
 }
 
 /**
- * The prologue every evaluation task shares: resolve the flags of `spec` from `argv`, check the paths the
- * task will write (`outputs`, lib/eval/outputs.ts `checkTaskOutputs`: `--force`, inputs never), start the
- * runtime, load the encoder; on any failure (or `--help`) print it for people and exit.
+ * The prologue every evaluation task shares: resolve the flags of `spec` from `argv` (they must include
+ * {@link encoderFlags}), check the paths the task will write (`outputs`, lib/eval/outputs.ts
+ * `checkTaskOutputs`: `--force`, inputs never), start the runtime, load the encoder; on any failure (or
+ * `--help`) print it for people and exit.
  */
-export const startTask = async (
-  spec: TaskSpec,
+export const startTask = async <F extends FlagTable>(
+  spec: TaskSpec<F>,
   argv: readonly string[],
   log: (line: string) => void,
-  outputs?: (f: Flags) => readonly { readonly flag: string; readonly path: string | undefined }[],
-): Promise<StartedTask> => {
+  outputs?: (f: FlagValues<F>) => readonly TaskOutput[],
+): Promise<StartedTask<FlagValues<F>>> => {
   const flags = resolveFlags(argv, spec);
   if (E.isLeft(flags)) exitWith(argv, flags.left);
+  const f = flags.right;
   // The files the task will write, checked before the backend starts or anything is read (outputs.ts).
   if (outputs !== undefined) {
-    const ok = await checkTaskOutputs(flags.right, outputs(flags.right));
+    const ok = await checkTaskOutputs(f, outputs(f));
     if (E.isLeft(ok)) exitWith(argv, ok.left);
   }
-  const setup = await setupTask(flags.right, log);
+  // Every task's table spreads encoderFlags; TypeScript cannot see that through the generic table.
+  const setup = await setupTask(f as unknown as EncoderFlags, log);
   if (E.isLeft(setup)) exitWith(argv, setup.left);
-  return { f: flags.right, ...setup.right };
+  return { f, ...setup.right };
+};
+
+/**
+ * Runs the body of a started task: a failure is printed for people (exit 1), and the encoder is disposed
+ * either way.
+ */
+export const runTask = async <V extends Flags>(
+  task: StartedTask<V>,
+  argv: readonly string[],
+  body: (task: StartedTask<V>) => Promise<void>,
+): Promise<void> => {
+  try {
+    await body(task);
+  } catch (e) {
+    exitWith(argv, e instanceof Error ? e.message : String(e));
+  } finally {
+    disposeEncoder(task.encoder);
+  }
+};
+
+/** Writes a task's results as pretty-printed JSON (`--out`, `--results`). */
+export const writeResults = (path: string, results: unknown): Promise<void> =>
+  Deno.writeTextFile(path, JSON.stringify(results, null, 2) + "\n");
+
+/** The flags {@link taskFeatures} reads. */
+type FeatureArgs = FeatureFlags & Pick<EncoderFlags, "workers">;
+/** The flags {@link taskTrainVal} reads. */
+type TrainValArgs = FeatureArgs & Pick<ScoreFlags, "numClasses">;
+
+/**
+ * A started task whose flags include `Args`, checked where its spec's table types them; a task of a plain
+ * {@link TaskSpec} (untyped flags, decoded by the same codecs) is taken as it is.
+ */
+type TaskWith<V extends Flags, Args> = StartedTask<V> & {
+  readonly f: string extends keyof V ? unknown : Args;
 };
 
 /**
  * Features of one split of the task's source with the flags `--pooling`, `--extract-batch`, `--workers`,
  * logging how many, how wide and how long.
  */
-export const taskFeatures = async (
-  t: StartedTask,
+export const taskFeatures = async <V extends Flags>(
+  t: TaskWith<V, FeatureArgs>,
   split: "train" | "val",
   limit: number | undefined,
   log: (line: string) => void,
 ): Promise<FeatureSet> => {
+  // Typed by TaskWith; untyped only for a plain TaskSpec, whose flags the same codecs decoded.
+  const f: FeatureArgs = t.f as Flags as FeatureArgs;
   const t0 = performance.now();
-  const pooling = t.f.pooling as Pooling;
   const set = await splitFeatures(t.encoder, t.source, split, {
-    pooling,
+    pooling: f.pooling,
     limit,
-    batchSize: t.f.extractBatch as number,
-    workers: t.f.workers as number,
+    batchSize: f.extractBatch,
+    workers: f.workers,
   });
   const seconds = ((performance.now() - t0) / 1000).toFixed(1);
-  log(`features: ${set.count} ${split} images, ${set.dim}-d ${pooling}, ${seconds} s`);
+  log(`features: ${set.count} ${split} images, ${set.dim}-d ${f.pooling}, ${seconds} s`);
   return set;
 };
 
@@ -275,8 +344,13 @@ export interface TrainVal {
 }
 
 /** {@link taskFeatures} of the train split (`--max-train`) and the val split (`--max-val`), and the classes. */
-export const taskTrainVal = async (t: StartedTask, log: (line: string) => void): Promise<TrainVal> => {
-  const train = await taskFeatures(t, "train", t.f.maxTrain as number | undefined, log);
-  const val = await taskFeatures(t, "val", t.f.maxVal as number | undefined, log);
-  return { train, val, numClasses: (t.f.numClasses as number | undefined) ?? classesOf(train, val) };
+export const taskTrainVal = async <V extends Flags>(
+  t: TaskWith<V, TrainValArgs>,
+  log: (line: string) => void,
+): Promise<TrainVal> => {
+  // Typed by TaskWith; untyped only for a plain TaskSpec, whose flags the same codecs decoded.
+  const f: TrainValArgs = t.f as Flags as TrainValArgs;
+  const train = await taskFeatures(t, "train", f.maxTrain, log);
+  const val = await taskFeatures(t, "val", f.maxVal, log);
+  return { train, val, numClasses: f.numClasses ?? classesOf(train, val) };
 };

@@ -27,7 +27,7 @@ import type { EncoderModel } from "../models/encoder_model.ts";
 import { fromOfficial, type OfficialSlot, studentOfficialName } from "../models/names.ts";
 import { type PresetName, presetNames, studentPreset } from "../models/presets.ts";
 import { sinCos2d } from "../nn/positions.ts";
-import { ModelName } from "../config/pretrain.ts";
+import { ModelName } from "../config/names.ts";
 import { latestCheckpoint, verifyCheckpointFile } from "../train/checkpoint.ts";
 import { runKeys } from "../train/run_keys.ts";
 import { runPaths } from "../train/rundir.ts";

@@ -20,7 +20,8 @@
  *
  * @module
  */
-import { MICRO_LR, type PretrainConfig } from "../config/pretrain.ts";
+import type { PretrainConfig } from "../config/pretrain.ts";
+import { MICRO_LR } from "../train/lr_policy.ts";
 import type { EvalSpec } from "./evaluate.ts";
 
 /** How big an experiment runs. */

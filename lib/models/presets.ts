@@ -5,12 +5,13 @@
  * @module
  */
 import type { CaeV2Config, ClipConfig } from "./config.ts";
+import { type ModelName, modelNames } from "../config/names.ts";
 
-/** Preset names. `micro` is a small local variant for CPU runs and tests (not from the paper). */
-export type PresetName = "micro" | "tiny" | "small" | "base" | "large";
+/** Preset names (lib/config/names.ts `modelNames`). `micro` is a small local variant for CPU runs and tests (not from the paper). */
+export type PresetName = ModelName;
 
-/** Names of all presets. */
-export const presetNames: readonly PresetName[] = ["micro", "tiny", "small", "base", "large"];
+/** Names of all presets, smallest first. */
+export const presetNames: readonly PresetName[] = modelNames;
 
 interface Shape {
   dim: number;

@@ -38,7 +38,7 @@ const isCount = (n: number) => Number.isInteger(n) && n >= 0;
  *
  * `final` above `base` is allowed and the formula runs as written, the cosine then rising from `base` to
  * `final`: the official function does not check the order, and a small batch under the lr scaling rule
- * peaks below the official min lr 1e-5 (lib/config/pretrain.ts `lrScheduleNote` says so in the log).
+ * peaks below the official min lr 1e-5 (lib/train/lr_policy.ts `lrScheduleNote` says so in the log).
  *
  * CAE's training loop sets the lr of iteration `it` (0-based) to `schedule[it]` before the update, so the
  * first update uses `schedule(0) = warmupStart`: with warmup, the very first step does not move the

@@ -8,7 +8,7 @@
 import { E, t } from "../deps.ts";
 import { decodeWith, strict } from "../config/codec.ts";
 import { flagPaths, parseFlags } from "../config/flags.ts";
-import { BackendName } from "../config/pretrain.ts";
+import { BackendChoice } from "../config/names.ts";
 
 /** The one-line usage of `deno task parity`. */
 export const PARITY_USAGE =
@@ -19,14 +19,14 @@ export interface ParityArgs {
   /** Fixture files; empty: the task's default fixtures. */
   readonly files: readonly string[];
   /** The backend flag; "auto" when absent (then `CAEV2_BACKEND`, then the automatic choice). */
-  readonly backend: "auto" | "webgpu" | "wasm" | "cpu";
+  readonly backend: BackendChoice;
   /** Whether the optimizer step is checked too (default; `--no-step` leaves it out). */
   readonly step: boolean;
   /** Whether `--help` was given. */
   readonly help: boolean;
 }
 
-const fields = { backend: BackendName, step: t.boolean };
+const fields = { backend: BackendChoice, step: t.boolean };
 const Flags = strict({}, fields, "ParityFlags");
 
 /**

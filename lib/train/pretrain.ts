@@ -30,17 +30,8 @@ import { startRuntime } from "../core/runtime.ts";
 import { disposeTree, flatten, type Params, unflatten } from "../core/tree.ts";
 import { type Collective, single } from "../dist/collective.ts";
 import { mpiCollective } from "../dist/mpi.ts";
-import {
-  configChanges,
-  configHash,
-  HASH_EXCLUDED_KEYS,
-  lrScheduleNote,
-  peakLr,
-  type PretrainConfig,
-  totalBatch,
-  totalSteps,
-  warmupStepsOf,
-} from "../config/pretrain.ts";
+import { configChanges, configHash, HASH_EXCLUDED_KEYS, type PretrainConfig } from "../config/pretrain.ts";
+import { lrScheduleNote, peakLr, totalBatch, totalSteps, warmupStepsOf } from "./lr_policy.ts";
 import { caev2Buffers, caev2Init, type CaeV2Params } from "../models/caev2.ts";
 import type { CaeV2Config, ClipConfig } from "../models/config.ts";
 import { gridOf } from "../models/config.ts";
