@@ -137,7 +137,7 @@ export { knnClassify, type KnnOptions } from "./lib/eval/knn.ts";
 export { knnEvaluator, knnMonitor, pretrainEvaluators } from "./lib/eval/monitor.ts";
 export { type FinetuneResult, type FinetuneRunOptions, runFinetune } from "./lib/eval/finetune_run.ts";
 export type { Accuracy } from "./lib/eval/heads.ts";
-export type { BatchNormState } from "./lib/eval/batchnorm.ts";
+export type { BatchNormState } from "./lib/nn/batchnorm.ts";
 export { lars, scaleByLars } from "./lib/optim/lars.ts";
 export { loadStudent, type Naming, saveStudent } from "./lib/models/student_io.ts";
 export { startRuntime } from "./lib/core/runtime.ts";
@@ -146,14 +146,8 @@ export { startRuntime } from "./lib/core/runtime.ts";
 export { formatReport, runParity } from "./lib/parity/check.ts";
 
 // Scripted experiments: named grids of runs, evaluation, report and plots (SVG, PNG).
-export {
-  type ExperimentIO,
-  type ExperimentOptions,
-  type ExperimentSummary,
-  planExperiment,
-  type PlannedRun,
-  runExperiment,
-} from "./lib/experiment/runner.ts";
+export { type ExperimentIO, type ExperimentSummary, runExperiment } from "./lib/experiment/runner.ts";
+export { type ExperimentOptions, planExperiment, type PlannedRun } from "./lib/experiment/plan.ts";
 export type {
   BaselineRecord,
   EvalRecord,
@@ -192,8 +186,8 @@ export {
   lineChart,
   type LineChartSpec,
   type LineSeries,
-} from "./lib/experiment/svg.ts";
-export { type PngOptions, svgToPng } from "./lib/experiment/png.ts";
+} from "./lib/plot/svg.ts";
+export { type PngOptions, svgToPng } from "./lib/plot/png.ts";
 export { collectVersions, type GitInfo, gitInfo, type Versions } from "./lib/experiment/versions.ts";
 
 // Types that the public signatures above mention.

@@ -34,12 +34,12 @@ export { default as encodeJpeg } from "npm:@jsquash/jpeg@1.6.0/encode.js";
 export { default as encodePng } from "npm:@jsquash/png@3.1.1/encode.js";
 
 // The wasm backend (registers "wasm"; its .wasm binaries load from the package folder on first use) and the
-// WebGPU backend's class type (for its GPUDevice): lib/core/backend.ts.
+// WebGPU backend's class type (for its GPUDevice): lib/core/webgpu_errors.ts.
 export * as tfWasm from "npm:@tensorflow/tfjs-backend-wasm@4.22.0";
 export type { WebGPUBackend } from "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
 
-// SVG -> PNG for experiment reports (lib/experiment/png.ts): resvg compiled to wasm, no native binary, loaded
-// on first use. The .wasm is loaded by a source-phase import of `wasm` (lib/experiment/wasm_source.ts, which
+// SVG -> PNG for experiment reports (lib/plot/png.ts): resvg compiled to wasm, no native binary, loaded
+// on first use. The .wasm is loaded by a source-phase import of `wasm` (lib/plot/wasm_source.ts, which
 // Deno resolves inside the npm package, local node_modules or global cache alike), kept out of the static
 // module graph because bundlers (`deno bundle`, esbuild) cannot parse `import.source`.
 export const resvg = {

@@ -24,6 +24,7 @@ import { startRuntime } from "../lib/core/runtime.ts";
 import { decodeImage } from "../data/decode.ts";
 import { exitWith, flagTable, usageOf } from "../lib/eval/cli.ts";
 import { classifyImage, disposeClassifier, loadClassifier } from "../lib/eval/classifier_io.ts";
+import { message } from "../lib/core/fs.ts";
 
 const spec = {
   summary: "Classify images with a fine-tuned classifier (deno task finetune --out FILE.safetensors).",
@@ -68,7 +69,7 @@ if (missing.length > 0) exitWith(argv, missing.join("\n"));
 try {
   console.log(describeBackend(await startRuntime(backend)));
 } catch (e) {
-  exitWith(argv, e instanceof Error ? e.message : String(e));
+  exitWith(argv, message(e));
 }
 const loaded = await loadClassifier(model);
 if (E.isLeft(loaded)) exitWith(argv, loaded.left);
@@ -95,7 +96,7 @@ try {
     );
   }
 } catch (e) {
-  exitWith(argv, e instanceof Error ? e.message : String(e));
+  exitWith(argv, message(e));
 } finally {
   disposeClassifier(c);
 }

@@ -9,6 +9,7 @@ import { E } from "../lib/deps.ts";
 import { resolveExperimentArgs } from "../lib/experiment/cli.ts";
 import { runExperiment } from "../lib/experiment/runner.ts";
 import { formatScores } from "../lib/experiment/results.ts";
+import { message } from "../lib/core/fs.ts";
 
 const cmd = resolveExperimentArgs(Deno.args);
 if (E.isLeft(cmd)) {
@@ -38,6 +39,6 @@ try {
     } s; report ${s.reportPath}`,
   );
 } catch (e) {
-  console.error(`experiment: ${e instanceof Error ? e.message : String(e)}`);
+  console.error(`experiment: ${message(e)}`);
   Deno.exit(1);
 }

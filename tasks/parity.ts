@@ -12,6 +12,7 @@ import { describeBackend } from "../lib/core/backend.ts";
 import { startRuntime } from "../lib/core/runtime.ts";
 import { formatReport, runParity } from "../lib/parity/check.ts";
 import { PARITY_USAGE, parseParityArgs } from "../lib/parity/cli.ts";
+import { message } from "../lib/core/fs.ts";
 
 const parsed = parseParityArgs(Deno.args);
 if (E.isLeft(parsed)) {
@@ -32,7 +33,7 @@ try {
   info = await startRuntime(args.backend);
 } catch (e) {
   // A backend refused by name or by the environment is the user's to fix: their message, not a stack.
-  console.error(`parity: ${e instanceof Error ? e.message : String(e)}`);
+  console.error(`parity: ${message(e)}`);
   Deno.exit(2);
 }
 console.log(describeBackend(info));

@@ -19,7 +19,7 @@ import {
   finetuneSettings,
 } from "../lib/eval/finetune.ts";
 import { runFinetune } from "../lib/eval/finetune_run.ts";
-import { finetuneDecayMask, layerIdOf, layerScaleOf } from "../lib/eval/layer_decay.ts";
+import { finetuneDecayMask, layerIdOf, layerScaleOf } from "../lib/optim/layer_decay.ts";
 import { disposeEncoder, randomEncoder } from "../lib/eval/load.ts";
 import { betaSample, mixBatch } from "../lib/eval/mixup.ts";
 import { studentPreset } from "../lib/models/presets.ts";

@@ -11,7 +11,7 @@ import { key, uniform } from "../lib/core/random.ts";
 import { applyUpdates } from "../lib/optim/apply.ts";
 import { lars, larsOfficialMask, scaleByLars } from "../lib/optim/lars.ts";
 import { disposeState } from "../lib/optim/transform.ts";
-import { halfCycleCosine } from "../lib/eval/schedule.ts";
+import { halfCycleCosine } from "../lib/optim/schedule.ts";
 
 await tf.setBackend("cpu");
 

@@ -7,7 +7,7 @@
 import { tf } from "../lib/deps.ts";
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "../lib/core/std.ts";
 import { key, uniform } from "../lib/core/random.ts";
-import { batchNormEval, batchNormInit, batchNormTrain, disposeBatchNorm } from "../lib/eval/batchnorm.ts";
+import { batchNormEval, batchNormInit, batchNormTrain, disposeBatchNorm } from "../lib/nn/batchnorm.ts";
 import { countTopK, smoothTargets, softCrossEntropy } from "../lib/eval/heads.ts";
 import { classesOf, type FeatureSet, pool } from "../lib/eval/features.ts";
 import { knnClassify } from "../lib/eval/knn.ts";

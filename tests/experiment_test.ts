@@ -23,10 +23,11 @@ import {
   maskRatio,
   planRuns,
 } from "../lib/experiment/registry.ts";
-import { planExperiment, runExperiment } from "../lib/experiment/runner.ts";
+import { runExperiment } from "../lib/experiment/runner.ts";
+import { planExperiment } from "../lib/experiment/plan.ts";
 import { finalLosses } from "../lib/experiment/results.ts";
-import { barChart, formatTick, lineChart, niceTicks, PALETTE } from "../lib/experiment/svg.ts";
-import { svgToPng } from "../lib/experiment/png.ts";
+import { barChart, formatTick, lineChart, niceTicks, PALETTE } from "../lib/plot/svg.ts";
+import { svgToPng } from "../lib/plot/png.ts";
 import { gitInfo } from "../lib/experiment/versions.ts";
 
 Deno.test("nice ticks: round steps of 1, 2 or 5 x 10^k that cover the range", () => {

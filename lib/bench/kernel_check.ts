@@ -6,13 +6,12 @@
  * @module
  */
 import { tf } from "../deps.ts";
-import { withErrorScope } from "../core/backend.ts";
+import { withErrorScope } from "../core/webgpu_errors.ts";
 import { type Key, key, seedOf, split } from "../core/random.ts";
 import { planMatMul, registerFastMatMul, restoreStockMatMul } from "../core/kernels/matmul.ts";
 import { registerKernels, restoreStockKernels } from "../core/kernels/dispatch.ts";
 import { fusedAdamw } from "../optim/fused_adamw.ts";
-import { tensorsIn } from "../optim/transform.ts";
-import { flatten, type Params } from "../core/tree.ts";
+import { flatten, type Params, tensorsIn } from "../core/tree.ts";
 import { layerNorm } from "../nn/norm.ts";
 import { gelu, quickGelu } from "../nn/mlp.ts";
 import { fusedActivation } from "../core/kernels/dispatch.ts";

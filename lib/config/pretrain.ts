@@ -34,6 +34,7 @@ import {
 } from "./flags.ts";
 import { canonicalJson, stableHash } from "./hash.ts";
 import { BackendChoice, ModelName } from "./names.ts";
+import { message, parseJson } from "../core/fs.ts";
 
 /** Masking strategies: BEiT block-wise (official) or uniform random. */
 export const Masking = t.keyof({ block: null, random: null }, "Masking");
@@ -469,13 +470,9 @@ const readJson = (
     text = read(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return E.left(`${where}: file not found`);
-    return E.left(`${where}: cannot read it (${e instanceof Error ? e.message : String(e)})`);
+    return E.left(`${where}: cannot read it (${message(e)})`);
   }
-  try {
-    return E.right(JSON.parse(text));
-  } catch (e) {
-    return E.left(`${where}: not valid JSON (${e instanceof Error ? e.message : String(e)})`);
-  }
+  return parseJson(text, where);
 };
 
 // A layer that sets epochs without steps drops the steps of the layers below (and the reverse), so that

@@ -1,5 +1,5 @@
 /**
- * Choosing and starting the tfjs backend, and turning WebGPU's asynchronous errors into exceptions.
+ * Choosing and starting the tfjs backend.
  *
  * Policy of {@link selectBackend}: an explicit name (flag) wins, then the `CAEV2_BACKEND` environment
  * variable, else "auto": WebGPU on a hardware adapter, else wasm, else cpu. A *software* WebGPU adapter
@@ -20,19 +20,17 @@
  * On the H200 device machine (Vulkan, from a `deno bundle`), auto picked `webgpu (NVIDIA H200)`, the same
  * matmul took 18.4 ms including the readback, and a tensor one element past maxStorageBufferBindingSize
  * (2 GiB there, 128 MiB on llvmpipe) summed to a silent 0 outside an error scope and threw inside
- * {@link withErrorScope}.
+ * lib/core/webgpu_errors.ts `withErrorScope`.
  *
  * So wasm is the CPU default (12x cpu on the matmul, 5x on a training step). Its threaded build cannot
  * start under Deno (`ERR_WORKER_PATH`: it spawns its pthread workers from a Blob URL through
  * node:worker_threads), so wasm runs one thread. In the wasm block, BatchMatMul is ~2/3 of the time and
  * the 5-D Transpose of qkv ~1/5 (tf.profile).
  *
- * wasm lacks some kernels the model's gradients reach: `UnsortedSegmentSum` (the gradient of `gather`,
- * i.e. of picking the visible tokens) and `Conv2DBackpropFilter` (the gradient of a conv patch embedding
- * w.r.t. its filter), plus the depthwise-conv backprops and `Einsum`. {@link selectBackend} registers a
- * one-pass `UnsortedSegmentSum` (also replacing cpu's, which is O(numSegments * size)) and runs the others
- * on wasm through the cpu kernel on copies of the inputs (correct; costs one copy each way). wasm's
- * GatherV2 is also wrong for `batchDims > 0` (tensorflow/tfjs#8658): such gathers go through cpu too.
+ * wasm lacks some kernels the model's gradients reach, and one of its kernels is wrong: {@link selectBackend}
+ * registers the fallbacks of lib/core/kernels/wasm_fallback.ts before starting wasm (and cpu's faster
+ * `UnsortedSegmentSum` before starting cpu). WebGPU's asynchronous errors are turned into exceptions by
+ * lib/core/webgpu_errors.ts, whose device watch {@link selectBackend} installs.
  *
  * The wasm binaries are found by the package itself next to its JS (`__dirname`), which holds for a local
  * `node_modules` and for Deno's global npm cache alike, so this also works when the project is imported by
@@ -41,9 +39,12 @@
  * @module
  */
 import { gemmAvailable, gemmThreads, setGemmThreads } from "./kernels/gemm_pool.ts";
-import { tf, type WebGPUBackend } from "../deps.ts";
+import { tf } from "../deps.ts";
 import { installMemoryWatermark } from "./memory.ts";
 import { capGpuPool } from "./gpu_pool.ts";
+import { message } from "./fs.ts";
+import { registerCpuKernels, registerWasmFallbackKernels } from "./kernels/wasm_fallback.ts";
+import { watchDevice, webgpuDevice } from "./webgpu_errors.ts";
 
 /** The tfjs backends this project supports, in the order "auto" prefers them. */
 export const backendNames = ["webgpu", "wasm", "cpu"] as const;
@@ -73,294 +74,6 @@ export interface BackendInfo {
 const isBackendName = (s: string): s is BackendName => (backendNames as readonly string[]).includes(s);
 const ENV_VAR = "CAEV2_BACKEND";
 
-// ---------------------------------------------------------------------------------------------------
-// WebGPU errors
-
-/** What kind of GPU error: the WebGPU error scopes, plus a lost device. */
-export type WebGPUErrorKind = "validation" | "out-of-memory" | "internal" | "device-lost";
-
-/** A WebGPU error turned into an exception; `gpuMessage` is the driver's text. */
-export class WebGPUError extends Error {
-  readonly kind: WebGPUErrorKind;
-  readonly gpuMessage: string;
-  constructor(kind: WebGPUErrorKind, gpuMessage: string, hint: string, options?: ErrorOptions) {
-    super(
-      `WebGPU ${kind === "device-lost" ? "device lost" : `${kind} error`}: ${gpuMessage}. ${hint}`,
-      options,
-    );
-    this.name = "WebGPUError";
-    this.kind = kind;
-    this.gpuMessage = gpuMessage;
-  }
-}
-
-const MiB = (n: number) => `${Math.round(n / 2 ** 20)} MiB`;
-
-const hintFor = (kind: WebGPUErrorKind, device: GPUDevice): string => {
-  switch (kind) {
-    case "validation":
-      return `The GPU refused a command. Often a tensor is larger than one binding allows ` +
-        `(maxStorageBufferBindingSize ${MiB(device.limits.maxStorageBufferBindingSize)}, maxBufferSize ` +
-        `${
-          MiB(device.limits.maxBufferSize)
-        }): reduce the batch size or split the op. Otherwise it is a kernel ` +
-        `bug: rerun with --backend cpu to compare`;
-    case "out-of-memory":
-      return "Reduce the batch size or the model, or dispose tensors no longer needed (see tf.memory())";
-    case "internal":
-      return "The driver failed (shader too large or too slow?); rerun with --backend cpu to compare";
-    case "device-lost":
-      return "The GPU was reset (driver crash, timeout or memory exhaustion): restart the process, perhaps " +
-        "with a smaller batch; checkpoints already written are intact";
-  }
-};
-
-const kindOf = (e: GPUError): WebGPUErrorKind => {
-  const cls = e.constructor?.name ?? "";
-  if (cls.includes("Validation")) return "validation";
-  if (cls.includes("OutOfMemory")) return "out-of-memory";
-  return "internal";
-};
-
-const fromGPUError = (e: GPUError, device: GPUDevice, cause?: unknown): WebGPUError => {
-  const kind = kindOf(e);
-  return new WebGPUError(kind, e.message, hintFor(kind, device), cause === undefined ? undefined : { cause });
-};
-
-// The one piece of module state: errors that arrived asynchronously (events, device.lost) wait here for
-// the next checkDeviceErrors(). The first is kept whole; later ones are only counted.
-let pendingError: WebGPUError | undefined;
-let droppedErrors = 0;
-const watchedDevices = new WeakSet<GPUDevice>();
-
-const recordError = (e: WebGPUError): void => {
-  if (pendingError === undefined) pendingError = e;
-  else droppedErrors++;
-};
-
-/** Routes a device's uncaptured errors and its loss to {@link checkDeviceErrors} (once per device). */
-const watchDevice = (device: GPUDevice): void => {
-  if (watchedDevices.has(device)) return;
-  watchedDevices.add(device);
-  device.addEventListener("uncapturederror", (ev) => {
-    ev.preventDefault();
-    recordError(fromGPUError((ev as GPUUncapturedErrorEvent).error, device));
-  });
-  device.lost.then((info) => {
-    // "destroyed" is a deliberate device.destroy() (tfjs backend disposal), not a failure.
-    if (info.reason !== "destroyed") {
-      recordError(
-        new WebGPUError("device-lost", info.message || "no message", hintFor("device-lost", device)),
-      );
-    }
-  });
-};
-
-/**
- * Throws the first WebGPU error recorded since the last call (validation, out-of-memory, internal, device
- * lost), then forgets it. WebGPU reports errors asynchronously, so call this after awaiting GPU work, e.g.
- * once per training step after `await loss.data()`. A no-op on other backends.
- */
-export const checkDeviceErrors = (): void => {
-  const e = pendingError, more = droppedErrors;
-  pendingError = undefined;
-  droppedErrors = 0;
-  if (e === undefined) return;
-  if (more === 0) throw e;
-  throw new WebGPUError(e.kind, `${e.gpuMessage} (and ${more} more GPU error(s))`, "", { cause: e });
-};
-
-/** The current tfjs WebGPU backend, or undefined when another backend is active. */
-const webgpuBackend = (): WebGPUBackend | undefined =>
-  tf.getBackend() === "webgpu" ? tf.backend() as WebGPUBackend : undefined;
-
-/** The GPUDevice of the active tfjs WebGPU backend, or undefined on other backends. */
-export const webgpuDevice = (): GPUDevice | undefined => webgpuBackend()?.device;
-
-/**
- * Runs `f` inside "validation" and "out-of-memory" error scopes of the active WebGPU device and throws a
- * {@link WebGPUError} if the GPU reported one (tfjs's batched commands are submitted before the scopes are
- * popped, so the errors of `f`'s kernels are caught). Do not run two of these concurrently: scopes are a
- * per-device stack. On other backends it just runs `f`.
- */
-export const withErrorScope = async <T>(f: () => Promise<T>): Promise<T> => {
-  const backend = webgpuBackend();
-  if (backend === undefined) return await f();
-  const device = backend.device;
-  device.pushErrorScope("out-of-memory");
-  device.pushErrorScope("validation");
-  let outcome: { ok: true; value: T } | { ok: false; error: unknown };
-  try {
-    outcome = { ok: true, value: await f() };
-  } catch (error) {
-    outcome = { ok: false, error };
-  }
-  try {
-    // Submit what tfjs has batched (WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE), as it does before a read.
-    backend.ensureCommandEncoderReady();
-    backend.endComputePassEncoder();
-    backend.submitQueue();
-  } catch (error) {
-    if (outcome.ok) outcome = { ok: false, error };
-  }
-  const validation = await device.popErrorScope();
-  const oom = await device.popErrorScope();
-  const gpu = validation ?? oom;
-  if (gpu) throw fromGPUError(gpu, device, outcome.ok ? undefined : outcome.error);
-  if (!outcome.ok) throw outcome.error;
-  return outcome.value;
-};
-
-// ---------------------------------------------------------------------------------------------------
-// wasm: kernels it lacks, run by the cpu backend
-
-/** The parts of tfjs-backend-wasm's BackendWasm used here (its class type is not exported by name). */
-interface WasmBackendLike {
-  readSync(dataId: tf.DataId): tf.backend_util.BackendValues;
-  makeOutput(
-    shape: number[],
-    dtype: tf.DataType,
-    memoryOffset?: number,
-    values?: tf.backend_util.BackendValues,
-  ): tf.TensorInfo;
-}
-
-/** The parts of tfjs-backend-cpu's MathBackendCPU used here. */
-interface CpuBackendLike extends tf.KernelBackend {
-  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
-  disposeIntermediateTensorInfo(t: tf.TensorInfo): void;
-}
-
-/** Kernels registered for cpu but not for wasm that the model or its gradients can reach. */
-export const WASM_KERNELS_VIA_CPU: readonly string[] = [
-  "Conv2DBackpropFilter", // gradient of Conv2D w.r.t. the filter
-  "DepthwiseConv2dNativeBackpropFilter",
-  "DepthwiseConv2dNativeBackpropInput",
-  "Einsum",
-];
-
-const viaCpu = (kernelName: string): tf.KernelConfig => ({
-  kernelName,
-  backendName: "wasm",
-  kernelFunc: ({ inputs, backend, attrs }) => {
-    const wasm = backend as unknown as WasmBackendLike;
-    const cpu = tf.findBackend("cpu") as CpuBackendLike | null;
-    const kernel = tf.getKernel(kernelName, "cpu");
-    if (cpu === null || kernel === undefined) {
-      throw new Error(`${kernelName} on wasm needs the cpu backend's kernel, which is not registered`);
-    }
-    const cpuInputs: Record<string, tf.TensorInfo> = {};
-    for (const [k, t] of Object.entries(inputs)) {
-      if (t) cpuInputs[k] = cpu.makeTensorInfo(t.shape, t.dtype, wasm.readSync(t.dataId));
-    }
-    try {
-      const out = kernel.kernelFunc({ inputs: cpuInputs, backend: cpu, attrs });
-      const outs = Array.isArray(out) ? out : [out];
-      const inputIds = new Set(Object.values(cpuInputs).map((t) => t.dataId));
-      const moved = outs.map((o) => {
-        const w = wasm.makeOutput(o.shape, o.dtype, undefined, cpu.readSync(o.dataId));
-        if (!inputIds.has(o.dataId)) cpu.disposeIntermediateTensorInfo(o);
-        return w;
-      });
-      return Array.isArray(out) ? moved : moved[0];
-    } finally {
-      for (const t of Object.values(cpuInputs)) cpu.disposeIntermediateTensorInfo(t);
-    }
-  },
-});
-
-/** Kernel functions installed by this module, so that patching twice is a no-op. */
-const ours = new WeakSet<tf.KernelFunc>();
-
-/**
- * tfjs-backend-wasm 4.22.0's GatherV2 is wrong when `batchDims > 0`: its C++ steps through the indices by
- * `batch_size` instead of indices-per-batch, so every batch after the first reads the wrong rows (or
- * memory past the end). tensorflow/tfjs#8658, fix proposed in tensorflow/tfjs#8659, unreleased. The
- * batched gather (picking each image's visible tokens) therefore runs on the cpu kernel; `batchDims = 0`
- * keeps the wasm kernel.
- */
-const patchWasmBatchedGather = (): void => {
-  const original = tf.getKernel("GatherV2", "wasm");
-  if (original === undefined || ours.has(original.kernelFunc)) return;
-  const cpuPath = viaCpu("GatherV2").kernelFunc;
-  const kernelFunc: tf.KernelFunc = (args) =>
-    (args.attrs?.batchDims ?? 0) === 0 ? original.kernelFunc(args) : cpuPath(args);
-  ours.add(kernelFunc);
-  tf.unregisterKernel("GatherV2", "wasm");
-  tf.registerKernel({ ...original, kernelFunc });
-};
-
-/** Host-memory access shared by the cpu and wasm backends. */
-interface HostBackend {
-  readSync(dataId: tf.DataId): tf.backend_util.BackendValues;
-}
-
-/**
- * `UnsortedSegmentSum` (the gradient of `gather`) in one pass over `x`: `out[ids[i], j] += x[i, j]`, ids
- * outside `[0, numSegments)` dropped as in TensorFlow. tfjs-backend-cpu 4.22's kernel builds a full-size
- * mask per segment (`equal` + `mul` + `sum` for each of `numSegments`), O(numSegments * x.size): the gather
- * gradient of ViT tokens, [3136, 192] with 3136 segments, did not finish in 10 minutes on the dev machine;
- * this takes milliseconds. Registered for cpu (replacing the stock kernel) and for wasm (which has none).
- */
-const segmentSumKernel = (backendName: "cpu" | "wasm"): tf.KernelConfig => ({
-  kernelName: "UnsortedSegmentSum",
-  backendName,
-  kernelFunc: ({ inputs, backend, attrs }) => {
-    const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
-    const numSegments = Number(attrs?.numSegments);
-    const host = backend as unknown as HostBackend;
-    const xs = host.readSync(x.dataId) as tf.TypedArray;
-    const ids = host.readSync(segmentIds.dataId) as tf.TypedArray;
-    const rest = x.shape.slice(segmentIds.shape.length);
-    const inner = rest.reduce((a, b) => a * b, 1);
-    const acc = new Float64Array(numSegments * inner);
-    for (let i = 0; i < ids.length; i++) {
-      const s = ids[i];
-      if (s < 0 || s >= numSegments) continue;
-      const src = i * inner, dst = s * inner;
-      for (let j = 0; j < inner; j++) acc[dst + j] += xs[src + j];
-    }
-    const values = x.dtype === "int32" ? Int32Array.from(acc) : Float32Array.from(acc);
-    const shape = [numSegments, ...rest];
-    return backendName === "wasm"
-      ? (backend as unknown as WasmBackendLike).makeOutput(shape, x.dtype, undefined, values)
-      : (backend as unknown as CpuBackendLike).makeTensorInfo(shape, x.dtype, values);
-  },
-});
-
-/** Installs {@link segmentSumKernel} for `backendName` unless this module already did. */
-const installSegmentSum = (backendName: "cpu" | "wasm"): void => {
-  const current = tf.getKernel("UnsortedSegmentSum", backendName);
-  if (current !== undefined && ours.has(current.kernelFunc)) return;
-  if (current !== undefined) tf.unregisterKernel("UnsortedSegmentSum", backendName);
-  const config = segmentSumKernel(backendName);
-  ours.add(config.kernelFunc);
-  tf.registerKernel(current === undefined ? config : { ...current, kernelFunc: config.kernelFunc });
-};
-
-/** Replaces cpu kernels that are too slow for the model's shapes ({@link segmentSumKernel}); idempotent. */
-export const registerCpuKernels = (): void => installSegmentSum("cpu");
-
-/**
- * Registers {@link WASM_KERNELS_VIA_CPU} and a one-pass `UnsortedSegmentSum` for wasm, and routes batched
- * gathers around the wasm GatherV2 bug (idempotent; leaves correct wasm kernels alone).
- * {@link selectBackend} calls it before starting wasm.
- */
-export const registerWasmFallbackKernels = (): void => {
-  installSegmentSum("wasm");
-  for (const name of WASM_KERNELS_VIA_CPU) {
-    if (tf.getKernel(name, "wasm") === undefined && tf.getKernel(name, "cpu") !== undefined) {
-      const config = viaCpu(name);
-      ours.add(config.kernelFunc);
-      tf.registerKernel(config);
-    }
-  }
-  patchWasmBatchedGather();
-};
-
-// ---------------------------------------------------------------------------------------------------
-// Starting backends
-
 const requestAdapter = async (): Promise<GPUAdapter | null> => {
   const gpu = (navigator as { gpu?: GPU }).gpu;
   if (gpu === undefined) return null;
@@ -387,7 +100,7 @@ const setBackend = async (name: BackendName): Promise<string | undefined> => {
     installMemoryWatermark();
     return undefined;
   } catch (e) {
-    return e instanceof Error ? e.message : String(e);
+    return message(e);
   }
 };
 
@@ -524,7 +237,8 @@ const envBackend = (): string | undefined => {
 /**
  * Picks and starts a backend: `preferred` (a flag), else the `CAEV2_BACKEND` environment variable, else
  * "auto" (WebGPU on a hardware adapter, else wasm, else cpu; see the module doc for the measurements).
- * Registers the WebGPU error handlers ({@link checkDeviceErrors}) and wasm's missing kernels. Throws a
+ * Registers the WebGPU error handlers (lib/core/webgpu_errors.ts `checkDeviceErrors`) and wasm's missing
+ * kernels. Throws a
  * message saying what failed and what to do when a backend asked for by name cannot start, and when
  * `CAEV2_BACKEND` is not a backend or `CAEV2_THREADS` not a number of threads (under "auto" too);
  * an absurd `CAEV2_THREADS` (above 64 and the logical cores) is capped, and wasm's `detail` says so.

@@ -12,6 +12,7 @@
  * @module
  */
 import { TE, tf } from "../deps.ts";
+import { message, writeAll, writeFileAtomic } from "./fs.ts";
 
 /** The element types this module reads (the safetensors spec names). */
 export type DType = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
@@ -408,7 +409,7 @@ export const decodeSafetensors = (bytes: Uint8Array, file = "<memory>"): Safeten
 const openError = (path: string, e: unknown): SafetensorsError =>
   e instanceof SafetensorsError ? e : new SafetensorsError(
     path,
-    `cannot read the file (${e instanceof Error ? e.message : String(e)})`,
+    `cannot read the file (${message(e)})`,
     "Check that the path exists and is readable (deno needs --allow-read)",
     { cause: e },
   );
@@ -625,24 +626,12 @@ export const encodeSafetensors = (
   return out;
 };
 
-const writeAll = async (f: Deno.FsFile, bytes: Uint8Array): Promise<void> => {
-  let done = 0;
-  while (done < bytes.length) done += await f.write(bytes.subarray(done));
-};
-
-const randomSuffix = (): string =>
-  Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, "0")).join("");
-
-const dirOf = (path: string): string => {
-  const i = path.lastIndexOf("/");
-  return i < 0 ? "." : i === 0 ? "/" : path.slice(0, i);
-};
-
 /**
  * Writes tensors atomically: F32 for float data (tf float32 tensors, Float32Array and Float64Array host
  * data), I32 for int32/bool tf tensors and Int32Array host data; names sorted; metadata values must be
- * strings. The file is written to `${path}.tmp-<pid>-<rand>` in the same directory, fsynced, then renamed
- * over `path`; on any error the temporary file is removed and an existing `path` is left untouched.
+ * strings. The file is written atomically (lib/core/fs.ts `writeFileAtomic`): to `${path}.tmp-<pid>-<rand>`
+ * in the same directory, fsynced, then renamed over `path`; on any error the temporary file is removed and
+ * an existing `path` is left untouched.
  * tf tensors are read one at a time with `await t.data()` (not disposed).
  */
 export const writeSafetensors = async (
@@ -652,49 +641,22 @@ export const writeSafetensors = async (
 ): Promise<void> => {
   const planned = plan(tensors, path);
   const head = headerBytes(planned, metadata, path);
-  const tmp = `${path}.tmp-${Deno.pid}-${randomSuffix()}`;
-  let f: Deno.FsFile | undefined;
   try {
-    f = await Deno.open(tmp, { write: true, createNew: true });
-    await writeAll(f, head);
-    for (const p of planned) {
-      const bytes = await p.read();
-      if (bytes.length !== p.bytes) {
-        throw new SafetensorsError(
-          path,
-          `tensor "${p.name}" produced ${bytes.length} bytes, expected ${p.bytes}`,
-        );
+    await writeFileAtomic(path, async (f) => {
+      await writeAll(f, head);
+      for (const p of planned) {
+        const bytes = await p.read();
+        if (bytes.length !== p.bytes) {
+          throw new SafetensorsError(
+            path,
+            `tensor "${p.name}" produced ${bytes.length} bytes, expected ${p.bytes}`,
+          );
+        }
+        await writeAll(f, bytes);
       }
-      await writeAll(f, bytes);
-    }
-    await f.sync();
-    f.close();
-    f = undefined;
-    await Deno.rename(tmp, path);
-    await syncDir(dirOf(path));
+    });
   } catch (e) {
-    try {
-      f?.close();
-    } catch { /* already closed */ }
-    await Deno.remove(tmp).catch(() => {});
     if (e instanceof SafetensorsError) throw e;
-    throw new SafetensorsError(
-      path,
-      `writing failed (${e instanceof Error ? e.message : String(e)})`,
-      HINT_WRITE,
-      { cause: e },
-    );
+    throw new SafetensorsError(path, `writing failed (${message(e)})`, HINT_WRITE, { cause: e });
   }
-};
-
-/** fsync the directory so the rename itself survives a crash; not every platform allows it. */
-const syncDir = async (dir: string): Promise<void> => {
-  try {
-    const d = await Deno.open(dir, { read: true });
-    try {
-      await d.sync();
-    } finally {
-      d.close();
-    }
-  } catch { /* best effort (e.g. Windows cannot open directories) */ }
 };

@@ -107,3 +107,31 @@ export const disposeTree = (...ps: (Params | undefined)[]): void => {
 
 /** Number of scalar entries in a record. */
 export const countParams = (p: Params): number => Object.values(flatten(p)).reduce((n, v) => n + v.size, 0);
+
+const isRecord = (x: unknown): x is Readonly<Record<string, unknown>> => typeof x === "object" && x !== null;
+
+/** Every tensor inside a value made of arrays, records and tensors (states, param records, tuples). */
+export const tensorsIn = (x: unknown): Tensor[] => {
+  const out: Tensor[] = [];
+  const walk = (v: unknown): void => {
+    if (isTensor(v)) out.push(v);
+    else if (Array.isArray(v)) v.forEach(walk);
+    else if (isRecord(v)) Object.values(v).forEach(walk);
+  };
+  walk(x);
+  return out;
+};
+
+/**
+ * `tf.tidy` for any result type: runs `fn`, keeps the tensors inside its result and disposes every other
+ * tensor created meanwhile. (`tf.tidy` itself only types results that are `TensorContainer`s.)
+ */
+export const tidy = <T>(fn: () => T): T => {
+  const box: T[] = [];
+  tf.tidy(() => {
+    const result = fn();
+    box.push(result);
+    return tensorsIn(result);
+  });
+  return box[0];
+};

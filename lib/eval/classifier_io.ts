@@ -27,6 +27,7 @@ import type { RgbImage } from "../../data/image.ts";
 import { classifierApply, type ClassifierParams } from "./finetune.ts";
 import { assertFinite } from "./finite.ts";
 import { secondTopK } from "./heads.ts";
+import { message } from "../core/fs.ts";
 
 /** `__metadata__.format` of a classifier file. */
 export const CLASSIFIER_FORMAT = "caev2-classifier";
@@ -85,7 +86,7 @@ export const loadClassifier = async (path: string): Promise<E.Either<string, Sav
   try {
     file = await readSafetensors(path);
   } catch (e) {
-    return E.left(e instanceof Error ? e.message : String(e));
+    return E.left(message(e));
   }
   const meta = file.metadata;
   const notOne =

@@ -34,6 +34,7 @@ import type { EncoderModel } from "../models/encoder_model.ts";
 import { disposeEncoder, loadEncoder } from "./load.ts";
 import { classesOf, type FeatureSet, splitFeatures } from "./features.ts";
 import { checkTaskOutputs } from "./outputs.ts";
+import { message } from "../core/fs.ts";
 
 export type { FlagSpec, FlagTable, FlagValues };
 export { flagTable };
@@ -219,7 +220,7 @@ export const setupTask = async (
     // The backend, device-side reduction gradients and the fused kernels, as every task starts them.
     log(describeBackend(await startRuntime(f.backend)));
   } catch (e) {
-    return E.left(e instanceof Error ? e.message : String(e));
+    return E.left(message(e));
   }
   const enc = await loadEncoder(f.checkpoint, {
     model: f.model,
@@ -288,7 +289,7 @@ export const runTask = async <V extends Flags>(
   try {
     await body(task);
   } catch (e) {
-    exitWith(argv, e instanceof Error ? e.message : String(e));
+    exitWith(argv, message(e));
   } finally {
     disposeEncoder(task.encoder);
   }

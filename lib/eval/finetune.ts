@@ -41,7 +41,7 @@ import { cosineSchedule, type Schedule } from "../optim/schedule.ts";
 import { chain, type CountState, type EmptyState, type GradientTransformation } from "../optim/transform.ts";
 import type { EncoderModel } from "../models/encoder_model.ts";
 import { linearHeadInit } from "./heads.ts";
-import { finetuneDecayMask, layerScaleOf, scaleByParamScale } from "./layer_decay.ts";
+import { finetuneDecayMask, layerScaleOf, scaleByParamScale } from "../optim/layer_decay.ts";
 
 /** Fine-tuning settings of a preset (see the module table). */
 export interface FinetuneSettings {

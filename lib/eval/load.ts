@@ -31,6 +31,7 @@ import { ModelName } from "../config/names.ts";
 import { latestCheckpoint, verifyCheckpointFile } from "../train/checkpoint.ts";
 import { runKeys } from "../train/run_keys.ts";
 import { runPaths } from "../train/rundir.ts";
+import { message, readJsonFile, statIfExists } from "../core/fs.ts";
 
 /** What the command line may say about shapes; the weights' own shapes win where they disagree. */
 export interface EncoderHints {
@@ -64,16 +65,7 @@ const withPos = (
 export const randomEncoder = (config: CaeV2Config, k: Key): EncoderModel =>
   withPos(config, encoderInit(k, config), `random init (${config.dim} wide, ${config.depth} deep)`, []);
 
-const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
-
-const isDir = async (path: string): Promise<boolean | undefined> => {
-  try {
-    return (await Deno.stat(path)).isDirectory;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw e;
-  }
-};
+const isDir = async (path: string): Promise<boolean | undefined> => (await statIfExists(path))?.isDirectory;
 
 // Only the fields that fix the encoder's shapes; the rest of config.json is the pretrain task's business.
 const RunShape = t.type({ model: ModelName, imageSize: t.number, patchSize: t.number });
@@ -81,20 +73,9 @@ const RunShape = t.type({ model: ModelName, imageSize: t.number, patchSize: t.nu
 const readRunShape = async (
   configPath: string,
 ): Promise<E.Either<string, t.TypeOf<typeof RunShape>> | undefined> => {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(configPath);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    return E.left(`${configPath}: ${message(e)}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    return E.left(`${configPath}: not valid JSON (${message(e)})`);
-  }
-  const r = RunShape.decode(json);
+  const json = await readJsonFile(configPath);
+  if (json === undefined || E.isLeft(json)) return json;
+  const r = RunShape.decode(json.right);
   return E.isRight(r)
     ? E.right(r.right)
     : E.left(`${configPath}: needs "model" (one of ${presetNames.join(", ")}), "imageSize" and "patchSize"`);

@@ -26,7 +26,7 @@ import {
   type BatchNormState,
   batchNormTrain,
   disposeBatchNorm,
-} from "./batchnorm.ts";
+} from "../nn/batchnorm.ts";
 import type { FeatureSet } from "./features.ts";
 import {
   type Accuracy,
@@ -36,7 +36,7 @@ import {
   smoothTargets,
   softCrossEntropy,
 } from "./heads.ts";
-import { halfCycleCosine } from "./schedule.ts";
+import { halfCycleCosine } from "../optim/schedule.ts";
 
 /** Probe settings; defaults are the official ones except the batch size (official: 8 GPUs x 1024). */
 export interface ProbeOptions {

@@ -18,7 +18,7 @@ import {
   experimentSizes,
   findExperiment,
 } from "./registry.ts";
-import type { ExperimentOptions } from "./runner.ts";
+import type { ExperimentOptions } from "./plan.ts";
 
 /** What the command line asks for. */
 export type ExperimentCommand =

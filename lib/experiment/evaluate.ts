@@ -17,6 +17,7 @@ import type { EncoderModel } from "../models/encoder_model.ts";
 import { disposeEncoder, loadEncoder } from "../eval/load.ts";
 import { disposeProbe, trainProbe } from "../eval/probe.ts";
 import { knnClassify } from "../eval/knn.ts";
+import { message } from "../core/fs.ts";
 
 /** Linear-probe settings (lib/eval/probe.ts; absolute lr, since the batches here are small). */
 export interface ProbeSpec {
@@ -148,7 +149,7 @@ export const evaluateEncoder = async (
     const scores = await scoreFeatures(train, val, spec, seed);
     return E.right({ ...scores, trainImages: train.count, valImages: val.count, encoder: enc.origin });
   } catch (e) {
-    return E.left(`evaluating ${enc.origin}: ${e instanceof Error ? e.message : String(e)}`);
+    return E.left(`evaluating ${enc.origin}: ${message(e)}`);
   } finally {
     disposeEncoder(enc);
   }

@@ -15,11 +15,11 @@
  */
 import type { PretrainConfig } from "../config/pretrain.ts";
 import { readMetrics } from "../train/metrics.ts";
-import { writeTextAtomic } from "../train/rundir.ts";
+import { message, writeTextAtomic } from "../core/fs.ts";
 import type { Experiment, SettingValue } from "./registry.ts";
 import type { BaselineRecord, ExperimentResults, RunRecord } from "./results.ts";
-import { type Bar, barChart, type BarSeries, lineChart, type LineSeries } from "./svg.ts";
-import { svgToPng } from "./png.ts";
+import { type Bar, barChart, type BarSeries, lineChart, type LineSeries } from "../plot/svg.ts";
+import { svgToPng } from "../plot/png.ts";
 import type { Versions } from "./versions.ts";
 
 /** Mean and range of numbers (NaN for none). */
@@ -364,7 +364,7 @@ export const writeReport = async (
       // The SVGs are the plots; a missing rasteriser (a bundle without the wasm) costs only the copies.
       png = false;
       o.log?.(
-        `warning: no PNG plots (${e instanceof Error ? e.message : String(e)}); the SVGs are in ${out}/plots`,
+        `warning: no PNG plots (${message(e)}); the SVGs are in ${out}/plots`,
       );
     }
   }

@@ -1,5 +1,5 @@
 /**
- * Runs a named experiment: every (setting, seed) as a pretraining run (lib/train/pretrain.ts) in its own
+ * Runs a named experiment (its plan: plan.ts): every (setting, seed) as a pretraining run (lib/train/pretrain.ts) in its own
  * folder, each evaluated (evaluate.ts), then a random-init baseline per model, then the experiment folder's
  * summary files and report:
  *
@@ -21,33 +21,27 @@
  *
  * @module
  */
-import { E, pipe } from "../deps.ts";
+import { E } from "../deps.ts";
 import { type BackendInfo, selectBackend } from "../core/backend.ts";
-import { decodeWith } from "../config/codec.ts";
-import { stableHash } from "../config/hash.ts";
 import {
-  checkPretrainConfig,
-  configHash,
-  defaultPretrainConfig,
-  PretrainConfig,
-  PretrainConfigCodec,
-} from "../config/pretrain.ts";
+  exists,
+  message,
+  parseJson,
+  readTextIfExists,
+  writeJsonAtomic,
+  writeTextAtomic,
+} from "../core/fs.ts";
+import { stableHash } from "../config/hash.ts";
 import type { PresetName } from "../models/presets.ts";
 import { parseDataSource } from "../../data/source.ts";
 import { latestCheckpoint } from "../train/checkpoint.ts";
 import { readMetrics } from "../train/metrics.ts";
 import { pretrain } from "../train/pretrain.ts";
 import { pretrainEvaluators } from "../eval/monitor.ts";
-import { runPaths, writeJsonAtomic, writeTextAtomic } from "../train/rundir.ts";
+import { runPaths } from "../train/rundir.ts";
 import { evaluateEncoder } from "./evaluate.ts";
-import {
-  type ConfigOverrides,
-  type Experiment,
-  type ExperimentSize,
-  planRuns,
-  type RunSpec,
-  type SettingValue,
-} from "./registry.ts";
+import type { Experiment, ExperimentSize, SettingValue } from "./registry.ts";
+import { type ExperimentOptions, planExperiment, type PlannedRun, trimSlash } from "./plan.ts";
 import { writeReport } from "./report.ts";
 import {
   type BaselineRecord,
@@ -59,22 +53,6 @@ import {
   type RunRecord,
 } from "./results.ts";
 import { collectVersions, type Versions } from "./versions.ts";
-
-/** How to run an experiment. */
-export interface ExperimentOptions {
-  /** How big: `test`, `small`, `medium` or `large` (registry.ts). */
-  readonly size: ExperimentSize;
-  /** Seeds of every setting (each seed is one run per setting). */
-  readonly seeds: readonly number[];
-  /** The experiment folder. */
-  readonly out: string;
-  /** Config fields set for every run (command-line flags), over the experiment's own. */
-  readonly overrides?: ConfigOverrides;
-  /** Evaluate a randomly initialised encoder of each model as a baseline (default true). */
-  readonly baseline?: boolean;
-  /** Write PNG copies of the plots (default true). */
-  readonly png?: boolean;
-}
 
 /** Where the runner's text goes. */
 export interface ExperimentIO {
@@ -100,96 +78,18 @@ export interface ExperimentSummary {
   readonly reused: readonly string[];
 }
 
-/** A run with its resolved config. */
-export interface PlannedRun extends RunSpec {
-  /** The run's resolved, valid pretraining config. */
-  readonly config: PretrainConfig;
-  /** Its `configHash`. */
-  readonly configHash: string;
-}
-
-const trimSlash = (p: string) => p.replace(/\/+$/, "") || ".";
-
-/**
- * The config of one run: pretraining defaults < the experiment's base at `size` < the setting < the
- * command-line overrides < seed and folder. Left: what is wrong, naming the run.
- *
- * @example
- * ```ts
- * import { resolveRunConfig } from "./runner.ts";
- * import { alignmentAblation, planRuns } from "./registry.ts";
- * const [run] = planRuns(alignmentAblation.settings("small"), [7]);
- * const cfg = resolveRunConfig(alignmentAblation, "small", run, {}, "runs/x");
- * if (cfg._tag === "Left" || cfg.right.maskedWeight !== 0 || cfg.right.seed !== 7) throw new Error("unexpected");
- * if (cfg.right.out !== "runs/x/runs/visible-only-s7") throw new Error(cfg.right.out);
- * ```
- */
-export const resolveRunConfig = (
-  exp: Experiment,
-  size: ExperimentSize,
-  run: RunSpec,
-  overrides: ConfigOverrides,
-  out: string,
-): E.Either<string, PretrainConfig> => {
-  const dir = `${trimSlash(out)}/runs/${run.id}`;
-  const merged = {
-    ...defaultPretrainConfig(new Date(0)),
-    // The size fixes the length by steps; an experiment never counts epochs.
-    epochs: undefined,
-    ...exp.base(size),
-    ...run.setting.overrides,
-    ...overrides,
-    seed: run.seed,
-    out: dir,
-    resume: null,
-  };
-  return pipe(
-    decodeWith(PretrainConfigCodec, merged, `${exp.name} run ${run.id}`),
-    E.chain(checkPretrainConfig),
-    E.mapLeft((m) => `${exp.name} run ${run.id}: ${m}`),
-  );
-};
-
-/** Every run of the experiment with its config and config hash. Left: the first config that is invalid. */
-export const planExperiment = async (
-  exp: Experiment,
-  o: Pick<ExperimentOptions, "size" | "seeds" | "out" | "overrides">,
-): Promise<E.Either<string, PlannedRun[]>> => {
-  if (o.seeds.length === 0) return E.left("no seeds given");
-  const planned: PlannedRun[] = [];
-  for (const run of planRuns(exp.settings(o.size), o.seeds)) {
-    const cfg = resolveRunConfig(exp, o.size, run, o.overrides ?? {}, o.out);
-    if (E.isLeft(cfg)) return cfg;
-    planned.push({ ...run, config: cfg.right, configHash: await configHash(cfg.right) });
-  }
-  return E.right(planned);
-};
-
+/** The JSON object a previous invocation wrote at `path`; undefined when absent or not valid JSON. */
 const readJson = async <T>(path: string): Promise<T | undefined> => {
-  try {
-    return JSON.parse(await Deno.readTextFile(path)) as T;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound || e instanceof SyntaxError) return undefined;
-    throw e;
-  }
-};
-
-const exists = async (path: string): Promise<boolean> => {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
+  const text = await readTextIfExists(path);
+  if (text === undefined) return undefined;
+  const json = parseJson(text, path);
+  return E.isRight(json) ? json.right as T : undefined;
 };
 
 const relative = (root: string, path: string): string => {
   const r = `${trimSlash(root)}/`;
   return path.startsWith(r) ? path.slice(r.length) : path;
 };
-
-const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
 /** The per-run record written next to the run: what computed it. */
 interface RunJson {

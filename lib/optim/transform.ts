@@ -12,7 +12,11 @@
  * @module
  */
 import { tf } from "../deps.ts";
-import { flatten, mapTree, type Params } from "../core/tree.ts";
+import { flatten, mapTree, type Params, tensorsIn, tidy } from "../core/tree.ts";
+
+// Defined in lib/core/tree.ts (the layers use them too); kept here for the optimisers' modules, which
+// import them with the transformations.
+export { tensorsIn, tidy };
 
 /**
  * A gradient transformation with state `S`.
@@ -40,37 +44,8 @@ export interface CountState {
   readonly count: number;
 }
 
-const isTensor = (x: unknown): x is tf.Tensor => x instanceof tf.Tensor;
-const isRecord = (x: unknown): x is Readonly<Record<string, unknown>> => typeof x === "object" && x !== null;
-
-/** Every tensor inside a value made of arrays, records and tensors (states, param records, tuples). */
-export const tensorsIn = (x: unknown): tf.Tensor[] => {
-  const out: tf.Tensor[] = [];
-  const walk = (v: unknown): void => {
-    if (isTensor(v)) out.push(v);
-    else if (Array.isArray(v)) v.forEach(walk);
-    else if (isRecord(v)) Object.values(v).forEach(walk);
-  };
-  walk(x);
-  return out;
-};
-
 /** Disposes every tensor in an optimiser state (any nesting of tuples, records and tensors). */
 export const disposeState = (state: unknown): void => tf.dispose(tensorsIn(state));
-
-/**
- * `tf.tidy` for any result type: runs `fn`, keeps the tensors inside its result and disposes every other
- * tensor created meanwhile. (`tf.tidy` itself only types results that are `TensorContainer`s.)
- */
-export const tidy = <T>(fn: () => T): T => {
-  const box: T[] = [];
-  tf.tidy(() => {
-    const result = fn();
-    box.push(result);
-    return tensorsIn(result);
-  });
-  return box[0];
-};
 
 /**
  * The transformation that changes nothing. Its updates are `tf.clone`s of its inputs (no copy of the

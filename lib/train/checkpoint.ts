@@ -29,7 +29,8 @@ import {
   writeSafetensors,
 } from "../core/safetensors.ts";
 import { decodeWith, Json, NonNegativeInt, strict } from "../config/codec.ts";
-import { runPaths, writeJsonAtomic } from "./rundir.ts";
+import { message, readJsonFile, writeJsonAtomic } from "../core/fs.ts";
+import { runPaths } from "./rundir.ts";
 import { pidAlive } from "./lock.ts";
 import { createHash } from "node:crypto";
 
@@ -135,8 +136,6 @@ const asMeta = (m: t.TypeOf<typeof MetaCodec>): CheckpointMeta => ({
   optHost: m.optHost,
 });
 
-const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
-
 /** Steps that have a file in `dir` (complete or not), newest first. */
 const stepsOnDisk = async (dir: string): Promise<number[]> => {
   const steps = new Set<number>();
@@ -160,20 +159,10 @@ const inspect = async (dir: string, step: number): Promise<E.Either<string, Chec
   const name = checkpointName(step);
   const indexPath = `${dir}/${name}.json`;
   const path = `${dir}/${name}.safetensors`;
-  let text: string;
-  try {
-    text = await Deno.readTextFile(indexPath);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return E.left(`${indexPath} is missing (the save did not finish)`);
-    return E.left(`${indexPath}: ${message(e)}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    return E.left(`${indexPath}: not valid JSON (${message(e)})`);
-  }
-  const index = decodeWith(IndexCodec, json, indexPath);
+  const json = await readJsonFile(indexPath);
+  if (json === undefined) return E.left(`${indexPath} is missing (the save did not finish)`);
+  if (E.isLeft(json)) return json;
+  const index = decodeWith(IndexCodec, json.right, indexPath);
   if (E.isLeft(index)) return index;
   const ix = index.right;
   if (ix.step !== step) return E.left(`${indexPath}: records step ${ix.step}, not ${step}`);
@@ -334,26 +323,11 @@ export interface LoadedCheckpoint {
 const readIndex = async (
   indexPath: string,
 ): Promise<E.Either<string, t.TypeOf<typeof IndexCodec> | undefined>> => {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(indexPath);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return E.right(undefined);
-    return E.left(`${indexPath}: ${message(e)}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    return E.left(`${indexPath}: not valid JSON (${message(e)})`);
-  }
-  return decodeWith(IndexCodec, json, indexPath);
+  const json = await readJsonFile(indexPath);
+  if (json === undefined) return E.right(undefined);
+  return E.isLeft(json) ? json : decodeWith(IndexCodec, json.right, indexPath);
 };
 
-/**
- * Reads a checkpoint (`.safetensors` path, or its `.json` index) into host tensors, after checking the
- * file's SHA-256 against the one its index records. Errors name the file and what is wrong.
- */
 /** Undefined when `stPath`'s bytes hash to `sha256`, else a message for people. */
 const checksumProblem = async (
   stPath: string,
@@ -392,6 +366,10 @@ export const verifyCheckpointFile = async (
   return damaged === undefined ? E.right("verified") : E.left(damaged);
 };
 
+/**
+ * Reads a checkpoint (`.safetensors` path, or its `.json` index) into host tensors, after checking the
+ * file's SHA-256 against the one its index records. Errors name the file and what is wrong.
+ */
 export const loadCheckpoint = async (path: string): Promise<E.Either<string, LoadedCheckpoint>> => {
   const stPath = path.replace(/\.json$/, ".safetensors");
   const indexPath = stPath.replace(/\.safetensors$/, ".json");

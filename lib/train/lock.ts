@@ -14,6 +14,7 @@
  * @module
  */
 import { E } from "../deps.ts";
+import { message } from "../core/fs.ts";
 
 /** Who holds (or held) a run directory's lock, as its lock file records. */
 export interface LockHolder {
@@ -116,7 +117,7 @@ export const acquireRunLock = async (dir: string): Promise<E.Either<string, RunL
       created = true;
     } catch (e) {
       if (!(e instanceof Deno.errors.AlreadyExists)) {
-        return E.left(`cannot create the lock file ${path}: ${e instanceof Error ? e.message : String(e)}`);
+        return E.left(`cannot create the lock file ${path}: ${message(e)}`);
       }
       try {
         file = await Deno.open(path, { read: true, write: true });
@@ -131,7 +132,7 @@ export const acquireRunLock = async (dir: string): Promise<E.Either<string, RunL
     } catch (e) {
       file.close();
       return E.left(
-        `cannot lock ${path} (${e instanceof Error ? e.message : String(e)}): the file system of ${dir} ` +
+        `cannot lock ${path} (${message(e)}): the file system of ${dir} ` +
           "does not support file locks; put the run directory on a local disk",
       );
     }

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { message, writeTextAtomic } from "../core/fs.ts";
 
 /** A value in a metrics record. */
 export type MetricValue = number | string | boolean | null;
@@ -106,7 +107,7 @@ export const readMetrics = async (path: string): Promise<MetricsLog> => {
       skipped.push({
         line: i + 1,
         text: line.slice(0, 80),
-        error: e instanceof Error ? e.message : String(e),
+        error: message(e),
       });
     }
   });
@@ -116,7 +117,7 @@ export const readMetrics = async (path: string): Promise<MetricsLog> => {
 /**
  * Cuts the log back to what an uninterrupted run had written after `step`: keeps the lines before the
  * first line with a `step` above it (or the first unreadable line), byte for byte, and drops the rest.
- * Rewrites atomically (tmp + rename). Returns the number of lines dropped.
+ * Rewrites atomically (lib/core/fs.ts `writeTextAtomic`). Returns the number of lines dropped.
  */
 export const truncateMetricsAfter = async (path: string, step: number): Promise<number> => {
   let text: string;
@@ -142,8 +143,6 @@ export const truncateMetricsAfter = async (path: string, step: number): Promise<
   const dropped = complete.length - keep + (lines[lines.length - 1] === "" ? 0 : 1);
   if (dropped === 0) return 0;
   const kept = complete.slice(0, keep).map((l) => `${l}\n`).join("");
-  const tmp = `${path}.tmp`;
-  await Deno.writeTextFile(tmp, kept);
-  await Deno.rename(tmp, path);
+  await writeTextAtomic(path, kept);
   return dropped;
 };

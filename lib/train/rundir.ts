@@ -15,6 +15,7 @@
  * @module
  */
 import { E } from "../deps.ts";
+import { exists, message, writeJsonAtomic } from "../core/fs.ts";
 import { truncateMetricsAfter } from "./metrics.ts";
 
 /** The paths of a run directory. */
@@ -34,38 +35,6 @@ export const runPaths = (dir: string): RunDir => {
     metricsPath: `${d}/metrics.jsonl`,
     checkpointsDir: `${d}/checkpoints`,
   };
-};
-
-/**
- * Writes `text` to `path` atomically: a sibling `<path>.tmp` is written and flushed to disk, then renamed
- * over `path`, so a reader sees the old file or the new one, never a part.
- */
-export const writeTextAtomic = async (path: string, text: string): Promise<void> => {
-  const tmp = `${path}.tmp`;
-  const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
-  try {
-    const bytes = new TextEncoder().encode(text);
-    let off = 0;
-    while (off < bytes.length) off += await file.write(bytes.subarray(off));
-    await file.syncData();
-  } finally {
-    file.close();
-  }
-  await Deno.rename(tmp, path);
-};
-
-/** `JSON.stringify(value, null, 2)` plus a newline, written atomically. */
-export const writeJsonAtomic = (path: string, value: unknown): Promise<void> =>
-  writeTextAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
-
-const exists = async (path: string): Promise<boolean> => {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 };
 
 const hasFiles = async (dir: string): Promise<boolean> => {
@@ -119,7 +88,7 @@ export const createRunDir = async (dir: string, config: unknown): Promise<E.Eith
     await Deno.writeTextFile(run.metricsPath, "");
   } catch (e) {
     return E.left(
-      `cannot create the run directory ${run.dir}: ${e instanceof Error ? e.message : String(e)}`,
+      `cannot create the run directory ${run.dir}: ${message(e)}`,
     );
   }
   return E.right(run);
@@ -154,6 +123,6 @@ export const resumeRunDir = async (
     const droppedMetrics = await truncateMetricsAfter(run.metricsPath, step);
     return E.right({ run, droppedMetrics });
   } catch (e) {
-    return E.left(`cannot resume ${run.dir}: ${e instanceof Error ? e.message : String(e)}`);
+    return E.left(`cannot resume ${run.dir}: ${message(e)}`);
   }
 };

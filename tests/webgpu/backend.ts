@@ -1,13 +1,11 @@
 import { tf } from "../../lib/deps.ts";
+import { type BackendName, describeBackend, selectBackend } from "../../lib/core/backend.ts";
 import {
-  type BackendName,
   checkDeviceErrors,
-  describeBackend,
-  selectBackend,
   webgpuDevice,
   WebGPUError,
   withErrorScope,
-} from "../../lib/core/backend.ts";
+} from "../../lib/core/webgpu_errors.ts";
 import {
   assert,
   assertEquals,

@@ -16,7 +16,8 @@
  * @module
  */
 import { tf } from "../../lib/deps.ts";
-import { checkDeviceErrors, selectBackend } from "../../lib/core/backend.ts";
+import { selectBackend } from "../../lib/core/backend.ts";
+import { checkDeviceErrors } from "../../lib/core/webgpu_errors.ts";
 import { fusedActivation, registerKernels, restoreStockKernels } from "../../lib/core/kernels/dispatch.ts";
 import { linear, type LinearParams, linearReference } from "../../lib/nn/linear.ts";
 import { layerNorm, type LayerNormParams, layerNormReference } from "../../lib/nn/norm.ts";

@@ -8,8 +8,7 @@
  * @module
  */
 import { tf } from "../deps.ts";
-import { tidy } from "../optim/transform.ts";
-import type { Tensor1D } from "../core/tree.ts";
+import { type Tensor1D, tidy } from "../core/tree.ts";
 
 /** Running statistics, `[D]` each. */
 export interface BatchNormState {

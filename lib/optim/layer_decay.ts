@@ -10,10 +10,10 @@
  */
 import { tf } from "../deps.ts";
 import { mapTree } from "../core/tree.ts";
-import type { DecayMask } from "../optim/decay.ts";
-import { type EmptyState, type GradientTransformation, tidy } from "../optim/transform.ts";
+import type { DecayMask } from "./decay.ts";
+import { type EmptyState, type GradientTransformation, tidy } from "./transform.ts";
 
-/** Layer id of a classifier parameter (names of finetune.ts's `ClassifierParams`). */
+/** Layer id of a classifier parameter (names of lib/eval/finetune.ts's `ClassifierParams`). */
 export const layerIdOf = (name: string, depth: number): number => {
   if (name === "clsToken" || name.startsWith("patchEmbed.")) return 0;
   const m = /^blocks\.(\d+)\./.exec(name);
