@@ -7,7 +7,7 @@
  */
 import { tf } from "../lib/deps.ts";
 import { gradients } from "../lib/core/autodiff.ts";
-import { relativeError } from "../lib/parity/check.ts";
+import { relativeError } from "../lib/core/compare.ts";
 
 /** ||x - ref|| / ||ref|| bounds: the forward runs the reference's own ops, the backward other formulas. */
 export const VALUE_TOL = 1e-6;

@@ -9,7 +9,7 @@ import { tf } from "../lib/deps.ts";
 import { assert, assertEquals, assertStringIncludes } from "../lib/core/std.ts";
 import { selectBackend } from "../lib/core/backend.ts";
 import { registerDeviceGradients } from "../lib/core/gradients.ts";
-import { relativeError } from "../lib/parity/check.ts";
+import { relativeError } from "../lib/core/compare.ts";
 import { readMetrics, trainStep } from "../lib/train/step.ts";
 import { batchRows, GLOBAL, paramValues, setup, STEPS } from "./dist/step_case.ts";
 import { TEST_BACKEND } from "./helpers.ts";

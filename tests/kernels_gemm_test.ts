@@ -15,7 +15,7 @@ import {
   setGemmThreads,
 } from "../lib/core/kernels/gemm_pool.ts";
 import { gemmModuleBytes, relaxedSimdAvailable } from "../lib/core/kernels/gemm_simd.ts";
-import { relativeError } from "../lib/parity/check.ts";
+import { relativeError } from "../lib/core/compare.ts";
 import { assert, assertEquals, assertLess, assertThrows } from "../lib/core/std.ts";
 
 /** Deterministic values in [-0.5, 0.5). */

@@ -12,7 +12,7 @@ import { applyUpdates } from "../lib/optim/apply.ts";
 import { globalNorm } from "../lib/optim/clip.ts";
 import { type DecayMask, officialDecayMask } from "../lib/optim/decay.ts";
 import { disposeState } from "../lib/optim/transform.ts";
-import { relativeError } from "../lib/parity/check.ts";
+import { relativeError } from "../lib/core/compare.ts";
 import { fixtureAdamw } from "../lib/parity/fixture.ts";
 
 export const FIXTURES = ["caev2-small-same-width", "caev2-projected-width"] as const;

@@ -22,7 +22,7 @@ import {
 } from "../lib/optim/transform.ts";
 
 import { FIXTURES, fixtureStep, values } from "./optim_fixture.ts";
-import { relativeError } from "../lib/parity/check.ts";
+import { relativeError } from "../lib/core/compare.ts";
 
 await tf.setBackend("cpu");
 

@@ -8,7 +8,8 @@ import { assert, assertRejects } from "../lib/core/std.ts";
 import { checkParity, fixtures } from "./parity_fixture.ts";
 import { encodeSafetensors, readSafetensors } from "../lib/core/safetensors.ts";
 import { sinCos2dValues } from "../lib/nn/positions.ts";
-import { relativeError, runParity } from "../lib/parity/check.ts";
+import { runParity } from "../lib/parity/check.ts";
+import { relativeError } from "../lib/core/compare.ts";
 
 for (const backend of ["cpu", "wasm"] as const) {
   for (const file of fixtures) {

@@ -1,7 +1,8 @@
 /**
  * Correctness checks of the WebGPU kernels (lib/core/kernels) against references on random inputs, shared
  * by the tests (small shapes, llvmpipe) and `deno task bench --check` (model shapes, the H200). Each check
- * returns the relative error `max|x - ref| / max|ref|` of every output it compares.
+ * returns the relative error `||x - ref|| / ||ref||` (lib/core/compare.ts, the parity checks' measure) of
+ * every output it compares.
  *
  * @module
  */
@@ -12,6 +13,7 @@ import { planMatMul, registerFastMatMul, restoreStockMatMul } from "../core/kern
 import { registerKernels, restoreStockKernels } from "../core/kernels/dispatch.ts";
 import { fusedAdamw } from "../optim/fused_adamw.ts";
 import { flatten, type Params, tensorsIn } from "../core/tree.ts";
+import { relativeError } from "../core/compare.ts";
 import { layerNorm } from "../nn/norm.ts";
 import { gelu, quickGelu } from "../nn/mlp.ts";
 import { fusedActivation } from "../core/kernels/dispatch.ts";
@@ -24,18 +26,6 @@ export interface CheckResult {
   readonly tolerance: number;
   readonly ok: boolean;
 }
-
-/** `max|x - ref| / max|ref|`. */
-export const relErr = (x: ArrayLike<number>, ref: ArrayLike<number>): number => {
-  if (x.length !== ref.length) return Infinity;
-  let num = 0, den = 0;
-  for (let i = 0; i < ref.length; i++) {
-    const d = Math.abs(x[i] - ref[i]);
-    num = Number.isNaN(d) ? Infinity : Math.max(num, d);
-    den = Math.max(den, Math.abs(ref[i]));
-  }
-  return num / Math.max(den, 1e-30);
-};
 
 const result = (name: string, detail: string, e: number, tolerance: number): CheckResult => ({
   name,
@@ -104,7 +94,7 @@ export const checkMatMul = async (cases: readonly MatMulCase[], tolerance = 1e-5
       result(
         `matmul ${c.what}`,
         `${JSON.stringify(c.a)} x ${JSON.stringify(c.b)}, ${detail}`,
-        relErr(await y.data(), refData),
+        relativeError(await y.data(), refData),
         tolerance,
       ),
     );
@@ -129,7 +119,7 @@ export const checkMatMulGrad = async (tolerance = 1e-5): Promise<CheckResult[]> 
   const fast = await run();
   tf.dispose([x, w]);
   return ["dx", "dw"].map((n, i) =>
-    result(`matmul gradient ${n}`, "[90,40] x [40,52]", relErr(fast[i], stock[i]), tolerance)
+    result(`matmul gradient ${n}`, "[90,40] x [40,52]", relativeError(fast[i], stock[i]), tolerance)
   );
 };
 
@@ -152,7 +142,9 @@ const compare = async (
   } finally {
     restoreStockKernels();
   }
-  return Object.keys(ref).map((k) => result(`${name} ${k}`, detail, relErr(got[k], ref[k]), tolerance));
+  return Object.keys(ref).map((k) =>
+    result(`${name} ${k}`, detail, relativeError(got[k], ref[k]), tolerance)
+  );
 };
 
 /** Fused LayerNorm (value and the three gradients) against lib/nn/norm.ts on random inputs. */

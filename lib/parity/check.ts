@@ -1,13 +1,15 @@
 /**
  * Runs the project on a parity fixture in float32 and measures, group by group, how far it lands from the
  * official float64 numbers: teacher features, targets, predictions, the loss parts, every gradient group
- * and the optimizer step. Error of a tensor: ||x - ref||_2 / ||ref||_2 in float64 (fixture README);
+ * and the optimizer step. Error of a tensor: ||x - ref||_2 / ||ref||_2 in float64 (fixture README;
+ * lib/core/compare.ts `relativeError`);
  * a group's error is its worst tensor.
  *
  * @module
  */
 import { tf } from "../deps.ts";
 import { flatten, mapTree } from "../core/tree.ts";
+import { relativeError } from "../core/compare.ts";
 import { caev2Apply, caev2Buffers, type CaeV2Params } from "../models/caev2.ts";
 import { clipApply } from "../models/clip.ts";
 import { studentOfficialName, toOfficial } from "../models/names.ts";
@@ -42,18 +44,6 @@ export interface ParityReport {
   readonly worst: number;
   readonly worstAt: string;
 }
-
-/** ||x - ref|| / ||ref|| in float64. */
-export const relativeError = (x: ArrayLike<number>, ref: ArrayLike<number>): number => {
-  if (x.length !== ref.length) return Infinity;
-  let num = 0, den = 0;
-  for (let i = 0; i < ref.length; i++) {
-    const d = x[i] - ref[i];
-    num += d * d;
-    den += ref[i] * ref[i];
-  }
-  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
-};
 
 const norm = (x: ArrayLike<number>) => {
   let s = 0;

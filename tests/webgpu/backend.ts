@@ -6,6 +6,7 @@ import {
   WebGPUError,
   withErrorScope,
 } from "../../lib/core/webgpu_errors.ts";
+import { relativeError } from "../../lib/core/compare.ts";
 import {
   assert,
   assertEquals,
@@ -89,17 +90,6 @@ Deno.test("selectBackend('webgpu') without an adapter fails naming the backend a
   assertEquals(Object.getOwnPropertyDescriptor(proto, "gpu"), original);
 });
 
-/** Relative L2 error ||a - b|| / ||b||. */
-const relErr = async (a: tf.Tensor, b: tf.Tensor): Promise<number> => {
-  const [x, y] = [await a.data(), await b.data()];
-  let num = 0, den = 0;
-  for (let i = 0; i < y.length; i++) {
-    num += (x[i] - y[i]) ** 2;
-    den += y[i] ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-};
-
 /**
  * A miniature of every op the CAE v2 model uses, differentiated w.r.t. all float inputs: conv patch
  * embedding, concat, batched and plain gather, layer norm by hand (mean, sub, square, rsqrt, sqrt),
@@ -164,7 +154,7 @@ Deno.test("every op the model needs runs with gradients on wasm (and webgpu) and
     await selectBackend("cpu");
     assertEquals(got.map((g) => g.shape), ref.map((r) => r.shape));
     for (let i = 0; i < ref.length; i++) {
-      const err = await relErr(tf.tensor(got[i].data), tf.tensor(ref[i].data));
+      const err = relativeError(got[i].data, ref[i].data);
       assertLess(err, 1e-4, `${name}: ${i === 0 ? "value" : `gradient ${i - 1}`} differs from cpu by ${err}`);
     }
   }

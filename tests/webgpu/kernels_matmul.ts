@@ -17,9 +17,9 @@ import {
   checkMatMulGrad,
   formatChecks,
   modelMatMulCases,
-  relErr,
   smallMatMulCases,
 } from "../../lib/bench/kernel_check.ts";
+import { relativeError } from "../../lib/core/compare.ts";
 import { assert, assertEquals, assertThrows } from "../../lib/core/std.ts";
 
 const hasWebGPU = await selectBackend("webgpu").then(() => tf.getBackend() === "webgpu", () => false);
@@ -80,7 +80,7 @@ Deno.test({
     registerKernels();
     const got = await run();
     restoreStockKernels();
-    ref.forEach((r, i) => assert(relErr(got[i], r) < 1e-6, `product ${i}`));
+    ref.forEach((r, i) => assert(relativeError(got[i], r) < 1e-6, `product ${i}`));
     tf.dispose([a, b]);
   },
 });

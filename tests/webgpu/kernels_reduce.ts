@@ -6,7 +6,7 @@
  */
 import { tf } from "../../lib/deps.ts";
 import { registerKernels, restoreStockKernels } from "../../lib/core/kernels/dispatch.ts";
-import { relErr } from "../../lib/bench/kernel_check.ts";
+import { relativeError } from "../../lib/core/compare.ts";
 import { assert } from "../../lib/core/std.ts";
 
 Deno.test({
@@ -25,7 +25,7 @@ Deno.test({
       registerKernels();
       const got = grad();
       restoreStockKernels();
-      assert(relErr(await got.data(), await ref.data()) < 1e-6, `${shape} x ${reps}`);
+      assert(relativeError(await got.data(), await ref.data()) < 1e-6, `${shape} x ${reps}`);
       tf.dispose([x, w, ref, got]);
     }
   },
