@@ -48,7 +48,7 @@
 import { tf } from "../lib/deps.ts";
 import { parseArgs } from "../lib/core/std.ts";
 import { registerDeviceGradients, restoreStockGradients } from "../lib/core/gradients.ts";
-import { type BackendName, describeBackend, selectBackend } from "../lib/core/backend.ts";
+import { backendNames, describeBackend, isBackendName, selectBackend } from "../lib/core/backend.ts";
 import { benchShape, type OpCase, opCases } from "../lib/bench/ops.ts";
 import { hasKernelTimer, readbackFloorMs, timeOp } from "../lib/bench/timing.ts";
 import { type BenchReport, formatTable, type OpResult, withRates } from "../lib/bench/report.ts";
@@ -127,8 +127,10 @@ const model = (args.model as string | undefined) ?? "base";
 if (!presetNames.includes(model as PresetName)) {
   fail(`--model ${model}: expected one of ${presetNames.join(", ")}`);
 }
-const backend = (args.backend as string | undefined) ?? "webgpu";
-if (!["webgpu", "wasm", "cpu"].includes(backend)) fail(`--backend ${backend}: expected webgpu, wasm or cpu`);
+const backendArg = (args.backend as string | undefined) ?? "webgpu";
+const backend = isBackendName(backendArg) ? backendArg : fail(
+  `--backend ${backendArg}: expected ${backendNames.slice(0, -1).join(", ")} or ${backendNames.at(-1)}`,
+);
 const kernels = (args.kernels as string | undefined) ?? "fused";
 if (!["fused", "stock"].includes(kernels)) fail(`--kernels ${kernels}: expected fused or stock`);
 const teacher = (args.teacher as string | undefined) ?? "clip-b16";
@@ -142,7 +144,7 @@ if (args.threads != null) {
   }
   setGemmThreads(n);
 }
-const backendInfo = await selectBackend(backend as BackendName).catch((e: Error) => fail(e.message));
+const backendInfo = await selectBackend(backend).catch((e: Error) => fail(e.message));
 // WebGPU: cap the pool of free buffers (lib/core/gpu_pool.ts; CAEV2_GPU_POOL_MIB does the same).
 if (args["gpu-pool-mib"] != null) {
   const mib = Number(args["gpu-pool-mib"]);

@@ -71,7 +71,8 @@ export interface BackendInfo {
   readonly note?: string;
 }
 
-const isBackendName = (s: string): s is BackendName => (backendNames as readonly string[]).includes(s);
+/** Whether `s` is one of {@link backendNames}. */
+export const isBackendName = (s: string): s is BackendName => (backendNames as readonly string[]).includes(s);
 const ENV_VAR = "CAEV2_BACKEND";
 
 const requestAdapter = async (): Promise<GPUAdapter | null> => {
