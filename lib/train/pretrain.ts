@@ -26,6 +26,7 @@
 import { E, tf } from "../deps.ts";
 import type { Key } from "../core/random.ts";
 import { describeBackend } from "../core/backend.ts";
+import { message } from "../core/fs.ts";
 import { startRuntime } from "../core/runtime.ts";
 import { disposeTree, flatten, type Params, unflatten } from "../core/tree.ts";
 import { type Collective, single } from "../dist/collective.ts";
@@ -163,7 +164,7 @@ export const pretrain = async (
   try {
     comm = cfg.distributed === "mpi" ? mpiCollective() : single();
   } catch (e) {
-    return E.left(e instanceof Error ? e.message : String(e));
+    return E.left(message(e));
   }
   const io: PretrainIO = comm.rank === 0 ? io0 : { ...io0, log: () => {}, tty: false };
   io.log(describeBackend(info));
@@ -260,7 +261,7 @@ export const pretrain = async (
     return E.left(
       e instanceof Deno.errors.NotFound
         ? `--resume ${dir}: no such directory; start a fresh run with --out ${dir}`
-        : `cannot create the run directory ${dir}: ${e instanceof Error ? e.message : String(e)}`,
+        : `cannot create the run directory ${dir}: ${message(e)}`,
     );
   }
   const lock = await acquireRunLock(dir);
@@ -491,7 +492,7 @@ const readRunConfig = async (dir: string): Promise<E.Either<string, Record<strin
     if (typeof v !== "object" || v === null || Array.isArray(v)) return E.left(`${path}: not a JSON object`);
     return E.right(v as Record<string, unknown>);
   } catch (e) {
-    return E.left(`${path}: ${e instanceof Error ? e.message : String(e)}`);
+    return E.left(`${path}: ${message(e)}`);
   }
 };
 
@@ -524,7 +525,7 @@ const checkWorldSize = async (dir: string, size: number): Promise<E.Either<strin
     if (typeof v.worldSize === "number") was = v.worldSize;
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) {
-      return E.left(`${worldPath(dir)}: ${e instanceof Error ? e.message : String(e)}`);
+      return E.left(`${worldPath(dir)}: ${message(e)}`);
     }
   }
   if (was === size) return E.right(undefined);
