@@ -1,7 +1,9 @@
 /**
  * `deno task probe --checkpoint RUN_DIR|FILE|random --data SOURCE [flags]`: linear probing of a frozen
  * encoder with the official recipe (lib/eval/probe.ts). The last line reads `probe top1=<pct> top5=<pct>`
- * (held-out accuracy after the last epoch).
+ * (held-out accuracy after the last epoch). `--out FILE` is checked before any work (an existing file needs
+ * `--force`; an input of the task is never overwritten); non-finite features, logits or losses stop the
+ * task with an error naming the checkpoint.
  *
  * @module
  */
@@ -47,7 +49,13 @@ const spec: TaskSpec = {
 };
 
 const log = (line: string) => console.log(line);
-const task = await startTask(spec, Deno.args, log);
+// --out is checked before any work: an existing file needs --force, an input is never overwritten.
+const task = await startTask(
+  spec,
+  Deno.args,
+  log,
+  (f) => [{ flag: "--out", path: f.out as string | undefined }],
+);
 const { f, encoder } = task;
 
 const pooling = f.pooling as Pooling;
@@ -66,6 +74,7 @@ try {
     minLr: f.minLr as number,
     weightDecay: f.weightDecay as number,
     key: key(f.seed as number),
+    modelName: encoder.origin,
     onEpoch: ({ epoch, loss, lr, accuracy }) => {
       if ((epoch + 1) % Math.max(1, Math.round(epochs / 10)) === 0 || epoch + 1 === epochs) {
         log(

@@ -10,6 +10,9 @@
  * centre crop) and reused every epoch, where the official loop re-encodes RandomResizedCrop + flip views
  * each epoch. With a frozen encoder this only removes augmentation from the probe's training data.
  *
+ * Features, held-out logits and training losses that hold a NaN or an infinity stop the probe with an
+ * error naming the model (finite.ts): a NaN logit would otherwise be counted as a hit or a miss at random.
+ *
  * @module
  */
 import { tf } from "../deps.ts";
@@ -28,6 +31,7 @@ import {
   disposeBatchNorm,
 } from "../nn/batchnorm.ts";
 import type { FeatureSet } from "./features.ts";
+import { assertFinite } from "./finite.ts";
 import {
   type Accuracy,
   accuracyOf,
@@ -58,6 +62,8 @@ export interface ProbeOptions {
   readonly weightDecay?: number;
   /** Seed of the head's init and the epoch permutations. */
   readonly key: Key;
+  /** Names the model in the error raised on non-finite numbers (a checkpoint path; default "the encoder"). */
+  readonly modelName?: string;
   /** Called after every epoch with the loss of its last batch and the held-out accuracy. */
   readonly onEpoch?: (e: { epoch: number; loss: number; lr: number; accuracy: Accuracy }) => void;
 }
@@ -107,6 +113,7 @@ export const evaluateProbe = async (
   s: FeatureSet,
   numClasses: number,
   chunk = 1024,
+  modelName = "the encoder",
 ): Promise<Accuracy> => {
   let h1 = 0, h5 = 0;
   for (let at = 0; at < s.count; at += chunk) {
@@ -117,6 +124,7 @@ export const evaluateProbe = async (
     });
     const z = await logits.data();
     logits.dispose();
+    assertFinite(z, `the probe's held-out logits of images ${at}..${at + n - 1}`, modelName);
     const y = s.labels.subarray(at, at + n);
     h1 += countTopK(z, y, numClasses, 1);
     h5 += countTopK(z, y, numClasses, Math.min(5, numClasses));
@@ -148,6 +156,9 @@ export const trainProbe = async (
 ): Promise<ProbeResult> => {
   const epochs = o.epochs ?? 90;
   if (train.count < 2) throw new Error(`trainProbe: needs at least 2 training samples, got ${train.count}`);
+  const modelName = o.modelName ?? "the encoder";
+  assertFinite(train.features, "the training features", modelName);
+  assertFinite(val.features, "the held-out features", modelName);
   const batchSize = Math.min(o.batchSize ?? 256, train.count);
   const lr = o.lr ?? (o.blr ?? 0.1) * batchSize / 256;
   const stepsPerEpoch = Math.floor(train.count / batchSize); // drop_last=True
@@ -192,7 +203,9 @@ export const trainProbe = async (
         if (s === stepsPerEpoch - 1) loss = (await out.loss.data())[0];
         tf.dispose([x, targets, normed.y, out.loss]);
       }
-      accuracy = await evaluateProbe({ bn, head }, val, o.numClasses);
+      // One readback an epoch: a head that went NaN stays NaN, so the last batch's loss shows it.
+      assertFinite([loss], `the probe's training loss at epoch ${epoch + 1}`, modelName);
+      accuracy = await evaluateProbe({ bn, head }, val, o.numClasses, 1024, modelName);
       bestTop1 = Math.max(bestTop1, accuracy.top1);
       o.onEpoch?.({ epoch, loss, lr: schedule(Math.max(0, (epoch + 1) * stepsPerEpoch - 1)), accuracy });
     }
