@@ -138,6 +138,21 @@ export { knnEvaluator, knnMonitor, pretrainEvaluators } from "./lib/eval/monitor
 export { type FinetuneResult, type FinetuneRunOptions, runFinetune } from "./lib/eval/finetune_run.ts";
 export type { Accuracy } from "./lib/eval/heads.ts";
 export type { BatchNormState } from "./lib/nn/batchnorm.ts";
+// Semantic segmentation on frozen features (deno task segment): linear head on patch tokens, mmseg's mIoU.
+export {
+  runSegmentation,
+  type SegRunOptions,
+  type SegRunResult,
+  type SegTrainOptions,
+} from "./lib/eval/segment.ts";
+export {
+  addSegCounts,
+  type SegCounts,
+  segCounts,
+  type SegScores,
+  segScores,
+} from "./lib/eval/seg_metrics.ts";
+export { type LabelMap, parseSegSource, readLabelPng, type SegSource } from "./data/segmentation.ts";
 export { lars, scaleByLars } from "./lib/optim/lars.ts";
 export { loadStudent, type Naming, saveStudent } from "./lib/models/student_io.ts";
 export { startRuntime } from "./lib/core/runtime.ts";
