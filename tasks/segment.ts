@@ -55,7 +55,7 @@ const flags: Readonly<Record<string, FlagSpec>> = {
   numClasses: {
     codec: PositiveInt,
     arg: "N",
-    help: "classes (default: the source's, 5 synthetic, 150 ADE20K)",
+    help: "classes (default: the source's, 3 synthetic, 150 ADE20K)",
   },
   epochs: {
     codec: PositiveInt,

@@ -407,11 +407,11 @@ Deno.test("segment task: a checkpoint whose weights are NaN stops, naming it, wi
 // ---------------------------------------------------------------------------------------------------------
 // Does pretraining help? Only past a few hundred steps. Measured on the 2-core dev machine with the task's
 // defaults: the default 150-step run scores within about one point of the weights it started from (seeds
-// 0, 1, 2: +1.1, +0.3, +0.1 mIoU), and runs of 60 to 200 steps at 32 px score below them (29 to 33 against
+// 0, 1, 2: +1.0, +0.3, +0.1 mIoU), and runs of 60 to 200 steps at 32 px score below them (29 to 33 against
 // 37.5). The 150-step student's patch tokens are low-rank (4 directions hold 90% of their variance, 7 at
 // random init) and 55% of their variance lies between images (6% at random init): they hold more of the
 // image and less of the patch. After 600 steps the student is ahead on every seed measured (+4.5 to +6
-// mIoU). That run takes about 6 minutes on 2 cores, too long for the suite: CAEV2_SLOW_TESTS=1 runs it.
+// mIoU). This test takes 4 to 8 minutes on 2 cores, too long for the suite: CAEV2_SLOW_TESTS=1 runs it.
 
 Deno.test({
   name: "segment: after 600 steps of pretraining the encoder beats the weights it started from (slow)",
