@@ -1,124 +1,195 @@
 /**
  * `deno task probe --checkpoint RUN_DIR|FILE|random --data SOURCE [flags]`: linear probing of a frozen
- * encoder with the official recipe (lib/eval/probe.ts). The last line reads `probe top1=<pct> top5=<pct>`
- * (held-out accuracy after the last epoch). `--out FILE` is checked before any work (an existing file needs
- * `--force`; an input of the task is never overwritten); non-finite features, logits or losses stop the
- * task with an error naming the checkpoint.
+ * encoder, a Linear head on pooled features (lib/eval/probe.ts). `--recipe default`: features whitened
+ * with the training split's statistics, AdamW at the lr that does best on a held-back tenth of the
+ * training split, at least `--min-steps` updates. `--recipe official`: the official LARS recipe, exactly
+ * (BatchNorm without affine, blr 0.1, 90 epochs, warmup 10).
+ *
+ * The last line reads `probe top1=<pct> top5=<pct>` (held-out accuracy after the last epoch; `top<C-1>`
+ * with C < 6 classes, top-1 alone with 2). `--out FILE` is checked before any work (an existing file
+ * needs `--force`; an input of the task is never overwritten). Features, logits or losses that are not
+ * finite stop the task with an error naming the checkpoint.
  *
  * @module
  */
+import { E, t } from "../lib/deps.ts";
 import {
   encoderFlags,
   exitWith,
   featureFlags,
+  flagTable,
   NonNegativeNumber,
   pct,
   PositiveInt,
   PositiveNumber,
+  resolveFlags,
+  runTask,
+  scoreFlags,
   startTask,
-  type TaskSpec,
   taskTrainVal,
+  writeResults,
 } from "../lib/eval/cli.ts";
-import type { Pooling } from "../lib/eval/features.ts";
-import { disposeEncoder } from "../lib/eval/load.ts";
-import { disposeProbe, trainProbe } from "../lib/eval/probe.ts";
+import { type Accuracy, accuracyFigures, formatAccuracy } from "../lib/eval/heads.ts";
+import { kebabCase } from "../lib/config/flags.ts";
+import { disposeProbe, type EpochReport, trainProbe, trainProbeDefault } from "../lib/eval/probe.ts";
 import { key } from "../lib/core/random.ts";
-import { t } from "../lib/deps.ts";
 
-const spec: TaskSpec = {
-  summary: "Linear probe of a frozen encoder: BatchNorm (no affine) + Linear, LARS, official schedule.",
-  usage: "deno task probe --checkpoint RUN_DIR|FILE|random [--data SOURCE] [flags]",
-  flags: {
+const spec = {
+  summary: "Linear probe of a frozen encoder: a Linear head on pooled features.",
+  usage:
+    "deno task probe --checkpoint RUN_DIR|FILE|random [--data SOURCE] [--recipe default|official] [flags]",
+  flags: flagTable({
     ...encoderFlags,
     ...featureFlags,
-    epochs: { codec: PositiveInt, default: 90, arg: "N", help: "probe epochs (official 90)" },
-    batchSize: {
-      codec: PositiveInt,
-      default: 256,
-      arg: "N",
-      help: "probe batch (official 8 x 1024); lr = blr x batch / 256",
+    recipe: {
+      codec: t.keyof({ default: null, official: null }),
+      default: "default",
+      arg: "default|official",
+      help: "default: converges on any data size (docs/evaluation.md); official: the official settings",
     },
-    blr: { codec: PositiveNumber, default: 0.1, arg: "X", help: "base lr (official 0.1)" },
-    lr: { codec: PositiveNumber, arg: "X", help: "absolute lr (overrides --blr)" },
-    warmupEpochs: { codec: t.number, default: 10, arg: "N", help: "linear warmup epochs (official 10)" },
-    minLr: { codec: NonNegativeNumber, default: 0, arg: "X", help: "final lr of the cosine (official 0)" },
-    weightDecay: { codec: NonNegativeNumber, default: 0, arg: "X", help: "LARS weight decay (official 0)" },
-    numClasses: { codec: PositiveInt, arg: "N", help: "classes (default: largest label + 1)" },
-    out: { codec: t.string, arg: "FILE", help: "also write the results as JSON" },
-  },
+    epochs: {
+      codec: PositiveInt,
+      arg: "N",
+      help: "epochs (90; the default recipe raises them to --min-steps updates)",
+    },
+    minSteps: { codec: PositiveInt, arg: "N", help: "default recipe: at least this many updates (3000)" },
+    batchSize: { codec: PositiveInt, arg: "N", help: "batch (256)" },
+    blr: { codec: PositiveNumber, arg: "X", help: "official recipe: lr = blr x batch / 256 (0.1)" },
+    lr: {
+      codec: PositiveNumber,
+      arg: "X",
+      help: "peak lr (official recipe: overrides --blr; default recipe: no lr search)",
+    },
+    warmupEpochs: {
+      codec: NonNegativeNumber,
+      arg: "N",
+      help: "official recipe: warmup epochs (10; the default recipe warms up for 1/9 of its epochs)",
+    },
+    minLr: { codec: NonNegativeNumber, arg: "X", help: "official recipe: final lr (0)" },
+    weightDecay: { codec: NonNegativeNumber, arg: "X", help: "weight decay (0)" },
+    ...scoreFlags,
+  }),
 };
+
+/** Flags that mean something for one recipe only: refused for the other rather than ignored. */
+const applies: Readonly<Record<string, (recipe: string) => boolean>> = {
+  blr: (r) => r === "official",
+  minSteps: (r) => r === "default",
+  warmupEpochs: (r) => r === "official",
+  minLr: (r) => r === "official",
+};
+
+// Checked before any work, as --out is: a flag that would be ignored is a mistake to report.
+const given = resolveFlags(Deno.args, spec);
+if (E.isRight(given)) {
+  const g = given.right as Readonly<Record<string, unknown>>;
+  const wrong = Object.entries(applies).filter(([k, ok]) =>
+    Deno.args.some((a) => a === `--${kebabCase(k)}` || a.startsWith(`--${kebabCase(k)}=`)) &&
+    g[k] !== undefined && !ok(g.recipe as string)
+  );
+  if (wrong.length > 0) {
+    exitWith(
+      Deno.args,
+      wrong.map(([k]) => `--${kebabCase(k)} does not apply to --recipe ${g.recipe}`).join(
+        "\n",
+      ),
+    );
+  }
+}
 
 const log = (line: string) => console.log(line);
 // --out is checked before any work: an existing file needs --force, an input is never overwritten.
-const task = await startTask(
-  spec,
-  Deno.args,
-  log,
-  (f) => [{ flag: "--out", path: f.out as string | undefined }],
-);
-const { f, encoder } = task;
+const task = await startTask(spec, Deno.args, log, (f) => [{ flag: "--out", path: f.out }]);
 
-const pooling = f.pooling as Pooling;
+/** What both recipes report. */
+interface Fitted {
+  readonly accuracy: Accuracy;
+  readonly bestTop1: number;
+  readonly lr: number;
+  readonly batchSize: number;
+  readonly stepsPerEpoch: number;
+  readonly epochs: number;
+}
 
-try {
-  const { train, val, numClasses } = await taskTrainVal(task, log);
-  const epochs = f.epochs as number;
+await runTask(task, Deno.args, async ({ f, encoder }) => {
+  const modelName = encoder.origin;
+  let numClasses = 0;
+  const every = (e: EpochReport) => {
+    if ((e.epoch + 1) % Math.max(1, Math.round(e.epochs / 10)) === 0 || e.epoch + 1 === e.epochs) {
+      log(
+        `epoch ${e.epoch + 1}/${e.epochs} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ` +
+          `val ${formatAccuracy(e.accuracy, numClasses)}`,
+      );
+    }
+  };
   const t0 = performance.now();
-  const r = await trainProbe(train, val, {
-    numClasses,
-    epochs,
-    batchSize: f.batchSize as number,
-    blr: f.blr as number,
-    lr: f.lr as number | undefined,
-    warmupEpochs: f.warmupEpochs as number,
-    minLr: f.minLr as number,
-    weightDecay: f.weightDecay as number,
-    key: key(f.seed as number),
-    modelName: encoder.origin,
-    onEpoch: ({ epoch, loss, lr, accuracy }) => {
-      if ((epoch + 1) % Math.max(1, Math.round(epochs / 10)) === 0 || epoch + 1 === epochs) {
+  let r: Fitted;
+  let sizes: { train: number; val: number };
+  let extra: Record<string, unknown> = {};
+  const tv = await taskTrainVal(task, log);
+  const { train, val } = tv;
+  numClasses = tv.numClasses;
+  sizes = { train: train.count, val: val.count };
+  const common = { numClasses, key: key(f.seed), modelName, onEpoch: every };
+  if (f.recipe === "official") {
+    const p = await trainProbe(train, val, {
+      ...common,
+      epochs: f.epochs,
+      batchSize: f.batchSize,
+      blr: f.blr,
+      lr: f.lr,
+      warmupEpochs: f.warmupEpochs,
+      minLr: f.minLr,
+      weightDecay: f.weightDecay,
+    });
+    disposeProbe(p.probe);
+    r = p;
+    extra = { pooling: f.pooling };
+  } else {
+    const p = await trainProbeDefault(train, val, {
+      ...common,
+      epochs: f.epochs,
+      minSteps: f.minSteps,
+      batchSize: f.batchSize,
+      lr: f.lr,
+      weightDecay: f.weightDecay,
+      onSearch: (s) =>
         log(
-          `epoch ${epoch + 1}/${epochs} loss ${loss.toFixed(4)} lr ${lr.toExponential(2)} ` +
-            `val top1 ${pct(accuracy.top1)} top5 ${pct(accuracy.top5)}`,
-        );
-      }
-    },
-  });
+          `lr search: ${s.fit} images fitted, ${s.heldBack} held back, ${s.epochs} epochs; held-back loss ` +
+            s.lrs.map((lr, i) => `${lr}: ${s.losses[i].toFixed(4)}`).join(", ") +
+            ` (standard error ${
+              Math.min(...s.errors).toFixed(4)
+            }); lr ${s.lr}, the smallest within one error of the lowest`,
+        ),
+    });
+    disposeProbe(p.probe);
+    r = p;
+    extra = { pooling: f.pooling, lrSearch: p.search };
+  }
   const secs = (performance.now() - t0) / 1000;
   log(
-    `probe: ${numClasses} classes, batch ${r.batchSize}, lr ${
+    `probe: ${f.recipe} recipe, ${numClasses} classes, batch ${r.batchSize}, lr ${
       r.lr.toExponential(3)
-    }, ${r.stepsPerEpoch} steps/epoch, ` +
-      `${secs.toFixed(1)} s; best top1 ${pct(r.bestTop1)} over epochs; ${r.accuracy.count} held-out images`,
+    }, ${r.epochs} epochs of ${r.stepsPerEpoch} steps, ${secs.toFixed(1)} s; best top1 ${pct(r.bestTop1)} ` +
+      `over epochs; ${r.accuracy.count} held-out images`,
   );
-  if (typeof f.out === "string") {
-    await Deno.writeTextFile(
-      f.out,
-      JSON.stringify(
-        {
-          checkpoint: f.checkpoint,
-          origin: encoder.origin,
-          data: f.data,
-          pooling,
-          numClasses,
-          train: train.count,
-          val: val.count,
-          epochs,
-          batchSize: r.batchSize,
-          lr: r.lr,
-          top1: r.accuracy.top1,
-          top5: r.accuracy.top5,
-          bestTop1: r.bestTop1,
-        },
-        null,
-        2,
-      ) + "\n",
-    );
+  if (f.out !== undefined) {
+    await writeResults(f.out, {
+      checkpoint: f.checkpoint,
+      origin: encoder.origin,
+      data: f.data,
+      recipe: f.recipe,
+      ...extra,
+      numClasses,
+      ...sizes,
+      epochs: r.epochs,
+      batchSize: r.batchSize,
+      lr: r.lr,
+      // top1 and top5 (top-(C-1) below 6 classes, none below 3: heads.ts accuracyFigures), count.
+      ...accuracyFigures(r.accuracy, numClasses),
+      count: r.accuracy.count,
+      bestTop1: r.bestTop1,
+    });
   }
-  disposeProbe(r.probe);
-  log(`probe top1=${pct(r.accuracy.top1)} top5=${pct(r.accuracy.top5)}`);
-} catch (e) {
-  exitWith(Deno.args, e instanceof Error ? e.message : String(e));
-} finally {
-  disposeEncoder(encoder);
-}
+  log(`probe ${formatAccuracy(r.accuracy, numClasses)}`);
+});
