@@ -1,9 +1,14 @@
 /**
- * `deno task probe --checkpoint RUN_DIR|FILE|random --data SOURCE [flags]`: linear probing of a frozen
- * encoder, a Linear head on pooled features (lib/eval/probe.ts). `--recipe default`: features whitened
- * with the training split's statistics, AdamW at the lr that does best on a held-back tenth of the
- * training split, at least `--min-steps` updates. `--recipe official`: the official LARS recipe, exactly
- * (BatchNorm without affine, blr 0.1, 90 epochs, warmup 10).
+ * `deno task probe --checkpoint RUN_DIR|FILE|random --data SOURCE [flags]`: probing of a frozen encoder.
+ *
+ * - `--head linear` (default): a Linear head on pooled features (lib/eval/probe.ts). `--recipe default`:
+ *   features whitened with the training split's statistics, AdamW at the lr that does best on a held-back
+ *   tenth of the training split, at least `--min-steps` updates. `--recipe official`: the official LARS
+ *   recipe, exactly (BatchNorm without affine, blr 0.1, 90 epochs, warmup 10).
+ * - `--head attentive`: the official attentive probe, a learned query cross-attending to every token
+ *   (lib/eval/attentive.ts), with `tools/run_attentive.py`'s defaults (AdamW lr 5e-4, weight decay 0.05,
+ *   30 epochs); `--recipe default` raises the epochs to at least `--min-steps` updates, `--recipe
+ *   official` does not.
  *
  * The last line reads `probe top1=<pct> top5=<pct>` (held-out accuracy after the last epoch; `top<C-1>`
  * with C < 6 classes, top-1 alone with 2). `--out FILE` is checked before any work (an existing file
@@ -27,20 +32,29 @@ import {
   scoreFlags,
   startTask,
   taskTrainVal,
+  UnitInterval,
   writeResults,
 } from "../lib/eval/cli.ts";
+import { classesOf } from "../lib/eval/features.ts";
 import { type Accuracy, accuracyFigures, formatAccuracy } from "../lib/eval/heads.ts";
 import { kebabCase } from "../lib/config/flags.ts";
 import { disposeProbe, type EpochReport, trainProbe, trainProbeDefault } from "../lib/eval/probe.ts";
+import { disposeAttentive, trainAttentive } from "../lib/eval/attentive.ts";
+import { splitTokens, type TokenSet } from "../lib/eval/tokens.ts";
 import { key } from "../lib/core/random.ts";
 
 const spec = {
-  summary: "Linear probe of a frozen encoder: a Linear head on pooled features.",
-  usage:
-    "deno task probe --checkpoint RUN_DIR|FILE|random [--data SOURCE] [--recipe default|official] [flags]",
+  summary: "Probe a frozen encoder: a linear head on pooled features, or the official attentive probe.",
+  usage: "deno task probe --checkpoint RUN_DIR|FILE|random [--data SOURCE] [--head linear|attentive] [flags]",
   flags: flagTable({
     ...encoderFlags,
     ...featureFlags,
+    head: {
+      codec: t.keyof({ linear: null, attentive: null }),
+      default: "linear",
+      arg: "linear|attentive",
+      help: "linear: a Linear head on --pooling features; attentive: a learned query over every token",
+    },
     recipe: {
       codec: t.keyof({ default: null, official: null }),
       default: "default",
@@ -50,33 +64,36 @@ const spec = {
     epochs: {
       codec: PositiveInt,
       arg: "N",
-      help: "epochs (90; the default recipe raises them to --min-steps updates)",
+      help: "epochs (linear 90, attentive 30; the default recipe raises them to --min-steps updates)",
     },
     minSteps: { codec: PositiveInt, arg: "N", help: "default recipe: at least this many updates (3000)" },
-    batchSize: { codec: PositiveInt, arg: "N", help: "batch (256)" },
-    blr: { codec: PositiveNumber, arg: "X", help: "official recipe: lr = blr x batch / 256 (0.1)" },
+    batchSize: { codec: PositiveInt, arg: "N", help: "batch (linear 256, attentive 64)" },
+    blr: { codec: PositiveNumber, arg: "X", help: "linear official: lr = blr x batch / 256 (0.1)" },
     lr: {
       codec: PositiveNumber,
       arg: "X",
-      help: "peak lr (official recipe: overrides --blr; default recipe: no lr search)",
+      help: "peak lr (linear official: overrides --blr; linear default: no lr search; attentive: 5e-4)",
     },
     warmupEpochs: {
       codec: NonNegativeNumber,
       arg: "N",
-      help: "official recipe: warmup epochs (10; the default recipe warms up for 1/9 of its epochs)",
+      help: "warmup epochs (linear official 10, attentive 5; linear default: 1/9 of the epochs)",
     },
-    minLr: { codec: NonNegativeNumber, arg: "X", help: "official recipe: final lr (0)" },
-    weightDecay: { codec: NonNegativeNumber, arg: "X", help: "weight decay (0)" },
+    minLr: { codec: NonNegativeNumber, arg: "X", help: "final lr (linear official 0, attentive 1e-6)" },
+    weightDecay: { codec: NonNegativeNumber, arg: "X", help: "weight decay (linear 0, attentive 0.05)" },
+    smoothing: { codec: UnitInterval, arg: "X", help: "attentive: label smoothing (0.1)" },
     ...scoreFlags,
   }),
 };
 
-/** Flags that mean something for one recipe only: refused for the other rather than ignored. */
-const applies: Readonly<Record<string, (recipe: string) => boolean>> = {
-  blr: (r) => r === "official",
-  minSteps: (r) => r === "default",
-  warmupEpochs: (r) => r === "official",
-  minLr: (r) => r === "official",
+/** Flags that mean something for some heads and recipes only: refused elsewhere rather than ignored. */
+const applies: Readonly<Record<string, (head: string, recipe: string) => boolean>> = {
+  blr: (h, r) => h === "linear" && r === "official",
+  minSteps: (_h, r) => r === "default",
+  warmupEpochs: (h, r) => h === "attentive" || r === "official",
+  minLr: (h, r) => h === "attentive" || r === "official",
+  smoothing: (h) => h === "attentive",
+  pooling: (h) => h === "linear",
 };
 
 // Checked before any work, as --out is: a flag that would be ignored is a mistake to report.
@@ -85,12 +102,12 @@ if (E.isRight(given)) {
   const g = given.right as Readonly<Record<string, unknown>>;
   const wrong = Object.entries(applies).filter(([k, ok]) =>
     Deno.args.some((a) => a === `--${kebabCase(k)}` || a.startsWith(`--${kebabCase(k)}=`)) &&
-    g[k] !== undefined && !ok(g.recipe as string)
+    g[k] !== undefined && !ok(g.head as string, g.recipe as string)
   );
   if (wrong.length > 0) {
     exitWith(
       Deno.args,
-      wrong.map(([k]) => `--${kebabCase(k)} does not apply to --recipe ${g.recipe}`).join(
+      wrong.map(([k]) => `--${kebabCase(k)} does not apply to --head ${g.head} --recipe ${g.recipe}`).join(
         "\n",
       ),
     );
@@ -101,7 +118,7 @@ const log = (line: string) => console.log(line);
 // --out is checked before any work: an existing file needs --force, an input is never overwritten.
 const task = await startTask(spec, Deno.args, log, (f) => [{ flag: "--out", path: f.out }]);
 
-/** What both recipes report. */
+/** What every head reports. */
 interface Fitted {
   readonly accuracy: Accuracy;
   readonly bestTop1: number;
@@ -111,7 +128,7 @@ interface Fitted {
   readonly epochs: number;
 }
 
-await runTask(task, Deno.args, async ({ f, encoder }) => {
+await runTask(task, Deno.args, async ({ f, encoder, source }) => {
   const modelName = encoder.origin;
   let numClasses = 0;
   const every = (e: EpochReport) => {
@@ -126,49 +143,93 @@ await runTask(task, Deno.args, async ({ f, encoder }) => {
   let r: Fitted;
   let sizes: { train: number; val: number };
   let extra: Record<string, unknown> = {};
-  const tv = await taskTrainVal(task, log);
-  const { train, val } = tv;
-  numClasses = tv.numClasses;
-  sizes = { train: train.count, val: val.count };
-  const common = { numClasses, key: key(f.seed), modelName, onEpoch: every };
-  if (f.recipe === "official") {
-    const p = await trainProbe(train, val, {
-      ...common,
-      epochs: f.epochs,
-      batchSize: f.batchSize,
-      blr: f.blr,
-      lr: f.lr,
-      warmupEpochs: f.warmupEpochs,
-      minLr: f.minLr,
-      weightDecay: f.weightDecay,
-    });
-    disposeProbe(p.probe);
-    r = p;
-    extra = { pooling: f.pooling };
+  if (f.head === "linear") {
+    const tv = await taskTrainVal(task, log);
+    const { train, val } = tv;
+    numClasses = tv.numClasses;
+    sizes = { train: train.count, val: val.count };
+    const common = { numClasses, key: key(f.seed), modelName, onEpoch: every };
+    if (f.recipe === "official") {
+      const p = await trainProbe(train, val, {
+        ...common,
+        epochs: f.epochs,
+        batchSize: f.batchSize,
+        blr: f.blr,
+        lr: f.lr,
+        warmupEpochs: f.warmupEpochs,
+        minLr: f.minLr,
+        weightDecay: f.weightDecay,
+      });
+      disposeProbe(p.probe);
+      r = p;
+      extra = { pooling: f.pooling };
+    } else {
+      const p = await trainProbeDefault(train, val, {
+        ...common,
+        epochs: f.epochs,
+        minSteps: f.minSteps,
+        batchSize: f.batchSize,
+        lr: f.lr,
+        weightDecay: f.weightDecay,
+        onSearch: (s) =>
+          log(
+            `lr search: ${s.fit} images fitted, ${s.heldBack} held back, ${s.epochs} epochs; held-back loss ` +
+              s.lrs.map((lr, i) => `${lr}: ${s.losses[i].toFixed(4)}`).join(", ") +
+              ` (standard error ${
+                Math.min(...s.errors).toFixed(4)
+              }); lr ${s.lr}, the smallest within one error of the lowest`,
+          ),
+      });
+      disposeProbe(p.probe);
+      r = p;
+      extra = { pooling: f.pooling, lrSearch: p.search };
+    }
   } else {
-    const p = await trainProbeDefault(train, val, {
-      ...common,
+    const one = async (split: "train" | "val", limit: number | undefined): Promise<TokenSet> => {
+      const t1 = performance.now();
+      const s = await splitTokens(encoder, source, split, {
+        limit,
+        batchSize: f.extractBatch,
+        workers: f.workers,
+      });
+      log(
+        `tokens: ${s.count} ${split} images, ${s.length} x ${s.dim}-d, ${
+          ((performance.now() - t1) / 1000).toFixed(1)
+        } s`,
+      );
+      return s;
+    };
+    const train = await one("train", f.maxTrain), val = await one("val", f.maxVal);
+    const asSet = (s: TokenSet) => ({
+      features: new Float32Array(0),
+      labels: s.labels,
+      count: s.count,
+      dim: 0,
+    });
+    numClasses = f.numClasses ?? classesOf(asSet(train), asSet(val));
+    sizes = { train: train.count, val: val.count };
+    const p = await trainAttentive(train, val, {
+      numClasses,
+      heads: encoder.config.heads,
       epochs: f.epochs,
-      minSteps: f.minSteps,
+      // The official recipe keeps the script's epochs whatever the number of updates they make.
+      minSteps: f.recipe === "official" ? 1 : f.minSteps,
       batchSize: f.batchSize,
       lr: f.lr,
+      minLr: f.minLr,
+      warmupEpochs: f.warmupEpochs,
       weightDecay: f.weightDecay,
-      onSearch: (s) =>
-        log(
-          `lr search: ${s.fit} images fitted, ${s.heldBack} held back, ${s.epochs} epochs; held-back loss ` +
-            s.lrs.map((lr, i) => `${lr}: ${s.losses[i].toFixed(4)}`).join(", ") +
-            ` (standard error ${
-              Math.min(...s.errors).toFixed(4)
-            }); lr ${s.lr}, the smallest within one error of the lowest`,
-        ),
+      smoothing: f.smoothing,
+      key: key(f.seed),
+      modelName,
+      onEpoch: every,
     });
-    disposeProbe(p.probe);
+    disposeAttentive(p.probe);
     r = p;
-    extra = { pooling: f.pooling, lrSearch: p.search };
   }
   const secs = (performance.now() - t0) / 1000;
   log(
-    `probe: ${f.recipe} recipe, ${numClasses} classes, batch ${r.batchSize}, lr ${
+    `probe: ${f.head} head, ${f.recipe} recipe, ${numClasses} classes, batch ${r.batchSize}, lr ${
       r.lr.toExponential(3)
     }, ${r.epochs} epochs of ${r.stepsPerEpoch} steps, ${secs.toFixed(1)} s; best top1 ${pct(r.bestTop1)} ` +
       `over epochs; ${r.accuracy.count} held-out images`,
@@ -178,6 +239,7 @@ await runTask(task, Deno.args, async ({ f, encoder }) => {
       checkpoint: f.checkpoint,
       origin: encoder.origin,
       data: f.data,
+      head: f.head,
       recipe: f.recipe,
       ...extra,
       numClasses,

@@ -134,12 +134,12 @@ Deno.test("probe task: --out and flags that do not apply are refused before any 
     assert(exists.text.includes("--force") && !exists.text.includes("features:"), exists.text);
     const blr = await probeTask([...base, "--blr", "1"]);
     assertEquals(blr.code, 1);
-    assert(blr.text.includes("--blr does not apply to --recipe default"), blr.text);
+    assert(blr.text.includes("--blr does not apply to --head linear --recipe default"), blr.text);
     const run = await probeTask([...base, "--min-steps", "50", "--out", out, "--force"]);
     assertEquals(run.code, 0, run.text);
     assert(/\nprobe top1=\d+\.\d\d top5=\d+\.\d\d\n$/.test(run.text), run.text);
     const r = JSON.parse(await Deno.readTextFile(out));
-    assertEquals([r.recipe, r.train, r.val, r.epochs], ["default", 120, 12, 90]);
+    assertEquals([r.head, r.recipe, r.train, r.val, r.epochs], ["linear", "default", 120, 12, 90]);
     assert(r.lrSearch.lrs.includes(r.lr), JSON.stringify(r));
   });
 });
