@@ -92,10 +92,17 @@ export { clipByGlobalNorm, globalNorm } from "./lib/optim/clip.ts";
 export { addDecayedWeights, officialDecayMask } from "./lib/optim/decay.ts";
 export { scaleByLearningRate } from "./lib/optim/lr.ts";
 export { constantSchedule, cosineSchedule, type Schedule } from "./lib/optim/schedule.ts";
-export { applyUpdates } from "./lib/optim/apply.ts";
+export { applyUpdates, optimizerStep } from "./lib/optim/apply.ts";
+export {
+  applyGradients,
+  disposeTrainState,
+  initTrainState,
+  type TrainState,
+} from "./lib/optim/train_state.ts";
+export { type FlatState, flattenState, type StateJson, unflattenState } from "./lib/optim/state_tree.ts";
 
 // Training: the step reducer, gradients, the pretraining run, configs, checkpoints.
-export { readMetrics, type StepBatch, type TrainState, trainStep } from "./lib/train/step.ts";
+export { type PretrainState, readMetrics, type StepBatch, trainStep } from "./lib/train/step.ts";
 export type { BatchRows } from "./lib/nn/drop_path.ts";
 export { allReduceParts, type Collective, single } from "./lib/dist/collective.ts";
 export { launchedByMpi, mpiCollective } from "./lib/dist/mpi.ts";

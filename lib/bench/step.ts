@@ -21,10 +21,10 @@ import type { AdamWState } from "../optim/adamw.ts";
 import { fusedAdamw } from "../optim/fused_adamw.ts";
 import { applyUpdates } from "../optim/apply.ts";
 import {
+  type PretrainState,
   type StepBatch,
   type StepConfig,
   studentLossAndGrads,
-  type TrainState,
   trainStep,
 } from "../train/step.ts";
 import { type KernelProfile, profileKernels } from "./profile.ts";
@@ -187,7 +187,7 @@ export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResul
     remat: cfg.remat,
   };
   const step = trainStep(stepCfg);
-  let state: TrainState<AdamWState> = { params, opt: optimizer.init(params), step: 0, key: kRun };
+  let state: PretrainState<AdamWState> = { params, opt: optimizer.init(params), step: 0, key: kRun };
   await settle(images);
   const setupMs = performance.now() - t0;
   log(`step bench: ${cfg.model} B=${cfg.batch}, teacher ${cfg.teacher}; setup ${setupMs.toFixed(0)} ms`);
@@ -285,7 +285,7 @@ export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResul
 
   let profile: KernelProfile | null = null;
   if (cfg.profile) {
-    let next: TrainState<AdamWState> | undefined;
+    let next: PretrainState<AdamWState> | undefined;
     let metrics: tf.Tensor | undefined;
     profile = await profileKernels(() => {
       const r = step(state, [batch]);

@@ -1,5 +1,5 @@
 /**
- * io-ts helpers for configs (DESIGN.md principle 6): closed object codecs that REJECT unknown keys (io-ts
+ * io-ts helpers for configs (docs/design.md, principle 6): closed object codecs that REJECT unknown keys (io-ts
  * `exact`/`strict` silently strip them), branded numeric refinements, and an error reporter that writes
  * one line per error naming the path, the value and what was expected.
  *

@@ -32,7 +32,7 @@ import { valueAndGrad } from "../core/autodiff.ts";
 import { crossAttention, type CrossAttentionParams } from "../nn/cross_attention.ts";
 import { layerNorm, layerNormInit, type LayerNormParams } from "../nn/norm.ts";
 import { linear, type LinearParams } from "../nn/linear.ts";
-import { applyUpdates } from "../optim/apply.ts";
+import { applyGradients, disposeTrainState, initTrainState } from "../optim/train_state.ts";
 import { fusedAdamw } from "../optim/fused_adamw.ts";
 import { cosineSchedule } from "../optim/schedule.ts";
 import { disposeState } from "../optim/transform.ts";
@@ -285,13 +285,12 @@ export const trainAttentive = async (
   });
   const opt = fusedAdamw({ lr: schedule, weightDecay: plan.weightDecay });
   const [kInit, kData] = split(o.key);
-  let params = attentiveInit(kInit, train.dim, o.numClasses);
+  let ts = initTrainState(opt, attentiveInit(kInit, train.dim, o.numClasses), kData);
   let bn = batchNormInit(train.dim);
-  let state = opt.init(params);
   let accuracy = accuracyOf(0, 0, 0), bestTop1 = 0;
   try {
     for (let epoch = 0; epoch < epochs; epoch++) {
-      const order = permutation(foldIn(kData, epoch), train.count);
+      const order = permutation(foldIn(ts.key, epoch), train.count);
       let loss = NaN;
       for (let s = 0; s < stepsPerEpoch; s++) {
         const x = batchOf(train, order, s * batchSize, batchSize);
@@ -310,21 +309,23 @@ export const trainAttentive = async (
             loss: softCrossEntropy(linear(p.head, normed.y) as tf.Tensor2D, targets),
             aux: { mean: normed.state.mean, variance: normed.state.variance },
           };
-        })(params);
-        const [updates, next] = opt.update(out.grads, state, params);
-        const stepped = applyUpdates(params, updates);
-        disposeTree(params, out.grads, updates);
-        disposeState(state);
+        })(ts.params);
+        const next = applyGradients(opt, ts, out.grads);
+        disposeTrainState(ts);
         disposeBatchNorm(bn);
-        params = stepped;
-        state = next;
+        ts = next;
         bn = { mean: out.aux.mean as Tensor1D, variance: out.aux.variance as Tensor1D };
         // One readback an epoch: parameters that went NaN stay NaN, so the last batch's loss shows it.
         if (s === stepsPerEpoch - 1) loss = (await out.loss.data())[0];
         tf.dispose([x, targets, out.loss]);
       }
       assertFinite([loss], `the attentive probe's training loss at epoch ${epoch + 1}`, modelName);
-      accuracy = await evaluateAttentive({ params, bn, heads: o.heads }, val, o.numClasses, modelName);
+      accuracy = await evaluateAttentive(
+        { params: ts.params, bn, heads: o.heads },
+        val,
+        o.numClasses,
+        modelName,
+      );
       bestTop1 = Math.max(bestTop1, accuracy.top1);
       o.onEpoch?.({
         epoch,
@@ -335,14 +336,13 @@ export const trainAttentive = async (
       });
     }
   } catch (e) {
-    disposeTree(params);
+    disposeTrainState(ts);
     disposeBatchNorm(bn);
     throw e;
-  } finally {
-    disposeState(state);
   }
+  disposeState(ts.opt);
   return {
-    probe: { params, bn, heads: o.heads },
+    probe: { params: ts.params, bn, heads: o.heads },
     accuracy,
     bestTop1,
     lr,

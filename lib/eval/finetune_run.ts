@@ -8,8 +8,7 @@
  */
 import { tf } from "../deps.ts";
 import { foldIn, type Key, split } from "../core/random.ts";
-import { disposeTree } from "../core/tree.ts";
-import { optimizerStep } from "../optim/apply.ts";
+import { applyGradients, disposeTrainState, initTrainState } from "../optim/train_state.ts";
 import { disposeState } from "../optim/transform.ts";
 import { valueAndGrad } from "../core/autodiff.ts";
 import { datasetSize, evalLoader, pretrainLoader } from "../../data/loader.ts";
@@ -154,8 +153,7 @@ export const runFinetune = async (enc: EncoderModel, o: FinetuneRunOptions): Pro
     depth: config.depth,
   });
   const [kHead, kData, kStep] = split(o.key, 3);
-  let params = classifierInit(kHead, enc, o.numClasses, s.initScale);
-  let state = opt.init(params);
+  let ts = initTrainState(opt, classifierInit(kHead, enc, o.numClasses, s.initScale), kStep);
   const evalEvery = o.evalEvery ?? stepsPerEpoch;
   const loader = pretrainLoader(
     {
@@ -169,27 +167,33 @@ export const runFinetune = async (enc: EncoderModel, o: FinetuneRunOptions): Pro
     },
     kData,
   );
-  let accuracy = accuracyOf(0, 0, 0), bestTop1 = 0, step = 0;
+  let accuracy = accuracyOf(0, 0, 0), bestTop1 = 0;
   let lossSum = 0, lossSteps = 0, lastLr = 0;
   const score = async () => {
-    accuracy = await evaluateClassifier(params, config, enc.pos, o.source, o.numClasses, {
+    accuracy = await evaluateClassifier(ts.params, config, enc.pos, o.source, o.numClasses, {
       workers: o.workers,
-      modelName: `the classifier fine-tuned from ${enc.origin} at step ${step}`,
+      modelName: `the classifier fine-tuned from ${enc.origin} at step ${ts.step}`,
     });
     bestTop1 = Math.max(bestTop1, accuracy.top1);
-    await o.onEval?.({ step, epoch: step / stepsPerEpoch, loss: lossSum / lossSteps, lr: lastLr, accuracy });
+    await o.onEval?.({
+      step: ts.step,
+      epoch: ts.step / stepsPerEpoch,
+      loss: lossSum / lossSteps,
+      lr: lastLr,
+      accuracy,
+    });
     lossSum = 0;
     lossSteps = 0;
   };
   try {
     for await (const b of loader) {
-      if (step >= total) break;
+      if (ts.step >= total) break;
       if (b.labels.some((y) => y < 0 || y >= o.numClasses)) {
         throw new Error(
           `fine-tuning needs labels in 0..${o.numClasses - 1}; this batch has ${[...b.labels].join(", ")}`,
         );
       }
-      const k = foldIn(kStep, step);
+      const k = foldIn(ts.key, ts.step);
       const [kMix, kDrop] = split(k);
       const mixed = mixBatch(b.studentImages, b.labels, b.height, b.width, {
         mixup: s.mixup,
@@ -199,22 +203,20 @@ export const runFinetune = async (enc: EncoderModel, o: FinetuneRunOptions): Pro
       }, kMix);
       const images = tf.tensor4d(mixed.images, [b.size, b.height, b.width, 3]);
       const targets = tf.tensor2d(mixed.targets, [b.size, o.numClasses]);
-      const lr = schedule(step);
+      const lr = schedule(ts.step);
       const out = valueAndGrad((p: ClassifierParams) => ({
         loss: softCrossEntropy(
           classifierApply(p, config, enc.pos, images, { training: true, key: kDrop }),
           targets,
         ),
         aux: {},
-      }))(params);
-      const [stepped, next] = optimizerStep(opt, params, state, out.grads);
-      disposeTree(params);
-      disposeState(state);
-      params = stepped;
-      state = next;
+      }))(ts.params);
+      const next = applyGradients(opt, ts, out.grads);
+      disposeTrainState(ts);
+      ts = next;
       const loss = (await out.loss.data())[0];
       tf.dispose([images, targets, out.loss]);
-      step++;
+      const step = ts.step;
       o.onStep?.({ step, total, loss, lr });
       if (!Number.isFinite(loss)) {
         // The first loss is computed before any update: only the checkpoint (the head starts near zero)
@@ -232,12 +234,15 @@ export const runFinetune = async (enc: EncoderModel, o: FinetuneRunOptions): Pro
       if (step % evalEvery === 0 || step === total) await score();
     }
   } catch (e) {
-    disposeTree(params);
+    disposeTrainState(ts);
     throw e;
   } finally {
-    disposeState(state);
     await loader.close();
   }
-  if (step < total) throw new Error(`the data ended after ${step} of ${total} steps`);
-  return { params, config, accuracy, bestTop1, steps: step, stepsPerEpoch };
+  if (ts.step < total) {
+    disposeTrainState(ts);
+    throw new Error(`the data ended after ${ts.step} of ${total} steps`);
+  }
+  disposeState(ts.opt);
+  return { params: ts.params, config, accuracy, bestTop1, steps: ts.step, stepsPerEpoch };
 };

@@ -30,7 +30,7 @@ import { tf } from "../deps.ts";
 import { foldIn, type Key, permutation, split } from "../core/random.ts";
 import { disposeTree, type Tensor2D } from "../core/tree.ts";
 import { linear, type LinearParams } from "../nn/linear.ts";
-import { applyUpdates } from "../optim/apply.ts";
+import { applyGradients, disposeTrainState, initTrainState, type TrainState } from "../optim/train_state.ts";
 import { lars } from "../optim/lars.ts";
 import { fusedAdamw } from "../optim/fused_adamw.ts";
 import { disposeState, type GradientTransformation } from "../optim/transform.ts";
@@ -214,9 +214,11 @@ interface HeadLoop {
 const fitHeads = async (o: HeadLoop): Promise<{ heads: LinearParams[]; bn: BatchNormState }> => {
   const { train, numClasses, batchSize } = o;
   const [kHead, kData] = split(o.key);
-  let heads: LinearParams[] = o.opts.map(() => linearHeadInit(kHead, train.dim, numClasses, 0.01));
+  // One training state per head; they step together on every batch.
+  let heads: TrainState<LinearParams, unknown>[] = o.opts.map((opt) =>
+    initTrainState(opt, linearHeadInit(kHead, train.dim, numClasses, 0.01), kData)
+  );
   let bn = o.bn;
-  const states: unknown[] = o.opts.map((opt, k) => opt.init(heads[k]));
   try {
     for (let epoch = 0; epoch < o.epochs; epoch++) {
       const order = permutation(foldIn(kData, epoch), train.count);
@@ -239,31 +241,26 @@ const fitHeads = async (o: HeadLoop): Promise<{ heads: LinearParams[]; bn: Batch
             loss: (each.length === 1 ? each[0] : tf.addN(each)) as tf.Scalar,
             aux: { each: tf.stack(each) },
           };
-        })(Object.fromEntries(heads.map((h, k) => [k, h])));
-        const next = heads.map((h, k) => {
-          const [updates, state] = o.opts[k].update(out.grads[k], states[k], h);
-          const stepped = applyUpdates(h, updates);
-          disposeTree(h, out.grads[k], updates);
-          disposeState(states[k]);
-          states[k] = state;
-          return stepped;
+        })(Object.fromEntries(heads.map((h, k) => [k, h.params])));
+        heads = heads.map((h, k) => {
+          const next = applyGradients(o.opts[k], h, out.grads[k]);
+          disposeTrainState(h);
+          return next;
         });
-        heads = next;
         // One readback an epoch: a head that went NaN stays NaN, so the last batch's loss shows it.
         if (s === o.stepsPerEpoch - 1) losses = Array.from(await out.aux.each.data());
         tf.dispose([x, targets, out.loss, out.aux.each]);
         if (normed.y !== x) normed.y.dispose();
       }
-      await o.afterEpoch?.(epoch, heads, bn, losses);
+      await o.afterEpoch?.(epoch, heads.map((h) => h.params), bn, losses);
     }
   } catch (e) {
-    heads.forEach((h) => disposeTree(h));
+    heads.forEach(disposeTrainState);
     disposeBatchNorm(bn);
     throw e;
-  } finally {
-    states.forEach(disposeState);
   }
-  return { heads, bn };
+  heads.forEach((h) => disposeState(h.opt));
+  return { heads: heads.map((h) => h.params), bn };
 };
 
 /** {@link fitHeads} with one head, scored on `val` after every epoch (the official loop's report). */

@@ -24,7 +24,7 @@ import { valueAndGrad } from "../core/autodiff.ts";
 import { encoder } from "../models/encoder.ts";
 import type { FrozenEncoder } from "../models/encoder_model.ts";
 import { fusedAdamw } from "../optim/fused_adamw.ts";
-import { optimizerStep } from "../optim/apply.ts";
+import { applyGradients, disposeTrainState, initTrainState } from "../optim/train_state.ts";
 import { cosineSchedule } from "../optim/schedule.ts";
 import { disposeState } from "../optim/transform.ts";
 import { IGNORE_INDEX, type SegBatch, segBatches, type SegSource } from "../../data/segmentation.ts";
@@ -291,7 +291,6 @@ export const trainSegHead = async (set: SegFeatureSet, o: SegTrainOptions): Prom
   const total = perEpoch * o.epochs;
   const [kInit, kOrder] = split(o.key);
   const norm = featureNorm(set);
-  let head = segHeadInit(kInit, d, C);
   const lr = cosineSchedule({
     base: o.lr,
     final: o.minLr ?? 0,
@@ -299,13 +298,13 @@ export const trainSegHead = async (set: SegFeatureSet, o: SegTrainOptions): Prom
     warmupSteps: Math.min(total, Math.round((o.warmupEpochs ?? 0) * perEpoch)),
   });
   const opt = fusedAdamw({ lr, weightDecay: o.weightDecay ?? 0 });
-  let state = opt.init(head);
+  let ts = initTrainState(opt, segHeadInit(kInit, d, C), kOrder);
   const tokens = new Float32Array(B * L * d);
   const labels = new Int32Array(B * S * S);
-  let step = 0, epochLoss = 0;
+  let epochLoss = 0;
   try {
     for (let epoch = 0; epoch < o.epochs; epoch++) {
-      const order = permutation(foldIn(kOrder, epoch), set.count);
+      const order = permutation(foldIn(ts.key, epoch), set.count);
       epochLoss = 0;
       for (let s = 0; s < perEpoch; s++) {
         for (let i = 0; i < B; i++) {
@@ -318,35 +317,32 @@ export const trainSegHead = async (set: SegFeatureSet, o: SegTrainOptions): Prom
         const { loss, grads } = valueAndGrad((p: SegHead) => {
           const up = upsampleBilinear(segLogits(p, norm, x), S, S);
           return { loss: pixelCrossEntropy(tf.reshape(up, [B * S * S, C]) as tf.Tensor2D, labels), aux: {} };
-        })(head);
+        })(ts.params);
         x.dispose();
         const value = (await loss.data())[0];
         loss.dispose();
         if (!Number.isFinite(value)) {
           disposeTree(grads);
           throw new Error(
-            `the segmentation head's loss is ${value} at step ${step + 1} (${
+            `the segmentation head's loss is ${value} at step ${ts.step + 1} (${
               o.modelName ?? "the encoder"
             }'s features are finite): lower --lr`,
           );
         }
-        const [nextHead, nextState] = optimizerStep(opt, head, state, grads);
-        disposeTree(head);
-        disposeState(state);
-        head = nextHead;
-        state = nextState;
-        step++;
+        const next = applyGradients(opt, ts, grads);
+        disposeTrainState(ts);
+        ts = next;
         epochLoss += value;
-        o.onStep?.({ step, total, loss: value, lr: lr(step - 1) });
+        o.onStep?.({ step: ts.step, total, loss: value, lr: lr(ts.step - 1) });
       }
     }
   } catch (e) {
-    disposeSegHead({ head, norm });
-    disposeState(state);
+    disposeTrainState(ts);
+    tf.dispose([norm.mean, norm.std]);
     throw e;
   }
-  disposeState(state);
-  return { head, norm, steps: step, lastLoss: epochLoss / perEpoch };
+  disposeState(ts.opt);
+  return { head: ts.params, norm, steps: ts.step, lastLoss: epochLoss / perEpoch };
 };
 
 /** Predicted classes `[H * W]` of one image's patch-grid logits `[1, h, w, C]`, upsampled in row chunks. */

@@ -1,9 +1,10 @@
 /**
  * Checkpoints of a training run, in `<run>/checkpoints/`:
  *
- * - `step-000123.safetensors`: the student's parameters as `params.<name>`, the optimizer's tensors as
- *   `opt.<name>` (flat dotted names, lib/core/tree.ts), and the meta (step, PRNG key, config hash, data
- *   position, the optimizer's host state) as JSON in `__metadata__.meta`;
+ * - `step-000123.safetensors`: the student's parameters as `params.<name>` (flat dotted names,
+ *   lib/core/tree.ts), the optimizer's tensors as `opt.<path>` (their path in the optimizer's state tree,
+ *   AdamW's `opt.1.mu.<name>`: lib/train/opt_state.ts), and the meta (step, PRNG key, config hash, data
+ *   position, the optimizer state's JSON skeleton with its counts) as JSON in `__metadata__.meta`;
  * - `step-000123.json`: the same meta plus the tensor names, the safetensors file's size and its SHA-256.
  *
  * Both files are written atomically (tmp + rename), the JSON after the safetensors, so a checkpoint is
@@ -12,7 +13,7 @@
  * verifies it and refuses a file that does not match. Checkpoints of format version 1 have no checksum
  * and still load, with a note saying they could not be verified. Older
  * checkpoints are pruned only after a newer one is complete. The teacher is never checkpointed
- * (DESIGN.md principle 5).
+ * (docs/design.md, principle 5).
  *
  * @module
  */

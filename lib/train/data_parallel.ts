@@ -18,11 +18,11 @@ import type { BatchRows } from "../nn/drop_path.ts";
 import { allReduceParts, type Collective } from "../dist/collective.ts";
 import {
   accumulatedGrads,
-  applyGradients,
+  applyLocalGrads,
+  type PretrainState,
   type StepBatch,
   type StepConfig,
   type StepResult,
-  type TrainState,
 } from "./step.ts";
 
 /** The rows of the global batch that rank `rank` of `size` holds, for micro-batches of `batch` images. */
@@ -39,10 +39,10 @@ export const rowsOf = (rank: number, size: number, batch: number): BatchRows => 
 export const dataParallelStep = <S>(
   cfg: StepConfig<S>,
   c: Collective,
-): (state: TrainState<S>, batches: readonly StepBatch[]) => Promise<StepResult<S>> =>
-async (state: TrainState<S>, batches: readonly StepBatch[]): Promise<StepResult<S>> => {
+): (state: PretrainState<S>, batches: readonly StepBatch[]) => Promise<StepResult<S>> =>
+async (state: PretrainState<S>, batches: readonly StepBatch[]): Promise<StepResult<S>> => {
   const local = accumulatedGrads(cfg, state, batches);
-  if (c.size === 1) return applyGradients(cfg, state, local);
+  if (c.size === 1) return applyLocalGrads(cfg, state, local);
   const flat = flatten(local.grads);
   const names = Object.keys(flat);
   let host: Float32Array[];
@@ -61,7 +61,7 @@ async (state: TrainState<S>, batches: readonly StepBatch[]): Promise<StepResult<
   names.forEach((n, i) => (grads[n] = tf.tensor(host[i], flat[n].shape, "float32")));
   const m = host[names.length];
   const means = [tf.scalar(m[0]), tf.scalar(m[1]), tf.scalar(m[2])] as [Scalar, Scalar, Scalar];
-  return applyGradients(cfg, state, { grads: unflatten(grads) as Params as CaeV2Params, means });
+  return applyLocalGrads(cfg, state, { grads: unflatten(grads) as Params as CaeV2Params, means });
 };
 
 /**

@@ -42,7 +42,7 @@ import { clipMicro, defaultNumMasked, studentPreset } from "../models/presets.ts
 import type { AdamWState } from "../optim/adamw.ts";
 import { fusedAdamw } from "../optim/fused_adamw.ts";
 import { cosineSchedule } from "../optim/schedule.ts";
-import { disposeState, tensorsIn } from "../optim/transform.ts";
+import { disposeState, type GradientTransformation, tensorsIn } from "../optim/transform.ts";
 import { type DataSource, parseDataSource } from "../../data/source.ts";
 import { checkBatchFits, datasetSize, pretrainLoader } from "../../data/loader.ts";
 import { toBatch } from "../../data/batch.ts";
@@ -62,8 +62,8 @@ import { nonFiniteHost, nonFiniteNames, nonFiniteProbe, someNames } from "./fini
 import { type MetricsWriter, openMetricsWriter, truncateMetricsAfter } from "./metrics.ts";
 import { progress as makeProgress } from "./progress.ts";
 import { createRunDir, resumeRunDir, runPaths } from "./rundir.ts";
-import { type AdamWHost, adamwStateFromFlat, adamwStateToFlat } from "./opt_state.ts";
-import { METRIC_NAMES, type StepBatch, type TrainState, trainStep } from "./step.ts";
+import { optStateFromFlat, optStateToFlat } from "./opt_state.ts";
+import { METRIC_NAMES, type PretrainState, type StepBatch, trainStep } from "./step.ts";
 import { broadcastParams, dataParallelStep, rowsOf } from "./data_parallel.ts";
 import { runKeys } from "./run_keys.ts";
 import { backendLimits, checkFits, stepFootprint } from "./footprint.ts";
@@ -338,7 +338,7 @@ interface Resolved {
 
 /** Where a run starts: its state, its data position and the checkpoint it came from (if any). */
 interface Start {
-  readonly state: TrainState<AdamWState>;
+  readonly state: PretrainState<AdamWState>;
   readonly position: DataPosition;
   readonly checkpoint: CheckpointInfo | undefined;
 }
@@ -462,7 +462,7 @@ const resumeStart = async (
   const optTensors = toTensors(ck.opt);
   let opt: AdamWState;
   try {
-    opt = adamwStateFromFlat(params, optTensors, ck.meta.optHost as unknown as AdamWHost, at.path);
+    opt = optStateFromFlat(r.optimizer, params, optTensors, ck.meta.optHost, at.path);
   } catch (e) {
     tf.dispose([...Object.values(stored), ...Object.values(optTensors)]);
     throw e;
@@ -540,9 +540,13 @@ const checkWorldSize = async (dir: string, size: number): Promise<E.Either<strin
 };
 
 /** Rank 0's start (parameters, AdamW state, step, data position) on every rank. */
-const shareStart = async (comm: Collective, start: Start): Promise<Start> => {
+const shareStart = async (
+  comm: Collective,
+  optimizer: GradientTransformation<AdamWState>,
+  start: Start,
+): Promise<Start> => {
   const params = await broadcastParams(comm, start.state.params);
-  const opt = adamwStateToFlat(start.state.opt);
+  const opt = optStateToFlat(start.state.opt);
   const optTensors = await broadcastParams(comm, opt.tensors as Params);
   const host = new TextEncoder().encode(JSON.stringify({
     step: start.state.step,
@@ -555,9 +559,9 @@ const shareStart = async (comm: Collective, start: Start): Promise<Start> => {
   const bytes = comm.rank === 0 ? host : new Uint8Array(length[0]);
   await comm.broadcast(bytes, 0);
   const h = JSON.parse(new TextDecoder().decode(bytes));
-  const state: TrainState<AdamWState> = {
+  const state: PretrainState<AdamWState> = {
     params,
-    opt: adamwStateFromFlat(params, flatten(optTensors), h.optHost, "rank 0's start"),
+    opt: optStateFromFlat(optimizer, params, flatten(optTensors), h.optHost, "rank 0's start"),
     step: h.step,
     key: h.key,
   };
@@ -591,7 +595,7 @@ const runLocked = async (
     start = freshStart(r);
   }
   // Every rank starts from rank 0's state (a fresh init or the checkpoint it read).
-  if (comm.size > 1) start = await shareStart(comm, start);
+  if (comm.size > 1) start = await shareStart(comm, r.optimizer, start);
   let state = start.state;
   let position = start.position;
   const run = runPaths(r.dir);
@@ -622,7 +626,7 @@ const runLocked = async (
   // One process: the reducer; several: the same update from the ranks' averaged gradients.
   const step = comm.size > 1
     ? dataParallelStep(stepCfg, comm)
-    : (s: TrainState<AdamWState>, b: readonly StepBatch[]) => Promise.resolve(trainStep(stepCfg)(s, b));
+    : (s: PretrainState<AdamWState>, b: readonly StepBatch[]) => Promise.resolve(trainStep(stepCfg)(s, b));
   const rows = comm.size > 1 ? rowsOf(comm.rank, comm.size, cfg.batchSize) : undefined;
   const loader = pretrainLoader(
     {
@@ -664,7 +668,7 @@ const runLocked = async (
   let interrupted = false;
   const save = async () => {
     if (comm.rank !== 0) return;
-    const opt = adamwStateToFlat(state.opt);
+    const opt = optStateToFlat(state.opt);
     lastCheckpoint = await saveCheckpoint(run.dir, state.step, {
       params: flatten(state.params),
       opt: opt.tensors,
@@ -696,7 +700,7 @@ const runLocked = async (
       }
       // One readback per step: the metrics and, per tensor of the new state, whether it is finite.
       const newParams = flatten(result.state.params);
-      const newOpt = adamwStateToFlat(result.state.opt).tensors;
+      const newOpt = optStateToFlat(result.state.opt).tensors;
       const readback = tf.tidy(() =>
         tf.concat([
           result.metrics,

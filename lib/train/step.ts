@@ -27,23 +27,14 @@ import { caev2Apply, type CaeV2Buffers, type CaeV2Params } from "../models/caev2
 import type { CaeV2Config, ClipConfig } from "../models/config.ts";
 import { clipApply, type ClipParams } from "../models/clip.ts";
 import { alignmentTargets, type AlignmentWeights, latentAlignment } from "../objectives/alignment.ts";
-import { optimizerStep } from "../optim/apply.ts";
+import { applyGradients, type TrainState } from "../optim/train_state.ts";
 import { globalNorm } from "../optim/clip.ts";
 import { type GradientTransformation, tidy } from "../optim/transform.ts";
 import { valueAndGrad } from "../core/autodiff.ts";
 import type { BatchRows } from "../nn/drop_path.ts";
 
-/** The training state. `step` counts the optimizer updates applied; `key` is the run key (constant). */
-export interface TrainState<S> {
-  /** The student's parameters. */
-  readonly params: CaeV2Params;
-  /** The optimizer's state (for AdamW: clip, moments, counts). */
-  readonly opt: S;
-  /** Optimizer updates applied so far. */
-  readonly step: number;
-  /** The run key; step t draws from `foldIn(key, t)`. */
-  readonly key: Key;
-}
+/** The pretraining state: the student's parameters, the optimizer's state, the step, the run key. */
+export type PretrainState<S> = TrainState<CaeV2Params, S>;
 
 /** What one micro-batch brings to the step. Images NHWC. */
 export interface StepBatch {
@@ -80,7 +71,7 @@ export const METRIC_NAMES = ["loss", "lossVisible", "lossMasked", "gradNorm"] as
 
 /** The step's result: the new state and a `[4]` metrics vector (read it once with `await data()`). */
 export interface StepResult<S> {
-  readonly state: TrainState<S>;
+  readonly state: PretrainState<S>;
   readonly metrics: Tensor1D;
 }
 
@@ -123,7 +114,7 @@ export interface LocalGrads {
  */
 export const accumulatedGrads = <S>(
   cfg: StepConfig<S>,
-  state: TrainState<S>,
+  state: PretrainState<S>,
   batches: readonly StepBatch[],
 ): LocalGrads => {
   if (batches.length === 0) throw new Error("trainStep: no batch given");
@@ -155,23 +146,22 @@ export const accumulatedGrads = <S>(
  * The optimizer update from averaged gradients: the new state and the metrics vector
  * `[loss, lossVisible, lossMasked, gradNorm]`. Consumes (disposes) `local`.
  */
-export const applyGradients = <S>(
+export const applyLocalGrads = <S>(
   cfg: StepConfig<S>,
-  state: TrainState<S>,
+  state: PretrainState<S>,
   local: LocalGrads,
 ): StepResult<S> => {
   const g = local.grads;
   const metrics = tidy(() => tf.stack([...local.means, globalNorm(g)]) as Tensor1D);
   tf.dispose([...local.means]);
-  const [params, opt] = optimizerStep(cfg.optimizer, state.params, state.opt, g);
-  return { state: { params, opt, step: state.step + 1, key: state.key }, metrics };
+  return { state: applyGradients(cfg.optimizer, state, g), metrics };
 };
 
 /** Builds the reducer. */
 export const trainStep =
-  <S>(cfg: StepConfig<S>): (state: TrainState<S>, batches: readonly StepBatch[]) => StepResult<S> =>
-  (state: TrainState<S>, batches: readonly StepBatch[]): StepResult<S> =>
-    applyGradients(cfg, state, accumulatedGrads(cfg, state, batches));
+  <S>(cfg: StepConfig<S>): (state: PretrainState<S>, batches: readonly StepBatch[]) => StepResult<S> =>
+  (state: PretrainState<S>, batches: readonly StepBatch[]): StepResult<S> =>
+    applyLocalGrads(cfg, state, accumulatedGrads(cfg, state, batches));
 
 /** Reads the metrics vector (one device read per step). */
 export const readMetrics = async (

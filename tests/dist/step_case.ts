@@ -13,7 +13,7 @@ import { clipInit } from "../../lib/models/clip.ts";
 import { clipMicro, studentPreset } from "../../lib/models/presets.ts";
 import { fusedAdamw } from "../../lib/optim/fused_adamw.ts";
 import type { AdamWState } from "../../lib/optim/adamw.ts";
-import type { StepBatch, StepConfig, TrainState } from "../../lib/train/step.ts";
+import type { PretrainState, StepBatch, StepConfig } from "../../lib/train/step.ts";
 import { randomMask } from "../../lib/bench/step.ts";
 
 export const IMG = 32, PATCH = 8, GLOBAL = 8, STEPS = 3;
@@ -38,7 +38,7 @@ export const setup = () => {
     buffers: caev2Buffers(student),
     optimizer,
   };
-  const state: TrainState<AdamWState> = { params, opt: optimizer.init(params), step: 0, key: k3 };
+  const state: PretrainState<AdamWState> = { params, opt: optimizer.init(params), step: 0, key: k3 };
   return { cfg, state };
 };
 
@@ -52,7 +52,7 @@ export const batchRows = (step: number, offset: number, count: number): StepBatc
 };
 
 /** A parameter record as plain numbers, for comparing across processes. */
-export const paramValues = async (state: TrainState<AdamWState>): Promise<Record<string, number[]>> => {
+export const paramValues = async (state: PretrainState<AdamWState>): Promise<Record<string, number[]>> => {
   const out: Record<string, number[]> = {};
   for (const [n, t] of Object.entries(flatten(state.params))) out[n] = [...await t.data()];
   return out;
