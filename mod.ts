@@ -143,7 +143,7 @@ export type { ClassifierParams, FinetuneSettings } from "./lib/eval/finetune.ts"
 export { knnClassify, type KnnOptions } from "./lib/eval/knn.ts";
 export { knnEvaluator, knnMonitor, pretrainEvaluators } from "./lib/eval/monitor.ts";
 export { type FinetuneResult, type FinetuneRunOptions, runFinetune } from "./lib/eval/finetune_run.ts";
-export type { Accuracy } from "./lib/eval/heads.ts";
+export type { Accuracy, FitSummary } from "./lib/eval/heads.ts";
 export type { BatchNormState } from "./lib/nn/batchnorm.ts";
 // Semantic segmentation on frozen features (deno task segment): linear head on patch tokens, mmseg's mIoU.
 export {

@@ -99,6 +99,20 @@ export const syntheticImage = (
   if (!Number.isInteger(size) || size < 8) {
     throw new Error(`syntheticImage: size must be an integer >= 8, got ${size}`);
   }
+  return renderSynthetic(seed, index, size);
+};
+
+/**
+ * The renderer behind {@link syntheticImage}. With `coverage` (`[size * size]`), it also writes there how
+ * much of each pixel the shape covers (0 to 1, the antialiased edge included): the synthetic segmentation
+ * source's label map (data/segmentation.ts). `size` is not checked here.
+ */
+export const renderSynthetic = (
+  seed: Key | number,
+  index: number,
+  size: number,
+  coverage?: Float32Array,
+): { readonly image: RgbImage; readonly label: number } => {
   const base = typeof seed === "number" ? key(seed) : seed;
   const k = foldIn(base, index);
   const s = sampler(k);
@@ -159,6 +173,7 @@ export const syntheticImage = (
       h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
       const grain = ((h >>> 24) / 255 - 0.5) * 8;
       const o = (py * size + px) * 3;
+      if (coverage !== undefined) coverage[py * size + px] = alpha;
       for (let c = 0; c < 3; c++) {
         const bg = bg0[c] * (1 - t) + bg1[c] * t + n * noiseAmp;
         const fill = fg[c] * beta + fg2[c] * (1 - beta);

@@ -36,7 +36,7 @@ import {
   writeResults,
 } from "../lib/eval/cli.ts";
 import { classesOf } from "../lib/eval/features.ts";
-import { type Accuracy, accuracyFigures, formatAccuracy } from "../lib/eval/heads.ts";
+import { accuracyFigures, type FitSummary, formatAccuracy } from "../lib/eval/heads.ts";
 import { kebabCase } from "../lib/config/flags.ts";
 import { disposeProbe, type EpochReport, trainProbe, trainProbeDefault } from "../lib/eval/probe.ts";
 import { disposeAttentive, trainAttentive } from "../lib/eval/attentive.ts";
@@ -118,16 +118,6 @@ const log = (line: string) => console.log(line);
 // --out is checked before any work: an existing file needs --force, an input is never overwritten.
 const task = await startTask(spec, Deno.args, log, (f) => [{ flag: "--out", path: f.out }]);
 
-/** What every head reports. */
-interface Fitted {
-  readonly accuracy: Accuracy;
-  readonly bestTop1: number;
-  readonly lr: number;
-  readonly batchSize: number;
-  readonly stepsPerEpoch: number;
-  readonly epochs: number;
-}
-
 await runTask(task, Deno.args, async ({ f, encoder, source }) => {
   const modelName = encoder.origin;
   let numClasses = 0;
@@ -140,7 +130,7 @@ await runTask(task, Deno.args, async ({ f, encoder, source }) => {
     }
   };
   const t0 = performance.now();
-  let r: Fitted;
+  let r: FitSummary;
   let sizes: { train: number; val: number };
   let extra: Record<string, unknown> = {};
   if (f.head === "linear") {

@@ -48,6 +48,7 @@ import {
   type Accuracy,
   accuracyOf,
   countTopK,
+  type FitSummary,
   linearHeadInit,
   secondTopK,
   smoothTargets,
@@ -183,17 +184,9 @@ export interface AttentiveOptions {
 }
 
 /** What {@link trainAttentive} returns. */
-export interface AttentiveResult {
+export interface AttentiveResult extends FitSummary {
   /** The fitted probe; the caller disposes it with {@link disposeAttentive}. */
   readonly probe: AttentiveProbe;
-  /** Held-out accuracy after the last epoch. */
-  readonly accuracy: Accuracy;
-  /** Best held-out top-1 over epochs (the official "Max accuracy"). */
-  readonly bestTop1: number;
-  readonly lr: number;
-  readonly batchSize: number;
-  readonly stepsPerEpoch: number;
-  readonly epochs: number;
 }
 
 /** The schedule {@link trainAttentive} runs on `count` training images. */

@@ -78,15 +78,49 @@ export const extractFeatures = async (
   batches: AsyncIterable<HostEvalBatch>,
   opts: ExtractOptions,
 ): Promise<FeatureSet> => {
-  const d = m.config.dim;
-  const limit = opts.limit ?? Infinity;
+  const r = await encodeRows(m, batches, {
+    who: "extractFeatures",
+    limit: opts.limit,
+    encode: (images) => encodeImages(m, images, opts.pooling),
+    check: (data, first, last) =>
+      assertFinite(data, `the features of images ${first}..${last}`, modelNameOf(m, opts.modelName)),
+    onBatch: opts.onBatch,
+  });
+  return { features: r.rows, labels: r.labels, count: r.count, dim: m.config.dim };
+};
+
+/** What {@link encodeRows} does with each batch. */
+export interface EncodeRowsOptions {
+  /** The caller's name, for the size error. */
+  readonly who: string;
+  /** Stop after this many images (default: all). */
+  readonly limit?: number;
+  /** The device computation: images `[B, H, W, 3]` -> `[B, ...]` (the caller's rows). */
+  readonly encode: (images: tf.Tensor4D) => tf.Tensor;
+  /** Checks a batch's rows (images `first`..`last`) on the host; throws to stop. */
+  readonly check?: (data: Float32Array, first: number, last: number) => void;
+  /** Called after each batch with the number of images encoded so far. */
+  readonly onBatch?: (count: number) => void;
+}
+
+/**
+ * Runs `encode` over evaluation batches (at most `limit` images) and gathers its rows and the labels on the
+ * host, in order: the loop of feature and token extraction. Refuses images of another size than the
+ * encoder's.
+ */
+export const encodeRows = async (
+  m: FrozenEncoder,
+  batches: AsyncIterable<HostEvalBatch>,
+  o: EncodeRowsOptions,
+): Promise<{ rows: Float32Array; labels: Int32Array; count: number }> => {
+  const limit = o.limit ?? Infinity;
   const parts: Float32Array[] = [];
   const labels: number[] = [];
   let count = 0;
   for await (const b of batches) {
     if (b.height !== m.config.imageSize || b.width !== m.config.imageSize) {
       throw new Error(
-        `extractFeatures: batch images are ${b.height}x${b.width}, the encoder expects ${m.config.imageSize}px`,
+        `${o.who}: batch images are ${b.height}x${b.width}, the encoder expects ${m.config.imageSize}px`,
       );
     }
     const take = Math.min(b.size, limit - count);
@@ -96,28 +130,25 @@ export const extractFeatures = async (
       b.width,
       3,
     ]);
-    const f = encodeImages(m, images, opts.pooling);
+    const f = o.encode(images);
     images.dispose();
-    const data = await f.data();
+    const raw = await f.data();
     f.dispose();
-    assertFinite(
-      data,
-      `the features of images ${count}..${count + take - 1}`,
-      modelNameOf(m, opts.modelName),
-    );
-    parts.push(data instanceof Float32Array ? data : Float32Array.from(data));
+    const data = raw instanceof Float32Array ? raw : Float32Array.from(raw);
+    o.check?.(data, count, count + take - 1);
+    parts.push(data);
     for (let i = 0; i < take; i++) labels.push(b.labels[i]);
     count += take;
-    opts.onBatch?.(count);
+    o.onBatch?.(count);
     if (count >= limit) break;
   }
-  const features = new Float32Array(count * d);
+  const rows = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const p of parts) {
-    features.set(p, at);
+    rows.set(p, at);
     at += p.length;
   }
-  return { features, labels: Int32Array.from(labels), count, dim: d };
+  return { rows, labels: Int32Array.from(labels), count };
 };
 
 /** The number of classes a labelled feature set implies (max label + 1); throws if a label is missing. */

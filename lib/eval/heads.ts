@@ -102,6 +102,22 @@ export interface Accuracy {
   readonly count: number;
 }
 
+/** How a trained head scored and how it was trained: what every probe reports. */
+export interface FitSummary {
+  /** Held-out accuracy after the last epoch (the official scripts' last-epoch figure). */
+  readonly accuracy: Accuracy;
+  /** The best held-out top-1 over epochs (the official "Max accuracy"). */
+  readonly bestTop1: number;
+  /** The absolute (peak) lr used. */
+  readonly lr: number;
+  /** The batch used (clamped to the training set). */
+  readonly batchSize: number;
+  /** Optimizer steps per epoch (incomplete batches dropped). */
+  readonly stepsPerEpoch: number;
+  /** Epochs run. */
+  readonly epochs: number;
+}
+
 /** A running top-1 / top-5 tally. */
 export const accuracyOf = (hits1: number, hits5: number, count: number): Accuracy => ({
   top1: count > 0 ? (100 * hits1) / count : 0,

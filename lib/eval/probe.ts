@@ -48,6 +48,7 @@ import {
   type Accuracy,
   accuracyOf,
   countTopK,
+  type FitSummary,
   linearHeadInit,
   secondTopK,
   smoothTargets,
@@ -114,21 +115,9 @@ export interface Probe {
 }
 
 /** What {@link trainProbe} and {@link trainProbeDefault} return. */
-export interface ProbeResult {
+export interface ProbeResult extends FitSummary {
   /** The fitted probe. */
   readonly probe: Probe;
-  /** Held-out accuracy after the last epoch (the official script's last-epoch figure). */
-  readonly accuracy: Accuracy;
-  /** The best held-out top-1 over epochs (the official "Max accuracy"). */
-  readonly bestTop1: number;
-  /** The absolute (peak) lr used. */
-  readonly lr: number;
-  /** The batch used (clamped to the training set). */
-  readonly batchSize: number;
-  /** Optimizer steps per epoch (incomplete batches dropped). */
-  readonly stepsPerEpoch: number;
-  /** Epochs run. */
-  readonly epochs: number;
 }
 
 /** Disposes a probe's tensors. */

@@ -17,6 +17,7 @@ import { evalLoader } from "../../data/loader.ts";
 import type { DataSource } from "../../data/source.ts";
 import type { FrozenEncoder } from "../models/encoder_model.ts";
 import { gridOf } from "../models/config.ts";
+import { encodeRows } from "./features.ts";
 
 /** Token features of a whole split, on the host. */
 export interface TokenSet {
@@ -48,40 +49,12 @@ export const extractTokens = async (
   batches: AsyncIterable<HostEvalBatch>,
   opts: TokenOptions = {},
 ): Promise<TokenSet> => {
-  const d = m.config.dim, t = m.pos.shape[1];
-  const limit = opts.limit ?? Infinity;
-  const parts: Float32Array[] = [];
-  const labels: number[] = [];
-  let count = 0;
-  for await (const b of batches) {
-    if (b.height !== m.config.imageSize || b.width !== m.config.imageSize) {
-      throw new Error(
-        `extractTokens: batch images are ${b.height}x${b.width}, the encoder expects ${m.config.imageSize}px`,
-      );
-    }
-    const take = Math.min(b.size, limit - count);
-    const images = tf.tensor4d(b.images.subarray(0, take * b.height * b.width * 3), [
-      take,
-      b.height,
-      b.width,
-      3,
-    ]);
-    const x = encodeTokens(m, images);
-    images.dispose();
-    const data = await x.data();
-    x.dispose();
-    parts.push(data instanceof Float32Array ? data : Float32Array.from(data));
-    for (let i = 0; i < take; i++) labels.push(b.labels[i]);
-    count += take;
-    if (count >= limit) break;
-  }
-  const tokens = new Float32Array(count * t * d);
-  let at = 0;
-  for (const p of parts) {
-    tokens.set(p, at);
-    at += p.length;
-  }
-  return { tokens, labels: Int32Array.from(labels), count, length: t, dim: d };
+  const r = await encodeRows(m, batches, {
+    who: "extractTokens",
+    limit: opts.limit,
+    encode: (images) => encodeTokens(m, images),
+  });
+  return { tokens: r.rows, labels: r.labels, count: r.count, length: m.pos.shape[1], dim: m.config.dim };
 };
 
 /** Host bytes of the tokens of `images` images for encoder `m`. */
