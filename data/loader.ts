@@ -93,6 +93,8 @@ export interface LoaderStats {
   skipped: number;
   /** The distinct names of skipped files and shards (the first 1000). */
   skippedFiles: string[];
+  /** How many distinct files and shards were skipped (a file skipped in two epochs counts once). */
+  skippedDistinct: number;
   /** Images decoded or rendered successfully. */
   decoded: number;
 }
@@ -416,11 +418,13 @@ type Done =
 const MAX_LISTED = 1000;
 
 const engine = <T>(o: EngineOptions<T>): Loader<T> => {
-  const stats: LoaderStats = { skipped: 0, skippedFiles: [], decoded: 0 };
+  const stats: LoaderStats = { skipped: 0, skippedFiles: [], skippedDistinct: 0, decoded: 0 };
   const warned = new Set<string>();
   const skip = (name: string, message: string) => {
     stats.skipped++;
     if (warned.has(name)) return;
+    // Exact up to 100,000 names; past that a name skipped again is counted again.
+    stats.skippedDistinct++;
     if (warned.size < 100_000) warned.add(name);
     if (stats.skippedFiles.length < MAX_LISTED) stats.skippedFiles.push(name);
     console.warn(`data: skipped ${message}`);

@@ -8,6 +8,11 @@
  * go to `timing.jsonl` and the progress display, never into `metrics.jsonl`. Evaluators given by the caller
  * (lib/train/evaluator.ts; the pretrain task builds the k-NN monitor of `--knn-every N` from lib/eval) measure
  * the live encoder every so many steps, each into `<name>.jsonl` (`knn.jsonl`); the run imports no evaluation.
+ * The same figures (and images/s) go to TensorBoard event files in `<run dir>/tensorboard/`
+ * (lib/core/tensorboard.ts), with the config as a text at step 0; a resumed run opens a new file that starts
+ * with `session_log START` at its first step (a fresh run's starts with one at step 0), so TensorBoard drops
+ * the points logged after the checkpoint.
+ * Events never stop a run: a folder that cannot be written is warned about once.
  *
  * Never lose data:
  * - one process at a time runs a directory: it is locked (lib/train/lock.ts) before anything in it is read
@@ -28,6 +33,7 @@ import type { Key } from "../core/random.ts";
 import { describeBackend } from "../core/backend.ts";
 import { message } from "../core/fs.ts";
 import { startRuntime } from "../core/runtime.ts";
+import { type EventWriter, tolerantEventWriter } from "../core/tensorboard.ts";
 import { disposeTree, flatten, type Params, unflatten } from "../core/tree.ts";
 import { type Collective, single } from "../dist/collective.ts";
 import { mpiCollective } from "../dist/mpi.ts";
@@ -78,6 +84,7 @@ export interface PretrainSummary {
   readonly first: Readonly<Record<string, number>> | undefined;
   readonly seconds: number;
   readonly imagesPerSecond: number;
+  /** Distinct data files skipped by this process (a file skipped in every epoch counts once). */
   readonly skipped: number;
   readonly interrupted: boolean;
   readonly checkpoint: string | undefined;
@@ -659,6 +666,15 @@ const runLocked = async (
     write: io.tty === false ? (t) => io.log(t.replace(/\n$/, "")) : undefined,
   });
 
+  // TensorBoard (rank 0 only). Every file starts with session_log START: a fresh run's at step 0 (then its
+  // config), a resumed run's at the first step it logs, which drops the interrupted run's points from there
+  // on (TensorBoard takes a run's first START as its start, and each later one as a restart).
+  const events: EventWriter | undefined = comm.rank === 0
+    ? await tolerantEventWriter(`${run.dir}/tensorboard`, (m) => bar.log(m))
+    : undefined;
+  events?.sessionStart(cfg.resume ? state.step + 1 : 0);
+  if (!cfg.resume) events?.text(0, "config", configMarkdown(cfg, steps, global));
+
   const startStep = state.step;
   const t0 = performance.now();
   let first: Record<string, number> | undefined, last: Record<string, number> | undefined;
@@ -754,6 +770,14 @@ const runLocked = async (
       metricsOut.write(record);
       const seconds = (performance.now() - tStep) / 1000;
       timingOut.write({ step: state.step, seconds, imagesPerSecond: totalBatch(global) / seconds });
+      events?.scalars(state.step, {
+        "train/loss": m.loss,
+        "train/loss_visible": m.lossVisible,
+        "train/loss_masked": m.lossMasked,
+        "train/lr": lrNow,
+        "train/grad_norm": m.gradNorm,
+        "perf/images_per_second": totalBatch(global) / seconds,
+      });
       first ??= record;
       last = record;
       bar.update(state.step, { loss: m.loss, vis: m.lossVisible, msk: m.lossMasked, lr: lrNow });
@@ -763,6 +787,10 @@ const runLocked = async (
         const encoder = { config: student, params: state.params.encoder, pos: buffers.pos };
         const numbers = await e.run({ step: state.step, steps, encoder });
         evalOut[i].write({ step: state.step, ...numbers });
+        events?.scalars(
+          state.step,
+          Object.fromEntries(Object.entries(numbers).map(([k, v]) => [`${e.name}/${k}`, v])),
+        );
         bar.log(describeEvaluation(e, state.step, numbers));
       }
       // A signal that arrived during this step is seen here, not at the next checkpoint's file I/O.
@@ -786,6 +814,7 @@ const runLocked = async (
     metricsOut.close();
     timingOut.close();
     evalOut.forEach((w) => w.close());
+    events?.close();
     tf.dispose([buffers.pos, buffers.regressorPos]);
     await loader.close();
     disposeTree(state.params);
@@ -800,11 +829,24 @@ const runLocked = async (
     last,
     seconds,
     imagesPerSecond: ((state.step - startStep) * totalBatch(global)) / seconds,
-    skipped: loader.stats.skipped,
+    // Distinct files: a file skipped in every epoch is one skipped file.
+    skipped: loader.stats.skippedDistinct,
     interrupted,
     checkpoint: lastCheckpoint?.path,
     rank: comm.rank,
   });
+};
+
+/** The run's resolved config as markdown (TensorBoard's Text tab): one row per setting, then what follows. */
+const configMarkdown = (cfg: PretrainConfig, steps: number, global: PretrainConfig): string => {
+  const cell = (v: unknown) => `\`${JSON.stringify(v ?? null).replaceAll("|", "\\|")}\``;
+  return [
+    "| setting | value |",
+    "| --- | --- |",
+    ...Object.entries(cfg).map(([k, v]) => `| ${k} | ${cell(v)} |`),
+    "",
+    `${steps} steps of ${totalBatch(global)} images, peak lr ${peakLr(global)}.`,
+  ].join("\n");
 };
 
 /** Which tensors of a step's new state went non-finite. */
