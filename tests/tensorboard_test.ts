@@ -195,25 +195,6 @@ const tensorboardView = async (dir: string): Promise<Map<string, [number, number
 
 // ---- tests ----
 
-const FIXTURE = new URL(
-  "./fixtures/tensorboard/events.out.tfevents.1585499054.Jaakkos-Mac-mini.local.11684.5.v2",
-  import.meta.url,
-).pathname;
-
-Deno.test("the test's reader reads a real event file written by TensorFlow", async () => {
-  const events = await readEventFile(FIXTURE);
-  assertEquals(events.length, 101);
-  assertEquals(events[0].fileVersion, "brain.Event:2");
-  assertEquals(Math.floor(events[0].wallTime), 1585499054);
-  events.slice(1).forEach((e, i) => {
-    assertEquals(e.step, i);
-    assertEquals(e.values?.length, 1);
-    const v = e.values![0];
-    assertEquals([v.tag, v.plugin, v.tensor?.dtype, v.tensor?.dims], ["my_metric", "scalars", 1, 0]);
-    assertEquals(f32(v.tensor!.content!), 0.5 * i);
-  });
-});
-
 const TBX = new URL("./fixtures/tensorboard/tensorboardx/", import.meta.url).pathname.replace(/\/$/, "");
 
 Deno.test("the test's reader reads tensorboardX's scalars, text and purge_step START", async () => {
