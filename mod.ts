@@ -133,11 +133,20 @@ export { evalLoader, pretrainLoader } from "./data/loader.ts";
 export { blockMasking, randomMasking } from "./data/masking.ts";
 export { syntheticImage } from "./data/synthetic.ts";
 export { type Batch, type HostBatch, toBatch } from "./data/batch.ts";
+// Images: decoding (JPEG, PNG) to 8-bit RGB, and the official evaluation preprocessing (resize the shorter
+// side to size / 0.875 bicubic, centre crop, ImageNet mean/std) that every evaluation and embedImages use.
+export { decodeImage, readImage } from "./data/decode.ts";
+// (Their image type, data/image.ts RgbImage `{ width, height, data }`, is what readImage returns; it is not
+// re-exported here until its fields carry the JSDoc that `deno doc --lint` asks of public types.)
+export { rgbImage } from "./data/image.ts";
+export { evalPixels, evalTransform, IMAGENET_MEAN, IMAGENET_STD } from "./data/augment.ts";
 
 // Evaluation: frozen-encoder features, linear probe (LARS), k-NN, fine-tuning; student save/load.
 export { disposeEncoder, type EncoderHints, loadEncoder, randomEncoder } from "./lib/eval/load.ts";
 export type { EncoderModel, FrozenEncoder } from "./lib/models/encoder_model.ts";
 export { type FeatureSet, type Pooling, splitFeatures } from "./lib/eval/features.ts";
+// The encoder as a feature extractor: images (a folder, files, pixels) -> features [N, D].
+export { type Embeddings, embedImages, type EmbedOptions, listImages } from "./lib/eval/embed.ts";
 export { type Probe, type ProbeOptions, type ProbeResult, trainProbe } from "./lib/eval/probe.ts";
 export type { ClassifierParams, FinetuneSettings } from "./lib/eval/finetune.ts";
 export { knnClassify, type KnnOptions } from "./lib/eval/knn.ts";

@@ -244,3 +244,32 @@ export const decodeImage = (bytes: Uint8Array, name: string): E.Either<string, R
       );
   }
 };
+
+/**
+ * Reads an image file and decodes it ({@link decodeImage}): JPEG or PNG to 8-bit RGB. Rejects with a
+ * message naming the file: what is wrong with it (corrupt, truncated, another format, too large) or why
+ * it could not be read.
+ *
+ * @example
+ * ```ts
+ * import { readImage } from "./decode.ts";
+ * import { encodePng } from "../lib/deps.ts";
+ * const file = await Deno.makeTempFile({ suffix: ".png" });
+ * const rgba = new Uint8ClampedArray(3 * 2 * 4).fill(255);
+ * await Deno.writeFile(file, new Uint8Array(await encodePng(new ImageData(rgba, 3, 2))));
+ * const img = await readImage(file);
+ * await Deno.remove(file);
+ * if (img.width !== 3 || img.height !== 2 || img.data.length !== 18) throw new Error("unexpected");
+ * ```
+ */
+export const readImage = async (path: string): Promise<RgbImage> => {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    throw new Error(`${path}: cannot read it (${e instanceof Error ? e.message : String(e)})`);
+  }
+  const r = decodeImage(bytes, path);
+  if (E.isLeft(r)) throw new Error(r.left);
+  return r.right;
+};

@@ -28,7 +28,7 @@ import {
   resolveFlags,
   type TaskSpec,
 } from "../lib/eval/cli.ts";
-import { disposeEncoder, loadEncoder } from "../lib/eval/load.ts";
+import { disposeEncoder, loadEncoderEither } from "../lib/eval/load.ts";
 import { checkOutputs, checkpointInputs, type InputFile } from "../lib/eval/outputs.ts";
 import { runSegmentation } from "../lib/eval/segment.ts";
 import { progress } from "../lib/train/progress.ts";
@@ -115,7 +115,7 @@ try {
 } catch (e) {
   exitWith(argv, e instanceof Error ? e.message : String(e));
 }
-const loaded = await loadEncoder(f.checkpoint as string, {
+const loaded = await loadEncoderEither(f.checkpoint as string, {
   model: f.model as PresetName | undefined,
   imageSize: f.imageSize as number | undefined,
   patchSize: f.patchSize as number | undefined,

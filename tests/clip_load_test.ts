@@ -206,3 +206,67 @@ Deno.test("CLIP loads from OpenAI and Hugging Face names to the same tower", asy
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/**
+ * OpenAI's names for the same tensors, as `torch.jit.load("ViT-B-16.pt").state_dict()` holds them and
+ * tools/convert_openai_clip.py writes them (the `visual.` tensors, float32), built from the Hugging Face
+ * tensors by the published correspondence (openai/CLIP `clip/model.py` VisionTransformer and
+ * ResidualAttentionBlock; transformers' CLIP conversion script): `nn.MultiheadAttention` packs q, k, v
+ * into `in_proj_weight` `[3W, W]` and `in_proj_bias`, in that order; `proj` is `[W, out]`, the
+ * transpose of `visual_projection.weight`. Written here from those names, not from the loader's mapping.
+ */
+const openAiFromHf = (hf: Record<string, tf.Tensor>): Record<string, tf.Tensor> => {
+  const v = "vision_model.", out: Record<string, tf.Tensor> = {};
+  out["visual.class_embedding"] = hf[`${v}embeddings.class_embedding`];
+  out["visual.positional_embedding"] = hf[`${v}embeddings.position_embedding.weight`];
+  out["visual.proj"] = tf.transpose(hf["visual_projection.weight"]);
+  out["visual.conv1.weight"] = hf[`${v}embeddings.patch_embedding.weight`];
+  for (const p of ["weight", "bias"]) {
+    out[`visual.ln_pre.${p}`] = hf[`${v}pre_layrnorm.${p}`];
+    out[`visual.ln_post.${p}`] = hf[`${v}post_layernorm.${p}`];
+  }
+  for (let i = 0; i < cfg.layers; i++) {
+    const o = `visual.transformer.resblocks.${i}.`, h = `${v}encoder.layers.${i}.`;
+    for (const p of ["weight", "bias"]) {
+      out[`${o}attn.in_proj_${p}`] = tf.concat(
+        ["q_proj", "k_proj", "v_proj"].map((n) => hf[`${h}self_attn.${n}.${p}`]),
+      );
+      out[`${o}attn.out_proj.${p}`] = hf[`${h}self_attn.out_proj.${p}`];
+      out[`${o}ln_1.${p}`] = hf[`${h}layer_norm1.${p}`];
+      out[`${o}ln_2.${p}`] = hf[`${h}layer_norm2.${p}`];
+      out[`${o}mlp.c_fc.${p}`] = hf[`${h}mlp.fc1.${p}`];
+      out[`${o}mlp.c_proj.${p}`] = hf[`${h}mlp.fc2.${p}`];
+    }
+  }
+  return out;
+};
+
+Deno.test("CLIP loads from OpenAI's state_dict names (tools/convert_openai_clip.py's output) and computes what Hugging Face computes", async () => {
+  const hf = hfTensors();
+  const openai = openAiFromHf(hf);
+  const dir = await Deno.makeTempDir();
+  const images = tf.randomNormal([2, 32, 32, 3], 0, 1, "float32", 3) as tf.Tensor4D;
+  // The text tower of a whole OpenAI state_dict, left in: never read.
+  const text = { "transformer.resblocks.0.ln_1.weight": tf.ones([8]), "logit_scale": tf.scalar(4.6) };
+  try {
+    await writeSafetensors(`${dir}/clip-vit.safetensors`, { ...openai, ...text });
+    const loaded = await loadClip(`${dir}/clip-vit.safetensors`);
+    assertEquals(loaded.naming, "openai");
+    assertEquals(loaded.config, cfg);
+    const out = await clipApply(loaded.params, loaded.config, images).data();
+    const ref = await hfClipForward(hf, images).data();
+    const err = relativeError(out, ref);
+    if (!(err < 1e-5)) {
+      throw new Error(`the tower loaded from OpenAI names differs from Hugging Face's by ${err}`);
+    }
+    disposeTree(loaded.params);
+    // A file cut short names the missing tensor.
+    const { ["visual.ln_post.bias"]: _cut, ...short } = openai;
+    await writeSafetensors(`${dir}/short.safetensors`, short);
+    await assertRejects(() => loadClip(`${dir}/short.safetensors`), Error, "ln_post.bias");
+  } finally {
+    const mine = ["visual.proj", ...Object.keys(openai).filter((n) => n.includes("in_proj_"))];
+    tf.dispose([images, ...Object.values(hf), ...mine.map((n) => openai[n]), ...Object.values(text)]);
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -176,7 +176,7 @@ Deno.test("segment: the score follows what the patch tokens hold; no tensor is l
   // A random encoder against the same encoder blinded (patch embedding zeroed: every token holds only its
   // position, so the head can learn where shapes tend to be, not where they are), with the task's defaults
   // on 200 images of 32 px.
-  const m = right(await loadEncoder("random", { imageSize: 32, patchSize: 8, seed: 0 }));
+  const m = await loadEncoder("random", { imageSize: 32, patchSize: 8, seed: 0 });
   const kernel = tf.zerosLike(m.params.patchEmbed.kernel) as tf.Tensor2D;
   const blind = { ...m, params: { ...m.params, patchEmbed: { ...m.params.patchEmbed, kernel } } };
   const o = {

@@ -75,9 +75,40 @@ export interface BackendInfo {
 export const isBackendName = (s: string): s is BackendName => (backendNames as readonly string[]).includes(s);
 const ENV_VAR = "CAEV2_BACKEND";
 
+/**
+ * Keeps libwayland's `error: XDG_RUNTIME_DIR is invalid or not set in the environment.` off the terminal.
+ * Where a Vulkan loader has Mesa's device-select layer (Debian's mesa-vulkan-drivers), each adapter request
+ * makes the layer call `wl_display_connect`, and libwayland writes that line to stderr (twice a run: the
+ * probe below and tfjs's own request) when `XDG_RUNTIME_DIR` is unset or not an absolute path. Measured
+ * with lavapipe on the 2-core dev machine: with the variable pointing at any absolute path the connection
+ * fails quietly and the adapters are the same. So, when it is unset or relative (and only then; a desktop
+ * session's value is left alone), this process gets a private empty directory (0700, removed at exit).
+ * Needs env and write permission; without them nothing is changed (and nothing prompts).
+ */
+const quietWaylandProbe = (): void => {
+  if (Deno.build.os !== "linux") return;
+  const granted = (d: Deno.PermissionDescriptor) => Deno.permissions.querySync(d).state === "granted";
+  try {
+    if (!granted({ name: "env", variable: "XDG_RUNTIME_DIR" }) || !granted({ name: "write" })) return;
+    if (Deno.env.get("XDG_RUNTIME_DIR")?.startsWith("/")) return;
+    const dir = Deno.makeTempDirSync({ prefix: "caev2-xdg-" });
+    Deno.env.set("XDG_RUNTIME_DIR", dir);
+    globalThis.addEventListener("unload", () => {
+      try {
+        Deno.removeSync(dir);
+      } catch {
+        // Not empty (something of ours used it) or already gone: leave it.
+      }
+    });
+  } catch {
+    // Only cosmetic: the probe works without it.
+  }
+};
+
 const requestAdapter = async (): Promise<GPUAdapter | null> => {
   const gpu = (navigator as { gpu?: GPU }).gpu;
   if (gpu === undefined) return null;
+  quietWaylandProbe();
   try {
     // The same request tfjs-backend-webgpu makes, so this is the adapter it will use.
     return await gpu.requestAdapter({ powerPreference: "high-performance" });

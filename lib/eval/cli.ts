@@ -31,7 +31,7 @@ import { describeBackend } from "../core/backend.ts";
 import { startRuntime } from "../core/runtime.ts";
 import { type DataSource, parseDataSource } from "../../data/source.ts";
 import type { EncoderModel } from "../models/encoder_model.ts";
-import { disposeEncoder, loadEncoder } from "./load.ts";
+import { disposeEncoder, loadEncoderEither } from "./load.ts";
 import { classesOf, type FeatureSet, splitFeatures } from "./features.ts";
 import { checkTaskOutputs } from "./outputs.ts";
 import { message } from "../core/fs.ts";
@@ -222,7 +222,7 @@ export const setupTask = async (
   } catch (e) {
     return E.left(message(e));
   }
-  const enc = await loadEncoder(f.checkpoint, {
+  const enc = await loadEncoderEither(f.checkpoint, {
     model: f.model,
     imageSize: f.imageSize,
     patchSize: f.patchSize,

@@ -77,9 +77,9 @@ export const countTopK = (
 };
 
 /**
- * The k of the second accuracy figure: 5, or `classes - 1` with fewer than 6 classes (a top-5 over 5
- * classes or fewer is 100% whatever the model does), and 1 with 2 classes or fewer (then only top-1 is
- * reported).
+ * The k that the scorers count into {@link Accuracy.top5}: 5, or `classes - 1` with fewer than 6 classes (a
+ * top-5 over 5 classes or fewer is 100% whatever the model does), and 1 with 2 classes or fewer. Only
+ * k = 5 is reported ({@link accuracyFigures}); the smaller ks are kept off the reports.
  *
  * @example
  * ```ts
@@ -94,8 +94,9 @@ export interface Accuracy {
   /** Top-1 accuracy, percent. */
   readonly top1: number;
   /**
-   * Top-k accuracy, percent: k = 5 where the scorer used {@link secondTopK} and there are 6 classes or
-   * more (fewer classes: k = classes - 1; print it with {@link accuracyFigures}, which names the k).
+   * Top-5 accuracy, percent, with 6 classes or more. With fewer, the scorers count top-(classes - 1)
+   * here ({@link secondTopK}), which no report shows: print an accuracy with {@link accuracyFigures} or
+   * {@link formatAccuracy}, which leave it out below 6 classes.
    */
   readonly top5: number;
   /** Samples scored. */
@@ -125,26 +126,28 @@ export const accuracyOf = (hits1: number, hits5: number, count: number): Accurac
   count,
 });
 
+/** Fewest classes for which a top-5 accuracy says something (below it, top-5 is 100% by construction). */
+const TOP5_MIN_CLASSES = 6;
+
 /**
- * The figures worth reporting of an {@link Accuracy} over `classes` classes, named by their k: `top1`
- * and `top5` with 6 classes or more, `top1` and `top<classes - 1>` with 3 to 5, `top1` alone with 2 or
- * fewer. For results JSON and report lines, so that no task prints a top-5 that is 100% by construction.
+ * The figures worth reporting of an {@link Accuracy} over `classes` classes: `top1` and `top5` with 6
+ * classes or more, `top1` alone with fewer. For every task's last line, metrics lines and results JSON
+ * alike, so that no task prints a top-k whose k is not 5, nor a top-5 that is 100% by construction.
  *
  * @example
  * ```ts
  * import { accuracyFigures, formatAccuracy } from "./heads.ts";
  * const acc = { top1: 50, top5: 75, count: 4 };
- * if (JSON.stringify(accuracyFigures(acc, 4)) !== '{"top1":50,"top3":75}') throw new Error();
- * if (formatAccuracy(acc, 10) !== "top1=50.00 top5=75.00" || formatAccuracy(acc, 2) !== "top1=50.00") {
+ * if (JSON.stringify(accuracyFigures(acc, 6)) !== '{"top1":50,"top5":75}') throw new Error();
+ * if (JSON.stringify(accuracyFigures(acc, 5)) !== '{"top1":50}') throw new Error();
+ * if (formatAccuracy(acc, 10) !== "top1=50.00 top5=75.00" || formatAccuracy(acc, 3) !== "top1=50.00") {
  *   throw new Error();
  * }
  * ```
  */
-export const accuracyFigures = (acc: Accuracy, classes: number): Record<string, number> => {
-  const k = secondTopK(classes);
-  return k > 1 ? { top1: acc.top1, [`top${k}`]: acc.top5 } : { top1: acc.top1 };
-};
+export const accuracyFigures = (acc: Accuracy, classes: number): Record<string, number> =>
+  classes >= TOP5_MIN_CLASSES ? { top1: acc.top1, top5: acc.top5 } : { top1: acc.top1 };
 
-/** `top1=<pct> top5=<pct>` (two decimals), the k named as {@link accuracyFigures} names it. */
+/** `top1=<pct> top5=<pct>` (two decimals), or `top1=<pct>` alone below 6 classes ({@link accuracyFigures}). */
 export const formatAccuracy = (acc: Accuracy, classes: number): string =>
   Object.entries(accuracyFigures(acc, classes)).map(([k, v]) => `${k}=${v.toFixed(2)}`).join(" ");

@@ -232,20 +232,22 @@ const parentRun = (checkpointPath: string): string => {
 };
 
 /**
- * Loads an encoder from `spec`: a run directory, a weights file, or `random` (see the module doc).
- * Left: a message saying what is wrong and what to do.
+ * {@link loadEncoder} as an `Either`, for the command lines that fold every failure into one exit
+ * message: Left is the message {@link loadEncoder} would throw.
  *
  * @example
  * ```ts
- * import { loadEncoder, disposeEncoder } from "./load.ts";
- * import { tf, E } from "../deps.ts";
+ * import { disposeEncoder, loadEncoderEither } from "./load.ts";
+ * import { E, tf } from "../deps.ts";
  * await tf.setBackend("cpu");
- * const m = await loadEncoder("random", { model: "micro", imageSize: 32, patchSize: 8 });
+ * const m = await loadEncoderEither("random", { model: "micro", imageSize: 32, patchSize: 8 });
  * if (E.isLeft(m) || m.right.config.dim !== 64) throw new Error("unexpected");
  * disposeEncoder(m.right);
+ * const bad = await loadEncoderEither("no/such/run");
+ * if (E.isRight(bad) || !bad.left.includes("no such file or directory")) throw new Error("unexpected");
  * ```
  */
-export const loadEncoder = async (
+export const loadEncoderEither = async (
   spec: string,
   hints: EncoderHints = {},
 ): Promise<E.Either<string, EncoderModel>> => {
@@ -331,4 +333,27 @@ export const loadEncoder = async (
   } catch (e) {
     return E.left(message(e));
   }
+};
+
+/**
+ * Loads an encoder from `spec`: a run directory (its newest complete checkpoint), a weights file, or
+ * `random` (see the module doc). Rejects with an `Error` whose message says what is wrong and what to do
+ * (the same messages as {@link loadEncoderEither}). Free it with {@link disposeEncoder}.
+ *
+ * @example
+ * ```ts
+ * import { disposeEncoder, loadEncoder } from "./load.ts";
+ * import { tf } from "../deps.ts";
+ * await tf.setBackend("cpu");
+ * const m = await loadEncoder("random", { model: "micro", imageSize: 32, patchSize: 8 });
+ * if (m.config.dim !== 64 || m.config.imageSize !== 32) throw new Error("unexpected");
+ * disposeEncoder(m);
+ * const why = await loadEncoder("no/such/run").then(() => "", (e: Error) => e.message);
+ * if (!why.includes("no such file or directory")) throw new Error(why);
+ * ```
+ */
+export const loadEncoder = async (spec: string, hints: EncoderHints = {}): Promise<EncoderModel> => {
+  const r = await loadEncoderEither(spec, hints);
+  if (E.isLeft(r)) throw new Error(r.left);
+  return r.right;
 };

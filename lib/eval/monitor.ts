@@ -49,8 +49,7 @@ export interface KnnMonitorOptions {
  * import { knnMonitor } from "./monitor.ts";
  * await tf.setBackend("cpu");
  * const m = await loadEncoder("random", { imageSize: 16, patchSize: 8 });
- * if (m._tag === "Left") throw new Error(m.left);
- * const acc = await knnMonitor(m.right, { source: { kind: "synthetic", size: 20 }, maxTrain: 20, maxVal: 10 });
+ * const acc = await knnMonitor(m, { source: { kind: "synthetic", size: 20 }, maxTrain: 20, maxVal: 10 });
  * if (acc.count !== 2) throw new Error(`scored ${acc.count}`); // the held-out split of 20 is ceil(20 / 10)
  * ```
  */
@@ -71,9 +70,9 @@ export const knnMonitor = async (
  * The k-NN monitor as a pretraining evaluator: every `every` steps (and after the last), k-NN top-1 /
  * top-5 on up to 200 held-out images with the first 1000 training images as neighbours, logged to
  * `knn.jsonl` as `{"step", "top1", "top5", "count"}` and shown as `knn at step t: top1=.. top5=..` (with
- * fewer than 6 classes the second figure is `top<C-1>`, and with 2 it is left out: heads.ts
- * `accuracyFigures`). A student whose features are not finite (the run diverged) stops the run with an
- * error naming the step, instead of logging a perfect score.
+ * fewer than 6 classes top-5 is left out: heads.ts `accuracyFigures`). A student whose features are not
+ * finite (the run diverged) stops the run with an error naming the step, instead of logging a perfect
+ * score.
  *
  * @example
  * ```ts

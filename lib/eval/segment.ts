@@ -475,12 +475,11 @@ const checkTrainLabels = (set: SegFeatureSet, C: number): void => {
  * import { runSegmentation } from "./segment.ts";
  * await tf.setBackend("cpu");
  * const m = await loadEncoder("random", { imageSize: 16, patchSize: 8 });
- * if (m._tag === "Left") throw new Error(m.left);
- * const r = await runSegmentation(m.right, {
+ * const r = await runSegmentation(m, {
  *   source: { kind: "synthetic-seg", size: 8 }, numClasses: 5, epochs: 1, batchSize: 4, lr: 1e-3, key: key(0),
  * });
  * if (r.train !== 8 || r.val !== 2 || !(r.scores.mIoU >= 0)) throw new Error(JSON.stringify(r));
- * disposeEncoder(m.right);
+ * disposeEncoder(m);
  * ```
  */
 export const runSegmentation = async (m: FrozenEncoder, o: SegRunOptions): Promise<SegRunResult> => {

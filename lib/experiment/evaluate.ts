@@ -14,7 +14,7 @@ import type { PresetName } from "../models/presets.ts";
 import type { DataSource } from "../../data/source.ts";
 import { classesOf, type FeatureSet, splitFeatures } from "../eval/features.ts";
 import type { EncoderModel } from "../models/encoder_model.ts";
-import { disposeEncoder, loadEncoder } from "../eval/load.ts";
+import { disposeEncoder, loadEncoderEither } from "../eval/load.ts";
 import { disposeProbe, trainProbe } from "../eval/probe.ts";
 import { knnClassify } from "../eval/knn.ts";
 import { message } from "../core/fs.ts";
@@ -134,7 +134,7 @@ export const evaluateEncoder = async (
   spec: EvalSpec,
   seed: number,
 ): Promise<E.Either<string, EvalResult>> => {
-  const loaded = from.kind === "run" ? await loadEncoder(from.dir) : await loadEncoder("random", {
+  const loaded = from.kind === "run" ? await loadEncoderEither(from.dir) : await loadEncoderEither("random", {
     model: from.model,
     imageSize: from.imageSize,
     patchSize: from.patchSize,
