@@ -80,35 +80,43 @@ const ENV_VAR = "CAEV2_BACKEND";
  * Where a Vulkan loader has Mesa's device-select layer (Debian's mesa-vulkan-drivers), each adapter request
  * makes the layer call `wl_display_connect`, and libwayland writes that line to stderr (twice a run: the
  * probe below and tfjs's own request) when `XDG_RUNTIME_DIR` is unset or not an absolute path. Measured
- * with lavapipe on the 2-core dev machine: with the variable pointing at any absolute path the connection
+ * with lavapipe on the 2-core dev machine: with the variable pointing at an absolute path the connection
  * fails quietly and the adapters are the same. So, when it is unset or relative (and only then; a desktop
- * session's value is left alone), this process gets a private empty directory (0700, removed at exit).
+ * session's value is left alone), the variable names a fresh empty directory (0700) while
+ * {@link selectBackend} runs; the returned function puts the variable back and removes the directory.
  * Needs env and write permission; without them nothing is changed (and nothing prompts).
  */
-const quietWaylandProbe = (): void => {
-  if (Deno.build.os !== "linux") return;
+const quietWaylandProbe = (): (() => void) | undefined => {
+  if (Deno.build.os !== "linux") return undefined;
   const granted = (d: Deno.PermissionDescriptor) => Deno.permissions.querySync(d).state === "granted";
   try {
-    if (!granted({ name: "env", variable: "XDG_RUNTIME_DIR" }) || !granted({ name: "write" })) return;
-    if (Deno.env.get("XDG_RUNTIME_DIR")?.startsWith("/")) return;
+    if (!granted({ name: "env", variable: "XDG_RUNTIME_DIR" }) || !granted({ name: "write" })) {
+      return undefined;
+    }
+    const before = Deno.env.get("XDG_RUNTIME_DIR");
+    if (before?.startsWith("/")) return undefined;
     const dir = Deno.makeTempDirSync({ prefix: "caev2-xdg-" });
     Deno.env.set("XDG_RUNTIME_DIR", dir);
-    globalThis.addEventListener("unload", () => {
+    return () => {
       try {
+        if (before === undefined) Deno.env.delete("XDG_RUNTIME_DIR");
+        else Deno.env.set("XDG_RUNTIME_DIR", before);
         Deno.removeSync(dir);
       } catch {
-        // Not empty (something of ours used it) or already gone: leave it.
+        // Not empty, or already gone: leave it.
       }
-    });
+    };
   } catch {
-    // Only cosmetic: the probe works without it.
+    return undefined; // only cosmetic: the probe works without it
   }
 };
 
-const requestAdapter = async (): Promise<GPUAdapter | null> => {
+/** The adapter tfjs will use, or null; `undo` collects what puts the environment back afterwards. */
+const requestAdapter = async (undo: (() => void)[]): Promise<GPUAdapter | null> => {
   const gpu = (navigator as { gpu?: GPU }).gpu;
   if (gpu === undefined) return null;
-  quietWaylandProbe();
+  const restore = quietWaylandProbe();
+  if (restore !== undefined) undo.push(restore);
   try {
     // The same request tfjs-backend-webgpu makes, so this is the adapter it will use.
     return await gpu.requestAdapter({ powerPreference: "high-performance" });
@@ -293,8 +301,23 @@ export const selectBackend = async (preferred: BackendChoice = "auto"): Promise<
   const threads = wasmThreadsFromEnv();
   gpuPoolMibFromEnv();
   let adapterPromise: Promise<GPUAdapter | null> | undefined;
-  const adapter = () => (adapterPromise ??= requestAdapter());
+  // tfjs's own adapter request (in startWebGPU) happens inside too, so the quiet environment lasts until
+  // the backend has started.
+  const undo: (() => void)[] = [];
+  const adapter = () => (adapterPromise ??= requestAdapter(undo));
+  try {
+    return await pick(choice, fromEnv, adapter, threads);
+  } finally {
+    for (const f of undo) f();
+  }
+};
 
+const pick = async (
+  choice: BackendChoice,
+  fromEnv: string | undefined,
+  adapter: () => Promise<GPUAdapter | null>,
+  threads: WasmThreads | undefined,
+): Promise<BackendInfo> => {
   if (choice !== "auto") {
     const r = await start(choice, adapter, threads);
     if (typeof r === "string") {
