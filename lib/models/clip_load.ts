@@ -5,11 +5,10 @@
  * tower (width, depth, patch, image size, output width) is read off the tensors; heads = width / 64, as in
  * every released CLIP ViT.
  *
- * Getting CLIP ViT-B/16: from OpenAI's `ViT-B-16.pt` (a TorchScript archive):
- * `python -c "import torch, clip; from safetensors.torch import save_file; m,_=clip.load('ViT-B/16','cpu');
- * save_file({k: v.float().contiguous() for k, v in m.state_dict().items() if k.startswith('visual.')},
- * 'clip-vit-b16.safetensors')"`; or Hugging Face `openai/clip-vit-base-patch16`'s `model.safetensors`
- * (the full CLIP model: the vision tensors are read, the text tower is ignored).
+ * Getting real CLIP weights (docs/clip.md): Hugging Face `openai/clip-vit-base-patch16`'s `model.safetensors`
+ * loads as it is (the text tower is ignored); OpenAI's `ViT-B-16.pt` (a TorchScript archive) goes through
+ * `tools/convert_openai_clip.py` first. "Every released CLIP ViT" means OpenAI's B/32, B/16, L/14 and L/14@336:
+ * OpenCLIP's H/14, g/14 and bigG/14 have 80-, 88- and 104-wide heads, which width / 64 gets wrong.
  *
  * @module
  */
