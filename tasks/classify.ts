@@ -12,17 +12,16 @@
  * ```
  *
  * An image that cannot be read or decoded is reported and the others are still classified; the exit code
- * is then 1.
+ * is then 1. `--config FILE` gives the flags' values as JSON (lib/eval/cli.ts).
  *
  * @module
  */
 import { E, t } from "../lib/deps.ts";
-import { codecsOf, parseFlags } from "../lib/config/flags.ts";
 import { describeBackend } from "../lib/core/backend.ts";
 import { BackendChoice } from "../lib/config/names.ts";
 import { startRuntime } from "../lib/core/runtime.ts";
 import { decodeImage } from "../data/decode.ts";
-import { exitWith, flagTable, usageOf } from "../lib/eval/cli.ts";
+import { exitWith, flagTable, resolveTaskArgs } from "../lib/eval/cli.ts";
 import { classifyImage, disposeClassifier, loadClassifier } from "../lib/eval/classifier_io.ts";
 import { message } from "../lib/core/fs.ts";
 
@@ -45,12 +44,10 @@ const spec = {
 };
 
 const argv = Deno.args;
-const parsed = parseFlags(argv, codecsOf(spec.flags), { positionals: true });
-if (E.isLeft(parsed)) exitWith(argv, `${parsed.left}\n(run with --help for the list of flags)`);
-if (parsed.right.help) exitWith(argv, usageOf(spec));
-const model = parsed.right.values.model as string | undefined;
-const backend = parsed.right.values.backend ?? "auto";
-if (!BackendChoice.is(backend)) exitWith(argv, `--backend ${backend}: expected auto, webgpu, wasm or cpu`);
+// Flags, --config FILE (a JSON object of flag values) and the images, as every task reads them.
+const parsed = resolveTaskArgs(argv, spec, { positionals: true });
+if (E.isLeft(parsed)) exitWith(argv, parsed.left);
+const { model, backend } = parsed.right.flags;
 const images = parsed.right.positionals;
 if (model === undefined) {
   exitWith(argv, "--model FILE.safetensors is required (written by deno task finetune --out)");

@@ -12,7 +12,7 @@
  * `paths[i]` (`synthetic:<index>` for the synthetic source, `<shard>:<key>.<ext>` for WebDataset shards)
  * of class `labels[i]` (its name; the integer label as text when the source has no names, null where
  * unlabelled). Both files are checked before any work: an existing one needs `--force`, an input file is
- * never overwritten.
+ * never overwritten. `--config FILE` gives any flag's value (lib/eval/cli.ts).
  *
  * @module
  */
@@ -34,7 +34,12 @@ const spec = {
       arg: "train|val|both",
       help: "which split",
     },
-    out: { codec: t.string, arg: "FILE", help: "output .safetensors file (required)" },
+    out: {
+      codec: t.string,
+      arg: "FILE",
+      help:
+        "features file to write (.safetensors, required); each row's path and class go beside it in FILE.rows.json",
+    },
   }),
 };
 

@@ -5,9 +5,12 @@
  * (`lr x batch / official batch`). The last line reads `finetune top1=<pct> top5=<pct>` (held-out
  * accuracy after the last step; `top<C-1>` with C < 6 classes, top-1 alone with 2).
  *
+ * The warmup is given in epochs (`--warmup-epochs`) or in optimizer steps (`--warmup-steps`), not both;
+ * `--config FILE` gives any flag's value (lib/eval/cli.ts).
+ *
  * What it writes (every path checked before any work; an existing file needs `--force`):
  *
- * - `--out M.safetensors`: the classifier, with its shapes, origin and class names in the metadata
+ * - `--out M.safetensors`: the classifier file, with its shapes, origin and class names in the metadata
  *   (lib/eval/classifier_io.ts), for `deno task classify --model M.safetensors IMAGE...`;
  * - `--metrics FILE` (default with `--out`: `M.metrics.jsonl`): one JSON line per evaluation of the
  *   held-out split (each epoch unless `--eval-every`): `epoch`, `step`, mean training `loss` since the
@@ -25,6 +28,7 @@ import {
   exitWith,
   flagTable,
   type FlagValues,
+  NonNegativeInt,
   NonNegativeNumber,
   pct,
   PositiveInt,
@@ -32,6 +36,8 @@ import {
   runTask,
   startTask,
   UnitInterval,
+  WARMUP_ALTERNATIVES,
+  warmupEpochsOf,
   writeResults,
 } from "../lib/eval/cli.ts";
 import { saveClassifier } from "../lib/eval/classifier_io.ts";
@@ -52,10 +58,27 @@ const spec = {
     steps: { codec: PositiveInt, arg: "N", help: "optimizer steps in all (overrides --epochs)" },
     batchSize: { codec: PositiveInt, arg: "N", help: "batch (default: the preset's official total batch)" },
     lr: { codec: PositiveNumber, arg: "X", help: "peak lr (default: official lr x batch / official batch)" },
-    minLr: { codec: NonNegativeNumber, arg: "X", help: "final lr (official 1e-6)" },
-    warmupEpochs: { codec: NonNegativeNumber, arg: "X", help: "warmup epochs (default: the preset's)" },
-    weightDecay: { codec: NonNegativeNumber, arg: "X", help: "AdamW weight decay (official 0.05)" },
-    layerDecay: { codec: UnitInterval, arg: "X", help: "layer-wise lr decay (official 0.75 S/B/L, 0.85 T)" },
+    minLr: { codec: NonNegativeNumber, arg: "X", help: "final lr (default: the official 1e-6)" },
+    warmupEpochs: {
+      codec: NonNegativeNumber,
+      arg: "X",
+      help: "warmup in epochs (default: the preset's); or give --warmup-steps",
+    },
+    warmupSteps: {
+      codec: NonNegativeInt,
+      arg: "N",
+      help: "warmup in optimizer steps; or give --warmup-epochs",
+    },
+    weightDecay: {
+      codec: NonNegativeNumber,
+      arg: "X",
+      help: "AdamW weight decay (default: the official 0.05)",
+    },
+    layerDecay: {
+      codec: UnitInterval,
+      arg: "X",
+      help: "layer-wise lr decay (default: the official 0.75 S/B/L, 0.85 T)",
+    },
     dropPath: { codec: UnitInterval, arg: "X", help: "drop path of the last block (default: the preset's)" },
     smoothing: { codec: UnitInterval, arg: "X", help: "label smoothing (default: the preset's)" },
     mixup: { codec: NonNegativeNumber, arg: "X", help: "mixup Beta alpha, 0 = off (default: the preset's)" },
@@ -77,19 +100,21 @@ const spec = {
     out: {
       codec: t.string,
       arg: "FILE",
-      help: "save the fine-tuned classifier (.safetensors, with its class names; for deno task classify)",
+      help:
+        "classifier file to write (.safetensors with its class names, for deno task classify); --metrics and --results go beside it",
     },
     metrics: {
       codec: t.string,
       arg: "FILE",
-      help: "one JSON line per evaluation: epoch, step, loss, lr, top1, top5 (default with --out: beside it)",
+      help: "one JSON line per evaluation: epoch, step, loss, lr, top1, top5 (default: beside --out)",
     },
     results: {
       codec: t.string,
       arg: "FILE",
-      help: "the settings and final scores as JSON (default with --out: beside it)",
+      help: "the settings and final scores as JSON (default: beside --out)",
     },
   }),
+  alternatives: WARMUP_ALTERNATIVES,
 };
 
 /** `--metrics` and `--results`, given or beside `--out` (`M.safetensors` -> `M.metrics.jsonl`, `M.results.json`). */
@@ -118,13 +143,18 @@ await runTask(task, Deno.args, async ({ f, encoder, source }) => {
   const preset = presetOf(encoder.config) ?? "base";
   const official = finetuneSettings[preset];
   const batchSize = f.batchSize ?? official.batchSize;
+  // runFinetune's steps per epoch (drop_last; all the steps when the source's size is unknown), which
+  // --warmup-steps is counted in.
+  const trainSize = await datasetSize(source, "train");
+  const perEpoch = trainSize === undefined ? undefined : Math.floor(trainSize / batchSize);
+  const stepsPerEpoch = perEpoch ?? f.steps ?? 1;
   const settings = {
     ...official,
     batchSize,
     lr: f.lr ?? official.lr * batchSize / official.batchSize,
     minLr: f.minLr ?? official.minLr,
     epochs: f.epochs ?? official.epochs,
-    warmupEpochs: f.warmupEpochs ?? official.warmupEpochs,
+    warmupEpochs: warmupEpochsOf(f, stepsPerEpoch) ?? official.warmupEpochs,
     weightDecay: f.weightDecay ?? official.weightDecay,
     layerDecay: f.layerDecay ?? official.layerDecay,
     dropPath: f.dropPath ?? official.dropPath,
@@ -150,7 +180,9 @@ await runTask(task, Deno.args, async ({ f, encoder, source }) => {
     `finetune (${preset} settings): batch ${batchSize}, lr ${
       settings.lr.toExponential(2)
     }, ${settings.epochs} epochs ` +
-      `(warmup ${settings.warmupEpochs}), layer decay ${settings.layerDecay}, drop path ${settings.dropPath}, ` +
+      `(warmup ${
+        f.warmupSteps !== undefined ? `${f.warmupSteps} steps` : settings.warmupEpochs
+      }), layer decay ${settings.layerDecay}, drop path ${settings.dropPath}, ` +
       `smoothing ${settings.smoothing}, mixup ${settings.mixup}, cutmix ${settings.cutmix}, ${numClasses} classes`,
   );
   if (outputs.out === undefined) {
@@ -198,7 +230,7 @@ await runTask(task, Deno.args, async ({ f, encoder, source }) => {
       data: f.data,
       numClasses,
       classNames,
-      train: (await datasetSize(source, "train")) ?? null,
+      train: trainSize ?? null,
       val: r.accuracy.count,
       epochs: r.steps / r.stepsPerEpoch,
       steps: r.steps,

@@ -2,7 +2,8 @@
  * `deno task knn --checkpoint RUN_DIR|FILE|random --data SOURCE [flags]`: weighted k-NN classification on
  * frozen features (k 20, cosine, temperature 0.07; lib/eval/knn.ts). The last line reads
  * `knn top1=<pct> top5=<pct>` (`top<C-1>` with C < 6 classes, top-1 alone with 2). A model whose features
- * are not finite (a diverged run) is not scored: the task stops naming the checkpoint.
+ * are not finite (a diverged run) is not scored: the task stops naming the checkpoint. `--out FILE` is the
+ * results file (JSON), checked before any work; `--config FILE` gives any flag's value (lib/eval/cli.ts).
  *
  * @module
  */

@@ -3,7 +3,9 @@
  * [--batch-size N] [--seed N] [--out DIR] [--resume DIR] [--teacher FILE] [--backend auto|webgpu|wasm|cpu] ...`
  *
  * With no arguments: the embedded default (synthetic data, micro student, a small random CLIP-shaped
- * teacher), a few minutes on 2 CPU cores. `--help` lists every flag.
+ * teacher), a few minutes on 2 CPU cores. `--help` lists every flag; `--blr`, `--mask-ratio` and
+ * `--warmup-epochs` are the other ways to give `--lr`, `--num-masked` and `--warmup-steps`
+ * (lib/config/pretrain.ts). `--out DIR` is the run directory (lib/train/rundir.ts).
  *
  * @module
  */

@@ -11,9 +11,11 @@
  *   official` does not.
  *
  * The last line reads `probe top1=<pct> top5=<pct>` (held-out accuracy after the last epoch; `top<C-1>`
- * with C < 6 classes, top-1 alone with 2). `--out FILE` is checked before any work (an existing file
- * needs `--force`; an input of the task is never overwritten). Features, logits or losses that are not
- * finite stop the task with an error naming the checkpoint.
+ * with C < 6 classes, top-1 alone with 2). `--out FILE` is the results file (JSON), checked before any
+ * work (an existing file needs `--force`; an input of the task is never overwritten). Features, logits or
+ * losses that are not finite stop the task with an error naming the checkpoint. The warmup is given in
+ * epochs (`--warmup-epochs`) or in optimizer steps (`--warmup-steps`), not both; `--config FILE` gives
+ * any flag's value (lib/eval/cli.ts).
  *
  * @module
  */
@@ -23,23 +25,26 @@ import {
   exitWith,
   featureFlags,
   flagTable,
+  NonNegativeInt,
   NonNegativeNumber,
   pct,
   PositiveInt,
   PositiveNumber,
-  resolveFlags,
+  resolveTaskArgs,
   runTask,
   scoreFlags,
   startTask,
   taskTrainVal,
   UnitInterval,
+  WARMUP_ALTERNATIVES,
+  warmupEpochsOf,
   writeResults,
 } from "../lib/eval/cli.ts";
 import { classesOf } from "../lib/eval/features.ts";
 import { accuracyFigures, type FitSummary, formatAccuracy } from "../lib/eval/heads.ts";
 import { kebabCase } from "../lib/config/flags.ts";
 import { disposeProbe, type EpochReport, trainProbe, trainProbeDefault } from "../lib/eval/probe.ts";
-import { disposeAttentive, trainAttentive } from "../lib/eval/attentive.ts";
+import { attentivePlan, disposeAttentive, trainAttentive } from "../lib/eval/attentive.ts";
 import { splitTokens, type TokenSet } from "../lib/eval/tokens.ts";
 import { key } from "../lib/core/random.ts";
 
@@ -64,26 +69,46 @@ const spec = {
     epochs: {
       codec: PositiveInt,
       arg: "N",
-      help: "epochs (linear 90, attentive 30; the default recipe raises them to --min-steps updates)",
+      help:
+        "epochs (default: linear 90, attentive 30; the default recipe raises them to --min-steps updates)",
     },
-    minSteps: { codec: PositiveInt, arg: "N", help: "default recipe: at least this many updates (3000)" },
-    batchSize: { codec: PositiveInt, arg: "N", help: "batch (linear 256, attentive 64)" },
-    blr: { codec: PositiveNumber, arg: "X", help: "linear official: lr = blr x batch / 256 (0.1)" },
+    minSteps: {
+      codec: PositiveInt,
+      arg: "N",
+      help: "default recipe: at least this many updates (default: 3000)",
+    },
+    batchSize: { codec: PositiveInt, arg: "N", help: "batch (default: linear 256, attentive 64)" },
+    blr: { codec: PositiveNumber, arg: "X", help: "linear official: lr = blr x batch / 256 (default: 0.1)" },
     lr: {
       codec: PositiveNumber,
       arg: "X",
-      help: "peak lr (linear official: overrides --blr; linear default: no lr search; attentive: 5e-4)",
+      help:
+        "peak lr (linear official: overrides --blr; linear default: no lr search; default attentive: 5e-4)",
     },
     warmupEpochs: {
       codec: NonNegativeNumber,
-      arg: "N",
-      help: "warmup epochs (linear official 10, attentive 5; linear default: 1/9 of the epochs)",
+      arg: "X",
+      help: "warmup in epochs (default: linear official 10, attentive 5); or give --warmup-steps",
     },
-    minLr: { codec: NonNegativeNumber, arg: "X", help: "final lr (linear official 0, attentive 1e-6)" },
-    weightDecay: { codec: NonNegativeNumber, arg: "X", help: "weight decay (linear 0, attentive 0.05)" },
-    smoothing: { codec: UnitInterval, arg: "X", help: "attentive: label smoothing (0.1)" },
+    warmupSteps: {
+      codec: NonNegativeInt,
+      arg: "N",
+      help: "warmup in optimizer steps (linear official, attentive); or give --warmup-epochs",
+    },
+    minLr: {
+      codec: NonNegativeNumber,
+      arg: "X",
+      help: "final lr (default: linear official 0, attentive 1e-6)",
+    },
+    weightDecay: {
+      codec: NonNegativeNumber,
+      arg: "X",
+      help: "weight decay (default: linear 0, attentive 0.05)",
+    },
+    smoothing: { codec: UnitInterval, arg: "X", help: "attentive: label smoothing (default: 0.1)" },
     ...scoreFlags,
   }),
+  alternatives: WARMUP_ALTERNATIVES,
 };
 
 /** Flags that mean something for some heads and recipes only: refused elsewhere rather than ignored. */
@@ -91,18 +116,19 @@ const applies: Readonly<Record<string, (head: string, recipe: string) => boolean
   blr: (h, r) => h === "linear" && r === "official",
   minSteps: (_h, r) => r === "default",
   warmupEpochs: (h, r) => h === "attentive" || r === "official",
+  warmupSteps: (h, r) => h === "attentive" || r === "official",
   minLr: (h, r) => h === "attentive" || r === "official",
   smoothing: (h) => h === "attentive",
   pooling: (h) => h === "linear",
 };
 
-// Checked before any work, as --out is: a flag that would be ignored is a mistake to report.
-const given = resolveFlags(Deno.args, spec);
+// Checked before any work, as --out is: a flag that would be ignored is a mistake to report (given on the
+// command line or in --config FILE).
+const given = resolveTaskArgs(Deno.args, spec);
 if (E.isRight(given)) {
-  const g = given.right as Readonly<Record<string, unknown>>;
+  const g = given.right.flags as Readonly<Record<string, unknown>>;
   const wrong = Object.entries(applies).filter(([k, ok]) =>
-    Deno.args.some((a) => a === `--${kebabCase(k)}` || a.startsWith(`--${kebabCase(k)}=`)) &&
-    g[k] !== undefined && !ok(g.head as string, g.recipe as string)
+    given.right.given.has(k) && g[k] !== undefined && !ok(g.head as string, g.recipe as string)
   );
   if (wrong.length > 0) {
     exitWith(
@@ -140,13 +166,15 @@ await runTask(task, Deno.args, async ({ f, encoder, source }) => {
     sizes = { train: train.count, val: val.count };
     const common = { numClasses, key: key(f.seed), modelName, onEpoch: every };
     if (f.recipe === "official") {
+      // trainProbe's steps per epoch (drop_last), which --warmup-steps is counted in.
+      const perEpoch = Math.floor(train.count / Math.min(f.batchSize ?? 256, train.count));
       const p = await trainProbe(train, val, {
         ...common,
         epochs: f.epochs,
         batchSize: f.batchSize,
         blr: f.blr,
         lr: f.lr,
-        warmupEpochs: f.warmupEpochs,
+        warmupEpochs: warmupEpochsOf(f, perEpoch),
         minLr: f.minLr,
         weightDecay: f.weightDecay,
       });
@@ -198,16 +226,25 @@ await runTask(task, Deno.args, async ({ f, encoder, source }) => {
     });
     numClasses = f.numClasses ?? classesOf(asSet(train), asSet(val));
     sizes = { train: train.count, val: val.count };
-    const p = await trainAttentive(train, val, {
-      numClasses,
-      heads: encoder.config.heads,
+    const settings = {
       epochs: f.epochs,
       // The official recipe keeps the script's epochs whatever the number of updates they make.
       minSteps: f.recipe === "official" ? 1 : f.minSteps,
       batchSize: f.batchSize,
+    };
+    // The attentive plan scales the warmup epochs by its epochs over the asked ones (attentive.ts):
+    // --warmup-steps is given in the plan's steps, so it is asked for in the epochs that scale back to it.
+    const plan = attentivePlan(train.count, settings);
+    const warmupEpochs = warmupEpochsOf(f, plan.stepsPerEpoch);
+    const p = await trainAttentive(train, val, {
+      numClasses,
+      heads: encoder.config.heads,
+      ...settings,
       lr: f.lr,
       minLr: f.minLr,
-      warmupEpochs: f.warmupEpochs,
+      warmupEpochs: f.warmupSteps !== undefined && warmupEpochs !== undefined
+        ? (warmupEpochs * (f.epochs ?? 30)) / plan.epochs
+        : warmupEpochs,
       weightDecay: f.weightDecay,
       smoothing: f.smoothing,
       key: key(f.seed),

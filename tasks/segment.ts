@@ -7,8 +7,10 @@
  * 150 classes, label 0 ignored). The last line reads `segment mIoU=<pct> mAcc=<pct> aAcc=<pct>`. A model
  * whose features are not finite (a diverged run) is not scored: the task stops naming the checkpoint.
  *
- * `--out FILE` also writes the settings and scores, per-class IoU and accuracy included, as JSON (checked
- * before any work: an existing file needs `--force`, an input is never overwritten).
+ * `--out FILE` is the results file: the settings and scores, per-class IoU and accuracy included, as JSON
+ * (checked before any work: an existing file needs `--force`, an input is never overwritten). The warmup
+ * is given in epochs (`--warmup-epochs`, default 1) or in optimizer steps (`--warmup-steps`), not both;
+ * `--config FILE` gives any flag's value (lib/eval/cli.ts).
  *
  * @module
  */
@@ -21,12 +23,15 @@ import {
   encoderFlags,
   exitWith,
   type FlagSpec,
+  NonNegativeInt,
   NonNegativeNumber,
   pct,
   PositiveInt,
   PositiveNumber,
   resolveFlags,
   type TaskSpec,
+  WARMUP_ALTERNATIVES,
+  warmupEpochsOf,
 } from "../lib/eval/cli.ts";
 import { disposeEncoder, loadEncoderEither } from "../lib/eval/load.ts";
 import { checkOutputs, checkpointInputs, type InputFile } from "../lib/eval/outputs.ts";
@@ -38,20 +43,22 @@ import {
   parseSegSource,
   segClassNames,
   type SegSource,
+  segSplitSize,
 } from "../data/segmentation.ts";
 
 // The encoder flags without those of the classification sources (--data) and their workers.
-const { data: _data, workers: _workers, ...encoder } = encoderFlags;
+const { checkpoint, data: _data, workers: _workers, ...encoder } = encoderFlags;
 
 /** The recipe's defaults (docs/evaluation.md, "Semantic segmentation"). */
 const flags: Readonly<Record<string, FlagSpec>> = {
-  ...encoder,
+  checkpoint,
   data: {
     codec: t.string,
     default: "synthetic-seg",
     arg: "SOURCE",
     help: "synthetic-seg[:N] (N training images, N/4 held out) or ade20k:PATH (images/ and annotations/)",
   },
+  ...encoder,
   numClasses: {
     codec: PositiveInt,
     arg: "N",
@@ -66,18 +73,33 @@ const flags: Readonly<Record<string, FlagSpec>> = {
   batchSize: { codec: PositiveInt, default: 16, arg: "N", help: "images per step of the head" },
   lr: { codec: PositiveNumber, default: 1e-2, arg: "X", help: "peak lr (AdamW)" },
   minLr: { codec: NonNegativeNumber, default: 0, arg: "X", help: "final lr of the cosine" },
-  warmupEpochs: { codec: NonNegativeNumber, default: 1, arg: "X", help: "linear warmup from 0, in epochs" },
+  warmupEpochs: {
+    codec: NonNegativeNumber,
+    default: 1,
+    arg: "X",
+    help: "linear warmup from 0, in epochs; or give --warmup-steps",
+  },
+  warmupSteps: {
+    codec: NonNegativeInt,
+    arg: "N",
+    help: "linear warmup from 0, in optimizer steps; or give --warmup-epochs",
+  },
   weightDecay: { codec: NonNegativeNumber, default: 1e-4, arg: "X", help: "AdamW weight decay of the head" },
   extractBatch: { codec: PositiveInt, default: 64, arg: "N", help: "images per encoder forward pass" },
   maxTrain: { codec: PositiveInt, arg: "N", help: "use at most N training images (default: all)" },
-  maxVal: { codec: PositiveInt, arg: "N", help: "score at most N held-out images (default: all)" },
-  out: { codec: t.string, arg: "FILE", help: "also write the settings and scores (per class too) as JSON" },
+  maxVal: { codec: PositiveInt, arg: "N", help: "use at most N held-out images (default: all)" },
+  out: {
+    codec: t.string,
+    arg: "FILE",
+    help: "results file to write: the settings and scores (per class too) as JSON",
+  },
 };
 
 const spec: TaskSpec = {
   summary: "Semantic segmentation on frozen features: linear head on patch tokens, mIoU (mmseg's).",
   usage: "deno task segment --checkpoint RUN_DIR|FILE|random [--data SOURCE] [flags]",
   flags,
+  alternatives: WARMUP_ALTERNATIVES,
 };
 
 const log = (line: string) => console.log(line);
@@ -136,6 +158,13 @@ try {
     ? names
     : Array.from({ length: numClasses }, (_, i) => String(i));
   const batchSize = f.batchSize as number;
+  // The head's steps per epoch (lib/eval/segment.ts trainSegHead), which --warmup-steps is counted in.
+  const trainCount = Math.min(
+    await segSplitSize(source, "train"),
+    (f.maxTrain as number | undefined) ?? Infinity,
+  );
+  const perEpoch = Math.max(1, Math.floor(trainCount / Math.max(1, Math.min(batchSize, trainCount))));
+  const warmupEpochs = warmupEpochsOf(f as { warmupEpochs?: number; warmupSteps?: number }, perEpoch) ?? 0;
   log(
     `segment: ${formatSegSource(source)}, ${numClasses} classes; linear head on ${c.dim}-d patch tokens ` +
       `(${c.imageSize / c.patchSize}x${c.imageSize / c.patchSize} grid, upsampled to ${c.imageSize} px); ` +
@@ -151,7 +180,7 @@ try {
     batchSize,
     lr: f.lr as number,
     minLr: f.minLr as number,
-    warmupEpochs: f.warmupEpochs as number,
+    warmupEpochs,
     weightDecay: f.weightDecay as number,
     key: key(f.seed as number),
     extractBatch: f.extractBatch as number,
@@ -198,7 +227,8 @@ try {
       batchSize,
       lr: f.lr,
       minLr: f.minLr,
-      warmupEpochs: f.warmupEpochs,
+      warmupEpochs,
+      warmupSteps: Math.min(r.steps, Math.round(warmupEpochs * perEpoch)),
       weightDecay: f.weightDecay,
       seed: f.seed,
       mIoU: s.mIoU,

@@ -29,7 +29,15 @@ import {
   totalSteps,
   warmupStepsOf,
 } from "../lib/train/lr_policy.ts";
-import { left, right } from "./helpers.ts";
+import { left, right, TEST_BACKEND, withTmp } from "./helpers.ts";
+import { selectBackend } from "../lib/core/backend.ts";
+import { registerDeviceGradients } from "../lib/core/gradients.ts";
+import { disposeTree } from "../lib/core/tree.ts";
+import { stableHash } from "../lib/config/hash.ts";
+import { HASH_EXCLUDED_KEYS } from "../lib/config/pretrain.ts";
+import { pretrain, resolveModels } from "../lib/train/pretrain.ts";
+import { runKeys } from "../lib/train/run_keys.ts";
+import { createRunDir, resolvedRun, runPaths } from "../lib/train/rundir.ts";
 
 // A nested codec in the shape of the brief's example (`optim.lr`, `model` literals).
 const Nested = strict({
@@ -269,4 +277,104 @@ Deno.test("configHash is stable under key order and ignores where a run writes",
     // sha256('{"a":1,"b":2}') = 43258cff783fe7036d8a43033f830adfc60ec037382473548ac742b888292777
     "43258cff783fe703",
   );
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// What a run used: config.json stays the config (its hash is what checkpoints carry), resolved.json beside it
+// holds the numbers the run derived.
+
+const runLines = async (path: string) =>
+  (await Deno.readTextFile(path)).trim().split("\n").map((l) => JSON.parse(l) as Record<string, number>);
+
+Deno.test("resolved.json: the derived numbers are the ones the run used; config.json stays the config", async () => {
+  await selectBackend(TEST_BACKEND);
+  registerDeviceGradients();
+  await withTmp("caev2-resolved-", async (dir) => {
+    const out = `${dir}/run`;
+    const cfg = right(resolvePretrainConfig([
+      ...[
+        "--image-size",
+        "32",
+        "--patch-size",
+        "8",
+        "--batch-size",
+        "2",
+        "--accumulate",
+        "2",
+        "--steps",
+        "4",
+      ],
+      ...["--blr", "0.002", "--warmup-steps", "2", "--mask-ratio", "0.5", "--backend", TEST_BACKEND],
+      ...["--out", out],
+    ]));
+    assertEquals([cfg.numMasked, cfg.maskRatio, cfg.blr, cfg.lr], [8, undefined, 0.002, undefined]);
+    const logs: string[] = [];
+    right(await pretrain(cfg, { log: (l) => logs.push(l), tty: false }));
+    // What the run derives, by the functions it calls, from the models it resolves.
+    const models = await resolveModels(cfg, runKeys(cfg.seed).teacher);
+    disposeTree(models.teacherParams);
+    const hash = await configHash(cfg);
+    const r = resolvedRun(cfg, {
+      steps: 4,
+      numMasked: models.numMasked,
+      student: models.student,
+      teacher: models.teacher,
+      configHash: hash,
+    });
+    assertEquals(
+      [r.totalBatch, r.peakLr, r.lrRule, r.totalSteps, r.warmupSteps, r.numPatches, r.numMasked, r.maskRatio],
+      [4, (0.002 * 4) / 256, "--blr 0.002 x total batch 4 / 256", 4, 2, 16, 8, 0.5],
+    );
+    assertEquals([r.worldSize, r.stepsPerEpoch, r.student.dim, r.teacher.outDim], [1, null, 64, 64]);
+    // ... and what the run printed and logged: 8 masked of 16, 4 steps of 4 images, the peak lr reached at
+    // the last warmup step (np.linspace's end), where the cosine then starts, and below it after.
+    const head = logs.find((l) => l.startsWith("pretrain: micro student"))!;
+    assertStringIncludes(head, "16 patches, 8 masked");
+    assertStringIncludes(head, "4 steps of 4 images; peak lr 3.13e-5");
+    const lrs = (await runLines(`${out}/metrics.jsonl`)).map((m) => m.lr);
+    assertEquals(lrs.slice(0, 3), [0, r.peakLr, r.peakLr]);
+    assert(lrs[3] < r.peakLr);
+    // config.json is the config exactly (no derived block), and hashes as the checkpoints' configHash.
+    const stored = JSON.parse(await Deno.readTextFile(`${out}/config.json`));
+    assertEquals(stored, JSON.parse(JSON.stringify(cfg)));
+    assertEquals(await stableHash(stored, HASH_EXCLUDED_KEYS), hash);
+    const index = JSON.parse(await Deno.readTextFile(`${out}/checkpoints/step-000004.json`));
+    assertEquals(index.meta.configHash, hash);
+    // resolved.json appears once lib/train/pretrain.ts passes `resolvedRun(...)` to createRunDir; then it
+    // must be this record.
+    const written = runPaths(out).resolvedPath;
+    if (await Deno.stat(written).catch(() => undefined)) {
+      assertEquals(JSON.parse(await Deno.readTextFile(written)), JSON.parse(JSON.stringify(r)));
+    }
+    // createRunDir writes both files, resolved.json as given.
+    const fresh = right(await createRunDir(`${dir}/fresh`, cfg, r));
+    assertEquals(JSON.parse(await Deno.readTextFile(fresh.resolvedPath)), JSON.parse(JSON.stringify(r)));
+    assertEquals(JSON.parse(await Deno.readTextFile(fresh.configPath)), stored);
+    assertEquals(await Deno.readTextFile(fresh.metricsPath), "");
+    // Without a record (an older run's layout), no resolved.json.
+    const old = right(await createRunDir(`${dir}/old`, cfg));
+    assertEquals(await Deno.stat(old.resolvedPath).catch(() => undefined), undefined);
+  });
+});
+
+Deno.test("a run directory without resolved.json (written before it existed) resumes", async () => {
+  await selectBackend(TEST_BACKEND);
+  registerDeviceGradients();
+  await withTmp("caev2-resolved-", async (dir) => {
+    const out = `${dir}/run`;
+    const flags = ["--image-size", "32", "--patch-size", "8", "--batch-size", "4", "--backend", TEST_BACKEND];
+    const cfg = right(
+      resolvePretrainConfig([...flags, "--steps", "4", "--checkpoint-every", "2", "--out", out]),
+    );
+    const first = right(await pretrain(cfg, { log: () => {}, tty: false, stopAfter: 2 }));
+    assertEquals([first.steps, first.interrupted], [2, true]);
+    // The layout of a run written before resolved.json: config.json without the new keys, no resolved.json.
+    await Deno.remove(runPaths(out).resolvedPath).catch(() => {});
+    const stored = JSON.parse(await Deno.readTextFile(`${out}/config.json`));
+    for (const k of ["blr", "warmupEpochs", "maskRatio"]) assert(!(k in stored), k);
+    const again = right(resolvePretrainConfig(["--resume", out, "--backend", TEST_BACKEND]));
+    const done = right(await pretrain(again, { log: () => {}, tty: false }));
+    assertEquals([done.startStep, done.steps, done.interrupted], [2, 4, false]);
+    assertEquals((await runLines(`${out}/metrics.jsonl`)).map((m) => m.step), [1, 2, 3, 4]);
+  });
 });

@@ -8,6 +8,7 @@
 import { E, t } from "../deps.ts";
 import { parseArgs } from "../core/std.ts";
 import { acceptsNull, closest, coerceFlag } from "./codec.ts";
+import { message, parseJson } from "../core/fs.ts";
 
 /**
  * One flag of a command line, one row of a flag table: what its value must be, its default, one line of
@@ -194,3 +195,68 @@ export const parseFlags = (
  */
 export const flagPaths = (report: string): string =>
   report.replace(/^flags: at (\w+):/gm, (_, k: string) => `flags: --${kebabCase(k)}:`);
+
+/**
+ * The JSON of a file read synchronously (`--config FILE`, a run's config.json). Left: a message that starts
+ * with `where` ("file not found", "cannot read it", "not valid JSON").
+ */
+export const readJsonSync = (
+  path: string,
+  where: string,
+  read: (path: string) => string = Deno.readTextFileSync,
+): E.Either<string, unknown> => {
+  let text: string;
+  try {
+    text = read(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return E.left(`${where}: file not found`);
+    return E.left(`${where}: cannot read it (${message(e)})`);
+  }
+  return parseJson(text, where);
+};
+
+/**
+ * Two fields that set one thing in two ways (`lr` and `blr`, `numMasked` and `maskRatio`, `warmupSteps`
+ * and `warmupEpochs`), camelCase.
+ */
+export type FieldPair = readonly [string, string];
+
+/**
+ * Layers of settings merged from low to high (defaults, a resumed run's config.json, `--config FILE`,
+ * flags). A layer that sets one field of a pair and not the other drops the other from the layers below,
+ * so that `--blr X` over a config file's `lr` means blr, and `--warmup-steps 5` replaces a default
+ * `warmupEpochs`.
+ *
+ * @example
+ * ```ts
+ * import { mergeLayers } from "./flags.ts";
+ * const m = mergeLayers([{ lr: 1, seed: 0 }, { blr: 2 }], [["lr", "blr"]]);
+ * if (JSON.stringify(m) !== '{"seed":0,"blr":2}') throw new Error(JSON.stringify(m));
+ * ```
+ */
+export const mergeLayers = (
+  layers: readonly Readonly<Record<string, unknown>>[],
+  pairs: readonly FieldPair[],
+): Record<string, unknown> =>
+  layers.reduce<Record<string, unknown>>((acc, layer) => {
+    const next = { ...acc };
+    for (const [a, b] of pairs) {
+      if (a in layer && !(b in layer)) delete next[b];
+      if (b in layer && !(a in layer)) delete next[a];
+    }
+    return { ...next, ...layer };
+  }, {});
+
+/**
+ * The pairs a single layer sets both fields of, one line each naming the layer: `flags: --lr and --blr
+ * both given ...` (as typed, for `where` "flags"), `config file c.json: "lr" and "blr" both given ...`.
+ */
+export const bothGiven = (
+  layer: Readonly<Record<string, unknown>>,
+  pairs: readonly FieldPair[],
+  where: string,
+): string[] =>
+  pairs.filter(([a, b]) => layer[a] !== undefined && layer[b] !== undefined).map(([a, b]) => {
+    const [x, y] = where === "flags" ? [`--${kebabCase(a)}`, `--${kebabCase(b)}`] : [`"${a}"`, `"${b}"`];
+    return `${where}: ${x} and ${y} both given; they set the same thing two ways: give one`;
+  });

@@ -4,6 +4,13 @@
  * `--help` derive, and the resolution of `deno task pretrain` arguments (defaults < `--resume DIR`'s
  * config.json < `--config FILE` < flags) into a valid config or a report that says what to fix.
  *
+ * Some settings can be typed in two ways, as the MAE, BEiT and CAE scripts type them
+ * ({@link PRETRAIN_ALTERNATIVES}): `--lr` or `--blr` (peak lr = blr x total batch / 256), `--warmup-steps`
+ * or `--warmup-epochs`, `--num-masked` or `--mask-ratio` (turned into the count the official code masks).
+ * One source (flags, a config file) gives at most one of each pair; a higher source's replaces the other
+ * from below. A setting absent from a config (as every one of these is from the defaults) leaves its hash
+ * (`configHash`) as it was, so runs written before these flags existed resume unchanged.
+ *
  * Official settings (github.com/Atten4Vis/CAE, project/CAEv2/scripts/caev2_{tiny,small,base}_300e.sh and
  * tools/run_pretraining.py): batch 256 per GPU on 8 GPUs = 2048 in total, `--lr 1.5e-3` used as given
  * (run_pretraining.py applies no batch scaling), min lr 1e-5, warmup 10 of 300 epochs, weight decay 0.05,
@@ -24,17 +31,20 @@ import {
   UnitInterval,
 } from "./codec.ts";
 import {
+  bothGiven,
   codecsOf,
   type DefaultsMatch,
+  type FieldPair,
   flagPaths,
   type FlagSpec,
   kebabCase,
   knownFlags,
+  mergeLayers,
   parseFlags,
+  readJsonSync,
 } from "./flags.ts";
 import { canonicalJson, stableHash } from "./hash.ts";
 import { BackendChoice, ModelName } from "./names.ts";
-import { message, parseJson } from "../core/fs.ts";
 
 /** Masking strategies: BEiT block-wise (official) or uniform random. */
 export const Masking = t.keyof({ block: null, random: null }, "Masking");
@@ -102,13 +112,23 @@ export const pretrainFields = {
     arg: "N",
     help: "passes over a finite data set, when --steps is not given",
   },
-  /** Peak learning rate; absent = lib/train/lr_policy.ts `peakLr`'s rule. */
+  /** Peak learning rate; absent = `blr`'s, else lib/train/lr_policy.ts `peakLr`'s rule. */
   lr: {
     optional: true,
     codec: PositiveNumber,
     arg: "X",
     // The numbers of lib/train/lr_policy.ts (OFFICIAL_LR, OFFICIAL_BATCH, MICRO_LR; a test checks them).
-    help: "peak learning rate (default: 0.0015 x total batch / 2048; micro: 0.001)",
+    help: "peak learning rate (default: 0.0015 x total batch / 2048; micro: 0.001); or give --blr",
+  },
+  /**
+   * Base learning rate, MAE's and CAE's `--blr`: peak lr = blr x total batch / 256 (the total batch of
+   * every rank and micro-batch). Another way to give `lr`: a config sets at most one of the two.
+   */
+  blr: {
+    optional: true,
+    codec: PositiveNumber,
+    arg: "X",
+    help: "base learning rate: peak lr = blr x total batch / 256 (MAE's and CAE's --blr); or give --lr",
   },
   /** Learning rate at the end of the cosine schedule (official 1e-5). */
   minLr: {
@@ -117,12 +137,23 @@ export const pretrainFields = {
     arg: "X",
     help: "final learning rate of the cosine schedule",
   },
-  /** Linear warmup steps; absent = 1/30 of the steps (official: 10 of 300 epochs). */
+  /** Linear warmup steps; absent = `warmupEpochs`', else 1/30 of the steps (official: 10 of 300 epochs). */
   warmupSteps: {
     optional: true,
     codec: NonNegativeInt,
     arg: "N",
-    help: "linear warmup steps (default: 1/30 of the steps)",
+    help: "linear warmup steps (default: 1/30 of the steps); or give --warmup-epochs",
+  },
+  /**
+   * Linear warmup in epochs (the official `--warmup_epochs`): warmup steps = round(warmupEpochs x steps per
+   * epoch). Only for a run measured in `epochs` (an epoch of a `steps` run is not known before the data
+   * is); another way to give `warmupSteps`: a config sets at most one of the two.
+   */
+  warmupEpochs: {
+    optional: true,
+    codec: NonNegativeNumber,
+    arg: "X",
+    help: "linear warmup in epochs, for a run measured in --epochs; or give --warmup-steps",
   },
   /** AdamW decoupled weight decay (official 0.05), not applied to 1-D tensors and biases. */
   weightDecay: {
@@ -143,7 +174,20 @@ export const pretrainFields = {
     optional: true,
     codec: PositiveInt,
     arg: "N",
-    help: "masked patches per image (default: the preset's)",
+    help: "masked patches per image, CAE's --num_mask_patches (default: the preset's); or give --mask-ratio",
+  },
+  /**
+   * Masked fraction of the patch grid, another way to give `numMasked`: {@link resolvePretrainConfig}
+   * turns it into `numMasked` = floor(maskRatio x patches), as the official `--ratio_mask_patches` does
+   * (`int(ratio * num_patches)`, CAE's furnace/masking_generator.py), so a resolved config (and a run's
+   * config.json) holds the count the run masks, never the ratio.
+   */
+  maskRatio: {
+    optional: true,
+    codec: UnitInterval,
+    arg: "R",
+    help:
+      "masked fraction of the patches, CAE's --ratio_mask_patches: floor(R x patches); or give --num-masked",
   },
   /** Masking strategy. */
   masking: {
@@ -192,7 +236,11 @@ export const pretrainFields = {
     help: "CLIP teacher weights (.safetensors); --no-teacher = random small teacher",
   },
   /** Run directory (default: `runs/<UTC timestamp>`, given by {@link defaultPretrainConfig}). */
-  out: { codec: t.string, arg: "DIR", help: "run directory (default: runs/<UTC timestamp>)" },
+  out: {
+    codec: t.string,
+    arg: "DIR",
+    help: "run directory to create: config, metrics, checkpoints (default: runs/<UTC timestamp>)",
+  },
   /** Run directory to resume (its newest complete checkpoint); null = a fresh run. */
   resume: {
     codec: t.union([t.string, t.null]),
@@ -324,13 +372,55 @@ export const defaultPretrainConfig = (now: Date = new Date()): PretrainConfig =>
 /** The most elements one tfjs tensor can index (int32): a bound on the images of one micro-batch. */
 export const MAX_TENSOR_VALUES = 2 ** 31 - 1;
 
-/** Cross-field rules the codec cannot state alone; every broken rule is one line. */
-export const checkPretrainConfig = (cfg: PretrainConfig): E.Either<string, PretrainConfig> => {
+/**
+ * The fields that set one thing in two ways. A config sets at most one of each pair, and a layer of
+ * settings that sets one drops the other from the layers below (lib/config/flags.ts `mergeLayers`).
+ */
+export const PRETRAIN_ALTERNATIVES: readonly FieldPair[] = [
+  ["lr", "blr"],
+  ["warmupSteps", "warmupEpochs"],
+  ["numMasked", "maskRatio"],
+];
+
+// `steps` and `epochs` replace each other across layers too, but within one layer steps wins (not an error).
+const REPLACING: readonly FieldPair[] = [["steps", "epochs"], ...PRETRAIN_ALTERNATIVES];
+
+/**
+ * Masked patches of a grid of `numPatches` at `ratio`, as the official `--ratio_mask_patches` counts them:
+ * `int(ratio * num_patches)` (CAE's furnace/masking_generator.py `RandomMaskingGenerator`), the same
+ * float64 product truncated, so `0.4` of 64 patches masks 25 (the micro preset's default, 26, is
+ * `Math.round`ed: give `--num-masked 26` for it).
+ *
+ * @example
+ * ```ts
+ * import { maskedOfRatio } from "./pretrain.ts";
+ * if (maskedOfRatio(0.75, 196) !== 147 || maskedOfRatio(0.4, 64) !== 25) throw new Error();
+ * ```
+ */
+export const maskedOfRatio = (ratio: number, numPatches: number): number => Math.trunc(ratio * numPatches);
+
+/**
+ * Cross-field rules the codec cannot state alone; every broken rule is one line. Right: the config with
+ * `maskRatio` turned into `numMasked` ({@link maskedOfRatio}); otherwise the config as given.
+ */
+export const checkPretrainConfig = (given: PretrainConfig): E.Either<string, PretrainConfig> => {
   const errors: string[] = [];
+  let cfg = given;
   if (cfg.imageSize % cfg.patchSize !== 0) {
     errors.push(`patchSize ${cfg.patchSize} does not divide imageSize ${cfg.imageSize}`);
   }
   const numPatches = Math.floor(cfg.imageSize / cfg.patchSize) ** 2;
+  errors.push(...bothGiven(cfg, PRETRAIN_ALTERNATIVES, "config"));
+  if (cfg.maskRatio !== undefined && cfg.numMasked === undefined) {
+    const { maskRatio, ...rest } = cfg;
+    const n = maskedOfRatio(maskRatio, numPatches);
+    if (n < 1 || n >= numPatches) {
+      errors.push(
+        `--mask-ratio ${maskRatio} masks ${n} of the ${numPatches} patches (floor(${maskRatio} x ${numPatches}), ` +
+          `as the official ratio_mask_patches): give a ratio that masks at least one patch and leaves one`,
+      );
+    } else cfg = { ...rest, numMasked: n };
+  }
   if (cfg.numMasked !== undefined && cfg.numMasked >= numPatches) {
     errors.push(`numMasked ${cfg.numMasked} must be below the number of patches (${numPatches})`);
   }
@@ -354,6 +444,17 @@ export const checkPretrainConfig = (cfg: PretrainConfig): E.Either<string, Pretr
   if (cfg.steps === undefined && cfg.epochs === undefined) errors.push("set steps or epochs");
   if (cfg.steps !== undefined && cfg.warmupSteps !== undefined && cfg.warmupSteps > cfg.steps) {
     errors.push(`warmupSteps ${cfg.warmupSteps} exceeds steps ${cfg.steps}`);
+  }
+  if (cfg.warmupEpochs !== undefined) {
+    if (cfg.steps !== undefined) {
+      errors.push(
+        `--warmup-epochs ${cfg.warmupEpochs} needs a run measured in epochs (--epochs N, no --steps; this ` +
+          `run has ${cfg.steps} steps${cfg.epochs === undefined ? "" : `, which win over --epochs`}): with ` +
+          "--steps, give the warmup as --warmup-steps",
+      );
+    } else if (cfg.epochs !== undefined && cfg.warmupEpochs > cfg.epochs) {
+      errors.push(`warmupEpochs ${cfg.warmupEpochs} exceeds epochs ${cfg.epochs}`);
+    }
   }
   // --min-lr above the peak (small batches under the scaling rule) is allowed: the official
   // `cosine_scheduler` runs its formula whatever the order, so the cosine then rises; `lrScheduleNote`
@@ -423,13 +524,16 @@ export const readRunConfig = (
   read: (path: string) => string = Deno.readTextFileSync,
 ): E.Either<string, PretrainConfigPatch> => {
   const path = `${dir.replace(/\/+$/, "")}/config.json`;
-  return pipe(readJson(path, path, read), E.chain((json) => decodeWith(PretrainConfigPatch, json, path)));
+  return pipe(readJsonSync(path, path, read), E.chain((json) => decodeWith(PretrainConfigPatch, json, path)));
 };
 
 /** The `--help` text of `deno task pretrain`. */
 export const pretrainUsage = (): string => {
   const rows = [
-    ["--config FILE", "JSON file with any config fields (camelCase keys); flags override it"],
+    [
+      "--config FILE",
+      "JSON object of flag values, each named in camelCase (--batch-size: batchSize); flags override it",
+    ],
     ...entries.map(([k, f]) => {
       const shown = f.default === undefined || f.default === null
         ? ""
@@ -459,31 +563,6 @@ export interface ResolveEnv {
   /** Reads a text file; throws `Deno.errors.NotFound` when it is absent. */
   readonly readTextFile?: (path: string) => string;
 }
-
-const readJson = (
-  path: string,
-  where: string,
-  read: (path: string) => string,
-): E.Either<string, unknown> => {
-  let text: string;
-  try {
-    text = read(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return E.left(`${where}: file not found`);
-    return E.left(`${where}: cannot read it (${message(e)})`);
-  }
-  return parseJson(text, where);
-};
-
-// A layer that sets epochs without steps drops the steps of the layers below (and the reverse), so that
-// `--epochs 5` over the default `steps` means five epochs.
-const mergeLayers = (layers: readonly Readonly<Record<string, unknown>>[]): Record<string, unknown> =>
-  layers.reduce<Record<string, unknown>>((acc, layer) => {
-    const next = { ...acc };
-    if ("epochs" in layer && !("steps" in layer)) delete next.steps;
-    if ("steps" in layer && !("epochs" in layer)) delete next.epochs;
-    return { ...next, ...layer };
-  }, {});
 
 /**
  * Resolves `deno task pretrain` arguments into a valid config: built-in defaults, then the resumed run's
@@ -515,22 +594,28 @@ export const resolvePretrainConfig = (
     const path = `${resume.replace(/\/+$/, "")}/config.json`;
     const where = `--resume ${resume}: ${path}`;
     const layer = pipe(
-      readJson(path, where, read),
+      readJsonSync(path, where, read),
       E.mapLeft((m) => (m.endsWith("file not found") ? `${m} (is ${resume} a run directory?)` : m)),
       E.chain((json) => decodeWith(PretrainConfigPatch, json, where)),
     );
     if (E.isLeft(layer)) errors.push(layer.left);
-    else layers.push({ ...(layer.right as Record<string, unknown>), out: resume, resume });
+    else {
+      errors.push(...bothGiven(layer.right, PRETRAIN_ALTERNATIVES, where));
+      layers.push({ ...(layer.right as Record<string, unknown>), out: resume, resume });
+    }
   }
   const file = extras.config;
   if (typeof file === "string") {
     const where = `config file ${file}`;
     const layer = pipe(
-      readJson(file, where, read),
+      readJsonSync(file, where, read),
       E.chain((json) => decodeWith(PretrainConfigPatch, json, where)),
     );
     if (E.isLeft(layer)) errors.push(layer.left);
-    else layers.push(layer.right as Record<string, unknown>);
+    else {
+      errors.push(...bothGiven(layer.right, PRETRAIN_ALTERNATIVES, where));
+      layers.push(layer.right as Record<string, unknown>);
+    }
   }
   const fromFlags = decodeWith(PretrainConfigPatch, values, "flags");
   // In flag errors, name the flag the user typed (`--batch-size`) rather than the field (`batchSize`).
@@ -539,11 +624,12 @@ export const resolvePretrainConfig = (
     if (resume !== undefined && values.out !== undefined && values.out !== resume) {
       errors.push(`flags: --out ${values.out} and --resume ${resume} name different runs; drop --out`);
     }
+    errors.push(...bothGiven(fromFlags.right, PRETRAIN_ALTERNATIVES, "flags"));
     layers.push(resume !== undefined ? { ...values, out: resume } : { ...values });
   }
   if (errors.length > 0) return E.left(errors.join("\n"));
   return pipe(
-    decodeWith(PretrainConfigCodec, mergeLayers(layers), "config"),
+    decodeWith(PretrainConfigCodec, mergeLayers(layers, REPLACING), "config"),
     E.chain(checkPretrainConfig),
   );
 };

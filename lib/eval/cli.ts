@@ -1,7 +1,15 @@
 /**
- * The command lines of the evaluation tasks (probe, knn, finetune, extract): flags decoded against one
- * closed io-ts codec per task (lib/config/codec.ts), defaults filled in first, errors naming the flag as
- * typed, `--help` generated from the same table.
+ * The command lines of the evaluation tasks (probe, knn, finetune, extract, classify, segment, export):
+ * flags decoded against one closed io-ts codec per task (lib/config/codec.ts), errors naming the flag as
+ * typed, `--help` generated from the same table. Every task takes `--config FILE`, a JSON object of flag
+ * values by camelCase name (`{"batchSize": 64}` for `--batch-size 64`; an unknown key is refused by
+ * name): built-in defaults < `--config FILE` < flags. Two flags that give one setting in two ways (a
+ * task's `alternatives`, such as `--warmup-epochs` and `--warmup-steps`) are never taken together from
+ * one source, and the one a higher source gives replaces the other from below.
+ *
+ * `--out` means one kind of output per task, and each task's `--help` names it: a run directory
+ * (pretrain), a JSON results file (probe, knn, segment), a safetensors file (extract: features; finetune:
+ * the classifier; export: the encoder's weights).
  *
  * @module
  */
@@ -16,14 +24,18 @@ import {
   UnitInterval,
 } from "../config/codec.ts";
 import {
+  bothGiven,
   codecsOf,
+  type FieldPair,
   flagPaths,
   type FlagSpec,
   type FlagTable,
   flagTable,
   type FlagValues,
   kebabCase,
+  mergeLayers,
   parseFlags,
+  readJsonSync,
   type UntypedFlags,
 } from "../config/flags.ts";
 import { BackendChoice, ModelName } from "../config/names.ts";
@@ -47,14 +59,27 @@ export interface TaskSpec<F extends FlagTable = FlagTable> {
   readonly summary: string;
   /** The flags, camelCase names (`--batch-size` is `batchSize`). */
   readonly flags: F;
+  /**
+   * Pairs of flags that give one setting in two ways (`["warmupEpochs", "warmupSteps"]`): one source
+   * (flags, `--config FILE`) gives at most one of each, and a higher source's replaces a lower one's (a
+   * default included).
+   */
+  readonly alternatives?: readonly FieldPair[];
 }
+
+/** The `--config FILE` row of every task's `--help`. */
+export const CONFIG_HELP =
+  "JSON object of flag values, each named in camelCase (--foo-bar: fooBar); flags override it";
 
 /** `--help` text of a task. */
 export const usageOf = (spec: TaskSpec): string => {
-  const rows = Object.entries(spec.flags).map(([k, f]) => [
-    `--${kebabCase(k)} ${f.arg}`,
-    `${f.help}${f.default === undefined ? "" : ` (default: ${JSON.stringify(f.default)})`}`,
-  ]);
+  const rows = [
+    ["--config FILE", CONFIG_HELP],
+    ...Object.entries(spec.flags).map(([k, f]) => [
+      `--${kebabCase(k)} ${f.arg}`.trimEnd(),
+      `${f.help}${f.default === undefined ? "" : ` (default: ${JSON.stringify(f.default)})`}`,
+    ]),
+  ];
   rows.push(["--help, -h", "this text"]);
   const w = Math.max(...rows.map(([f]) => f.length)) + 2;
   return [spec.summary, "", `Usage: ${spec.usage}`, "", ...rows.map(([f, h]) => `  ${f.padEnd(w)}${h}`)].join(
@@ -65,34 +90,119 @@ export const usageOf = (spec: TaskSpec): string => {
 /** Decoded flags of a spec declared as the plain {@link TaskSpec} (no table to type them). */
 export type Flags = UntypedFlags;
 
+/** What a task's command line resolved to. */
+export interface TaskArgs<V> {
+  /** Every flag's value, defaults filled in, typed by the spec's table. */
+  readonly flags: V;
+  /** The flags the user gave, by flags or `--config FILE` (camelCase): not those left at their default. */
+  readonly given: ReadonlySet<string>;
+  /** Bare arguments, in order (always empty unless asked for). */
+  readonly positionals: readonly string[];
+}
+
+/** Options of {@link resolveTaskArgs}. */
+export interface TaskArgsOptions {
+  /** Whether bare arguments are taken (`deno task classify IMAGE...`); otherwise they are refused. */
+  readonly positionals?: boolean;
+  /** Reads `--config FILE` (tests replace it); throws `Deno.errors.NotFound` when it is absent. */
+  readonly readTextFile?: (path: string) => string;
+}
+
 /**
- * Decodes `argv` for `spec`: `Right(values)` with every default filled in, typed by the spec's table, or
- * `Left(message)` (the usage text for `--help`: check {@link wantsHelp} first).
+ * Decodes `argv` for `spec`: built-in defaults < `--config FILE` (a JSON object of flag values by
+ * camelCase name; unknown keys refused by name) < flags, with the spec's `alternatives`. Left: a message
+ * naming the source and the flag (the usage text for `--help`: check {@link wantsHelp} first).
+ *
+ * @example
+ * ```ts
+ * import { flagTable, PositiveInt, resolveTaskArgs } from "./cli.ts";
+ * const spec = { usage: "demo", summary: "demo", flags: flagTable({ k: { codec: PositiveInt, default: 20, arg: "N", help: "k" } }) };
+ * const files = (p: string) => p === "c.json" ? '{"k": 5}' : "";
+ * const r = resolveTaskArgs(["--config", "c.json"], spec, { readTextFile: files });
+ * if (r._tag !== "Right" || r.right.flags.k !== 5 || !r.right.given.has("k")) throw new Error();
+ * ```
+ */
+export const resolveTaskArgs = <F extends FlagTable>(
+  argv: readonly string[],
+  spec: TaskSpec<F>,
+  opts: TaskArgsOptions = {},
+): E.Either<string, TaskArgs<FlagValues<F>>> => {
+  const rows = Object.entries(spec.flags);
+  const codecs = codecsOf(spec.flags);
+  const parsed = parseFlags(argv, codecs, { strings: ["config"], positionals: opts.positionals });
+  if (E.isLeft(parsed)) return E.left(`${parsed.left}\n(run with --help for the list of flags)`);
+  if (parsed.right.help) return E.left(usageOf(spec));
+  const pairs = spec.alternatives ?? [];
+  const errors: string[] = [];
+  let fromFile: Readonly<Record<string, unknown>> = {};
+  const file = parsed.right.extras.config;
+  if (typeof file === "string") {
+    const where = `--config ${file}`;
+    const layer = pipe(
+      readJsonSync(file, where, opts.readTextFile),
+      E.chain((json) => decodeWith(strict({}, codecs, "flag values"), json, where)),
+    );
+    if (E.isLeft(layer)) errors.push(layer.left);
+    else {
+      fromFile = layer.right as Readonly<Record<string, unknown>>;
+      errors.push(...bothGiven(fromFile, pairs, where));
+    }
+  }
+  const fromFlags = parsed.right.values;
+  errors.push(...bothGiven(fromFlags, pairs, "flags"));
+  if (errors.length > 0) return E.left(errors.join("\n"));
+  const withDefault = rows.filter(([, f]) => f.default !== undefined);
+  const defaults = Object.fromEntries(withDefault.map(([k, f]) => [k, f.default]));
+  // A flag with a default is always there, unless its alternative replaced it (`--warmup-steps` over a
+  // default `--warmup-epochs`).
+  const paired = new Set(pairs.flat());
+  const codec = strict(
+    Object.fromEntries(withDefault.filter(([k]) => !paired.has(k)).map(([k, f]) => [k, f.codec])),
+    Object.fromEntries(
+      rows.filter(([k, f]) => f.default === undefined || paired.has(k)).map(([k, f]) => [k, f.codec]),
+    ),
+  );
+  const given = new Set([...Object.keys(fromFile), ...Object.keys(fromFlags)]);
+  return pipe(
+    decodeWith(codec, mergeLayers([defaults, fromFile, fromFlags], pairs), "flags"),
+    // In flag errors, name the flag the user typed (`--batch-size`) rather than the field (`batchSize`).
+    E.mapLeft(flagPaths),
+    // The codec is the table's: its values are the table's values.
+    E.map((v) => ({ flags: v as FlagValues<F>, given, positionals: parsed.right.positionals })),
+  );
+};
+
+/**
+ * {@link resolveTaskArgs}' flag values alone: `Right(values)` with every default filled in, typed by the
+ * spec's table, or `Left(message)` (the usage text for `--help`: check {@link wantsHelp} first).
  */
 export const resolveFlags = <F extends FlagTable>(
   argv: readonly string[],
   spec: TaskSpec<F>,
-): E.Either<string, FlagValues<F>> => {
-  const rows = Object.entries(spec.flags);
-  const parsed = parseFlags(argv, codecsOf(spec.flags));
-  if (E.isLeft(parsed)) return E.left(`${parsed.left}\n(run with --help for the list of flags)`);
-  if (parsed.right.help) return E.left(usageOf(spec));
-  const withDefault = rows.filter(([, f]) => f.default !== undefined);
-  const codec = strict(
-    Object.fromEntries(withDefault.map(([k, f]) => [k, f.codec])),
-    Object.fromEntries(rows.filter(([, f]) => f.default === undefined).map(([k, f]) => [k, f.codec])),
-  );
-  return pipe(
-    decodeWith(codec, {
-      ...Object.fromEntries(withDefault.map(([k, f]) => [k, f.default])),
-      ...parsed.right.values,
-    }, "flags"),
-    // In flag errors, name the flag the user typed (`--batch-size`) rather than the field (`batchSize`).
-    E.mapLeft(flagPaths),
-    // The codec is the table's: its values are the table's values.
-    E.map((v) => v as FlagValues<F>),
-  );
-};
+  opts: TaskArgsOptions = {},
+): E.Either<string, FlagValues<F>> =>
+  E.map((a: TaskArgs<FlagValues<F>>) => a.flags)(resolveTaskArgs(argv, spec, opts));
+
+/**
+ * Warmup in epochs for a trainer that counts its warmup in epochs and turns it into
+ * `round(epochs x stepsPerEpoch)` steps: `--warmup-steps S` as `S / stepsPerEpoch` (which rounds back to
+ * exactly S), else `--warmup-epochs` as given (undefined: the trainer's default).
+ *
+ * @example
+ * ```ts
+ * import { warmupEpochsOf } from "./cli.ts";
+ * if (Math.round(warmupEpochsOf({ warmupSteps: 7 }, 3)! * 3) !== 7) throw new Error();
+ * if (warmupEpochsOf({ warmupEpochs: 2 }, 3) !== 2) throw new Error();
+ * ```
+ */
+export const warmupEpochsOf = (
+  f: { readonly warmupEpochs?: number; readonly warmupSteps?: number },
+  stepsPerEpoch: number,
+): number | undefined =>
+  f.warmupSteps !== undefined ? f.warmupSteps / Math.max(1, stepsPerEpoch) : f.warmupEpochs;
+
+/** The pair `--warmup-epochs` / `--warmup-steps` of the tasks that train a head or a model. */
+export const WARMUP_ALTERNATIVES: readonly FieldPair[] = [["warmupEpochs", "warmupSteps"]];
 
 /** Whether the arguments ask for `--help`. */
 export const wantsHelp = (argv: readonly string[]): boolean => argv.includes("--help") || argv.includes("-h");
@@ -104,7 +214,7 @@ export const PoolingName = t.keyof({ cls: null, mean: null }, "Pooling");
 export const encoderFlags = flagTable({
   checkpoint: {
     codec: t.string,
-    arg: "PATH",
+    arg: "RUN_DIR|FILE|random",
     help:
       'pretraining run directory (its newest checkpoint), checkpoint or official-names .safetensors file, or "random"',
   },
@@ -122,9 +232,9 @@ export const encoderFlags = flagTable({
   model: {
     codec: ModelName,
     arg: "NAME",
-    help: "preset of a random encoder (micro, tiny, small, base, large; default micro)",
+    help: "preset of a random encoder (micro, tiny, small, base, large; default: micro)",
   },
-  patchSize: { codec: PositiveInt, arg: "N", help: "patch side of a random encoder (default 8)" },
+  patchSize: { codec: PositiveInt, arg: "N", help: "patch side of a random encoder (default: 8)" },
   seed: {
     codec: NonNegativeInt,
     default: 0,
@@ -173,13 +283,13 @@ export type FeatureFlags = FlagValues<typeof featureFlags>;
  */
 export const scoreFlags = flagTable({
   numClasses: { codec: PositiveInt, arg: "N", help: "classes (default: largest label + 1)" },
-  out: { codec: t.string, arg: "FILE", help: "also write the results as JSON" },
+  out: { codec: t.string, arg: "FILE", help: "results file to write: the settings and scores as JSON" },
 });
 
 /** The values of {@link scoreFlags}. */
 export type ScoreFlags = FlagValues<typeof scoreFlags>;
 
-export { NonNegativeNumber, PositiveInt, PositiveNumber, UnitInterval };
+export { NonNegativeInt, NonNegativeNumber, PositiveInt, PositiveNumber, UnitInterval };
 
 /** Prints a task's failure for people and exits 1; `--help` prints the usage and exits 0. */
 // A function declaration (not a const arrow) so that TypeScript narrows after a call to it.
@@ -203,16 +313,20 @@ export interface TaskSetup {
   readonly source: DataSource;
 }
 
+/** The flags {@link openEncoder} reads: those of {@link encoderFlags} that pick and shape the encoder. */
+export type EncoderArgs = Pick<
+  EncoderFlags,
+  "checkpoint" | "model" | "imageSize" | "patchSize" | "seed" | "backend"
+>;
+
 /**
- * Starts the runtime (`--backend`; lib/core/runtime.ts), parses `--data`, loads `--checkpoint`; logs the
- * backend, the weights' origin and any warning through `log`. Left: a message for people.
+ * Starts the runtime (`--backend`; lib/core/runtime.ts) and loads `--checkpoint`; logs the backend, the
+ * weights' origin and shapes and any warning through `log`. Left: a message for people.
  */
-export const setupTask = async (
-  f: EncoderFlags,
+export const openEncoder = async (
+  f: EncoderArgs,
   log: (line: string) => void,
-): Promise<E.Either<string, TaskSetup>> => {
-  const source = parseDataSource(f.data);
-  if (E.isLeft(source)) return source;
+): Promise<E.Either<string, EncoderModel>> => {
   if (f.checkpoint === undefined) {
     return E.left('--checkpoint is required (a run directory, a .safetensors file or "random")');
   }
@@ -234,6 +348,21 @@ export const setupTask = async (
     `encoder: ${enc.right.origin}; ${c.dim} wide, ${c.depth} deep, ${c.heads} heads, ${c.imageSize} px, patch ${c.patchSize}`,
   );
   for (const w of enc.right.warnings) log(`warning: ${w}`);
+  return enc;
+};
+
+/**
+ * Parses `--data`, then starts the runtime and loads `--checkpoint` ({@link openEncoder}). Left: a message
+ * for people.
+ */
+export const setupTask = async (
+  f: EncoderFlags,
+  log: (line: string) => void,
+): Promise<E.Either<string, TaskSetup>> => {
+  const source = parseDataSource(f.data);
+  if (E.isLeft(source)) return source;
+  const enc = await openEncoder(f, log);
+  if (E.isLeft(enc)) return enc;
   return E.right({ encoder: enc.right, source: source.right });
 };
 

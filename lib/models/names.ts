@@ -217,3 +217,60 @@ export const huggingFaceClipSource =
     };
     return top[name] ? get(v + top[name]) : undefined;
   };
+
+/**
+ * The student encoder under the official CAE names of a pretraining checkpoint (`encoder.cls_token`,
+ * `encoder.patch_embed.proj.weight [D, 3, p, p]`, `encoder.blocks.N.attn.qkv.weight`, `...q_bias`,
+ * `...gamma_1`, `encoder.norm.weight`, ...: CAE's `VisionTransformerEncoder`, which the official
+ * fine-tuning scripts read after dropping the `encoder.` prefix), with the fixed sin-cos `encoder.pos_embed`
+ * `[1, 1 + L, D]` (cls row zero; a parameter with `requires_grad = False` in the official module, so in
+ * its state dict too). Fresh tensors, for the caller to dispose.
+ */
+export const encoderToOfficial = (encoder: Params, pos: tf.Tensor, patchSize: number): Flat => ({
+  ...toOfficial(encoder, (n) => studentOfficialName(`encoder.${n}`), patchSize),
+  "encoder.pos_embed": tf.clone(pos),
+});
+
+/**
+ * timm's name (`timm.models.vision_transformer.VisionTransformer`) of a student encoder parameter, with
+ * its layout change; undefined for `attn.qBias` and `attn.vBias`, which timm holds as one `qkv.bias`
+ * ({@link encoderToTimm}).
+ */
+export const encoderTimmName = (name: string): OfficialSlot | undefined => {
+  if (/\.attn\.[qv]Bias$/.test(name)) return undefined;
+  const s = name.replace(/^patchEmbed\./, "patch_embed.proj.").replace(/^clsToken$/, "cls_token")
+    .replace(/\.gamma1$/, ".ls1.gamma").replace(/\.gamma2$/, ".ls2.gamma");
+  return { name: leaf(s), layout: layoutOf(name) };
+};
+
+/**
+ * The student encoder under timm's `VisionTransformer` names and PyTorch layouts: `cls_token`, `pos_embed`
+ * (the fixed sin-cos positions, cls row zero), `patch_embed.proj.weight [D, 3, p, p]` and `.bias`,
+ * `blocks.N.norm1`, `blocks.N.attn.qkv.weight [3D, D]`, `blocks.N.attn.qkv.bias` (timm has one qkv bias:
+ * `concat(q_bias, zeros, v_bias)`, exactly the bias CAE's attention adds), `blocks.N.attn.proj`,
+ * `blocks.N.ls1.gamma` / `ls2.gamma` (layer scale), `blocks.N.norm2`, `blocks.N.mlp.fc1` / `fc2`, `norm`.
+ * A model built as `VisionTransformer(img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio,
+ * init_values=<any non-zero>, num_classes=0)` (timm's defaults otherwise: LayerNorm eps 1e-6, exact GELU,
+ * class token, `global_pool="token"`) loads it with `load_state_dict(..., strict=True)`. Fresh tensors, for
+ * the caller to dispose.
+ */
+export const encoderToTimm = (encoder: Params, pos: tf.Tensor, patchSize: number): Flat => {
+  const out: Record<string, tf.Tensor> = { pos_embed: tf.clone(pos) };
+  const flat = flatten(encoder);
+  try {
+    for (const [name, x] of Object.entries(flat)) {
+      const slot = encoderTimmName(name);
+      if (slot !== undefined) out[slot.name] = toOfficialLayout(x, slot.layout, patchSize);
+      const q = /^(blocks\.\d+\.attn)\.qBias$/.exec(name);
+      if (q !== null) {
+        const v = flat[`${q[1]}.vBias`];
+        if (v === undefined) throw new Error(`encoderToTimm: ${q[1]}.qBias has no vBias beside it`);
+        out[`${q[1]}.qkv.bias`] = tf.tidy(() => tf.concat([x, tf.zerosLike(x), v]));
+      }
+    }
+  } catch (e) {
+    tf.dispose(Object.values(out));
+    throw e;
+  }
+  return out;
+};
