@@ -236,3 +236,28 @@ export type { AdamState } from "./lib/optim/adam.ts";
 export type { CountState, EmptyState } from "./lib/optim/transform.ts";
 export type { DecayMask } from "./lib/optim/decay.ts";
 export type { DataPosition } from "./data/batch.ts";
+
+// Logging and comparing runs: TensorBoard event files (no dependency) and `deno task compare`.
+export {
+  type EventWriter,
+  type EventWriterOptions,
+  openEventWriter,
+  tolerantEventWriter,
+} from "./lib/core/tensorboard.ts";
+export {
+  compareChart,
+  type CompareCommand,
+  type ComparedRun,
+  type CompareOptions,
+  type CompareResult,
+  compareRuns,
+  compareTable,
+  parseCompareArgs,
+  readRuns,
+} from "./lib/experiment/compare.ts";
+export type { MetricsRecord, MetricValue } from "./lib/train/metrics.ts";
+// Exporting weights (`deno task export`), the names users type, and what a run resolved.
+export { encoderTimmName, encoderToOfficial, encoderToTimm } from "./lib/models/names.ts";
+export { maskedOfRatio } from "./lib/config/pretrain.ts";
+export { lrRule, peakLr } from "./lib/train/lr_policy.ts";
+export { type ResolvedRun, resolvedRun, type RunFacts } from "./lib/train/rundir.ts";

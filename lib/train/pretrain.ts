@@ -67,7 +67,7 @@ import { acquireRunLock } from "./lock.ts";
 import { nonFiniteHost, nonFiniteNames, nonFiniteProbe, someNames } from "./finite.ts";
 import { type MetricsWriter, openMetricsWriter, truncateMetricsAfter } from "./metrics.ts";
 import { progress as makeProgress } from "./progress.ts";
-import { createRunDir, resumeRunDir, runPaths } from "./rundir.ts";
+import { createRunDir, resolvedRun, resumeRunDir, runPaths } from "./rundir.ts";
 import { optStateFromFlat, optStateToFlat } from "./opt_state.ts";
 import { METRIC_NAMES, type PretrainState, type StepBatch, trainStep } from "./step.ts";
 import { broadcastParams, dataParallelStep, rowsOf } from "./data_parallel.ts";
@@ -596,7 +596,11 @@ const runLocked = async (
     if (E.isLeft(resumed)) return resumed;
     start = resumed.right;
   } else {
-    const created = await createRunDir(r.dir, cfg);
+    const created = await createRunDir(
+      r.dir,
+      cfg,
+      resolvedRun(cfg, { steps, numMasked, student, teacher, worldSize: comm.size, configHash: hash }),
+    );
     if (E.isLeft(created)) return created;
     if (comm.size > 1) await writeWorldSize(r.dir, comm.size);
     start = freshStart(r);
