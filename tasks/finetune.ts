@@ -3,7 +3,7 @@
  * the official settings of the encoder's preset (lib/eval/finetune.ts has the table and its sources),
  * any of which a flag overrides. The lr defaults to the official lr scaled linearly to this batch
  * (`lr x batch / official batch`). The last line reads `finetune top1=<pct> top5=<pct>` (held-out
- * accuracy after the last step; `top<C-1>` with C < 6 classes, top-1 alone with 2).
+ * accuracy after the last step; top-5 only with 6 classes or more, top-1 alone with fewer).
  *
  * The warmup is given in epochs (`--warmup-epochs`) or in optimizer steps (`--warmup-steps`), not both;
  * `--config FILE` gives any flag's value (lib/eval/cli.ts).
@@ -14,9 +14,11 @@
  *   (lib/eval/classifier_io.ts), for `deno task classify --model M.safetensors IMAGE...`;
  * - `--metrics FILE` (default with `--out`: `M.metrics.jsonl`): one JSON line per evaluation of the
  *   held-out split (each epoch unless `--eval-every`): `epoch`, `step`, mean training `loss` since the
- *   previous line, `lr`, `top1`, `top5` (named as the last line names it), `count`;
+ *   previous line, `lr`, `top1`, `top5` (as the last line: with 6 classes or more), `count`;
  * - `--results FILE` (default with `--out`: `M.results.json`): the run's settings and final scores, in
- *   the shape of the probe's and k-NN's `--out` JSON.
+ *   the shape of the probe's and k-NN's `--out` JSON;
+ * - `--log-dir DIR`: TensorBoard event files (lib/eval/tb_log.ts): per step `train/loss`, `train/lr`,
+ *   per evaluation `val/top1`, `val/top5`, and the settings at step 0.
  *
  * @module
  */
@@ -28,6 +30,7 @@ import {
   exitWith,
   flagTable,
   type FlagValues,
+  logDirFlags,
   NonNegativeInt,
   NonNegativeNumber,
   pct,
@@ -45,6 +48,7 @@ import { finetuneSettings } from "../lib/eval/finetune.ts";
 import { runFinetune, sourceClasses } from "../lib/eval/finetune_run.ts";
 import { accuracyFigures, formatAccuracy } from "../lib/eval/heads.ts";
 import { presetOf } from "../lib/eval/load.ts";
+import { openTaskEvents } from "../lib/eval/tb_log.ts";
 import { sourceClassNames } from "../lib/eval/rows.ts";
 import { progress } from "../lib/train/progress.ts";
 import { datasetSize } from "../data/loader.ts";
@@ -113,6 +117,7 @@ const spec = {
       arg: "FILE",
       help: "the settings and final scores as JSON (default: beside --out)",
     },
+    ...logDirFlags,
   }),
   alternatives: WARMUP_ALTERNATIVES,
 };
@@ -188,6 +193,10 @@ await runTask(task, Deno.args, async ({ f, encoder, source }) => {
   if (outputs.out === undefined) {
     log("note: the classifier is not saved; pass --out FILE.safetensors to keep it (for deno task classify)");
   }
+  const events = await openTaskEvents(f.logDir, {
+    settings: { task: "finetune", preset, ...f, ...settings, numClasses },
+    log,
+  });
   let bar: ReturnType<typeof progress> | undefined;
   let firstLine = true;
   const r = await runFinetune(encoder, {
@@ -199,10 +208,12 @@ await runTask(task, Deno.args, async ({ f, encoder, source }) => {
     workers: f.workers,
     evalEvery: f.evalEvery,
     onStep: ({ step, total, loss, lr }) => {
+      events.step({ step, loss, lr });
       bar ??= progress({ label: "finetune", total, itemsPerStep: batchSize });
       bar.update(step, { loss, lr });
     },
     onEval: async ({ step, epoch, loss, lr, accuracy }) => {
+      events.accuracy(step, accuracy, numClasses);
       (bar?.log ?? log)(
         `step ${step}: val ${
           formatAccuracy(accuracy, numClasses).replace(/=/g, " ")
@@ -217,6 +228,7 @@ await runTask(task, Deno.args, async ({ f, encoder, source }) => {
     },
   });
   bar?.done();
+  events.close();
   if (outputs.out !== undefined) {
     await saveClassifier(outputs.out, r.params, r.config, { origin: encoder.origin, classNames });
     log(`wrote ${outputs.out} (classify with: deno task classify --model ${outputs.out} IMAGE...)`);

@@ -1,9 +1,10 @@
 /**
  * `deno task knn --checkpoint RUN_DIR|FILE|random --data SOURCE [flags]`: weighted k-NN classification on
  * frozen features (k 20, cosine, temperature 0.07; lib/eval/knn.ts). The last line reads
- * `knn top1=<pct> top5=<pct>` (`top<C-1>` with C < 6 classes, top-1 alone with 2). A model whose features
- * are not finite (a diverged run) is not scored: the task stops naming the checkpoint. `--out FILE` is the
- * results file (JSON), checked before any work; `--config FILE` gives any flag's value (lib/eval/cli.ts).
+ * `knn top1=<pct> top5=<pct>` (top-5 only with 6 classes or more, top-1 alone with fewer). A model whose
+ * features are not finite (a diverged run) is not scored: the task stops naming the checkpoint. `--out
+ * FILE` is the results file (JSON), checked before any work; `--config FILE` gives any flag's value
+ * (lib/eval/cli.ts).
  *
  * @module
  */
@@ -54,7 +55,7 @@ await runTask(task, Deno.args, async ({ f, encoder }) => {
       pooling: f.pooling,
       k: f.k,
       numClasses,
-      // top1 and top5 (top-(C-1) below 6 classes, none below 3: heads.ts accuracyFigures), count.
+      // top1, and top5 with 6 classes or more (heads.ts accuracyFigures), count.
       ...accuracyFigures(acc, numClasses),
       count: acc.count,
     });

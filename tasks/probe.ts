@@ -10,9 +10,12 @@
  *   30 epochs); `--recipe default` raises the epochs to at least `--min-steps` updates, `--recipe
  *   official` does not.
  *
- * The last line reads `probe top1=<pct> top5=<pct>` (held-out accuracy after the last epoch; `top<C-1>`
- * with C < 6 classes, top-1 alone with 2). `--out FILE` is the results file (JSON), checked before any
- * work (an existing file needs `--force`; an input of the task is never overwritten). Features, logits or
+ * The last line reads `probe top1=<pct> top5=<pct>` (held-out accuracy after the last epoch; top-5 only
+ * with 6 classes or more, top-1 alone with fewer). `--out FILE` is the results file (JSON), checked before
+ * any work (an existing file needs `--force`; an input of the task is never overwritten). `--log-dir DIR`
+ * writes TensorBoard event files (lib/eval/tb_log.ts): per epoch `train/loss`, `train/lr`, `val/top1`,
+ * `val/top5`, the default recipe's lr search (`lr_search/lr`, `lr_search/loss` per candidate) and the
+ * settings. Features, logits or
  * losses that are not finite stop the task with an error naming the checkpoint. The warmup is given in
  * epochs (`--warmup-epochs`) or in optimizer steps (`--warmup-steps`), not both; `--config FILE` gives
  * any flag's value (lib/eval/cli.ts).
@@ -25,6 +28,7 @@ import {
   exitWith,
   featureFlags,
   flagTable,
+  logDirFlags,
   NonNegativeInt,
   NonNegativeNumber,
   pct,
@@ -47,6 +51,7 @@ import { disposeProbe, type EpochReport, trainProbe, trainProbeDefault } from ".
 import { attentivePlan, disposeAttentive, trainAttentive } from "../lib/eval/attentive.ts";
 import { splitTokens, type TokenSet } from "../lib/eval/tokens.ts";
 import { key } from "../lib/core/random.ts";
+import { openTaskEvents } from "../lib/eval/tb_log.ts";
 
 const spec = {
   summary: "Probe a frozen encoder: a linear head on pooled features, or the official attentive probe.",
@@ -107,6 +112,7 @@ const spec = {
     },
     smoothing: { codec: UnitInterval, arg: "X", help: "attentive: label smoothing (default: 0.1)" },
     ...scoreFlags,
+    ...logDirFlags,
   }),
   alternatives: WARMUP_ALTERNATIVES,
 };
@@ -141,13 +147,16 @@ if (E.isRight(given)) {
 }
 
 const log = (line: string) => console.log(line);
-// --out is checked before any work: an existing file needs --force, an input is never overwritten.
+// --out and --log-dir are checked before any work: an existing file needs --force, an input is never
+// overwritten.
 const task = await startTask(spec, Deno.args, log, (f) => [{ flag: "--out", path: f.out }]);
 
 await runTask(task, Deno.args, async ({ f, encoder, source }) => {
   const modelName = encoder.origin;
+  const events = await openTaskEvents(f.logDir, { settings: { task: "probe", ...f }, log });
   let numClasses = 0;
   const every = (e: EpochReport) => {
+    events.epoch(e, numClasses);
     if ((e.epoch + 1) % Math.max(1, Math.round(e.epochs / 10)) === 0 || e.epoch + 1 === e.epochs) {
       log(
         `epoch ${e.epoch + 1}/${e.epochs} loss ${e.loss.toFixed(4)} lr ${e.lr.toExponential(2)} ` +
@@ -189,14 +198,16 @@ await runTask(task, Deno.args, async ({ f, encoder, source }) => {
         batchSize: f.batchSize,
         lr: f.lr,
         weightDecay: f.weightDecay,
-        onSearch: (s) =>
+        onSearch: (s) => {
+          events.lrSearch(s);
           log(
             `lr search: ${s.fit} images fitted, ${s.heldBack} held back, ${s.epochs} epochs; held-back loss ` +
               s.lrs.map((lr, i) => `${lr}: ${s.losses[i].toFixed(4)}`).join(", ") +
               ` (standard error ${
                 Math.min(...s.errors).toFixed(4)
               }); lr ${s.lr}, the smallest within one error of the lowest`,
-          ),
+          );
+        },
       });
       disposeProbe(p.probe);
       r = p;
@@ -274,11 +285,12 @@ await runTask(task, Deno.args, async ({ f, encoder, source }) => {
       epochs: r.epochs,
       batchSize: r.batchSize,
       lr: r.lr,
-      // top1 and top5 (top-(C-1) below 6 classes, none below 3: heads.ts accuracyFigures), count.
+      // top1, and top5 with 6 classes or more (heads.ts accuracyFigures), count.
       ...accuracyFigures(r.accuracy, numClasses),
       count: r.accuracy.count,
       bestTop1: r.bestTop1,
     });
   }
+  events.close();
   log(`probe ${formatAccuracy(r.accuracy, numClasses)}`);
 });

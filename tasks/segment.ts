@@ -10,7 +10,9 @@
  * `--out FILE` is the results file: the settings and scores, per-class IoU and accuracy included, as JSON
  * (checked before any work: an existing file needs `--force`, an input is never overwritten). The warmup
  * is given in epochs (`--warmup-epochs`, default 1) or in optimizer steps (`--warmup-steps`), not both;
- * `--config FILE` gives any flag's value (lib/eval/cli.ts).
+ * `--config FILE` gives any flag's value (lib/eval/cli.ts). `--log-dir DIR` writes TensorBoard event files
+ * (lib/eval/tb_log.ts): per step `train/loss`, `train/lr`, at the last step `val/mIoU`, `val/mAcc`,
+ * `val/aAcc`, and the settings at step 0; checked before any work too (a folder, or a path to create).
  *
  * @module
  */
@@ -23,6 +25,7 @@ import {
   encoderFlags,
   exitWith,
   type FlagSpec,
+  logDirFlags,
   NonNegativeInt,
   NonNegativeNumber,
   pct,
@@ -36,6 +39,7 @@ import {
 import { disposeEncoder, loadEncoderEither } from "../lib/eval/load.ts";
 import { checkOutputs, checkpointInputs, type InputFile } from "../lib/eval/outputs.ts";
 import { runSegmentation } from "../lib/eval/segment.ts";
+import { checkTaskLogDir, openTaskEvents } from "../lib/eval/tb_log.ts";
 import { progress } from "../lib/train/progress.ts";
 import {
   ade20kSplitFolder,
@@ -93,6 +97,7 @@ const flags: Readonly<Record<string, FlagSpec>> = {
     arg: "FILE",
     help: "results file to write: the settings and scores (per class too) as JSON",
   },
+  ...logDirFlags,
 };
 
 const spec: TaskSpec = {
@@ -114,23 +119,29 @@ if (f.checkpoint === undefined) {
   exitWith(argv, '--checkpoint is required (a run directory, a .safetensors file or "random")');
 }
 const out = f.out as string | undefined;
-// --out is checked before any work: an existing file needs --force, an input is never overwritten.
-if (out !== undefined) {
-  const inputs: InputFile[] = [...(await checkpointInputs(f.checkpoint as string))];
-  if (source.kind === "ade20k") {
-    for (const split of ["train", "val"] as const) {
-      const sub = ade20kSplitFolder(split);
-      inputs.push({ what: "an image of the data set", path: `${source.path}/images/${sub}`, images: true });
-      inputs.push({
-        what: "a label map of the data set",
-        path: `${source.path}/annotations/${sub}`,
-        images: true,
-      });
-    }
+// --out and --log-dir are checked before any work: an existing file needs --force, an input is never
+// overwritten, the log folder is a folder.
+const inputs: InputFile[] = [];
+if (source.kind === "ade20k") {
+  for (const split of ["train", "val"] as const) {
+    const sub = ade20kSplitFolder(split);
+    inputs.push({ what: "an image of the data set", path: `${source.path}/images/${sub}`, images: true });
+    inputs.push({
+      what: "a label map of the data set",
+      path: `${source.path}/annotations/${sub}`,
+      images: true,
+    });
   }
-  const ok = await checkOutputs([{ flag: "--out", path: out }], { force: f.force === true, inputs });
+}
+if (out !== undefined) {
+  const ok = await checkOutputs([{ flag: "--out", path: out }], {
+    force: f.force === true,
+    inputs: [...(await checkpointInputs(f.checkpoint as string)), ...inputs],
+  });
   if (E.isLeft(ok)) exitWith(argv, ok.left);
 }
+const logOk = await checkTaskLogDir(f, [out], inputs);
+if (E.isLeft(logOk)) exitWith(argv, logOk.left);
 
 try {
   log(describeBackend(await startRuntime(f.backend as "auto")));
@@ -172,6 +183,10 @@ try {
         (f.lr as number).toExponential(1)
       }, weight decay ${f.weightDecay}`,
   );
+  const events = await openTaskEvents(f.logDir as string | undefined, {
+    settings: { task: "segment", ...f, numClasses, warmupEpochs, origin: model.origin },
+    log,
+  });
   let bar: ReturnType<typeof progress> | undefined;
   const r = await runSegmentation(model, {
     source,
@@ -189,6 +204,7 @@ try {
     modelName: model.origin,
     log,
     onStep: ({ step, total, loss, lr }) => {
+      events.step({ step, loss, lr });
       bar ??= progress({
         label: "segment",
         total,
@@ -200,6 +216,8 @@ try {
   });
   bar?.done();
   const s = r.scores;
+  events.scalars(r.steps, { "val/mIoU": s.mIoU, "val/mAcc": s.mAcc, "val/aAcc": s.aAcc });
+  events.close();
   const fmt = (v: number | null) => (v === null ? "  -  " : v.toFixed(1).padStart(5));
   if (numClasses <= 20) {
     const w = Math.max(...classNames.map((n) => n.length));

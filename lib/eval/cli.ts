@@ -9,7 +9,9 @@
  *
  * `--out` means one kind of output per task, and each task's `--help` names it: a run directory
  * (pretrain), a JSON results file (probe, knn, segment), a safetensors file (extract: features; finetune:
- * the classifier; export: the encoder's weights).
+ * the classifier; export: the encoder's weights). `--log-dir DIR` (probe, finetune, segment:
+ * {@link logDirFlags}) is a folder for TensorBoard event files (lib/eval/tb_log.ts), checked before any
+ * work as `--out` is.
  *
  * @module
  */
@@ -46,6 +48,7 @@ import type { EncoderModel } from "../models/encoder_model.ts";
 import { disposeEncoder, loadEncoderEither } from "./load.ts";
 import { classesOf, type FeatureSet, splitFeatures } from "./features.ts";
 import { checkTaskOutputs } from "./outputs.ts";
+import { checkTaskLogDir } from "./tb_log.ts";
 import { message } from "../core/fs.ts";
 
 export type { FlagSpec, FlagTable, FlagValues };
@@ -289,6 +292,21 @@ export const scoreFlags = flagTable({
 /** The values of {@link scoreFlags}. */
 export type ScoreFlags = FlagValues<typeof scoreFlags>;
 
+/**
+ * `--log-dir DIR` of the tasks that train a head or a model (probe, finetune, segment): TensorBoard event
+ * files of the run (lib/eval/tb_log.ts), as the official scripts' `--log_dir`.
+ */
+export const logDirFlags = flagTable({
+  logDir: {
+    codec: t.string,
+    arg: "DIR",
+    help: "TensorBoard event files of the run go here: losses, lr, scores, settings (a folder per run)",
+  },
+});
+
+/** The values of {@link logDirFlags}. */
+export type LogDirFlags = FlagValues<typeof logDirFlags>;
+
 export { NonNegativeInt, NonNegativeNumber, PositiveInt, PositiveNumber, UnitInterval };
 
 /** Prints a task's failure for people and exits 1; `--help` prints the usage and exits 0. */
@@ -383,8 +401,9 @@ export interface TaskOutput {
 /**
  * The prologue every evaluation task shares: resolve the flags of `spec` from `argv` (they must include
  * {@link encoderFlags}), check the paths the task will write (`outputs`, lib/eval/outputs.ts
- * `checkTaskOutputs`: `--force`, inputs never), start the runtime, load the encoder; on any failure (or
- * `--help`) print it for people and exit.
+ * `checkTaskOutputs`: `--force`, inputs never; and `--log-dir` where the spec has it, lib/eval/tb_log.ts
+ * `checkTaskLogDir`), start the runtime, load the encoder; on any failure (or `--help`) print it for
+ * people and exit.
  */
 export const startTask = async <F extends FlagTable>(
   spec: TaskSpec<F>,
@@ -396,10 +415,12 @@ export const startTask = async <F extends FlagTable>(
   if (E.isLeft(flags)) exitWith(argv, flags.left);
   const f = flags.right;
   // The files the task will write, checked before the backend starts or anything is read (outputs.ts).
-  if (outputs !== undefined) {
-    const ok = await checkTaskOutputs(f, outputs(f));
-    if (E.isLeft(ok)) exitWith(argv, ok.left);
-  }
+  const files = outputs?.(f) ?? [];
+  const checks = [
+    await checkTaskOutputs(f, files),
+    await checkTaskLogDir(f, files.map((o) => o.path)),
+  ].filter(E.isLeft);
+  if (checks.length > 0) exitWith(argv, checks.map((c) => c.left).join("\n"));
   // Every task's table spreads encoderFlags; TypeScript cannot see that through the generic table.
   const setup = await setupTask(f as unknown as EncoderFlags, log);
   if (E.isLeft(setup)) exitWith(argv, setup.left);

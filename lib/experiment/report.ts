@@ -17,7 +17,7 @@ import type { PretrainConfig } from "../config/pretrain.ts";
 import { readMetrics } from "../train/metrics.ts";
 import { message, writeTextAtomic } from "../core/fs.ts";
 import type { Experiment, SettingValue } from "./registry.ts";
-import type { BaselineRecord, ExperimentResults, RunRecord } from "./results.ts";
+import { type BaselineRecord, type ExperimentResults, type RunRecord, top5Of } from "./results.ts";
 import { type Bar, barChart, type BarSeries, lineChart, type LineSeries } from "../plot/svg.ts";
 import { svgToPng } from "../plot/png.ts";
 import type { Versions } from "./versions.ts";
@@ -83,10 +83,31 @@ const show = (v: SettingValue | undefined): string =>
 
 const pct = (x: number | undefined) => (x === undefined ? NaN : x);
 
-/** The results table in Markdown: one row per setting, then one per baseline. */
+/**
+ * The results table in Markdown: one row per setting, then one per baseline. The probe's top-5 column is
+ * there only when some evaluation had 6 classes or more (below, top-5 is 100% by construction: `-`).
+ *
+ * @example
+ * ```ts
+ * import { resultsTable } from "./report.ts";
+ * import { alignmentAblation } from "./registry.ts";
+ * const results = (numClasses: number) => ({
+ *   experiment: "alignment-ablation", size: "test" as const, seeds: [0], planHash: "h", runs: [],
+ *   baselines: [{ model: "micro", seed: 0, eval: {
+ *     probe: { top1: 40, top5: 100, bestTop1: 40 }, knn: null, numClasses, trainImages: 9, valImages: 5, encoder: "random",
+ *   } }],
+ * });
+ * if (!resultsTable(alignmentAblation, results(10)).includes("| probe top-5 % |")) throw new Error();
+ * if (resultsTable(alignmentAblation, results(3)).includes("top-5")) throw new Error("no top-5 below 6 classes");
+ * ```
+ */
 export const resultsTable = (exp: Experiment, results: ExperimentResults): string => {
   const rows = bySetting(results.runs);
   const coords = [exp.groupBy, ...(exp.seriesBy ? [exp.seriesBy] : [])];
+  const withTop5 = [...results.runs, ...results.baselines].some((x) =>
+    top5Of(x.eval.probe, x.eval.numClasses) !== undefined
+  );
+  const top5 = (cells: readonly string[]) => (withTop5 ? cells : []);
   const head = [
     ...coords.map((c) => exp.axisNames[c] ?? c),
     "seeds",
@@ -94,7 +115,7 @@ export const resultsTable = (exp: Experiment, results: ExperimentResults): strin
     "visible",
     "masked",
     "probe top-1 %",
-    "probe top-5 %",
+    ...top5(["probe top-5 %"]),
     "k-NN top-1 %",
   ];
   const line = (cells: readonly string[]) => `| ${cells.join(" | ")} |`;
@@ -108,7 +129,7 @@ export const resultsTable = (exp: Experiment, results: ExperimentResults): strin
       s((x) => x.final.lossVisible, 4),
       s((x) => x.final.lossMasked, 4),
       s((x) => x.eval.probe?.top1),
-      s((x) => x.eval.probe?.top5),
+      ...top5([s((x) => top5Of(x.eval.probe, x.eval.numClasses))]),
       s((x) => x.eval.knn?.top1),
     ]);
   });
@@ -121,7 +142,7 @@ export const resultsTable = (exp: Experiment, results: ExperimentResults): strin
       "-",
       "-",
       b.eval.probe ? b.eval.probe.top1.toFixed(2) : "-",
-      b.eval.probe ? b.eval.probe.top5.toFixed(2) : "-",
+      ...top5([top5Of(b.eval.probe, b.eval.numClasses)?.toFixed(2) ?? "-"]),
       b.eval.knn ? b.eval.knn.top1.toFixed(2) : "-",
     ])
   );

@@ -6,7 +6,8 @@
  *
  * @module
  */
-import type { EvalResult } from "./evaluate.ts";
+import type { EvalResult, Scores } from "./evaluate.ts";
+import { accuracyFigures } from "../eval/heads.ts";
 import type { ExperimentSize, SettingValue } from "./registry.ts";
 
 /** The final losses of a run: means over its last steps (less noisy than the last step alone). */
@@ -89,12 +90,40 @@ export const finalLosses = (records: readonly Readonly<Record<string, unknown>>[
   };
 };
 
-/** `probe top-1 23.40% (top-5 71.20%), k-NN top-1 19.80%`. */
-export const formatScores = (e: Pick<EvalResult, "probe" | "knn">): string =>
-  [
-    e.probe ? `probe top-1 ${e.probe.top1.toFixed(2)}% (top-5 ${e.probe.top5.toFixed(2)}%)` : undefined,
+/**
+ * The top-5 of scores over `classes` classes, or undefined below 6 classes, where it is 100% by
+ * construction or a smaller k (lib/eval/heads.ts `accuracyFigures`, the rule of every task's report).
+ *
+ * @example
+ * ```ts
+ * import { top5Of } from "./results.ts";
+ * if (top5Of({ top1: 20, top5: 60 }, 10) !== 60 || top5Of({ top1: 20, top5: 60 }, 5) !== undefined) throw new Error();
+ * ```
+ */
+export const top5Of = (s: Scores | null | undefined, classes: number): number | undefined =>
+  s ? accuracyFigures({ ...s, count: 0 }, classes).top5 : undefined;
+
+/**
+ * `probe top-1 23.40% (top-5 71.20%), k-NN top-1 19.80%`; no top-5 below 6 classes.
+ *
+ * @example
+ * ```ts
+ * import { formatScores } from "./results.ts";
+ * const e = { probe: { top1: 23.4, top5: 71.2, bestTop1: 24 }, knn: { top1: 19.8, top5: 60 } };
+ * if (formatScores({ ...e, numClasses: 10 }) !== "probe top-1 23.40% (top-5 71.20%), k-NN top-1 19.80%") throw new Error();
+ * if (formatScores({ ...e, numClasses: 3 }) !== "probe top-1 23.40%, k-NN top-1 19.80%") throw new Error();
+ * ```
+ */
+export const formatScores = (e: Pick<EvalResult, "probe" | "knn" | "numClasses">): string => {
+  const probe5 = top5Of(e.probe, e.numClasses);
+  return [
+    e.probe
+      ? `probe top-1 ${e.probe.top1.toFixed(2)}%` +
+        (probe5 === undefined ? "" : ` (top-5 ${probe5.toFixed(2)}%)`)
+      : undefined,
     e.knn ? `k-NN top-1 ${e.knn.top1.toFixed(2)}%` : undefined,
   ].filter((s) => s !== undefined).join(", ") || "no evaluation";
+};
 
 const csvCell = (v: unknown): string => {
   const s = v === null || v === undefined ? "" : String(v);
@@ -102,7 +131,8 @@ const csvCell = (v: unknown): string => {
 };
 
 /**
- * results.csv: one row per run, the setting's coordinates as columns, then the numbers.
+ * results.csv: one row per run, the setting's coordinates as columns, then the numbers; the top-5 cells
+ * are empty for a run scored on fewer than 6 classes ({@link top5Of}).
  *
  * @example
  * ```ts
@@ -138,10 +168,10 @@ export const resultsCsv = (r: ExperimentResults): string => {
     x.final.lossVisible,
     x.final.lossMasked,
     x.eval.probe?.top1,
-    x.eval.probe?.top5,
+    top5Of(x.eval.probe, x.eval.numClasses),
     x.eval.probe?.bestTop1,
     x.eval.knn?.top1,
-    x.eval.knn?.top5,
+    top5Of(x.eval.knn, x.eval.numClasses),
   ]);
   return [head, ...rows].map((row) => row.map(csvCell).join(",")).join("\n") + "\n";
 };
