@@ -200,6 +200,11 @@ export interface EventWriterOptions {
   readonly wallTime?: () => number;
   /** The host in the file name (default `Deno.hostname()`, else "localhost"). */
   readonly hostname?: string;
+  /**
+   * `tolerantEventWriter`: how its warning ends, saying what happens next (default pretraining's "; the run
+   * goes on, metrics.jsonl has every step").
+   */
+  readonly goesOn?: string;
 }
 
 const hostName = (): string => {
@@ -287,7 +292,7 @@ export const tolerantEventWriter = async (
     warn(
       `warning: TensorBoard events are not written from here on (${dir}: ${
         e instanceof Error ? e.message : String(e)
-      }); the run goes on, metrics.jsonl has every step`,
+      })${o.goesOn ?? "; the run goes on, metrics.jsonl has every step"}`,
     );
   };
   try {

@@ -231,9 +231,8 @@ export const openTaskEvents = async (dir: string | undefined, o: TaskEventsOptio
   let failed = false;
   const w = await tolerantEventWriter(dir, (m) => {
     failed = true;
-    // The writer's words are pretraining's (metrics.jsonl); an evaluation task's output is its last line.
-    o.log(m.replace(/; the run goes on, metrics\.jsonl has every step$/, "; the task goes on"));
-  }, o);
+    o.log(m);
+  }, { ...o, goesOn: "; the task goes on" });
   w.sessionStart(0);
   w.text(0, "config", settingsMarkdown(o.settings, o.note));
   const path = failed ? undefined : w.path;
