@@ -9,21 +9,10 @@
  */
 import { assert, assertAlmostEquals, assertEquals, assertStringIncludes } from "../lib/core/std.ts";
 import { accuracyScalars, checkLogDir, openTaskEvents, settingsMarkdown } from "../lib/eval/tb_log.ts";
-import { TEST_BACKEND, withTmp } from "./helpers.ts";
+import { runTaskFile, TEST_BACKEND, withTmp } from "./helpers.ts";
 import { type Event, eventFiles, readEventFile, tensorboardView } from "./tb_reader.ts";
 
-const decoder = new TextDecoder();
-
-/** Runs a task file with deno: its exit code, stdout and stderr. */
-const task = async (name: string, args: string[]) => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL(`../tasks/${name}.ts`, import.meta.url).pathname, ...args],
-    env: { NO_COLOR: "1", CAEV2_BACKEND: TEST_BACKEND },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
-};
+const task = runTaskFile;
 
 const random = [
   "--checkpoint",

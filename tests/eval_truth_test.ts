@@ -44,12 +44,11 @@ import {
 import { runFinetune } from "../lib/eval/finetune_run.ts";
 import { disposeEncoder, loadEncoder, randomEncoder } from "../lib/eval/load.ts";
 import { checkOutputs } from "../lib/eval/outputs.ts";
-import { left, right, TEST_BACKEND, withTmp } from "./helpers.ts";
+import { left, right, runTaskFile, TEST_BACKEND, withTmp } from "./helpers.ts";
 
 await tf.setBackend("cpu");
 
 const cfg = studentPreset("micro", { imageSize: 16, patchSize: 8, dropPath: 0 });
-const decoder = new TextDecoder();
 
 /**
  * A pretraining run directory at `dir` with one checkpoint (step 1) whose parameters are `f` of a fresh
@@ -75,16 +74,7 @@ const writeRun = async (dir: string, f: (x: tf.Tensor) => tf.Tensor): Promise<st
 };
 const nanWeights = (x: tf.Tensor) => tf.fill(x.shape, NaN);
 
-/** Runs a task file with deno; its exit code, stdout and stderr. */
-const task = async (name: string, args: string[]) => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL(`../tasks/${name}.ts`, import.meta.url).pathname, ...args],
-    env: { NO_COLOR: "1", CAEV2_BACKEND: TEST_BACKEND },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
-};
+const task = runTaskFile;
 
 const small = ["--data", "synthetic:64", "--max-train", "32", "--max-val", "16", "--backend", TEST_BACKEND];
 

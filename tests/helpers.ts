@@ -36,3 +36,18 @@ export const withTmp = async (prefix: string, f: (dir: string) => Promise<void>)
  * (tests/webgpu/main.ts says why). WebGPU is tested in tests/webgpu/, in a child process.
  */
 export const TEST_BACKEND = (Deno.env.get("CAEV2_BACKEND") ?? "wasm") as BackendName;
+
+/** Runs `tasks/<name>.ts` in a child `deno run -A` on the tests' backend: its exit code, stdout and stderr. */
+export const runTaskFile = async (
+  name: string,
+  args: readonly string[],
+): Promise<{ code: number; stdout: string; stderr: string }> => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(`../tasks/${name}.ts`, import.meta.url).pathname, ...args],
+    env: { NO_COLOR: "1", CAEV2_BACKEND: TEST_BACKEND },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+};

@@ -24,7 +24,7 @@ import {
   WARMUP_ALTERNATIVES,
   warmupEpochsOf,
 } from "../lib/eval/cli.ts";
-import { left, right, TEST_BACKEND, withTmp } from "./helpers.ts";
+import { left, right, runTaskFile, TEST_BACKEND, withTmp } from "./helpers.ts";
 
 const at = new Date(Date.UTC(2025, 0, 31, 23, 59, 58));
 const files = (fs: Record<string, unknown>) => (path: string): string => {
@@ -194,15 +194,10 @@ Deno.test("--config FILE for the evaluation tasks: flags override it, unknown ke
   assertEquals(warmupEpochsOf({}, 10), undefined);
 });
 
-const decoder = new TextDecoder();
+/** A task's exit code and everything it printed. */
 const task = async (name: string, args: string[]) => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL(`../tasks/${name}.ts`, import.meta.url).pathname, ...args],
-    env: { NO_COLOR: "1", CAEV2_BACKEND: TEST_BACKEND },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return { code: out.code, text: decoder.decode(out.stdout) + decoder.decode(out.stderr) };
+  const out = await runTaskFile(name, args);
+  return { code: out.code, text: out.stdout + out.stderr };
 };
 
 /** What `--out` is, per task, as its `--help` says it. */
