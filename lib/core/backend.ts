@@ -256,7 +256,12 @@ const startWasm = async (threads: WasmThreads | undefined): Promise<BackendInfo 
 const startCpu = async (): Promise<BackendInfo | string> => {
   registerCpuKernels();
   const failed = await setBackend("cpu");
-  return failed ?? { name: "cpu", detail: "plain JavaScript" };
+  if (failed !== undefined) return failed;
+  // tfjs's cpu backend greets its first tensor under Node-like runtimes with a banner recommending tfjs-node,
+  // which Deno cannot load; mark the greeting done (its only use of `firstUse`) so runs stay quiet.
+  const cpu = tf.findBackend("cpu") as { firstUse?: boolean } | null;
+  if (cpu !== null && cpu.firstUse === true) cpu.firstUse = false;
+  return { name: "cpu", detail: "plain JavaScript" };
 };
 
 const start = (
