@@ -15,20 +15,22 @@ import type { DataSource } from "../../data/source.ts";
 import { classesOf, type FeatureSet, splitFeatures } from "../eval/features.ts";
 import type { EncoderModel } from "../models/encoder_model.ts";
 import { disposeEncoder, loadEncoderEither } from "../eval/load.ts";
-import { disposeProbe, trainProbe } from "../eval/probe.ts";
+import { disposeProbe, trainProbeDefault } from "../eval/probe.ts";
 import { knnClassify } from "../eval/knn.ts";
 import { message } from "../core/fs.ts";
 
-/** Linear-probe settings (lib/eval/probe.ts; absolute lr, since the batches here are small). */
+/**
+ * Linear-probe settings: `deno task probe`'s default recipe (lib/eval/probe.ts `trainProbeDefault`: whitened
+ * features, AdamW, the lr chosen on a held-back tenth of the training features). Unset fields take the
+ * recipe's defaults (90 epochs at least, 3000 updates at least, batch 256).
+ */
 export interface ProbeSpec {
-  /** Passes over the training features. */
-  readonly epochs: number;
-  /** Peak learning rate of LARS (absolute). */
-  readonly lr: number;
+  /** Passes over the training features, at least. */
+  readonly epochs?: number;
+  /** Updates, at least (the epochs are raised to reach it). */
+  readonly minSteps?: number;
   /** Features per step. */
-  readonly batchSize: number;
-  /** Linear warmup before the half-cycle cosine. */
-  readonly warmupEpochs: number;
+  readonly batchSize?: number;
 }
 
 /** k-NN settings (defaults: DINO's k 20, T 0.07). */
@@ -98,7 +100,7 @@ export const scoreFeatures = async (
   const numClasses = classesOf(train, val);
   let probe: EvalResult["probe"] = null;
   if (spec.probe !== null) {
-    const r = await trainProbe(train, val, { numClasses, ...spec.probe, key: key(seed) });
+    const r = await trainProbeDefault(train, val, { numClasses, ...spec.probe, key: key(seed) });
     disposeProbe(r.probe);
     probe = { top1: r.accuracy.top1, top5: r.accuracy.top5, bestTop1: r.bestTop1 };
   }
@@ -122,7 +124,7 @@ export const scoreFeatures = async (
  * const r = await evaluateEncoder(
  *   { kind: "random", model: "micro", imageSize: 16, patchSize: 8, seed: 0 },
  *   { kind: "synthetic", size: 100 },
- *   { maxTrain: 20, maxVal: 10, probe: { epochs: 2, lr: 1, batchSize: 10, warmupEpochs: 0 }, knn: {} },
+ *   { maxTrain: 20, maxVal: 10, probe: { epochs: 2, minSteps: 4, batchSize: 10 }, knn: {} },
  *   0,
  * );
  * if (r._tag === "Left" || r.right.valImages !== 10 || r.right.numClasses !== 10) throw new Error("unexpected");

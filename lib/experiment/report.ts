@@ -21,6 +21,15 @@ import { type BaselineRecord, type ExperimentResults, type RunRecord, top5Of } f
 import { type Bar, barChart, type BarSeries, lineChart, type LineSeries } from "../plot/svg.ts";
 import { svgToPng } from "../plot/png.ts";
 import type { Versions } from "./versions.ts";
+import type { ProbeSpec } from "./evaluate.ts";
+
+/** The probe settings that differ from the recipe's defaults, as `, 5 epochs, ...` (empty when none). */
+const probeSpecNote = (p: ProbeSpec): string =>
+  [
+    p.epochs === undefined ? "" : `, at least ${p.epochs} epochs`,
+    p.minSteps === undefined ? "" : `, at least ${p.minSteps} updates`,
+    p.batchSize === undefined ? "" : `, batch ${p.batchSize}`,
+  ].join("");
 
 /** Mean and range of numbers (NaN for none). */
 export interface Summary {
@@ -314,7 +323,8 @@ export const renderReport = (
     ...kinds.map((k) => `- ${k}`),
     `- evaluation: the frozen encoder's cls features of ${ev.maxTrain} training and ${ev.maxVal} held-out images;` +
     (ev.probe
-      ? ` linear probe (BatchNorm + Linear, LARS, ${ev.probe.epochs} epochs, lr ${ev.probe.lr}, batch ${ev.probe.batchSize});`
+      ? ` linear probe (deno task probe's default recipe: whitened features, AdamW, lr chosen on held-back ` +
+        `training features${probeSpecNote(ev.probe)});`
       : "") +
     (ev.knn ? ` weighted k-NN (k ${ev.knn.k ?? 20}, T ${ev.knn.temperature ?? 0.07})` : ""),
     "",
