@@ -142,6 +142,12 @@ Deno.test("a state that does not fit the optimizer is refused, naming the part",
       `ck: optimizer state "(root)" is a tuple of 2`,
     ],
     ["no tree at all", flat.tensors, { counts: 3 }, "ck: the optimizer state's host part is not { tree }"],
+    [
+      "a count left out",
+      flat.tensors,
+      { tree: [{}, { mu: {}, nu: {} }, { count: 0 }, { count: 0 }] },
+      `ck: optimizer state "1.count" is missing, expected a number`,
+    ],
   ];
   for (const [what, tensors, host, message] of cases) {
     const e = assertThrows(() => optStateFromFlat(opt, p, tensors, host, "ck"), Error);

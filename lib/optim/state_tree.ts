@@ -79,7 +79,9 @@ export const flattenState = (state: unknown): FlatState => {
 };
 
 const kind = (x: unknown): string =>
-  x instanceof tf.Tensor
+  x === undefined
+    ? "missing"
+    : x instanceof tf.Tensor
     ? "a tensor"
     : Array.isArray(x)
     ? "a tuple"
