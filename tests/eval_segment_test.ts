@@ -17,10 +17,6 @@ import {
 } from "../lib/core/std.ts";
 import { key } from "../lib/core/random.ts";
 import { startRuntime } from "../lib/core/runtime.ts";
-import { flatten } from "../lib/core/tree.ts";
-import { caev2Init } from "../lib/models/caev2.ts";
-import { studentPreset } from "../lib/models/presets.ts";
-import { saveCheckpoint } from "../lib/train/checkpoint.ts";
 import { addSegCounts, segCounts, segScores } from "../lib/eval/seg_metrics.ts";
 import {
   bilinearWeights,
@@ -44,6 +40,7 @@ import {
 } from "../data/segmentation.ts";
 import { syntheticImage } from "../data/synthetic.ts";
 import { left, right, TEST_BACKEND, withTmp } from "./helpers.ts";
+import { nanWeights, writeMicroRun } from "./run_fixture.ts";
 
 // wasm (what "auto" picks without a hardware GPU): the head's training is 5x to 10x faster than on cpu.
 await startRuntime(TEST_BACKEND);
@@ -378,22 +375,7 @@ Deno.test("segment task: a random encoder end to end, --out JSON, an existing --
 
 Deno.test("segment task: a checkpoint whose weights are NaN stops, naming it, with no score", () =>
   withTmp("caev2-seg-nan-", async (dir) => {
-    const cfg = studentPreset("micro", { imageSize: 16, patchSize: 8, dropPath: 0 });
-    await Deno.writeTextFile(
-      `${dir}/config.json`,
-      JSON.stringify({ model: "micro", imageSize: 16, patchSize: 8 }),
-    );
-    const flat = flatten(caev2Init(key(1), cfg));
-    const params = Object.fromEntries(Object.entries(flat).map(([n, x]) => [n, tf.fill(x.shape, NaN)]));
-    const meta = {
-      step: 1,
-      key: [0, 1] as const,
-      configHash: "h",
-      dataPosition: { epoch: 0, index: 1 },
-      optHost: null,
-    };
-    await saveCheckpoint(dir, 1, { params, opt: {}, meta });
-    tf.dispose([...Object.values(flat), ...Object.values(params)]);
+    await writeMicroRun(dir, nanWeights);
     const r = await task(["--checkpoint", dir, ...tiny, "--out", `${dir}/seg.json`]);
     assertEquals(r.code, 1, r.stdout + r.stderr);
     assertStringIncludes(r.stderr, `${dir}/checkpoints/step-000001.safetensors`);

@@ -22,14 +22,12 @@ import {
   assertStringIncludes,
 } from "../lib/core/std.ts";
 import { key } from "../lib/core/random.ts";
-import { disposeTree, flatten } from "../lib/core/tree.ts";
+import { disposeTree } from "../lib/core/tree.ts";
 import { readSafetensors } from "../lib/core/safetensors.ts";
 import { decodeImage } from "../data/decode.ts";
 import { evalLoader } from "../data/loader.ts";
 import { syntheticImage } from "../data/synthetic.ts";
-import { caev2Init } from "../lib/models/caev2.ts";
 import { studentPreset } from "../lib/models/presets.ts";
-import { saveCheckpoint } from "../lib/train/checkpoint.ts";
 import { countTopK } from "../lib/eval/heads.ts";
 import { splitFeatures } from "../lib/eval/features.ts";
 import { knnClassify } from "../lib/eval/knn.ts";
@@ -45,34 +43,13 @@ import { runFinetune } from "../lib/eval/finetune_run.ts";
 import { disposeEncoder, loadEncoder, randomEncoder } from "../lib/eval/load.ts";
 import { checkOutputs } from "../lib/eval/outputs.ts";
 import { left, right, runTaskFile, TEST_BACKEND, withTmp } from "./helpers.ts";
+import { nanWeights, writeMicroRun } from "./run_fixture.ts";
 
 await tf.setBackend("cpu");
 
 const cfg = studentPreset("micro", { imageSize: 16, patchSize: 8, dropPath: 0 });
 
-/**
- * A pretraining run directory at `dir` with one checkpoint (step 1) whose parameters are `f` of a fresh
- * init; returns the checkpoint file's path.
- */
-const writeRun = async (dir: string, f: (x: tf.Tensor) => tf.Tensor): Promise<string> => {
-  await Deno.writeTextFile(
-    `${dir}/config.json`,
-    JSON.stringify({ model: "micro", imageSize: 16, patchSize: 8 }),
-  );
-  const flat = flatten(caev2Init(key(1), cfg));
-  const params = Object.fromEntries(Object.entries(flat).map(([n, x]) => [n, f(x)]));
-  const meta = {
-    step: 1,
-    key: [0, 1] as const,
-    configHash: "h",
-    dataPosition: { epoch: 0, index: 1 },
-    optHost: null,
-  };
-  await saveCheckpoint(dir, 1, { params, opt: {}, meta });
-  tf.dispose([...Object.values(flat), ...Object.values(params)]);
-  return `${dir}/checkpoints/step-000001.safetensors`;
-};
-const nanWeights = (x: tf.Tensor) => tf.fill(x.shape, NaN);
+const writeRun = writeMicroRun;
 
 const task = runTaskFile;
 
