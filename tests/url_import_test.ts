@@ -52,7 +52,16 @@ Deno.test("the README's script imports mod.ts by URL from outside the repo (--no
     await Deno.writeTextFile(`${dir}/script.ts`, example.replace(placeholder, url));
     const env: Record<string, string> = { ...Deno.env.toObject(), NO_COLOR: "1" };
     const r = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--no-config", "--node-modules-dir=none", "script.ts"],
+      // --reload for this origin: Deno caches remote modules by URL, and an earlier run on the same port would
+      // be served from that cache (old code, and no request reaching this server).
+      args: [
+        "run",
+        "-A",
+        "--no-config",
+        "--node-modules-dir=none",
+        `--reload=http://127.0.0.1:${server.addr.port}`,
+        "script.ts",
+      ],
       cwd: dir,
       env,
       stdout: "piped",
@@ -101,7 +110,15 @@ const importMod = async (base: string): Promise<{ code: number; out: string; err
       `import { key, split } from "${base}/mod.ts";\nconsole.log("keys", split(key(0), 3).length);\n`,
     );
     const r = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--no-config", "--node-modules-dir=none", "script.ts"],
+      // --reload for this origin: a cached earlier run on the same port would hide what this server sends.
+      args: [
+        "run",
+        "-A",
+        "--no-config",
+        "--node-modules-dir=none",
+        `--reload=${new URL(base).origin}`,
+        "script.ts",
+      ],
       cwd: dir,
       env: { NO_COLOR: "1" },
       stdout: "piped",
