@@ -41,6 +41,7 @@ import {
 import { syntheticImage } from "../data/synthetic.ts";
 import { left, right, TEST_BACKEND, withTmp } from "./helpers.ts";
 import { nanWeights, writeMicroRun } from "./run_fixture.ts";
+import { pngChunk, pngFile } from "./png_fixture.ts";
 
 // wasm (what "auto" picks without a hardware GPU): the head's training is 5x to 10x faster than on cpu.
 await startRuntime(TEST_BACKEND);
@@ -48,25 +49,6 @@ await startRuntime(TEST_BACKEND);
 // ---------------------------------------------------------------------------------------------------------
 // A minimal PNG writer (grey or palette, 1 to 8 bits): the codecs of lib/deps.ts write RGBA only.
 
-const crcTable = Uint32Array.from({ length: 256 }, (_, n) => {
-  let c = n;
-  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  return c >>> 0;
-});
-const crc32 = (b: Uint8Array) => {
-  let c = 0xffffffff;
-  for (const x of b) c = crcTable[(c ^ x) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-};
-const chunk = (type: string, data: Uint8Array) => {
-  const out = new Uint8Array(12 + data.length);
-  const v = new DataView(out.buffer);
-  v.setUint32(0, data.length);
-  for (let i = 0; i < 4; i++) out[4 + i] = type.charCodeAt(i);
-  out.set(data, 8);
-  v.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)));
-  return out;
-};
 const deflate = async (b: Uint8Array<ArrayBuffer>) =>
   new Uint8Array(
     await new Response(new Blob([b]).stream().pipeThrough(new CompressionStream("deflate"))).arrayBuffer(),
@@ -93,16 +75,10 @@ const indexPng = async (
   new DataView(ihdr.buffer).setUint32(4, height);
   ihdr[8] = depth;
   ihdr[9] = o.palette ? 3 : 0;
-  const parts = [Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk("IHDR", ihdr)];
-  if (o.palette) parts.push(chunk("PLTE", Uint8Array.from(o.palette.flat())));
-  parts.push(chunk("IDAT", await deflate(raw)), chunk("IEND", new Uint8Array()));
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  const chunks = [pngChunk("IHDR", ihdr)];
+  if (o.palette) chunks.push(pngChunk("PLTE", Uint8Array.from(o.palette.flat())));
+  chunks.push(pngChunk("IDAT", await deflate(raw)), pngChunk("IEND", new Uint8Array()));
+  return pngFile(chunks);
 };
 
 const jpeg = async (width: number, height: number, seed: number) => {

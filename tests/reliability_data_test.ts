@@ -17,6 +17,7 @@ import { key } from "../lib/core/random.ts";
 import { E, encodeJpeg, encodePng } from "../lib/deps.ts";
 import { assert, assertEquals, assertLess, assertRejects, assertStringIncludes } from "../lib/core/std.ts";
 import { withTmp } from "./helpers.ts";
+import { pngChunk, pngFile } from "./png_fixture.ts";
 
 const REPO = new URL("../", import.meta.url);
 const repoPath = decodeURIComponent(REPO.pathname).replace(/\/$/, "");
@@ -146,27 +147,6 @@ const writePngs = async (dir: string, n: number) => {
   }
 };
 
-const crcTable = Uint32Array.from({ length: 256 }, (_, n) => {
-  let c = n;
-  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  return c >>> 0;
-});
-const crc32 = (b: Uint8Array) => {
-  let c = 0xffffffff;
-  for (const x of b) c = crcTable[(c ^ x) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-};
-
-const pngChunk = (type: string, data: Uint8Array) => {
-  const out = new Uint8Array(12 + data.length);
-  const v = new DataView(out.buffer);
-  v.setUint32(0, data.length);
-  out.set(new TextEncoder().encode(type), 4);
-  out.set(data, 8);
-  v.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)));
-  return out;
-};
-
 /**
  * A valid 8-bit greyscale PNG of `side` x `side` black pixels: rows of zeros compress about 1000:1, so
  * 16000 x 16000 is a 250 KB file (the issue's 249 KB PNG that took 3.1 GB to decode).
@@ -188,19 +168,7 @@ const pngBomb = async (side: number): Promise<Uint8Array> => {
   }
   writer.close();
   const idat = new Uint8Array(await compressed);
-  const parts = [
-    Uint8Array.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a),
-    pngChunk("IHDR", ihdr),
-    pngChunk("IDAT", idat),
-    pngChunk("IEND", new Uint8Array(0)),
-  ];
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return pngFile([pngChunk("IHDR", ihdr), pngChunk("IDAT", idat), pngChunk("IEND", new Uint8Array(0))]);
 };
 
 /** A real JPEG whose frame header is edited to claim `side` x `side` pixels. */
