@@ -58,6 +58,56 @@ export const setGemmTiles = (t: { big?: Tile; small?: Tile }): void => {
   gemmTiles = { big: t.big ?? gemmTiles.big, small: t.small ?? gemmTiles.small };
 };
 
+/** One product as a tile table sees it (lib/core/kernels/tile_table.ts keys its entries by these). */
+export interface GemmShape {
+  readonly m: number;
+  readonly n: number;
+  readonly k: number;
+  /** Independent products (attention's batch x heads; 1 for the linear layers). */
+  readonly batch: number;
+  readonly transA: boolean;
+  readonly transB: boolean;
+  /** Operand precision in the kernel ({@link MatMulPrecision}). */
+  readonly precision: MatMulPrecision;
+}
+
+/** What a measured table chooses for one product; unset fields keep this module's defaults. */
+export interface GemmChoice {
+  readonly tile: Tile;
+  /** K split across workgroups (1: none); unset: the default rule of {@link planMatMul}. */
+  readonly splits?: number;
+  /** f16 operands only: accumulate each BK-deep slice in f16 and fold it into f32 ("f16"), or f32 throughout. */
+  readonly accumulate?: "f32" | "f16";
+}
+
+/** Chooses a product's tile (a tuned table), or undefined for the defaults. */
+export type GemmChooser = (s: GemmShape) => GemmChoice | undefined;
+
+let chooser: GemmChooser | undefined;
+
+/** Installs (or with undefined removes) the chooser {@link planMatMul} asks before its own rule. */
+export const setGemmChooser = (f: GemmChooser | undefined): void => {
+  chooser = f;
+};
+
+/**
+ * Operand precision of the tiled kernel: "f32", or "f16" (`--precision f16`): each operand element is
+ * rounded to f16 as it is loaded into workgroup memory, the products run on f16 operands and accumulate
+ * in f32 (or per slice in f16, {@link GemmChoice.accumulate}); inputs and output stay float32 tensors.
+ * Needs the device feature `shader-f16` (lib/core/precision.ts checks it before any work).
+ */
+export type MatMulPrecision = "f32" | "f16";
+
+let operandPrecision: MatMulPrecision = "f32";
+
+/** Sets the tiled kernel's operand precision (global, like the kernel registry). */
+export const setMatMulPrecision = (p: MatMulPrecision): void => {
+  operandPrecision = p;
+};
+
+/** The tiled kernel's operand precision now. */
+export const matMulPrecision = (): MatMulPrecision => operandPrecision;
+
 /** How operands are laid out and loaded. */
 export interface GemmLayout {
   readonly transA: boolean;
@@ -246,6 +296,9 @@ export interface MatMulPlan {
   readonly layout: GemmLayout;
   readonly splits: number;
   readonly kChunk: number;
+  readonly precision: MatMulPrecision;
+  /** f16 operands: where the products accumulate ({@link GemmChoice.accumulate}). */
+  readonly accumulate: "f32" | "f16";
 }
 
 const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
@@ -255,13 +308,18 @@ const MAX_DISPATCH = 65535;
 
 /**
  * Plans `matMul(a, b, transA, transB)` or returns null when this kernel does not take it (the stock
- * kernel runs). Batch dims: equal, or one side's product 1 (broadcast).
+ * kernel runs). Batch dims: equal, or one side's product 1 (broadcast). The tile, split and accumulation
+ * come from `choice` when given (the tuner's candidates), else from the installed chooser
+ * ({@link setGemmChooser}), else from the default rule: 128 x 128 tiles for products of 256 x 256 outputs
+ * or more, 64 x 64 below, and K split when there are fewer output tiles than two waves of the H200's SMs.
  */
 export const planMatMul = (
   aShape: readonly number[],
   bShape: readonly number[],
   transA: boolean,
   transB: boolean,
+  choice?: GemmChoice,
+  precision: MatMulPrecision = operandPrecision,
 ): MatMulPlan | null => {
   if (aShape.length < 2 || bShape.length < 2) return null;
   const ra = aShape.length, rb = bShape.length;
@@ -279,10 +337,12 @@ export const planMatMul = (
   else if (batchB === 1) outer = [...outerA];
   else return null;
   const batch = Math.max(batchA, batchB);
-  const tile = m * n >= 256 * 256 ? gemmTiles.big : gemmTiles.small;
+  const chosen = choice ?? chooser?.({ m, n, k, batch, transA, transB, precision });
+  const tile = chosen?.tile ?? (m * n >= 256 * 256 ? gemmTiles.big : gemmTiles.small);
   const tiles = Math.ceil(m / tile.bm) * Math.ceil(n / tile.bn) * batch;
   let splits = 1;
-  if (tiles < TARGET_WORKGROUPS && k >= 1024) {
+  if (chosen?.splits !== undefined) splits = Math.max(1, Math.min(chosen.splits, Math.ceil(k / tile.bk)));
+  else if (tiles < TARGET_WORKGROUPS && k >= 1024) {
     splits = Math.min(16, Math.ceil(TARGET_WORKGROUPS / tiles), Math.floor(k / 256));
   }
   const kChunk = Math.ceil(k / splits / tile.bk) * tile.bk;
@@ -299,7 +359,22 @@ export const planMatMul = (
     vecB: !transB && n % 4 === 0,
     vecC: n % 4 === 0,
   };
-  return { m, n, k, batch, batchA, batchB, outShape: [...outer, m, n], tile, layout, splits, kChunk };
+  const accumulate = precision === "f16" ? chosen?.accumulate ?? "f32" : "f32";
+  return {
+    m,
+    n,
+    k,
+    batch,
+    batchA,
+    batchB,
+    outShape: [...outer, m, n],
+    tile,
+    layout,
+    splits,
+    kChunk,
+    precision,
+    accumulate,
+  };
 };
 
 const key = (t: Tile, l: GemmLayout) =>
