@@ -8,6 +8,7 @@
 import { type BackendChoice, type BackendInfo, selectBackend } from "./backend.ts";
 import { registerDeviceGradients } from "./gradients.ts";
 import { registerKernels, restoreStockKernels } from "./kernels/dispatch.ts";
+import { installTileTable } from "./kernels/tile_table.ts";
 
 /** Options of {@link startRuntime}. */
 export interface RuntimeOptions {
@@ -31,7 +32,9 @@ export const startRuntime = async (
 ): Promise<BackendInfo> => {
   const info = await selectBackend(preferred);
   registerDeviceGradients();
-  if ((opts.kernels ?? "fused") === "fused") registerKernels();
-  else restoreStockKernels();
+  if ((opts.kernels ?? "fused") === "fused") {
+    registerKernels();
+    await installTileTable(info);
+  } else restoreStockKernels();
   return info;
 };
