@@ -7,6 +7,7 @@
  */
 import { t } from "../deps.ts";
 import { type BackendChoice as Choice, backendNames } from "../core/backend.ts";
+import { precisionNames } from "../core/precision.ts";
 
 /** The model presets, smallest first; `micro` is a small local variant for tests and CPU runs (not from the paper). */
 export const modelNames = ["micro", "tiny", "small", "base", "large"] as const;
@@ -24,3 +25,6 @@ export const ModelName = t.keyof(keysOf(modelNames), "ModelName");
 export const BackendChoice = t.keyof(keysOf<Choice>(["auto", ...backendNames]), "BackendChoice");
 /** A `--backend` value (lib/core/backend.ts `BackendChoice`). */
 export type BackendChoice = Choice;
+
+/** Codec of a `--precision` value (lib/core/precision.ts `precisionNames`). */
+export const PrecisionName = t.keyof(keysOf(precisionNames), "Precision");

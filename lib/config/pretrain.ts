@@ -44,7 +44,7 @@ import {
   readJsonSync,
 } from "./flags.ts";
 import { canonicalJson, stableHash } from "./hash.ts";
-import { BackendChoice, ModelName } from "./names.ts";
+import { BackendChoice, ModelName, PrecisionName } from "./names.ts";
 
 /** Masking strategies: BEiT block-wise (official) or uniform random. */
 export const Masking = t.keyof({ block: null, random: null }, "Masking");
@@ -271,6 +271,14 @@ export const pretrainFields = {
     arg: "NAME",
     help: "tfjs backend: auto, webgpu, wasm, cpu",
   },
+  /** Arithmetic of the products and the saved activations (lib/core/precision.ts). */
+  precision: {
+    codec: PrecisionName,
+    default: "f32",
+    arg: "NAME",
+    help: "f32, or f16: f16 products and saved activations, f32 master weights, dynamic loss scaling " +
+      "(webgpu with shader-f16 only)",
+  },
   /** Data-loading workers; 0 = decode on the main thread. */
   workers: {
     codec: NonNegativeInt,
@@ -467,11 +475,15 @@ export const checkPretrainConfig = (given: PretrainConfig): E.Either<string, Pre
   return errors.length > 0 ? E.left(errors.join("\n")) : E.right(cfg);
 };
 
-/** Keys that do not change what a run computes (where it writes, how it reports, which backend runs it). */
+/**
+ * Keys that do not change what a run computes (where it writes, how it reports, which backend runs it, in
+ * which precision: a run may resume in the other one, its checkpoints are float32 either way).
+ */
 export const HASH_EXCLUDED_KEYS: readonly (keyof PretrainConfig)[] = [
   "out",
   "resume",
   "backend",
+  "precision",
   "workers",
   "logEvery",
   "checkpointEvery",

@@ -45,6 +45,7 @@ import { capGpuPool } from "./gpu_pool.ts";
 import { message } from "./fs.ts";
 import { registerCpuKernels, registerWasmFallbackKernels } from "./kernels/wasm_fallback.ts";
 import { watchDevice, webgpuDevice } from "./webgpu_errors.ts";
+import { enableF16Shaders, withOptionalFeatures } from "./webgpu_features.ts";
 
 /** The tfjs backends this project supports, in the order "auto" prefers them. */
 export const backendNames = ["webgpu", "wasm", "cpu"] as const;
@@ -172,11 +173,12 @@ const startWebGPU = async (adapter: GPUAdapter | null): Promise<BackendInfo | st
   if (adapter === null) {
     return "no WebGPU adapter (Deno needs a GPU driver or a software one such as mesa's llvmpipe/lavapipe)";
   }
-  const failed = await setBackend("webgpu");
+  const failed = await withOptionalFeatures(() => setBackend("webgpu"));
   if (failed !== undefined) return failed;
   const device = webgpuDevice();
   if (device === undefined) return "tfjs reports no WebGPU device";
   watchDevice(device);
+  enableF16Shaders(device);
   capGpuPool(gpuPoolMibFromEnv() * 2 ** 20);
   return {
     name: "webgpu",

@@ -9,15 +9,27 @@ import { type BackendChoice, type BackendInfo, selectBackend } from "./backend.t
 import { registerDeviceGradients } from "./gradients.ts";
 import { registerKernels, restoreStockKernels } from "./kernels/dispatch.ts";
 import { installTileTable } from "./kernels/tile_table.ts";
+import { type Precision, precisionProblem, setPrecision } from "./precision.ts";
 
 /** Options of {@link startRuntime}. */
 export interface RuntimeOptions {
   /** Fused kernels on (default) or the plain tfjs references everywhere. */
   readonly kernels?: "fused" | "stock";
+  /** `--precision` (default f32); "f16" is refused where it cannot run (lib/core/precision.ts). */
+  readonly precision?: Precision;
+}
+
+/** Thrown by {@link startRuntime} for a precision the started backend cannot run; nothing else has run. */
+export class PrecisionError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "PrecisionError";
+  }
 }
 
 /**
- * Selects and starts the backend, then registers device-side gradients and (by default) the fused kernels.
+ * Selects and starts the backend, then registers device-side gradients and (by default) the fused kernels,
+ * and sets the precision; throws {@link PrecisionError} for a precision the backend cannot run.
  *
  * @example
  * ```ts
@@ -31,10 +43,14 @@ export const startRuntime = async (
   opts: RuntimeOptions = {},
 ): Promise<BackendInfo> => {
   const info = await selectBackend(preferred);
+  const kernels = opts.kernels ?? "fused";
+  const problem = precisionProblem(opts.precision ?? "f32", info, kernels);
+  if (problem !== undefined) throw new PrecisionError(problem);
   registerDeviceGradients();
-  if ((opts.kernels ?? "fused") === "fused") {
+  if (kernels === "fused") {
     registerKernels();
     await installTileTable(info);
   } else restoreStockKernels();
+  setPrecision(opts.precision ?? "f32");
   return info;
 };

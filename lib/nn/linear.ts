@@ -7,6 +7,7 @@ import { tf } from "../deps.ts";
 import type { Tensor1D, Tensor2D } from "../core/tree.ts";
 import type { Key } from "../core/random.ts";
 import { customOp } from "../core/autodiff.ts";
+import { restoreSaved, toSaved } from "../core/precision.ts";
 import { xavierUniform } from "./init.ts";
 
 /** Parameters of a linear layer. */
@@ -20,18 +21,32 @@ export const linearInit = (k: Key, inDim: number, outDim: number, bias = true): 
 
 /**
  * `x W (+ b)` on `x: [M, in]` with a backward pass that keeps only `x` and `W` (both alive anyway: the
- * layer's input and its parameter). Autodiff of `add(matMul(x, W), b)` would also keep the product
+ * layer's input and its parameter; in f16, `x` as packed f16). Autodiff of `add(matMul(x, W), b)` would also keep the product
  * `[M, out]`, which tfjs's `Add` saves for its shape. Same products as tfjs's `BatchMatMul` gradient:
  * `dx = dy W^T`, `dW = x^T dy`, `db = sum(dy, 0)`.
  */
 const affine = customOp(
-  (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => ({ value: tf.add(tf.matMul(x, w), b), save: [x, w] }),
-  (dy, [x, w]) => [tf.matMul(dy, w, false, true), tf.matMul(x, dy, true, false), tf.sum(dy, 0)],
+  (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => ({
+    value: tf.add(tf.matMul(x, w), b),
+    save: [toSaved(x), w],
+  }),
+  (dy, [x, w]) => [tf.matMul(dy, w, false, true), weightGrad(x, dy), tf.sum(dy, 0)],
 );
 const product = customOp(
-  (x: tf.Tensor, w: tf.Tensor) => ({ value: tf.matMul(x, w), save: [x, w] }),
-  (dy, [x, w]) => [tf.matMul(dy, w, false, true), tf.matMul(x, dy, true, false)],
+  (x: tf.Tensor, w: tf.Tensor) => ({ value: tf.matMul(x, w), save: [toSaved(x), w] }),
+  (dy, [x, w]) => [tf.matMul(dy, w, false, true), weightGrad(x, dy)],
 );
+
+/**
+ * `dW = x^T dy` from the saved input, which `--precision f16` keeps as packed f16 (lib/core/precision.ts):
+ * the forward product rounded x to f16 too, so the widened copy gives the same `dW`.
+ */
+const weightGrad = (saved: tf.Tensor, dy: tf.Tensor): tf.Tensor => {
+  const x = restoreSaved(saved);
+  const dw = tf.matMul(x, dy, true, false);
+  if (x !== saved) x.dispose();
+  return dw;
+};
 
 /** `x: [..., in] -> [..., out]`. Folds leading axes into one matmul. */
 export const linear = (p: LinearParams, x: tf.Tensor, extraBias?: Tensor1D): tf.Tensor => {

@@ -6,7 +6,8 @@
 import { tf } from "../deps.ts";
 import type { Key } from "../core/random.ts";
 import { split } from "../core/random.ts";
-import { fusedActivation } from "../core/kernels/dispatch.ts";
+import { fusedActivation, fusedActivationGrad, fusedKernelOn } from "../core/kernels/dispatch.ts";
+import { precision, restoreSaved, toSaved } from "../core/precision.ts";
 import { customOp } from "../core/autodiff.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
 
@@ -59,12 +60,30 @@ export const mlpInit = (k: Key, dim: number, hidden: number): MlpParams => {
   return { fc1: linearInit(k1, dim, hidden), fc2: linearInit(k2, hidden, dim) };
 };
 
+/**
+ * The fused activation keeping its input as packed f16 (`--precision f16`, lib/core/precision.ts): the
+ * hidden layer `[B N, 4D]` is the widest tensor the tape keeps. Only where the fused kernels run.
+ */
+const halfActivation = (quick: boolean) =>
+  customOp(
+    (x: tf.Tensor) => ({ value: fusedActivation(x, quick)!, save: [toSaved(x)] }),
+    (dy, [saved]) => {
+      const x = restoreSaved(saved);
+      const dx = fusedActivationGrad(x, dy, quick)!;
+      if (x !== saved) x.dispose();
+      return [dx];
+    },
+  );
+const halfGelu = halfActivation(false), halfQuickGelu = halfActivation(true);
+
 /** `x: [..., D] -> [..., D]`. */
 export const mlp = (p: MlpParams, x: tf.Tensor, act: Activation = "gelu"): tf.Tensor => {
   const h = linear(p.fc1, x);
+  const quick = act === "quickGelu";
+  // In f16 on the fused kernels: the activation keeps its input packed.
+  if (precision() === "f16" && fusedKernelOn("CaeGelu")) {
+    return linear(p.fc2, quick ? halfQuickGelu(h) : halfGelu(h));
+  }
   // The fused WebGPU kernel when lib/core/kernels is on (same math); the references otherwise.
-  return linear(
-    p.fc2,
-    fusedActivation(h, act === "quickGelu") ?? (act === "gelu" ? geluOp(h) : quickGeluOp(h)),
-  );
+  return linear(p.fc2, fusedActivation(h, quick) ?? (act === "gelu" ? geluOp(h) : quickGeluOp(h)));
 };

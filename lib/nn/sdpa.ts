@@ -5,6 +5,7 @@
  */
 import { tf } from "../deps.ts";
 import { customOp } from "../core/autodiff.ts";
+import { restoreSaved, toSaved } from "../core/precision.ts";
 
 /**
  * `softmax(q k^T / sqrt(dh)) v`.
@@ -27,9 +28,11 @@ export const scaledDotProductAttention = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.
 export const attentionCore = customOp(
   (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => ({
     value: scaledDotProductAttention(q as tf.Tensor4D, k as tf.Tensor4D, v as tf.Tensor4D),
-    save: [q, k, v],
+    // In f16 packed to half the bytes (lib/core/precision.ts): the products round them to f16 anyway.
+    save: [toSaved(q), toSaved(k), toSaved(v)],
   }),
-  (dy, [q, k, v]) => {
+  (dy, saved) => {
+    const [q, k, v] = saved.map(restoreSaved);
     // Each [B, H, Nq, Nk] temporary is released as soon as it is used, so at most three exist at once
     // (the backward's scope would otherwise hold all six until it ends).
     const scale = 1 / Math.sqrt(q.shape[3]!);
@@ -48,6 +51,8 @@ export const attentionCore = customOp(
     tf.dispose([p, centred]);
     const dq = tf.mul(tf.matMul(ds, k), scale);
     const dk = tf.matMul(ds, qs, true, false);
+    // The widened copies of packed inputs (never the saved tensors themselves).
+    tf.dispose([q, k, v].filter((t, i) => t !== saved[i]));
     return [dq, dk, dv];
   },
 ) as (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D) => tf.Tensor4D;

@@ -29,7 +29,8 @@ import {
   toTensor,
   writeSafetensors,
 } from "../core/safetensors.ts";
-import { decodeWith, Json, NonNegativeInt, strict } from "../config/codec.ts";
+import { decodeWith, Json, NonNegativeInt, PositiveNumber, strict } from "../config/codec.ts";
+import type { LossScale } from "../optim/loss_scale.ts";
 import { message, readJsonFile, writeJsonAtomic } from "../core/fs.ts";
 import { runPaths } from "./rundir.ts";
 import { pidAlive } from "./lock.ts";
@@ -53,6 +54,8 @@ export interface CheckpointMeta {
   readonly dataPosition: DataPosition;
   /** The optimizer's host-side state (counts), JSON. */
   readonly optHost: Json;
+  /** `--precision f16`'s dynamic loss scale (lib/optim/loss_scale.ts); absent from f32 runs' checkpoints. */
+  readonly lossScale?: LossScale;
 }
 
 /** What a checkpoint holds. */
@@ -77,6 +80,13 @@ const MetaCodec = strict({
   configHash: t.string,
   dataPosition: strict({ epoch: NonNegativeInt, index: NonNegativeInt }),
   optHost: Json,
+}, {
+  lossScale: strict({
+    scale: PositiveNumber,
+    good: NonNegativeInt,
+    skipped: NonNegativeInt,
+    inARow: NonNegativeInt,
+  }),
 });
 
 const FORMAT = "caev2-checkpoint";
@@ -135,6 +145,7 @@ const asMeta = (m: t.TypeOf<typeof MetaCodec>): CheckpointMeta => ({
   configHash: m.configHash,
   dataPosition: { epoch: m.dataPosition.epoch, index: m.dataPosition.index },
   optHost: m.optHost,
+  ...(m.lossScale === undefined ? {} : { lossScale: { ...m.lossScale } }),
 });
 
 /** Steps that have a file in `dir` (complete or not), newest first. */

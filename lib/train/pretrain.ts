@@ -30,9 +30,10 @@
  */
 import { E, tf } from "../deps.ts";
 import type { Key } from "../core/random.ts";
-import { describeBackend } from "../core/backend.ts";
+import { type BackendInfo, describeBackend } from "../core/backend.ts";
 import { message } from "../core/fs.ts";
-import { startRuntime } from "../core/runtime.ts";
+import { PrecisionError, startRuntime } from "../core/runtime.ts";
+import { DEFAULT_LOSS_SCALE, initialLossScale, type LossScale, nextLossScale } from "../optim/loss_scale.ts";
 import { type EventWriter, tolerantEventWriter } from "../core/tensorboard.ts";
 import { disposeTree, flatten, type Params, unflatten } from "../core/tree.ts";
 import { type Collective, single } from "../dist/collective.ts";
@@ -165,7 +166,13 @@ export const pretrain = async (
   io0: PretrainIO,
   hooks: PretrainHooks = {},
 ): Promise<E.Either<string, PretrainSummary>> => {
-  const info = await startRuntime(cfg.backend);
+  let info: BackendInfo;
+  try {
+    info = await startRuntime(cfg.backend, { precision: cfg.precision });
+  } catch (e) {
+    if (e instanceof PrecisionError) return E.left(e.message);
+    throw e;
+  }
   // Data-parallel: every rank runs this function; rank 0 alone speaks and writes the run directory.
   let comm: Collective;
   try {
@@ -485,7 +492,7 @@ const resumeStart = async (
   for (const side of await sideLogs(dir)) await truncateMetricsAfter(`${dir}/${side}`, ck.step);
   io.log(`resuming ${dir} from step ${ck.step} (${at.path})`);
   return E.right({
-    state: { params, opt, step: ck.step, key: ck.meta.key },
+    state: { params, opt, step: ck.step, key: ck.meta.key, lossScale: ck.meta.lossScale },
     position: ck.meta.dataPosition,
     checkpoint: at,
   });
@@ -560,6 +567,7 @@ const shareStart = async (
     key: start.state.key,
     position: start.position,
     optHost: opt.host,
+    lossScale: start.state.lossScale,
   }));
   const length = new Int32Array([host.length]);
   await comm.broadcast(length, 0);
@@ -571,11 +579,19 @@ const shareStart = async (
     opt: optStateFromFlat(optimizer, params, flatten(optTensors), h.optHost, "rank 0's start"),
     step: h.step,
     key: h.key,
+    lossScale: h.lossScale,
   };
   tf.dispose(Object.values(flatten(optTensors)).filter((t) => !tensorsIn(state.opt).includes(t)));
   disposeTree(start.state.params);
   disposeState(start.state.opt);
   return { state, position: h.position, checkpoint: start.checkpoint };
+};
+
+/** `state` with a loss scale (f16: its own, or the initial one) or without one (f32). */
+const withLossScale = <S>(state: PretrainState<S>, f16: boolean): PretrainState<S> => {
+  if (f16) return { ...state, lossScale: state.lossScale ?? initialLossScale() };
+  const { lossScale: _, ...rest } = state;
+  return rest;
 };
 
 /** The run itself, with the run directory locked. */
@@ -607,8 +623,18 @@ const runLocked = async (
   }
   // Every rank starts from rank 0's state (a fresh init or the checkpoint it read).
   if (comm.size > 1) start = await shareStart(comm, r.optimizer, start);
-  let state = start.state;
+  // f16 keeps a loss scale (the checkpoint's when it has one: resumed exactly); f32 none, whatever the
+  // checkpoint was written in.
+  let state: PretrainState<AdamWState> = withLossScale(start.state, cfg.precision === "f16");
   let position = start.position;
+  if (cfg.precision === "f16") {
+    io.log(
+      `precision f16: f16 products and saved activations, f32 weights and update; loss scale ` +
+        `${state.lossScale!.scale}${
+          start.state.lossScale === undefined ? " (initial)" : " (from the checkpoint)"
+        }`,
+    );
+  }
   const run = runPaths(r.dir);
   const L = gridOf(student).numPatches;
   io.log(
@@ -698,6 +724,7 @@ const runLocked = async (
         configHash: hash,
         dataPosition: position,
         optHost: { ...opt.host },
+        ...(state.lossScale === undefined ? {} : { lossScale: { ...state.lossScale } }),
       },
     }, cfg.keepCheckpoints);
   };
@@ -739,7 +766,16 @@ const runLocked = async (
       const lrNow = lr(state.step);
       const badParams = nonFiniteNames(Object.keys(newParams), probe);
       const badOpt = nonFiniteNames(Object.keys(newOpt), probe.subarray(Object.keys(newParams).length));
-      if (!Number.isFinite(m.loss) || !Number.isFinite(m.gradNorm) || badParams.length + badOpt.length > 0) {
+      const finiteStep = Number.isFinite(m.loss) && Number.isFinite(m.gradNorm);
+      // f16: non-finite gradients are an overflow of the scaled f16 products. The update is skipped (the
+      // state before it kept, the step and the data moving on, as PyTorch's GradScaler does) and the scale
+      // halved; only a long run of them stops the run, through the guard below.
+      const skip = state.lossScale !== undefined && !finiteStep &&
+        state.lossScale.inARow + 1 < DEFAULT_LOSS_SCALE.maxSkipsInARow;
+      if (skip) {
+        disposeTree(result.state.params);
+        disposeState(result.state.opt);
+      } else if (!finiteStep || badParams.length + badOpt.length > 0) {
         disposeTree(result.state.params);
         disposeState(result.state.opt);
         throw new Error(
@@ -755,14 +791,25 @@ const runLocked = async (
             },
             lastCheckpoint,
             run.dir,
+            state.lossScale,
           ),
         );
       }
-      // The ownership rule: the step returned fresh tensors; dispose the state it replaced.
-      disposeTree(state.params);
-      disposeState(state.opt);
-      state = result.state;
+      if (skip) {
+        state = { ...state, step: state.step + 1, lossScale: nextLossScale(state.lossScale!, false) };
+        bar.log(
+          `step ${state.step}: f16 overflow (loss ${m.loss}, gradient norm ${m.gradNorm}); update skipped, ` +
+            `loss scale ${state.lossScale!.scale * DEFAULT_LOSS_SCALE.factor} -> ${state.lossScale!.scale}`,
+        );
+      } else {
+        // The ownership rule: the step returned fresh tensors; dispose the state it replaced.
+        disposeTree(state.params);
+        disposeState(state.opt);
+        const ls = state.lossScale;
+        state = ls === undefined ? result.state : { ...result.state, lossScale: nextLossScale(ls, true) };
+      }
       position = hosts[hosts.length - 1].position;
+      const scaling = state.lossScale;
       const record = {
         step: state.step,
         loss: m.loss,
@@ -770,6 +817,8 @@ const runLocked = async (
         lossMasked: m.lossMasked,
         lr: lrNow,
         gradNorm: m.gradNorm,
+        // f16 only: the scale the next step uses, and the updates skipped so far.
+        ...(scaling === undefined ? {} : { lossScale: scaling.scale, skippedSteps: scaling.skipped }),
       };
       metricsOut.write(record);
       const seconds = (performance.now() - tStep) / 1000;
@@ -781,6 +830,9 @@ const runLocked = async (
         "train/lr": lrNow,
         "train/grad_norm": m.gradNorm,
         "perf/images_per_second": totalBatch(global) / seconds,
+        ...(scaling === undefined
+          ? {}
+          : { "train/loss_scale": scaling.scale, "train/skipped_steps": scaling.skipped }),
       });
       first ??= record;
       last = record;
@@ -869,8 +921,15 @@ const nonFiniteMessage = (
   bad: NonFinite,
   last: CheckpointInfo | undefined,
   dir: string,
+  lossScale?: LossScale,
 ): string => {
   const what: string[] = [];
+  if (lossScale !== undefined && lossScale.inARow > 0) {
+    what.push(
+      `in f16, ${lossScale.inARow + 1} steps in a row overflowed although the loss scale fell to ` +
+        `${lossScale.scale}: the overflow is not in the scaled gradients (try --precision f32)`,
+    );
+  }
   if (!Number.isFinite(m.loss)) {
     what.push(
       `the loss became ${m.loss} at step ${step} (visible ${m.lossVisible}, masked ${m.lossMasked}, grad norm ` +

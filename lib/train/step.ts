@@ -32,9 +32,15 @@ import { globalNorm } from "../optim/clip.ts";
 import { type GradientTransformation, tidy } from "../optim/transform.ts";
 import { valueAndGrad } from "../core/autodiff.ts";
 import type { BatchRows } from "../nn/drop_path.ts";
+import type { LossScale } from "../optim/loss_scale.ts";
 
-/** The pretraining state: the student's parameters, the optimizer's state, the step, the run key. */
-export type PretrainState<S> = TrainState<CaeV2Params, S>;
+/**
+ * The pretraining state: the student's parameters, the optimizer's state, the step, the run key, and in
+ * `--precision f16` the dynamic loss scale (lib/optim/loss_scale.ts). The step scales the loss by it and
+ * unscales the gradients; the loop moves it (and skips an update) from the finiteness it reads back with
+ * the step's metrics, since that needs the device's answer.
+ */
+export type PretrainState<S> = TrainState<CaeV2Params, S> & { readonly lossScale?: LossScale };
 
 /** What one micro-batch brings to the step. Images NHWC. */
 export interface StepBatch {
@@ -81,6 +87,7 @@ export const studentLossAndGrads = <S>(
   params: CaeV2Params,
   batch: StepBatch,
   key: Key | undefined,
+  lossScale = 1,
 ) => {
   const teacherFeatures = clipApply(cfg.teacherParams, cfg.teacher, batch.teacherImages);
   try {
@@ -93,7 +100,11 @@ export const studentLossAndGrads = <S>(
       });
       const targets = alignmentTargets(teacherFeatures, out.index);
       const parts = latentAlignment(out.predictions, targets, out.index, cfg.weights);
-      return { loss: parts.loss, aux: { visible: parts.visible, masked: parts.masked } };
+      // The gradient is of the scaled loss (lossScale 1 outside f16); `unscaled` is what is reported.
+      return {
+        loss: lossScale === 1 ? parts.loss : tf.mul(parts.loss, lossScale) as Scalar,
+        aux: { visible: parts.visible, masked: parts.masked, unscaled: parts.loss },
+      };
     })(params);
   } finally {
     teacherFeatures.dispose();
@@ -121,9 +132,11 @@ export const accumulatedGrads = <S>(
   const stepKey = foldIn(state.key, state.step);
   let grads: Params | undefined;
   const parts: Scalar[] = [];
+  const scale = state.lossScale?.scale ?? 1;
   for (let i = 0; i < batches.length; i++) {
-    const r = studentLossAndGrads(cfg, state.params, batches[i], foldIn(stepKey, i));
-    parts.push(r.loss, r.aux.visible, r.aux.masked);
+    const r = studentLossAndGrads(cfg, state.params, batches[i], foldIn(stepKey, i), scale);
+    if (r.loss !== r.aux.unscaled) r.loss.dispose();
+    parts.push(r.aux.unscaled, r.aux.visible, r.aux.masked);
     if (grads === undefined) grads = r.grads;
     else {
       const prev: Params = grads;
@@ -132,8 +145,11 @@ export const accumulatedGrads = <S>(
     }
   }
   const n = batches.length;
-  const g = n === 1 ? grads! : tidy(() => zipTree(grads!, grads!, (a) => tf.div(a, n)));
-  if (n > 1) disposeTree(grads);
+  // The mean over micro-batches, and the loss scale taken back out (f16), in one pass.
+  const g = n === 1 && scale === 1
+    ? grads!
+    : tidy(() => zipTree(grads!, grads!, (a) => scale === 1 ? tf.div(a, n) : tf.mul(a, 1 / (n * scale))));
+  if (g !== grads) disposeTree(grads);
   // A fold of adds, not tf.addN: WebGPU's AddN binds every input as a storage buffer (limit 8).
   const means = tidy(() =>
     [0, 1, 2].map((k) => tf.div(parts.filter((_, j) => j % 3 === k).reduce((a, b) => tf.add(a, b)), n))
@@ -154,7 +170,11 @@ export const applyLocalGrads = <S>(
   const g = local.grads;
   const metrics = tidy(() => tf.stack([...local.means, globalNorm(g)]) as Tensor1D);
   tf.dispose([...local.means]);
-  return { state: applyGradients(cfg.optimizer, state, g), metrics };
+  const next = applyGradients(cfg.optimizer, state, g);
+  return {
+    state: state.lossScale === undefined ? next : { ...next, lossScale: state.lossScale },
+    metrics,
+  };
 };
 
 /** Builds the reducer. */

@@ -20,7 +20,7 @@
  */
 import { tf } from "../../deps.ts";
 import { registerAdamwKernel, unregisterAdamwKernel } from "./adamw.ts";
-import { geluKernel, registerGeluKernels, unregisterGeluKernels } from "./gelu.ts";
+import { geluGradKernel, geluKernel, registerGeluKernels, unregisterGeluKernels } from "./gelu.ts";
 import { layerNormKernel, registerLayerNormKernels, unregisterLayerNormKernels } from "./layernorm.ts";
 import { registerFastMatMul, restoreStockMatMul } from "./matmul.ts";
 import { registerWasmMatMul, restoreWasmMatMul } from "./matmul_wasm.ts";
@@ -62,7 +62,7 @@ export const restoreStockKernels = (): void => {
  * Whether a fused kernel runs now: it is registered (tfjs's kernel registry is the one switch, as it is
  * for the BatchMatMul and Sum overrides; no flag of this module's) and the active backend is WebGPU.
  */
-const kernelOn = (name: string): boolean =>
+export const fusedKernelOn = (name: string): boolean =>
   tf.getBackend() === "webgpu" && tf.getKernel(name, "webgpu") !== undefined;
 
 /**
@@ -76,10 +76,17 @@ export const fusedLayerNorm = (
   eps: number,
 ):
   | tf.Tensor
-  | undefined => (kernelOn("CaeLayerNorm") && x.dtype === "float32"
+  | undefined => (fusedKernelOn("CaeLayerNorm") && x.dtype === "float32"
     ? layerNormKernel(x, scale, bias, eps)
     : undefined);
 
 /** GELU (`quick` false) or QuickGELU by the fused kernel, or undefined where the reference must run. */
 export const fusedActivation = (x: tf.Tensor, quick: boolean): tf.Tensor | undefined =>
-  kernelOn("CaeGelu") && x.dtype === "float32" ? geluKernel(x, quick) : undefined;
+  fusedKernelOn("CaeGelu") && x.dtype === "float32" ? geluKernel(x, quick) : undefined;
+
+/**
+ * The gradient of {@link fusedActivation}, `dy * act'(x)`, by the fused kernel, or undefined where the
+ * reference must run (for custom ops that keep `x` themselves, e.g. as packed f16).
+ */
+export const fusedActivationGrad = (x: tf.Tensor, dy: tf.Tensor, quick: boolean): tf.Tensor | undefined =>
+  fusedKernelOn("CaeGeluGrad") && x.dtype === "float32" ? geluGradKernel(x, dy, quick) : undefined;

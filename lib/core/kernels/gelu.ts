@@ -125,6 +125,10 @@ export const registerGeluKernels = (): void => {
 export const geluKernel = (x: tf.Tensor, quick: boolean): tf.Tensor =>
   tf.engine().runKernel("CaeGelu", { x }, { quick }) as tf.Tensor;
 
+/** The fused activation's gradient `dy * act'(x)` on WebGPU (kernels must be registered). */
+export const geluGradKernel = (x: tf.Tensor, dy: tf.Tensor, quick: boolean): tf.Tensor =>
+  tf.engine().runKernel("CaeGeluGrad", { x, dy }, { quick }) as tf.Tensor;
+
 /** Unregisters `CaeGelu` and `CaeGeluGrad` (idempotent): the references run again. */
 export const unregisterGeluKernels = (): void => {
   for (const k of ["CaeGelu", "CaeGeluGrad"]) {

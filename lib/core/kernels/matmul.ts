@@ -138,6 +138,7 @@ const tileLoad = (
   threads: number,
   kContig: boolean,
   vec: boolean,
+  half = false,
 ) => {
   const outerDim = name === "A" ? "uniforms.M" : "uniforms.N";
   const outer0 = name === "A" ? "m0" : "n0";
@@ -170,31 +171,62 @@ const tileLoad = (
         `{ let g = ${g}; let gk = ${gk}; let inK = gk < kEnd; ${reg(i)} = vec4<f32>(${parts.join(", ")}); }`,
       );
     }
-    stores.push(`${shared}[${kk} * ${quads} + ${q}] = ${reg(i)};`);
+    stores.push(`${shared}[${kk} * ${quads} + ${q}] = ${half ? `toHalf(${reg(i)})` : reg(i)};`);
   }
   return { decl, load: loads.join("\n"), store: stores.join("\n") };
 };
 
+/**
+ * WGSL of `toHalf`, the f32 -> f16 rounding of an operand quad on its way into workgroup memory. WGSL
+ * leaves the conversion of a value outside f16's range indeterminate, so the range is checked on the bits
+ * (|v| >= 65520, which rounds to infinity, or Inf/NaN) and such a quad raises the workgroup's `overflowed`
+ * flag: every output of that workgroup is then NaN, as the products with an f16 infinity would have been
+ * non-finite. That is what dynamic loss scaling (lib/optim/loss_scale.ts) needs to see.
+ */
+const HALF_HELPERS = `
+var<workgroup> overflowed: atomic<u32>;
+fn toHalf(v: vec4<f32>) -> vec4<f16> {
+  if (any((bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x477fefffu))) {
+    atomicOr(&overflowed, 1u);
+  }
+  return vec4<f16>(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0)));
+}
+`;
+
 /** WGSL of one GEMM variant (tfjs supplies the bindings and `uniforms`). */
-export const gemmSource = (t: Tile, l: GemmLayout): string => {
+export const gemmSource = (
+  t: Tile,
+  l: GemmLayout,
+  precision: MatMulPrecision = "f32",
+  accumulate = "f32",
+): string => {
+  const half = precision === "f16";
+  // f16 accumulation: a per-slice f16 accumulator (`h_...`), folded into the f32 one after each BK slice.
+  const halfAcc = half && accumulate === "f16";
   const tx = t.bn / t.tn, ty = t.bm / t.tm, threads = tx * ty;
   const rm = t.tm / 4, rn = t.tn / 4;
-  const a = tileLoad("A", "As", t.bm, t.bk, threads, !l.transA, l.vecA);
-  const b = tileLoad("B", "Bs", t.bn, t.bk, threads, l.transB, l.vecB);
+  const a = tileLoad("A", "As", t.bm, t.bk, threads, !l.transA, l.vecA, half);
+  const b = tileLoad("B", "Bs", t.bn, t.bk, threads, l.transB, l.vecB, half);
   const acc = (r: number, i: number, c: number) => `acc_${r}_${i}_${c}`;
-  const accDecl = range(rm).flatMap((r) =>
-    range(4).flatMap((i) => range(rn).map((c) => `var ${acc(r, i, c)} = vec4<f32>(0.0);`))
-  ).join("\n");
+  const hacc = (r: number, i: number, c: number) => `h_${r}_${i}_${c}`;
+  const cells = range(rm).flatMap((r) => range(4).flatMap((i) => range(rn).map((c) => [r, i, c] as const)));
+  const accDecl = cells.map(([r, i, c]) => `var ${acc(r, i, c)} = vec4<f32>(0.0);`).join("\n");
+  const slice = halfAcc ? cells.map(([r, i, c]) => `var ${hacc(r, i, c)} = vec4<f16>(0.0);`) : [];
+  const fold = halfAcc
+    ? cells.map(([r, i, c]) => `${acc(r, i, c)} = ${acc(r, i, c)} + vec4<f32>(${hacc(r, i, c)});`)
+    : [];
   // One k step; the loop has a constant trip count, which the driver's compiler unrolls.
   const inner: string[] = [];
-  for (let r = 0; r < rm; r++) inner.push(`let a${r} = As[kk * ${t.bm / 4} + ${r * ty} + ty];`);
-  for (let c = 0; c < rn; c++) inner.push(`let b${c} = Bs[kk * ${t.bn / 4} + ${c * tx} + tx];`);
-  for (let r = 0; r < rm; r++) {
-    for (let i = 0; i < 4; i++) {
-      for (let c = 0; c < rn; c++) {
-        inner.push(`${acc(r, i, c)} = fma(vec4<f32>(a${r}[${i}]), b${c}, ${acc(r, i, c)});`);
-      }
-    }
+  // f16 operands with f32 accumulation: each quad is widened once per k step.
+  const widen = (x: string) => (half && !halfAcc ? `vec4<f32>(${x})` : x);
+  for (let r = 0; r < rm; r++) inner.push(`let a${r} = ${widen(`As[kk * ${t.bm / 4} + ${r * ty} + ty]`)};`);
+  for (let c = 0; c < rn; c++) inner.push(`let b${c} = ${widen(`Bs[kk * ${t.bn / 4} + ${c * tx} + tx]`)};`);
+  for (const [r, i, c] of cells) {
+    inner.push(
+      halfAcc
+        ? `${hacc(r, i, c)} = fma(vec4<f16>(a${r}[${i}]), b${c}, ${hacc(r, i, c)});`
+        : `${acc(r, i, c)} = fma(vec4<f32>(a${r}[${i}]), b${c}, ${acc(r, i, c)});`,
+    );
   }
   const stores: string[] = [];
   for (let r = 0; r < rm; r++) {
@@ -202,7 +234,7 @@ export const gemmSource = (t: Tile, l: GemmLayout): string => {
       const row = `m0 + ${r * ty * 4} + ty * 4 + ${i}`;
       for (let c = 0; c < rn; c++) {
         const col = `n0 + ${c * tx * 4} + tx * 4`;
-        const v = acc(r, i, c);
+        const v = half ? `select(${acc(r, i, c)}, nan4, bad)` : acc(r, i, c);
         if (l.vecC) {
           stores.push(
             `{ let row = ${row}; let col = ${col}; if (row < uniforms.M && col < uniforms.N) { result[(cOff + row * uniforms.N + col) / 4] = ${v}; } }`,
@@ -219,9 +251,16 @@ export const gemmSource = (t: Tile, l: GemmLayout): string => {
       }
     }
   }
-  return `
-var<workgroup> As: array<vec4<f32>, ${t.bk * t.bm / 4}>;
-var<workgroup> Bs: array<vec4<f32>, ${t.bk * t.bn / 4}>;
+  const wt = half ? "vec4<f16>" : "vec4<f32>";
+  const flag = half
+    ? `// An operand outside f16's range (see toHalf): the whole tile is NaN. The NaN is built at run time
+  // (naga refuses a constant one).
+  let bad = atomicLoad(&overflowed) != 0u;
+  let nan4 = bitcast<vec4<f32>>(vec4<u32>(0x7fc00000u | (localIndex & 0u)));`
+    : "";
+  return `${half ? HALF_HELPERS : ""}
+var<workgroup> As: array<${wt}, ${t.bk * t.bm / 4}>;
+var<workgroup> Bs: array<${wt}, ${t.bk * t.bn / 4}>;
 
 fn main(index: i32) {
   let tx = i32(localId.x);
@@ -254,9 +293,11 @@ fn main(index: i32) {
       ${a.load}
       ${b.load}
     }
+    ${slice.join("\n    ")}
     for (var kk = 0; kk < ${t.bk}; kk++) {
       ${inner.join("\n      ")}
     }
+    ${fold.join("\n    ")}
     workgroupBarrier();
     if (more) {
       ${a.store}
@@ -264,6 +305,7 @@ fn main(index: i32) {
     }
     workgroupBarrier();
   }
+  ${flag}
   ${stores.join("\n  ")}
 }
 `;
@@ -377,8 +419,9 @@ export const planMatMul = (
   };
 };
 
-const key = (t: Tile, l: GemmLayout) =>
-  `caeGemm_${t.bm}x${t.bn}x${t.bk}_${t.tm}x${t.tn}_${+l.transA}${+l.transB}${+l.vecA}${+l.vecB}${+l.vecC}`;
+const key = (t: Tile, l: GemmLayout, precision: MatMulPrecision, accumulate: string) =>
+  `caeGemm_${t.bm}x${t.bn}x${t.bk}_${t.tm}x${t.tn}_${+l.transA}${+l.transB}${+l.vecA}${+l.vecB}${+l.vecC}` +
+  (precision === "f16" ? `_h${accumulate}` : "");
 
 /** Runs a planned product on WebGPU. `a`, `b` float32 TensorInfos; returns the output TensorInfo. */
 export const runMatMul = (
@@ -395,12 +438,12 @@ export const runMatMul = (
     variableComponents: [l.vecA ? 4 : 1, l.vecB ? 4 : 1],
     outputShape: [p.batch * p.splits, m, n],
     outputComponent: l.vecC ? 4 : 1,
-    shaderKey: key(t, l),
+    shaderKey: key(t, l, p.precision, p.accumulate),
     dispatchLayout: { x: [0] },
     dispatch: [Math.ceil(n / t.bn), Math.ceil(m / t.bm), p.batch * p.splits],
     workgroupSize: [t.bn / t.tn, t.bm / t.tm, 1],
     uniforms: "M : i32, N : i32, K : i32, aStride : i32, bStride : i32, kChunk : i32, splits : i32,",
-    getUserCode: () => gemmSource(t, l),
+    getUserCode: () => gemmSource(t, l, p.precision, p.accumulate),
   };
   const int = (v: number) => ({ type: "int32" as const, data: [v] });
   const out = runProgram(backend, program, [a3, b3], [

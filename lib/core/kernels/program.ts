@@ -30,6 +30,8 @@ export interface Program {
   readonly dispatchLayout: { x: number[] };
   dispatch: [number, number, number];
   readonly workgroupSize: [number, number, number];
+  /** dtype of `result` (default float32; int32 for packed f16 pairs, lib/core/kernels/half.ts). */
+  readonly outputDtype?: "float32" | "int32";
   /** Extra uniform fields, WGSL, e.g. `"m : i32, alpha : f32,"`. */
   readonly uniforms?: string;
   readonly getUserCode: () => string;
@@ -94,7 +96,13 @@ export const runProgram = (
   checkBindable(`${program.shaderKey} output`, program.outputShape, limit);
   // deno-lint-ignore no-explicit-any -- tfjs's WebGPUProgram interface is not exported by the package.
   const run = backend.runWebGPUProgram.bind(backend) as (...a: any[]) => TensorInfo;
-  return run(program, inputs, "float32", uniforms.map((u) => ({ type: u.type, data: [...u.data] })), into);
+  return run(
+    program,
+    inputs,
+    program.outputDtype ?? "float32",
+    uniforms.map((u) => ({ type: u.type, data: [...u.data] })),
+    into,
+  );
 };
 
 /** A TensorInfo made by {@link runProgram} as a tf.Tensor owned by the caller. */

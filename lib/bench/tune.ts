@@ -1,0 +1,513 @@
+/**
+ * The autotune pass behind `deno task bench --tune`: for each matmul of one CAE v2 training step (or any
+ * list of product shapes), time candidate tiles and K splits of the tiled WebGPU kernel
+ * (lib/core/kernels/matmul.ts), keep the fastest whose output matches the default plan's, and write the
+ * winners as a tile table (lib/core/kernels/tile_table.ts), which every later run on the adapter uses.
+ *
+ * Shapes ({@link stepShapes}): one real training step (student forward and both gradient products of
+ * every matmul, teacher forward) runs with a chooser that records each product the tiled kernel plans,
+ * so the list is the step's, whatever the models do, with how many times each runs per step.
+ *
+ * Candidates ({@link candidateChoices}), in two stages so that the count stays bounded (a ViT-B step has
+ * about 50 distinct products; each gets at most about 25 candidates):
+ * 1. every tile of the space that `checkTile` accepts and the device fits (threads, workgroup size and
+ *    workgroup memory from `device.limits`), with the default rule's K split;
+ * 2. for the `top` fastest tiles of stage 1: the K splits of the space (where the product has few output
+ *    tiles and a long K), and for f16 operands both accumulations.
+ * The default rule's own plan is always measured: it is the baseline and the output every candidate is
+ * checked against (relative error, lib/core/compare.ts; f16 candidates against the f32 default). A
+ * candidate that throws (a shader the driver refuses, an f16 variant missing) or differs is reported and
+ * skipped, never chosen.
+ *
+ * Timing: lib/bench/timing.ts `timeOp` (median wall ms after warmup, readback floor subtracted).
+ *
+ * @module
+ */
+import { tf, type WebGPUBackend } from "../deps.ts";
+import { foldIn, key, seedOf, split } from "../core/random.ts";
+import { relativeError } from "../core/compare.ts";
+import { dirOf, message, statIfExists, writeJsonAtomic } from "../core/fs.ts";
+import { checkDeviceErrors, webgpuDevice, withErrorScope } from "../core/webgpu_errors.ts";
+import {
+  checkTile,
+  type GemmChoice,
+  type GemmShape,
+  type MatMulPlan,
+  type MatMulPrecision,
+  planMatMul,
+  registerFastMatMul,
+  runMatMul,
+  setGemmChooser,
+  type Tile,
+} from "../core/kernels/matmul.ts";
+import type { TensorInfo } from "../core/kernels/program.ts";
+import {
+  activeTileTable,
+  TILE_TABLE_FORMAT,
+  TILE_TABLE_VERSION,
+  type TileEntry,
+  type TileLimits,
+  tileMisfit,
+  type TileTable,
+  tileTableChooser,
+} from "../core/kernels/tile_table.ts";
+import { caev2Buffers, caev2Init } from "../models/caev2.ts";
+import { clipInit } from "../models/clip.ts";
+import { clipB16, clipMicro, defaultNumMasked, type PresetName, studentPreset } from "../models/presets.ts";
+import { fusedAdamw } from "../optim/fused_adamw.ts";
+import { type PretrainState, trainStep } from "../train/step.ts";
+import type { AdamWState } from "../optim/adamw.ts";
+import { type BackendLimits, checkFits, stepFootprint } from "../train/footprint.ts";
+import { randomMask, type TeacherName } from "./step.ts";
+import { readbackFloorMs, timeOp, type TimingOptions } from "./timing.ts";
+
+// ---------------------------------------------------------------------------------------------------
+// Shapes
+
+/** A product shape and how many times one training step runs it. */
+export interface ShapeCount {
+  readonly shape: GemmShape;
+  readonly calls: number;
+}
+
+const shapeKey = (s: GemmShape) => `${s.m},${s.n},${s.k},${s.batch},${+s.transA}${+s.transB}`;
+
+/** Floating-point operations of one product. */
+export const flopsOf = (s: GemmShape): number => 2 * s.m * s.n * s.k * s.batch;
+
+/**
+ * Records every product the tiled kernel plans while `run` runs (a chooser that answers "default" and
+ * notes the shape), distinct shapes in order of first appearance. The tiled kernel must be registered.
+ */
+export const recordShapes = async (run: () => Promise<void>): Promise<ShapeCount[]> => {
+  const seen = new Map<string, { shape: GemmShape; calls: number }>();
+  setGemmChooser((s) => {
+    const k = shapeKey(s);
+    const e = seen.get(k);
+    if (e) e.calls++;
+    else seen.set(k, { shape: s, calls: 1 });
+    return undefined;
+  });
+  try {
+    await run();
+  } finally {
+    reinstallChooser();
+  }
+  return [...seen.values()];
+};
+
+/** What {@link stepShapes} runs: the student preset, images per step, the teacher. */
+export interface StepShapesConfig {
+  readonly model: PresetName;
+  readonly batch: number;
+  readonly teacher: TeacherName;
+  /** What the backend holds: a step estimated not to fit is refused before any tensor is made. */
+  readonly limits?: BackendLimits;
+}
+
+/**
+ * The matmuls of one CAE v2 training step (teacher forward, student forward and backward, AdamW), found
+ * by running one step on synthetic data on the current backend with the tiled kernel registered.
+ */
+export const stepShapes = async (cfg: StepShapesConfig): Promise<ShapeCount[]> => {
+  const teacher = cfg.teacher === "clip-b16" ? clipB16 : clipMicro(224, 16);
+  const student = studentPreset(cfg.model, { outDim: teacher.outDim });
+  const numPatches = (student.imageSize / student.patchSize) ** 2;
+  const numMasked = defaultNumMasked(cfg.model, numPatches);
+  const refused = cfg.limits &&
+    checkFits(stepFootprint(student, teacher, cfg.batch, numMasked, false), cfg.limits, false, "--batch");
+  if (refused) throw new Error(`--model ${cfg.model} --batch ${cfg.batch}: ${refused}`);
+  const [kParams, kTeacher, kImages, kMask, kRun] = split(key(2026), 5);
+  const params = caev2Init(kParams, student);
+  const teacherParams = clipInit(kTeacher, teacher);
+  const buffers = caev2Buffers(student);
+  const optimizer = fusedAdamw({ lr: 1e-4, weightDecay: 0.05, clip: 3 });
+  const images = tf.randomNormal(
+    [cfg.batch, student.imageSize, student.imageSize, 3],
+    0,
+    1,
+    "float32",
+    seedOf(kImages),
+  ) as tf.Tensor4D;
+  const mask = randomMask(kMask, cfg.batch, numPatches, numMasked);
+  const step = trainStep({ student, teacher, teacherParams, buffers, optimizer });
+  const state: PretrainState<AdamWState> = { params, opt: optimizer.init(params), step: 0, key: kRun };
+  registerFastMatMul();
+  try {
+    return await recordShapes(async () => {
+      const r = step(state, [{ studentImages: images, teacherImages: images, mask }]);
+      await r.metrics.data();
+      tf.dispose([r.metrics, ...tensorsOf(r.state)]);
+    });
+  } finally {
+    tf.dispose([...tensorsOf(state), ...tensorsOf(teacherParams), ...tensorsOf(buffers), images]);
+  }
+};
+
+/** Every tensor reachable from a value (records, arrays), once each. */
+const tensorsOf = (x: unknown, out = new Set<tf.Tensor>()): tf.Tensor[] => {
+  if (x instanceof tf.Tensor) out.add(x);
+  else if (x != null && typeof x === "object") Object.values(x).forEach((v) => tensorsOf(v, out));
+  return [...out];
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Candidates
+
+/** What the tuner tries. */
+export interface TuneSpace {
+  readonly tiles: readonly Tile[];
+  /** K splits tried in stage 2 (where the product has few output tiles and a long K). */
+  readonly splits: readonly number[];
+  /** f16 operands: accumulations tried in stage 2. */
+  readonly accumulate: readonly ("f32" | "f16")[];
+  /** How many of stage 1's fastest tiles stage 2 varies. */
+  readonly top: number;
+}
+
+const tile = (bm: number, bn: number, bk: number, tm: number, tn: number): Tile => ({ bm, bn, bk, tm, tn });
+
+/**
+ * The full space: 15 tiles from 128 x 128 (8 x 8 per thread, 256 threads) down to 32 x 32 (4 x 4, 64
+ * threads), slices 8 to 32 deep where `checkTile` allows them, K split in 1 to 16.
+ */
+export const FULL_SPACE: TuneSpace = {
+  tiles: [
+    tile(128, 128, 8, 8, 8),
+    tile(128, 128, 16, 8, 8),
+    tile(128, 128, 32, 8, 8),
+    tile(128, 64, 16, 8, 4),
+    tile(128, 64, 32, 8, 4),
+    tile(64, 128, 16, 4, 8),
+    tile(64, 128, 32, 4, 8),
+    tile(64, 64, 16, 4, 4),
+    tile(64, 64, 32, 4, 4),
+    tile(64, 64, 16, 8, 8),
+    tile(64, 32, 16, 4, 4),
+    tile(32, 64, 16, 4, 4),
+    tile(32, 32, 8, 4, 4),
+    tile(32, 32, 16, 4, 4),
+    tile(32, 32, 32, 4, 4),
+  ],
+  splits: [1, 2, 4, 8, 16],
+  accumulate: ["f32", "f16"],
+  top: 2,
+};
+
+/** `--tune-quick`: 5 tiles at 16-deep slices, 3 splits, the best tile only in stage 2. */
+export const QUICK_SPACE: TuneSpace = {
+  tiles: [
+    tile(128, 128, 16, 8, 8),
+    tile(128, 64, 16, 8, 4),
+    tile(64, 128, 16, 4, 8),
+    tile(64, 64, 16, 4, 4),
+    tile(32, 32, 16, 4, 4),
+  ],
+  splits: [1, 4, 16],
+  accumulate: ["f32", "f16"],
+  top: 1,
+};
+
+/** matmul.ts's TARGET_WORKGROUPS: fewer output tiles than this leave the H200's SMs idle. */
+const FEW_TILES = 264;
+/** K splits are tried only down to chunks this long (shorter chunks are all overhead). */
+const MIN_CHUNK = 128;
+
+/** A tile as text: `128x64x16/8x4`. */
+export const tileName = (t: Tile): string => `${t.bm}x${t.bn}x${t.bk}/${t.tm}x${t.tn}`;
+
+/** A planned choice as text: `128x64x16/8x4 split 4` (f16 accumulation appended). */
+export const choiceName = (p: { tile: Tile; splits: number; accumulate?: string }, precision = "f32") =>
+  `${tileName(p.tile)}${p.splits > 1 ? ` split ${p.splits}` : ""}${
+    precision === "f16" ? ` acc ${p.accumulate ?? "f32"}` : ""
+  }`;
+
+/** The stage-1 tiles of `space` for `s`, and why the others were left out. */
+export const candidateTiles = (
+  s: GemmShape,
+  space: TuneSpace,
+  limits: TileLimits,
+): { tiles: Tile[]; rejected: string[] } => {
+  const tiles: Tile[] = [], rejected: string[] = [];
+  for (const t of space.tiles) {
+    try {
+      checkTile(t);
+    } catch (e) {
+      rejected.push(`${tileName(t)}: ${message(e)}`);
+      continue;
+    }
+    const why = tileMisfit(t, limits, s.precision);
+    if (why !== undefined) rejected.push(`${tileName(t)}: ${why}`);
+    else tiles.push(t);
+  }
+  return { tiles, rejected };
+};
+
+/** Stage 2 for one tile: the space's K splits where they apply, times the accumulations (f16 only). */
+export const candidateChoices = (s: GemmShape, t: Tile, space: TuneSpace): GemmChoice[] => {
+  const outTiles = Math.ceil(s.m / t.bm) * Math.ceil(s.n / t.bn) * s.batch;
+  const splits = outTiles < FEW_TILES
+    ? space.splits.filter((p) => p === 1 || s.k / p >= MIN_CHUNK)
+    : space.splits.filter((p) => p === 1);
+  const accs = s.precision === "f16" ? space.accumulate : ["f32" as const];
+  return splits.flatMap((p) => accs.map((accumulate) => ({ tile: t, splits: p, accumulate })));
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Measuring
+
+/** One candidate's outcome. */
+export interface CandidateResult {
+  /** As planned (splits resolved by planMatMul). */
+  readonly choice: { readonly tile: Tile; readonly splits: number; readonly accumulate: "f32" | "f16" };
+  /** Median wall ms (undefined when it failed). */
+  readonly ms?: number;
+  readonly kernelMs?: number | null;
+  /** Relative error against the f32 default plan. */
+  readonly relErr?: number;
+  /** Why it was not accepted. */
+  readonly error?: string;
+}
+
+/** One shape's outcome. */
+export interface ShapeOutcome {
+  readonly shape: GemmShape;
+  readonly calls?: number;
+  /** The default rule's plan, measured (undefined when the tiled kernel does not take the product). */
+  readonly defaultResult?: CandidateResult;
+  readonly candidates: readonly CandidateResult[];
+  /** Tiles left out before running (unsupported, or too big for the device). */
+  readonly rejected: readonly string[];
+  /** The table entry: the fastest correct candidate (the default plan when nothing beats it). */
+  readonly entry?: TileEntry;
+}
+
+/** How the tuner runs. */
+export interface TuneOptions {
+  readonly space: TuneSpace;
+  readonly timing: Omit<TimingOptions, "floorMs">;
+  /** Largest accepted relative error against the f32 default plan (default: 1e-4 f32, 1e-2 f16). */
+  readonly tolerance?: number;
+  /** Device limits (default: the WebGPU device's). */
+  readonly limits?: TileLimits;
+  /** Progress lines (one per shape). */
+  readonly log?: (line: string) => void;
+}
+
+/** Full tuning: a few samples of ~20 ms after one warmup run. */
+export const FULL_TIMING: TuneOptions["timing"] = { warmup: 1, steps: 5, targetMs: 20, budgetMs: 2000 };
+/** `--tune-quick` and tests. */
+export const QUICK_TIMING: TuneOptions["timing"] = { warmup: 1, steps: 3, targetMs: 5, budgetMs: 500 };
+
+/** Operand shapes of a product: A `[batch, m, k]` (`[batch, k, m]` transposed), B likewise; 2-D at batch 1. */
+export const operandShapes = (s: GemmShape): { a: number[]; b: number[] } => {
+  const lead = s.batch === 1 ? [] : [s.batch];
+  return {
+    a: [...lead, ...(s.transA ? [s.k, s.m] : [s.m, s.k])],
+    b: [...lead, ...(s.transB ? [s.n, s.k] : [s.k, s.n])],
+  };
+};
+
+const info = (x: tf.Tensor): TensorInfo => ({ dataId: x.dataId, shape: x.shape, dtype: x.dtype });
+
+const resolved = (p: MatMulPlan): CandidateResult["choice"] => ({
+  tile: p.tile,
+  splits: p.splits,
+  accumulate: p.accumulate,
+});
+const planKey = (c: CandidateResult["choice"]) => `${tileName(c.tile)}:${c.splits}:${c.accumulate}`;
+
+/** Puts back the chooser of the installed table (or none), after the tuner borrowed the hook. */
+const reinstallChooser = () => {
+  const active = activeTileTable();
+  setGemmChooser(active ? tileTableChooser(active.table) : undefined);
+};
+
+const round = (x: number, digits = 4) => Number(x.toPrecision(digits));
+
+/** Tunes one product shape on the current WebGPU backend. */
+export const tuneShape = async (
+  s: GemmShape,
+  opts: TuneOptions & { readonly floorMs: number; readonly calls?: number },
+): Promise<ShapeOutcome> => {
+  const backend = tf.backend() as WebGPUBackend;
+  const limits = opts.limits ?? webgpuDevice()?.limits;
+  if (limits === undefined) throw new Error("tune: needs the webgpu backend");
+  const tolerance = opts.tolerance ?? (s.precision === "f16" ? 1e-2 : 1e-4);
+  const { a: aShape, b: bShape } = operandShapes(s);
+  const [ka, kb] = split(foldIn(key(2027), s.m * 31 + s.n * 17 + s.k));
+  const a = tf.randomNormal(aShape, 0, 1, "float32", seedOf(ka));
+  const b = tf.randomNormal(bShape, 0, 1, "float32", seedOf(kb));
+  const timing: TimingOptions = { ...opts.timing, floorMs: opts.floorMs };
+  const plan = (choice: GemmChoice | undefined, precision: MatMulPrecision) =>
+    planMatMul(aShape, bShape, s.transA, s.transB, choice, precision);
+  const run = (p: MatMulPlan) => () =>
+    tf.engine().makeTensorFromTensorInfo(runMatMul(backend, info(a), info(b), p));
+  const base = { shape: s, calls: opts.calls };
+  try {
+    const refPlan = plan(undefined, "f32");
+    const defPlan = plan(undefined, s.precision);
+    if (refPlan === null || defPlan === null) {
+      return { ...base, candidates: [], rejected: ["not taken by the tiled kernel (stock kernel runs)"] };
+    }
+    const reference = await withErrorScope(async () => {
+      const y = run(refPlan)();
+      const d = await y.data();
+      y.dispose();
+      return d;
+    });
+    const measure = async (p: MatMulPlan): Promise<CandidateResult> => {
+      const choice = resolved(p);
+      try {
+        const relErr = await withErrorScope(async () => {
+          const y = run(p)();
+          try {
+            return relativeError(await y.data(), reference);
+          } finally {
+            y.dispose();
+          }
+        });
+        checkDeviceErrors();
+        if (!(relErr <= tolerance)) {
+          return {
+            choice,
+            relErr,
+            error: `output differs from the default plan's (${relErr.toExponential(2)})`,
+          };
+        }
+        const t = await withErrorScope(() => timeOp(run(p), timing));
+        return { choice, relErr, ms: t.wallMs, kernelMs: t.kernelMs };
+      } catch (e) {
+        return { choice, error: message(e).split("\n")[0] };
+      }
+    };
+    const defaultResult = await measure(defPlan);
+    const done = new Map<string, CandidateResult>([[planKey(defaultResult.choice), defaultResult]]);
+    const tryChoice = async (c: GemmChoice): Promise<CandidateResult | undefined> => {
+      const p = plan(c, s.precision);
+      if (p === null) return undefined;
+      const k = planKey(resolved(p));
+      if (!done.has(k)) done.set(k, await measure(p));
+      return done.get(k);
+    };
+    // Stage 1: every tile with the default K split rule (and f32 accumulation).
+    const { tiles, rejected } = candidateTiles(s, opts.space, limits);
+    const stage1: { tile: Tile; ms: number }[] = [];
+    for (const t of tiles) {
+      const r = await tryChoice({ tile: t, accumulate: "f32" });
+      if (r?.ms !== undefined) stage1.push({ tile: t, ms: r.ms });
+    }
+    // Stage 2: splits (and accumulations) for the fastest tiles.
+    stage1.sort((x, y) => x.ms - y.ms);
+    for (const { tile: t } of stage1.slice(0, opts.space.top)) {
+      for (const c of candidateChoices(s, t, opts.space)) await tryChoice(c);
+    }
+    const candidates = [...done.values()];
+    const ok = candidates.filter((c) => c.ms !== undefined);
+    const best = ok.reduce<CandidateResult | undefined>(
+      (x, y) => (x === undefined || y.ms! < x.ms! ? y : x),
+      undefined,
+    );
+    const entry: TileEntry | undefined = best === undefined || defaultResult.ms === undefined ? undefined : {
+      shape: s,
+      choice: {
+        tile: best.choice.tile,
+        splits: best.choice.splits,
+        ...(s.precision === "f16" ? { accumulate: best.choice.accumulate } : {}),
+      },
+      ms: round(best.ms!),
+      tflops: round(flopsOf(s) / (best.ms! * 1e-3) / 1e12),
+      defaultMs: round(defaultResult.ms),
+      ...(opts.calls !== undefined ? { calls: opts.calls } : {}),
+    };
+    return { ...base, defaultResult, candidates, rejected, entry };
+  } finally {
+    tf.dispose([a, b]);
+  }
+};
+
+/** A product shape in words: `[12,99,64] x [12,99,64]^T (m 99 n 99 k 64, batch 12)`. */
+export const shapeName = (s: GemmShape): string => {
+  const { a, b } = operandShapes(s);
+  return `[${a}]${s.transA ? "^T" : ""} x [${b}]${s.transB ? "^T" : ""}`;
+};
+
+/** The progress line of one shape. */
+export const formatOutcome = (o: ShapeOutcome, i: number, n: number): string => {
+  const head = `tune ${i + 1}/${n} ${shapeName(o.shape)}${o.calls !== undefined ? ` x${o.calls}` : ""}`;
+  const failed = o.candidates.filter((c) => c.error !== undefined).length;
+  const counts = `${o.candidates.length} candidates${failed ? `, ${failed} failed` : ""}`;
+  if (o.entry === undefined || o.defaultResult?.ms === undefined) {
+    return `${head}: no table entry (${o.defaultResult?.error ?? o.rejected.join("; ")}); ${counts}`;
+  }
+  const e = o.entry, d = o.defaultResult;
+  const speedup = e.defaultMs / Math.max(e.ms, 1e-6);
+  return `${head}: ${choiceName(e.choice, o.shape.precision)} ${e.ms.toFixed(3)} ms ${
+    e.tflops.toFixed(2)
+  } TFLOP/s, ${speedup.toFixed(2)}x the default (${choiceName(d.choice, o.shape.precision)} ${
+    d.ms!.toFixed(3)
+  } ms); ${counts}`;
+};
+
+/** What {@link tuneShapes} found. */
+export interface TuneResult {
+  readonly outcomes: readonly ShapeOutcome[];
+  readonly entries: readonly TileEntry[];
+  /** Matmul ms of one step (sum of ms x calls over the tuned shapes): the default rule's and the table's. */
+  readonly stepDefaultMs: number;
+  readonly stepTunedMs: number;
+}
+
+/**
+ * Tunes every shape (at `precision`) on the current WebGPU backend with the chooser hook borrowed (the
+ * default rule is the baseline, whatever table is installed; the installed one is put back afterwards).
+ */
+export const tuneShapes = async (
+  shapes: readonly ShapeCount[],
+  precision: MatMulPrecision,
+  opts: TuneOptions,
+): Promise<TuneResult> => {
+  if (tf.getBackend() !== "webgpu") throw new Error("tune: needs the webgpu backend");
+  const log = opts.log ?? (() => {});
+  const floorMs = await readbackFloorMs(5);
+  const outcomes: ShapeOutcome[] = [];
+  setGemmChooser(undefined);
+  try {
+    for (const [i, { shape, calls }] of shapes.entries()) {
+      const o = await tuneShape({ ...shape, precision }, { ...opts, floorMs, calls });
+      outcomes.push(o);
+      log(formatOutcome(o, i, shapes.length));
+    }
+  } finally {
+    reinstallChooser();
+  }
+  const entries = outcomes.flatMap((o) => o.entry ? [o.entry] : []);
+  const sum = (f: (e: TileEntry) => number) => entries.reduce((s, e) => s + f(e) * (e.calls ?? 1), 0);
+  return { outcomes, entries, stepDefaultMs: sum((e) => e.defaultMs), stepTunedMs: sum((e) => e.ms) };
+};
+
+/** The table file of a tune. */
+export const tileTableOf = (adapter: string, tuned: string, entries: readonly TileEntry[]): TileTable => ({
+  format: TILE_TABLE_FORMAT,
+  version: TILE_TABLE_VERSION,
+  adapter,
+  date: new Date().toISOString(),
+  deno: Deno.version.deno,
+  tfjs: tf.version_core,
+  tuned,
+  entries,
+});
+
+/** Refuses (with what to do) when `path` exists and `force` is not set. */
+export const checkWritable = async (path: string, force: boolean): Promise<void> => {
+  if (!force && await statIfExists(path) !== undefined) {
+    throw new Error(`${path} exists; pass --force to overwrite it (or --out FILE to write elsewhere)`);
+  }
+};
+
+/** Writes a table (atomically, creating its folder), refusing to overwrite without `force`. */
+export const writeTileTable = async (path: string, table: TileTable, force: boolean): Promise<void> => {
+  await checkWritable(path, force);
+  await Deno.mkdir(dirOf(path), { recursive: true });
+  await writeJsonAtomic(path, table);
+};
