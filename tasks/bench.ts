@@ -18,7 +18,20 @@
  *
  * `deno task bench --check --backend webgpu`: the fused kernels against their plain-tfjs references at
  * model shapes (lib/bench/kernel_check.ts); exit status 1 if any differs beyond its tolerance.
- * `--gemm-big` / `--gemm-small` override the matmul tiles (lib/core/kernels/matmul.ts) for tuning.
+ * `--gemm-big` / `--gemm-small` override the default rule's matmul tiles (lib/core/kernels/matmul.ts); with
+ * either, no tile table is installed.
+ *
+ * `deno task bench --tune [--model tiny|small|base] [--batch N[,N...]] [--teacher clip-b16|micro]
+ *  [--precision f32|f16] [--tune-quick] [--max-shapes N] [--out FILE] [--force]`
+ *
+ * The autotune pass (lib/bench/tune.ts, docs/tuning.md): runs one training step of the model at each batch
+ * to find its matmul shapes, times candidate tiles and K splits of the tiled WebGPU matmul for each, keeps
+ * the fastest whose output matches the default plan's, and writes the tile table
+ * (lib/core/kernels/tile_table.ts) to this adapter's user cache file
+ * (`$XDG_CACHE_HOME/caev2/tiles/<adapter>.json`, default `~/.cache`), or `--out FILE`; an existing file is
+ * overwritten only with `--force`. `--tune-quick`: 5 tiles and 3 splits per shape, fewer samples;
+ * `--max-shapes N`: only the N shapes with the most arithmetic per step. Every other mode (and every task,
+ * through lib/core/runtime.ts) uses the adapter's table when there is one.
  *
  * On an H200 device machine (figures in BENCHMARKS.md). Once, here:
  *
@@ -59,7 +72,21 @@ import { capGpuPool } from "../lib/core/gpu_pool.ts";
 import { formatStepReport, stepReport } from "../lib/bench/report.ts";
 import { registerKernels, restoreStockKernels } from "../lib/core/kernels/dispatch.ts";
 import { gemmReady, setGemmThreads } from "../lib/core/kernels/gemm_pool.ts";
-import { setGemmTiles, type Tile } from "../lib/core/kernels/matmul.ts";
+import { type MatMulPrecision, setGemmTiles, type Tile } from "../lib/core/kernels/matmul.ts";
+import { installTileTable, tileCachePath } from "../lib/core/kernels/tile_table.ts";
+import {
+  checkWritable,
+  flopsOf,
+  FULL_SPACE,
+  FULL_TIMING,
+  QUICK_SPACE,
+  QUICK_TIMING,
+  type ShapeCount,
+  stepShapes,
+  tileTableOf,
+  tuneShapes,
+  writeTileTable,
+} from "../lib/bench/tune.ts";
 import {
   checkAdamw,
   checkGelu,
@@ -78,7 +105,9 @@ const usage = "usage: deno task bench [--model tiny|small|base] [--batch N] [--b
   "[--remat] [--gpu-pool-mib N] " +
   "[--gemm-big bm,bn,bk,tm,tn] [--gemm-small ...] [--threads N] [--json] [--out FILE]\n" +
   "       deno task bench --ops [same] [--only a,b] [--matmul-size N] [--reduce-size N] [--no-stock]\n" +
-  "       deno task bench --check --backend webgpu [--out FILE]";
+  "       deno task bench --check --backend webgpu [--out FILE]\n" +
+  "       deno task bench --tune [--model ...] [--batch N[,N...]] [--teacher ...] [--precision f32|f16] " +
+  "[--tune-quick] [--max-shapes N] [--out FILE] [--force]";
 const strings = [
   "model",
   "batch",
@@ -96,8 +125,22 @@ const strings = [
   "gemm-small",
   "threads",
   "gpu-pool-mib",
+  "precision",
+  "max-shapes",
 ];
-const booleans = ["ops", "json", "stock", "help", "phases", "profile", "check", "remat"];
+const booleans = [
+  "ops",
+  "json",
+  "stock",
+  "help",
+  "phases",
+  "profile",
+  "check",
+  "remat",
+  "tune",
+  "tune-quick",
+  "force",
+];
 const fail = (msg: string): never => {
   console.error(`bench: ${msg}\n${usage}`);
   Deno.exit(2);
@@ -166,6 +209,79 @@ try {
   setGemmTiles({ big: tileFlag("gemm-big"), small: tileFlag("gemm-small") });
 } catch (e) {
   fail((e as Error).message);
+}
+// --precision: only --tune reads it so far.
+if (args.precision != null && !args.tune) fail("--precision is implemented for --tune only");
+
+if (args.tune) {
+  // The autotune pass (lib/bench/tune.ts). No table is installed first: the default rule is the baseline,
+  // and an invalid table in the cache must not stop the tune that replaces it.
+  if (backend !== "webgpu") fail("--tune needs --backend webgpu");
+  if (kernels !== "fused") fail("--tune tunes the fused matmul: drop --kernels stock");
+  const precision = (args.precision as string | undefined) ?? "f32";
+  if (precision !== "f32" && precision !== "f16") fail(`--precision ${precision}: expected f32 or f16`);
+  if (precision === "f16" && !(backendInfo.features ?? []).includes("shader-f16")) {
+    fail(`--precision f16 needs the device feature shader-f16, which adapter "${backendInfo.adapter}" lacks`);
+  }
+  const batches = String(args.batch ?? "32").split(",").map((v) => {
+    const n = Number(v);
+    return Number.isInteger(n) && n > 0
+      ? n
+      : fail(`--batch takes positive integers, got ${JSON.stringify(v)}`);
+  });
+  const adapter = backendInfo.adapter ?? "unknown adapter";
+  const out = (args.out as string | undefined) ?? tileCachePath(adapter) ??
+    fail("no cache folder ($XDG_CACHE_HOME and $HOME are unset): pass --out FILE");
+  await checkWritable(out, args.force as boolean).catch((e: Error) => fail(e.message));
+  const quick = args["tune-quick"] as boolean;
+  let shapes: ShapeCount[] = [];
+  for (const b of batches) {
+    const t0 = performance.now();
+    const found = await stepShapes({
+      model: model as PresetName,
+      batch: b,
+      teacher: teacher as TeacherName,
+      limits: backendLimits(backendInfo),
+    }).catch((e: Error) => fail(e.message));
+    console.error(
+      `tune: ${model} batch ${b}, teacher ${teacher}: ${found.length} distinct matmuls in one step ` +
+        `(${found.reduce((s, c) => s + c.calls, 0)} calls; ${
+          ((performance.now() - t0) / 1000).toFixed(1)
+        } s)`,
+    );
+    shapes.push(...found);
+  }
+  // Most arithmetic per step first, so that --max-shapes keeps what matters.
+  shapes.sort((x, y) => flopsOf(y.shape) * y.calls - flopsOf(x.shape) * x.calls);
+  if (args["max-shapes"] != null) shapes = shapes.slice(0, int("max-shapes", shapes.length));
+  const t0 = performance.now();
+  const r = await tuneShapes(shapes, precision as MatMulPrecision, {
+    space: quick ? QUICK_SPACE : FULL_SPACE,
+    timing: quick ? QUICK_TIMING : FULL_TIMING,
+    log: (m) => console.error(m),
+  });
+  const tuned = `${model}, batch ${batches.join(",")}, teacher ${teacher}, ${precision}` +
+    `${quick ? ", quick" : ""}${args["max-shapes"] != null ? `, ${shapes.length} largest shapes` : ""}`;
+  await writeTileTable(out, tileTableOf(adapter, tuned, r.entries), args.force as boolean)
+    .catch((e: Error) => fail(e.message));
+  const failed = r.outcomes.length - r.entries.length;
+  console.log(
+    `tune: ${r.entries.length} of ${r.outcomes.length} shapes tuned in ${
+      ((performance.now() - t0) / 1000).toFixed(0)
+    } s${failed ? ` (${failed} without an entry)` : ""}; matmul time of one step: ${
+      r.stepDefaultMs.toFixed(2)
+    } ms with the default rule, ${r.stepTunedMs.toFixed(2)} ms with the table (${
+      (r.stepDefaultMs / Math.max(r.stepTunedMs, 1e-9)).toFixed(2)
+    }x)\ntune: wrote ${out}`,
+  );
+  Deno.exit(0);
+}
+
+// The adapter's measured tile table, as every task installs it (lib/core/runtime.ts); not with tiles
+// forced by --gemm-big / --gemm-small, which are then what is measured.
+if (kernels === "fused" && args["gemm-big"] == null && args["gemm-small"] == null) {
+  const note = await installTileTable(backendInfo).catch((e: Error) => fail(e.message));
+  if (note !== undefined) console.error(note);
 }
 
 if (args.check) {

@@ -1,8 +1,9 @@
 /**
- * `deno task parity [FILE.safetensors ...] [--backend webgpu|wasm|cpu] [--no-step]`
+ * `deno task parity [FILE.safetensors ...] [--backend webgpu|wasm|cpu] [--precision f32|f16] [--no-step]`
  *
  * Runs teacher, student, losses, gradients and one AdamW step in float32 on each fixture (default: the two
- * in tests/fixtures) and compares with the official float64 numbers. Exits 1 on FAIL, 2 when the arguments
+ * in tests/fixtures) and compares with the official float64 numbers. `--precision f16` runs the f16
+ * products (WebGPU with shader-f16) and holds each group to 2e-2 instead of 1e-4 (lib/parity/check.ts). Exits 1 on FAIL, 2 when the arguments
  * or the backend (`--backend`, `CAEV2_BACKEND`, `CAEV2_THREADS`) are refused, with one line per problem.
  *
  * @module
@@ -30,7 +31,7 @@ const files = args.files.length > 0 ? args.files : [
 ];
 let info;
 try {
-  info = await startRuntime(args.backend);
+  info = await startRuntime(args.backend, { precision: args.precision });
 } catch (e) {
   // A backend refused by name or by the environment is the user's to fix: their message, not a stack.
   console.error(`parity: ${message(e)}`);

@@ -8,11 +8,12 @@
 import { E, t } from "../deps.ts";
 import { decodeWith, strict } from "../config/codec.ts";
 import { flagPaths, parseFlags } from "../config/flags.ts";
-import { BackendChoice } from "../config/names.ts";
+import { BackendChoice, PrecisionName } from "../config/names.ts";
+import type { Precision } from "../core/precision.ts";
 
 /** The one-line usage of `deno task parity`. */
 export const PARITY_USAGE =
-  "usage: deno task parity [FILE.safetensors ...] [--backend auto|webgpu|wasm|cpu] [--no-step]";
+  "usage: deno task parity [FILE.safetensors ...] [--backend auto|webgpu|wasm|cpu] [--precision f32|f16] [--no-step]";
 
 /** What `deno task parity` was asked to do. */
 export interface ParityArgs {
@@ -20,13 +21,15 @@ export interface ParityArgs {
   readonly files: readonly string[];
   /** The backend flag; "auto" when absent (then `CAEV2_BACKEND`, then the automatic choice). */
   readonly backend: BackendChoice;
+  /** `--precision` (default f32; f16 needs WebGPU with shader-f16). */
+  readonly precision: Precision;
   /** Whether the optimizer step is checked too (default; `--no-step` leaves it out). */
   readonly step: boolean;
   /** Whether `--help` was given. */
   readonly help: boolean;
 }
 
-const fields = { backend: BackendChoice, step: t.boolean };
+const fields = { backend: BackendChoice, precision: PrecisionName, step: t.boolean };
 const Flags = strict({}, fields, "ParityFlags");
 
 /**
@@ -56,6 +59,7 @@ export const parseParityArgs = (argv: readonly string[]): E.Either<string, Parit
   return E.right({
     files: positionals,
     backend: decoded.right.backend ?? "auto",
+    precision: decoded.right.precision ?? "f32",
     step: decoded.right.step ?? true,
     help,
   });
