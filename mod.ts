@@ -171,7 +171,22 @@ export {
 export { type LabelMap, parseSegSource, readLabelPng, type SegSource } from "./data/segmentation.ts";
 export { lars, scaleByLars } from "./lib/optim/lars.ts";
 export { loadStudent, type Naming, saveStudent } from "./lib/models/student_io.ts";
-export { startRuntime } from "./lib/core/runtime.ts";
+export { PrecisionError, type RuntimeOptions, startRuntime } from "./lib/core/runtime.ts";
+// Mixed precision (`--precision f16`): the setting, its checks, and the dynamic loss scale.
+export {
+  type Precision,
+  precision,
+  precisionNames,
+  precisionProblem,
+  setPrecision,
+} from "./lib/core/precision.ts";
+export {
+  DEFAULT_LOSS_SCALE,
+  initialLossScale,
+  type LossScale,
+  type LossScaleConfig,
+  nextLossScale,
+} from "./lib/optim/loss_scale.ts";
 
 // Parity with the official implementation.
 export { formatReport, runParity } from "./lib/parity/check.ts";

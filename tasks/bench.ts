@@ -254,6 +254,11 @@ if (args.tune) {
   // Most arithmetic per step first, so that --max-shapes keeps what matters.
   shapes.sort((x, y) => flopsOf(y.shape) * y.calls - flopsOf(x.shape) * x.calls);
   if (args["max-shapes"] != null) shapes = shapes.slice(0, int("max-shapes", shapes.length));
+  console.error(
+    `tune: ${shapes.length} shapes, ${quick ? "quick" : "full"} search, ranked by ${
+      hasKernelTimer() ? "GPU kernel time (timestamp queries)" : "wall time"
+    }`,
+  );
   const t0 = performance.now();
   const r = await tuneShapes(shapes, precision as MatMulPrecision, {
     space: quick ? QUICK_SPACE : FULL_SPACE,
@@ -262,13 +267,13 @@ if (args.tune) {
   });
   const tuned = `${model}, batch ${batches.join(",")}, teacher ${teacher}, ${precision}` +
     `${quick ? ", quick" : ""}${args["max-shapes"] != null ? `, ${shapes.length} largest shapes` : ""}`;
-  await writeTileTable(out, tileTableOf(adapter, tuned, r.entries), args.force as boolean)
+  await writeTileTable(out, tileTableOf(adapter, tuned, r), args.force as boolean)
     .catch((e: Error) => fail(e.message));
   const failed = r.outcomes.length - r.entries.length;
   console.log(
     `tune: ${r.entries.length} of ${r.outcomes.length} shapes tuned in ${
       ((performance.now() - t0) / 1000).toFixed(0)
-    } s${failed ? ` (${failed} without an entry)` : ""}; matmul time of one step: ${
+    } s${failed ? ` (${failed} without an entry)` : ""}; ${r.timer} time of one step's matmuls: ${
       r.stepDefaultMs.toFixed(2)
     } ms with the default rule, ${r.stepTunedMs.toFixed(2)} ms with the table (${
       (r.stepDefaultMs / Math.max(r.stepTunedMs, 1e-9)).toFixed(2)

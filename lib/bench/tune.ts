@@ -19,14 +19,16 @@
  * candidate that throws (a shader the driver refuses, an f16 variant missing) or differs is reported and
  * skipped, never chosen.
  *
- * Timing: lib/bench/timing.ts `timeOp` (median wall ms after warmup, readback floor subtracted).
+ * Timing: lib/bench/timing.ts `timeOp` after a warmup run; candidates are ranked by the median GPU kernel
+ * time where the backend has a timer (tf.time: WebGPU timestamp queries; both passes of a split K), else
+ * by the median wall time with the readback floor subtracted.
  *
  * @module
  */
 import { tf, type WebGPUBackend } from "../deps.ts";
 import { foldIn, key, seedOf, split } from "../core/random.ts";
 import { relativeError } from "../core/compare.ts";
-import { dirOf, message, statIfExists, writeJsonAtomic } from "../core/fs.ts";
+import { dirOf, message, statIfExists, writeTextAtomic } from "../core/fs.ts";
 import { checkDeviceErrors, webgpuDevice, withErrorScope } from "../core/webgpu_errors.ts";
 import {
   checkTile,
@@ -59,7 +61,7 @@ import { type PretrainState, trainStep } from "../train/step.ts";
 import type { AdamWState } from "../optim/adamw.ts";
 import { type BackendLimits, checkFits, stepFootprint } from "../train/footprint.ts";
 import { randomMask, type TeacherName } from "./step.ts";
-import { readbackFloorMs, timeOp, type TimingOptions } from "./timing.ts";
+import { hasKernelTimer, readbackFloorMs, timeOp, type TimingOptions } from "./timing.ts";
 
 // ---------------------------------------------------------------------------------------------------
 // Shapes
@@ -260,9 +262,10 @@ export const candidateChoices = (s: GemmShape, t: Tile, space: TuneSpace): GemmC
 export interface CandidateResult {
   /** As planned (splits resolved by planMatMul). */
   readonly choice: { readonly tile: Tile; readonly splits: number; readonly accumulate: "f32" | "f16" };
-  /** Median wall ms (undefined when it failed). */
+  /** Median ms by the tune's timer (kernel time where the backend has one, else wall); undefined: failed. */
   readonly ms?: number;
-  readonly kernelMs?: number | null;
+  /** Median wall ms per product (readback floor subtracted). */
+  readonly wallMs?: number;
   /** Relative error against the f32 default plan. */
   readonly relErr?: number;
   /** Why it was not accepted. */
@@ -292,6 +295,8 @@ export interface TuneOptions {
   readonly limits?: TileLimits;
   /** Progress lines (one per shape). */
   readonly log?: (line: string) => void;
+  /** Runs a plan (default: matmul.ts `runMatMul`); tests inject a failing one. */
+  readonly execute?: typeof runMatMul;
 }
 
 /** Full tuning: a few samples of ~20 ms after one warmup run. */
@@ -341,8 +346,9 @@ export const tuneShape = async (
   const timing: TimingOptions = { ...opts.timing, floorMs: opts.floorMs };
   const plan = (choice: GemmChoice | undefined, precision: MatMulPrecision) =>
     planMatMul(aShape, bShape, s.transA, s.transB, choice, precision);
+  const execute = opts.execute ?? runMatMul;
   const run = (p: MatMulPlan) => () =>
-    tf.engine().makeTensorFromTensorInfo(runMatMul(backend, info(a), info(b), p));
+    tf.engine().makeTensorFromTensorInfo(execute(backend, info(a), info(b), p));
   const base = { shape: s, calls: opts.calls };
   try {
     const refPlan = plan(undefined, "f32");
@@ -376,7 +382,10 @@ export const tuneShape = async (
           };
         }
         const t = await withErrorScope(() => timeOp(run(p), timing));
-        return { choice, relErr, ms: t.wallMs, kernelMs: t.kernelMs };
+        // Kernel time where there is a timer: wall time of small products is mostly dispatch and readback,
+        // the same for every tile, and its noise would pick the winner.
+        const kernel = t.kernelMs !== null && Number.isFinite(t.kernelMs) && t.kernelMs > 0;
+        return { choice, relErr, ms: kernel ? t.kernelMs! : t.wallMs, wallMs: t.wallMs };
       } catch (e) {
         return { choice, error: message(e).split("\n")[0] };
       }
@@ -434,7 +443,8 @@ export const shapeName = (s: GemmShape): string => {
 
 /** The progress line of one shape. */
 export const formatOutcome = (o: ShapeOutcome, i: number, n: number): string => {
-  const head = `tune ${i + 1}/${n} ${shapeName(o.shape)}${o.calls !== undefined ? ` x${o.calls}` : ""}`;
+  const calls = o.calls !== undefined ? ` (${o.calls}/step)` : "";
+  const head = `tune ${i + 1}/${n} ${shapeName(o.shape)}${calls}`;
   const failed = o.candidates.filter((c) => c.error !== undefined).length;
   const counts = `${o.candidates.length} candidates${failed ? `, ${failed} failed` : ""}`;
   if (o.entry === undefined || o.defaultResult?.ms === undefined) {
@@ -443,9 +453,9 @@ export const formatOutcome = (o: ShapeOutcome, i: number, n: number): string => 
   const e = o.entry, d = o.defaultResult;
   const speedup = e.defaultMs / Math.max(e.ms, 1e-6);
   return `${head}: ${choiceName(e.choice, o.shape.precision)} ${e.ms.toFixed(3)} ms ${
-    e.tflops.toFixed(2)
+    e.tflops.toPrecision(3)
   } TFLOP/s, ${speedup.toFixed(2)}x the default (${choiceName(d.choice, o.shape.precision)} ${
-    d.ms!.toFixed(3)
+    e.defaultMs.toFixed(3)
   } ms); ${counts}`;
 };
 
@@ -456,6 +466,8 @@ export interface TuneResult {
   /** Matmul ms of one step (sum of ms x calls over the tuned shapes): the default rule's and the table's. */
   readonly stepDefaultMs: number;
   readonly stepTunedMs: number;
+  /** What `ms` means: GPU kernel time (tf.time, WebGPU timestamp queries) or wall time. */
+  readonly timer: "kernel" | "wall";
 }
 
 /**
@@ -483,11 +495,21 @@ export const tuneShapes = async (
   }
   const entries = outcomes.flatMap((o) => o.entry ? [o.entry] : []);
   const sum = (f: (e: TileEntry) => number) => entries.reduce((s, e) => s + f(e) * (e.calls ?? 1), 0);
-  return { outcomes, entries, stepDefaultMs: sum((e) => e.defaultMs), stepTunedMs: sum((e) => e.ms) };
+  return {
+    outcomes,
+    entries,
+    stepDefaultMs: sum((e) => e.defaultMs),
+    stepTunedMs: sum((e) => e.ms),
+    timer: hasKernelTimer() ? "kernel" : "wall",
+  };
 };
 
 /** The table file of a tune. */
-export const tileTableOf = (adapter: string, tuned: string, entries: readonly TileEntry[]): TileTable => ({
+export const tileTableOf = (
+  adapter: string,
+  tuned: string,
+  r: Pick<TuneResult, "entries" | "timer">,
+): TileTable => ({
   format: TILE_TABLE_FORMAT,
   version: TILE_TABLE_VERSION,
   adapter,
@@ -495,8 +517,17 @@ export const tileTableOf = (adapter: string, tuned: string, entries: readonly Ti
   deno: Deno.version.deno,
   tfjs: tf.version_core,
   tuned,
-  entries,
+  timer: r.timer,
+  entries: r.entries,
 });
+
+/** A table as text: the header fields one per line, then one line per entry (diffable, pasteable). */
+export const formatTileTable = (table: TileTable): string => {
+  const { entries, ...head } = table;
+  const lines = Object.entries(head).map(([k, v]) => `  ${JSON.stringify(k)}: ${JSON.stringify(v)},`);
+  const rows = entries.map((e, i) => `    ${JSON.stringify(e)}${i + 1 < entries.length ? "," : ""}`);
+  return `{\n${lines.join("\n")}\n  "entries": [\n${rows.join("\n")}\n  ]\n}\n`;
+};
 
 /** Refuses (with what to do) when `path` exists and `force` is not set. */
 export const checkWritable = async (path: string, force: boolean): Promise<void> => {
@@ -509,5 +540,5 @@ export const checkWritable = async (path: string, force: boolean): Promise<void>
 export const writeTileTable = async (path: string, table: TileTable, force: boolean): Promise<void> => {
   await checkWritable(path, force);
   await Deno.mkdir(dirOf(path), { recursive: true });
-  await writeJsonAtomic(path, table);
+  await writeTextAtomic(path, formatTileTable(table));
 };

@@ -21,6 +21,7 @@ export interface RuntimeOptions {
 
 /** Thrown by {@link startRuntime} for a precision the started backend cannot run; nothing else has run. */
 export class PrecisionError extends Error {
+  /** `message`: why, and what to use instead. */
   constructor(message: string) {
     super(message);
     this.name = "PrecisionError";

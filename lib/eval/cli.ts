@@ -40,7 +40,8 @@ import {
   readJsonSync,
   type UntypedFlags,
 } from "../config/flags.ts";
-import { BackendChoice, ModelName } from "../config/names.ts";
+import { BackendChoice, ModelName, PrecisionName } from "../config/names.ts";
+import type { Precision } from "../core/precision.ts";
 import { describeBackend } from "../core/backend.ts";
 import { startRuntime } from "../core/runtime.ts";
 import { type DataSource, parseDataSource } from "../../data/source.ts";
@@ -250,6 +251,12 @@ export const encoderFlags = flagTable({
     arg: "NAME",
     help: "tfjs backend: auto, webgpu, wasm, cpu",
   },
+  precision: {
+    codec: PrecisionName,
+    default: "f32",
+    arg: "NAME",
+    help: "f32, or f16 products and saved activations (webgpu with shader-f16 only; lib/core/precision.ts)",
+  },
   workers: { codec: NonNegativeInt, default: 0, arg: "N", help: "data-loading workers (0 = main thread)" },
   // Every output path is checked before any work (lib/eval/outputs.ts): an existing file is kept unless
   // this is given, and an input file (the checkpoint, a data file) is never overwritten, even with it.
@@ -332,10 +339,12 @@ export interface TaskSetup {
 }
 
 /** The flags {@link openEncoder} reads: those of {@link encoderFlags} that pick and shape the encoder. */
-export type EncoderArgs = Pick<
-  EncoderFlags,
-  "checkpoint" | "model" | "imageSize" | "patchSize" | "seed" | "backend"
->;
+export type EncoderArgs =
+  & Pick<
+    EncoderFlags,
+    "checkpoint" | "model" | "imageSize" | "patchSize" | "seed" | "backend"
+  >
+  & { readonly precision?: Precision };
 
 /**
  * Starts the runtime (`--backend`; lib/core/runtime.ts) and loads `--checkpoint`; logs the backend, the
@@ -350,7 +359,7 @@ export const openEncoder = async (
   }
   try {
     // The backend, device-side reduction gradients and the fused kernels, as every task starts them.
-    log(describeBackend(await startRuntime(f.backend)));
+    log(describeBackend(await startRuntime(f.backend, { precision: f.precision })));
   } catch (e) {
     return E.left(message(e));
   }

@@ -57,11 +57,11 @@ export interface TileEntry {
     readonly splits: number;
     readonly accumulate?: "f32" | "f16";
   };
-  /** Median wall ms per product of the choice (readback floor subtracted, lib/bench/timing.ts). */
+  /** Median ms per product of the choice, by the table's `timer`. */
   readonly ms: number;
   /** `2 m n k batch / ms`, in TFLOP/s. */
   readonly tflops: number;
-  /** Median wall ms of the default rule's plan on the same inputs. */
+  /** Median ms of the default rule's plan on the same inputs, by the same timer. */
   readonly defaultMs: number;
   /** How many times one training step runs this product (when the shapes came from a step). */
   readonly calls?: number;
@@ -79,6 +79,8 @@ export interface TileTable {
   readonly tfjs: string;
   /** What was tuned, in words (e.g. "base, batch 256, teacher clip-b16, f32"). */
   readonly tuned: string;
+  /** What the ms are: GPU kernel time (WebGPU timestamp queries) or wall time (readback floor subtracted). */
+  readonly timer: "kernel" | "wall";
   readonly entries: readonly TileEntry[];
 }
 
@@ -139,6 +141,7 @@ const TableC = closed("a tile table", {
   deno: t.string,
   tfjs: t.string,
   tuned: t.string,
+  timer: t.keyof({ kernel: null, wall: null }, '"kernel" or "wall"'),
   entries: t.array(EntryC),
 }, {});
 
