@@ -273,9 +273,9 @@ if (args.tune) {
   console.log(
     `tune: ${r.entries.length} of ${r.outcomes.length} shapes tuned in ${
       ((performance.now() - t0) / 1000).toFixed(0)
-    } s${failed ? ` (${failed} without an entry)` : ""}; ${r.timer} time of one step's matmuls: ${
+    } s${failed ? ` (${failed} without an entry)` : ""}; one step's calls of the tuned shapes take ${
       r.stepDefaultMs.toFixed(2)
-    } ms with the default rule, ${r.stepTunedMs.toFixed(2)} ms with the table (${
+    } ms (${r.timer} time) with the default rule, ${r.stepTunedMs.toFixed(2)} ms with the table (${
       (r.stepDefaultMs / Math.max(r.stepTunedMs, 1e-9)).toFixed(2)
     }x)\ntune: wrote ${out}`,
   );
@@ -285,7 +285,10 @@ if (args.tune) {
 // The adapter's measured tile table, as every task installs it (lib/core/runtime.ts); not with tiles
 // forced by --gemm-big / --gemm-small, which are then what is measured.
 if (kernels === "fused" && args["gemm-big"] == null && args["gemm-small"] == null) {
-  const note = await installTileTable(backendInfo).catch((e: Error) => fail(e.message));
+  const note = await installTileTable(backendInfo).catch((e: Error) => {
+    console.error(`bench: ${e.message}`); // a table to fix, not a flag: no usage text
+    return Deno.exit(1);
+  });
   if (note !== undefined) console.error(note);
 }
 

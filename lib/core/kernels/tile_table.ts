@@ -89,11 +89,12 @@ export interface TileTable {
 
 /** An object codec that refuses keys it does not name (docs/design.md, principle 6). */
 const closed = <P extends t.Props, O extends t.Props>(name: string, props: P, optional: O) => {
-  const inner = t.intersection([t.type(props), t.partial(optional)]);
+  const required = t.type(props), partial = t.partial(optional);
   const allowed = [...Object.keys(props), ...Object.keys(optional)];
-  return new t.Type<t.TypeOf<typeof inner>, unknown, unknown>(
+  type A = t.TypeOf<typeof required> & t.TypeOf<typeof partial>;
+  return new t.Type<A, unknown, unknown>(
     name,
-    inner.is,
+    (u): u is A => required.is(u) && partial.is(u),
     (u, c) => {
       if (typeof u === "object" && u !== null && !Array.isArray(u)) {
         const extra = Object.keys(u).find((k) => !allowed.includes(k));
@@ -101,7 +102,12 @@ const closed = <P extends t.Props, O extends t.Props>(name: string, props: P, op
           return t.failure(u, c, `unknown key "${extra}" (allowed: ${allowed.join(", ")})`);
         }
       }
-      return inner.validate(u, c);
+      // Both halves against the same context, so that error paths name the keys only.
+      const r = required.validate(u, c), o = partial.validate(u, c);
+      const errors = [...(E.isLeft(r) ? r.left : []), ...(E.isLeft(o) ? o.left : [])];
+      return errors.length > 0 || E.isLeft(r) || E.isLeft(o)
+        ? t.failures(errors)
+        : t.success({ ...r.right, ...o.right } as A);
     },
     t.identity,
   );
