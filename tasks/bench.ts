@@ -71,6 +71,7 @@ import { backendLimits } from "../lib/train/footprint.ts";
 import { capGpuPool } from "../lib/core/gpu_pool.ts";
 import { formatStepReport, stepReport } from "../lib/bench/report.ts";
 import { registerKernels, restoreStockKernels } from "../lib/core/kernels/dispatch.ts";
+import { type Precision, precisionNames, precisionProblem, setPrecision } from "../lib/core/precision.ts";
 import { gemmReady, setGemmThreads } from "../lib/core/kernels/gemm_pool.ts";
 import { type MatMulPrecision, setGemmTiles, type Tile } from "../lib/core/kernels/matmul.ts";
 import { installTileTable, tileCachePath } from "../lib/core/kernels/tile_table.ts";
@@ -90,8 +91,10 @@ import {
 import {
   checkAdamw,
   checkGelu,
+  checkHalfPack,
   checkLayerNorm,
   checkMatMul,
+  checkMatMulF16,
   checkMatMulGrad,
   checkReduceAndTile,
   type CheckResult,
@@ -210,8 +213,16 @@ try {
 } catch (e) {
   fail((e as Error).message);
 }
-// --precision: only --tune reads it so far.
-if (args.precision != null && !args.tune) fail("--precision is implemented for --tune only");
+// --precision: the step, --ops and --check run in it (lib/core/precision.ts); --tune tunes that precision.
+const precisionArg = (args.precision as string | undefined) ?? "f32";
+if (!(precisionNames as readonly string[]).includes(precisionArg)) {
+  fail(`--precision ${precisionArg}: expected ${precisionNames.join(" or ")}`);
+}
+if (!args.tune) {
+  const problem = precisionProblem(precisionArg as Precision, backendInfo, kernels as "fused" | "stock");
+  if (problem !== undefined) fail(problem);
+  setPrecision(precisionArg as Precision);
+}
 
 if (args.tune) {
   // The autotune pass (lib/bench/tune.ts). No table is installed first: the default rule is the baseline,
@@ -313,6 +324,11 @@ if (args.check) {
     async () => [...await checkGelu([3168, 3072], false), ...await checkGelu([32, 197, 3072], true)],
   );
   await step("adamw", () => checkAdamw());
+  if ((backendInfo.features ?? []).includes("shader-f16")) {
+    // --precision f16's kernels: f16 products at the model's shapes (both accumulations), packed saves.
+    await step("matmul f16", () => checkMatMulF16([...smallMatMulCases, ...modelMatMulCases]));
+    await step("f16 pack", () => checkHalfPack([32, 99, 3072]));
+  } else console.error("check: no shader-f16 on this adapter; the f16 kernels are not checked");
   await step("reduce/tile", () => checkReduceAndTile(10_000_000));
   restoreStockKernels();
   console.log(formatChecks(rs));
@@ -362,6 +378,7 @@ if (!args.ops) {
     kernelTimer: hasKernelTimer(),
     options: {
       kernels,
+      precision: precisionArg,
       steps: int("steps", 3),
       warmup: int("warmup", 2),
       teacher,
@@ -437,7 +454,7 @@ const report: BenchReport = {
     kernelTimer: hasKernelTimer(),
     readbackFloorMs: floorMs,
     shape,
-    options: { ...options, only: only ?? null, stock: args.stock, kernels },
+    options: { ...options, only: only ?? null, stock: args.stock, kernels, precision: precisionArg },
   },
   results,
 };

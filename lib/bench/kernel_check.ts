@@ -6,10 +6,12 @@
  *
  * @module
  */
-import { tf } from "../deps.ts";
+import { tf, type WebGPUBackend } from "../deps.ts";
 import { withErrorScope } from "../core/webgpu_errors.ts";
 import { type Key, key, seedOf, split } from "../core/random.ts";
-import { planMatMul, registerFastMatMul, restoreStockMatMul } from "../core/kernels/matmul.ts";
+import { planMatMul, registerFastMatMul, restoreStockMatMul, runMatMul } from "../core/kernels/matmul.ts";
+import { packHalf, unpackHalf } from "../core/kernels/half.ts";
+import { toTensor } from "../core/kernels/program.ts";
 import { registerKernels, restoreStockKernels } from "../core/kernels/dispatch.ts";
 import { fusedAdamw } from "../optim/fused_adamw.ts";
 import { flatten, type Params, tensorsIn } from "../core/tree.ts";
@@ -101,6 +103,101 @@ export const checkMatMul = async (cases: readonly MatMulCase[], tolerance = 1e-5
     tf.dispose([a, b, y, ref]);
   }
   return out;
+};
+
+/** `x` rounded to f16 on the host (what the f16 kernels see), as a new tensor. */
+const roundedToHalf = async (x: tf.Tensor): Promise<tf.Tensor> =>
+  tf.tensor(Float32Array.from(await x.data() as Float32Array, Math.f16round), x.shape);
+
+/**
+ * The tiled matmul with f16 operands (`--precision f16`) against tfjs's own kernel on the same operands
+ * rounded to f16 on the host: f32 accumulation must match that reference to f32 rounding (`tolerance`),
+ * per-slice f16 accumulation to `halfTolerance` (its partial sums carry 11 bits).
+ */
+export const checkMatMulF16 = async (
+  cases: readonly MatMulCase[],
+  tolerance = 1e-5,
+  halfTolerance = 3e-3,
+): Promise<CheckResult[]> => {
+  const out: CheckResult[] = [];
+  let k = key(17);
+  const backend = tf.backend() as WebGPUBackend;
+  for (const c of cases) {
+    const [kc, next] = split(k);
+    k = next;
+    const [a, b] = randomPair(kc, c.a, c.b);
+    const [ah, bh] = [await roundedToHalf(a), await roundedToHalf(b)];
+    restoreStockMatMul();
+    const ref = tf.matMul(ah, bh, c.ta, c.tb);
+    const refData = await ref.data();
+    registerFastMatMul();
+    const base = planMatMul(c.a, c.b, c.ta, c.tb, undefined, "f16");
+    if (base === null) throw new Error(`checkMatMulF16: ${c.what} is not planned by the tiled kernel`);
+    for (const accumulate of ["f32", "f16"] as const) {
+      const plan = planMatMul(
+        c.a,
+        c.b,
+        c.ta,
+        c.tb,
+        { tile: base.tile, splits: base.splits, accumulate },
+        "f16",
+      )!;
+      const y = await withErrorScope(async () => {
+        const y = toTensor(runMatMul(backend, a, b, plan));
+        await y.data();
+        return y;
+      });
+      out.push(
+        result(
+          `matmul f16 (${accumulate} accumulation) ${c.what}`,
+          `${JSON.stringify(c.a)} x ${JSON.stringify(c.b)}, tile ${plan.tile.bm}, splits ${plan.splits}`,
+          relativeError(await y.data(), refData),
+          accumulate === "f32" ? tolerance : halfTolerance,
+        ),
+      );
+      y.dispose();
+    }
+    tf.dispose([a, b, ah, bh, ref]);
+  }
+  return out;
+};
+
+/**
+ * `packHalf` then `unpackHalf` (the f16 saved tensors) against `Math.f16round` on normal values over f16's
+ * range, and the overflow rule: past 65504 an infinity of the sign, NaN stays NaN.
+ */
+export const checkHalfPack = async (shape: readonly number[] = [3, 70, 96]): Promise<CheckResult[]> => {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const host = new Float32Array(n);
+  // Magnitudes 2^-14 (f16's smallest normal) to 2^15, both signs, deterministic.
+  for (let i = 0; i < n; i++) {
+    host[i] = (i % 2 ? -1 : 1) * 2 ** (-14 + ((i * 7919) % 2900) / 100) * (1 + (i % 13) / 17);
+  }
+  const x = tf.tensor(host, [...shape]);
+  const packed = packHalf(x);
+  const back = unpackHalf(packed);
+  const got = await back.data() as Float32Array;
+  const want = Float32Array.from(host, Math.f16round);
+  const specials = tf.tensor([70000, -1e9, NaN, 65504, -65519, 65520], [6]);
+  const sp = unpackHalf(packHalf(specials));
+  const s = await sp.data();
+  const specialsOk = s[0] === Infinity && s[1] === -Infinity && Number.isNaN(s[2]) && s[3] === 65504 &&
+    s[4] === -65504 && s[5] === Infinity;
+  tf.dispose([x, packed, back, specials, sp]);
+  return [
+    result(
+      "f16 pack/unpack (saved tensors)",
+      `${JSON.stringify(shape)}, normal range`,
+      relativeError(got, want),
+      0,
+    ),
+    result(
+      "f16 pack overflow rule",
+      `70000, -1e9, NaN, 65504, -65519, 65520 -> ${[...s].join(", ")}`,
+      specialsOk ? 0 : 1,
+      0,
+    ),
+  ];
 };
 
 /** Gradients through the tiled matmul against those through the stock kernel. */

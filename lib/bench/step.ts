@@ -11,6 +11,8 @@
  * @module
  */
 import { tf } from "../deps.ts";
+import { precision } from "../core/precision.ts";
+import { initialLossScale } from "../optim/loss_scale.ts";
 import { foldIn, type Key, key, permutation, seedOf, split } from "../core/random.ts";
 import { caev2Apply, caev2Buffers, caev2Init, type CaeV2Params } from "../models/caev2.ts";
 import { clipApply, clipInit } from "../models/clip.ts";
@@ -187,7 +189,14 @@ export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResul
     remat: cfg.remat,
   };
   const step = trainStep(stepCfg);
-  let state: PretrainState<AdamWState> = { params, opt: optimizer.init(params), step: 0, key: kRun };
+  // In f16, the loss scale a training run starts with (its scaling and unscaling are part of the step).
+  let state: PretrainState<AdamWState> = {
+    params,
+    opt: optimizer.init(params),
+    step: 0,
+    key: kRun,
+    ...(precision() === "f16" ? { lossScale: initialLossScale() } : {}),
+  };
   await settle(images);
   const setupMs = performance.now() - t0;
   log(`step bench: ${cfg.model} B=${cfg.batch}, teacher ${cfg.teacher}; setup ${setupMs.toFixed(0)} ms`);

@@ -279,6 +279,14 @@ export const pretrainFields = {
     help: "f32, or f16: f16 products and saved activations, f32 master weights, dynamic loss scaling " +
       "(webgpu with shader-f16 only)",
   },
+  /** f16: the dynamic loss scale a fresh run starts with (lib/optim/loss_scale.ts; PyTorch's 2^16). */
+  lossScale: {
+    codec: PositiveNumber,
+    default: 65536,
+    arg: "X",
+    help:
+      "--precision f16: initial dynamic loss scale (halved on an overflow, doubled after 2000 finite steps)",
+  },
   /** Data-loading workers; 0 = decode on the main thread. */
   workers: {
     codec: NonNegativeInt,
@@ -484,6 +492,7 @@ export const HASH_EXCLUDED_KEYS: readonly (keyof PretrainConfig)[] = [
   "resume",
   "backend",
   "precision",
+  "lossScale",
   "workers",
   "logEvery",
   "checkpointEvery",

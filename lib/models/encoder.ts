@@ -87,9 +87,17 @@ export const block = (
   ctx: Ctx,
 ): Tensor3D => {
   const [k1, k2] = ctx.key ? split(ctx.key) : [undefined, undefined];
-  const a = tf.mul(attention(p.attn, layerNorm(p.norm1, x, eps) as Tensor3D, heads), p.gamma1);
+  // Each norm's output is released once its consumer has run: the consumer keeps what its backward pass
+  // needs (in f16 a packed copy, so the float32 tensor must not live to the end of the forward pass).
+  const n1 = layerNorm(p.norm1, x, eps) as Tensor3D;
+  const att = attention(p.attn, n1, heads);
+  n1.dispose();
+  const a = tf.mul(att, p.gamma1);
   const x1 = add(x, dropPath(a, drop, ctx.training, k1, ctx.rows)) as Tensor3D;
-  const m = tf.mul(mlp(p.mlp, layerNorm(p.norm2, x1, eps)), p.gamma2);
+  const n2 = layerNorm(p.norm2, x1, eps);
+  const h = mlp(p.mlp, n2);
+  n2.dispose();
+  const m = tf.mul(h, p.gamma2);
   return add(x1, dropPath(m, drop, ctx.training, k2, ctx.rows)) as Tensor3D;
 };
 

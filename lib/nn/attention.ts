@@ -11,6 +11,7 @@ import type { Tensor1D, Tensor3D, Tensor4D } from "../core/tree.ts";
 import { type Key, split } from "../core/random.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
 import { attentionCore, mergeHeads } from "./sdpa.ts";
+import { reshape, slice } from "./views.ts";
 
 /** Parameters of self-attention. `qkv.kernel: [D, 3D]` with columns q | k | v. */
 export type AttentionParams = {
@@ -38,12 +39,32 @@ export const attention = (p: AttentionParams, x: Tensor3D, heads: number): Tenso
     : undefined;
   const [b, n, d] = x.shape;
   const qkv = linear(p.qkv, x, bias); // [B, N, 3D]
+  bias?.dispose();
   // One transpose to [3, B, H, N, dh], then slices along the leading axis of a 2-D view: contiguous, so
   // cheap on every backend (a split along the last axis costs a strided copy per part; it dominated the
   // cpu profile). 2-D, because tfjs-webgpu 4.22 computes the gradient of a rank-5 slice (a rank-5 pad) wrong.
   const dh = d / heads;
-  const qkvHeads = tf.reshape(tf.transpose(tf.reshape(qkv, [b, n, 3, heads, dh]), [2, 0, 3, 1, 4]), [3, -1]);
-  const part = (i: number) => tf.reshape(tf.slice(qkvHeads, [i, 0], [1, -1]), [b, heads, n, dh]) as Tensor4D;
-  const o = attentionCore(part(0), part(1), part(2));
-  return linear(p.proj, mergeHeads(o)) as Tensor3D;
+  // Every intermediate handle is released as soon as its consumer has run (what the backward pass needs,
+  // the consumer kept a handle on, or in f16 a packed copy of): in f16 the f32 q, k and v go at once.
+  const qkv5 = reshape(qkv, [b, n, 3, heads, dh]);
+  qkv.dispose();
+  const moved = tf.transpose(qkv5, [2, 0, 3, 1, 4]);
+  qkv5.dispose();
+  const qkvHeads = reshape(moved, [3, -1]);
+  moved.dispose();
+  const part = (i: number) => {
+    const flat = slice(qkvHeads, [i, 0], [1, -1]);
+    const r = reshape<Tensor4D>(flat, [b, heads, n, dh]);
+    flat.dispose();
+    return r;
+  };
+  const qkvParts = [part(0), part(1), part(2)];
+  qkvHeads.dispose();
+  const o = attentionCore(qkvParts[0], qkvParts[1], qkvParts[2]);
+  tf.dispose(qkvParts);
+  const merged = mergeHeads(o);
+  o.dispose();
+  const y = linear(p.proj, merged) as Tensor3D;
+  merged.dispose();
+  return y;
 };

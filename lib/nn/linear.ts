@@ -9,6 +9,7 @@ import type { Key } from "../core/random.ts";
 import { customOp } from "../core/autodiff.ts";
 import { restoreSaved, toSaved } from "../core/precision.ts";
 import { xavierUniform } from "./init.ts";
+import { reshape } from "./views.ts";
 
 /** Parameters of a linear layer. */
 export type LinearParams = { readonly kernel: Tensor2D; readonly bias?: Tensor1D };
@@ -52,10 +53,15 @@ const weightGrad = (saved: tf.Tensor, dy: tf.Tensor): tf.Tensor => {
 export const linear = (p: LinearParams, x: tf.Tensor, extraBias?: Tensor1D): tf.Tensor => {
   const inDim = p.kernel.shape[0], outDim = p.kernel.shape[1];
   const lead = x.shape.slice(0, -1);
-  const x2 = x.rank === 2 ? x as Tensor2D : tf.reshape(x, [-1, inDim]) as Tensor2D;
+  const x2 = x.rank === 2 ? x as Tensor2D : reshape<Tensor2D>(x, [-1, inDim]);
   const bias = extraBias ?? p.bias;
   const y = bias ? affine(x2, p.kernel, bias) : product(x2, p.kernel);
-  return x.rank === 2 ? y : tf.reshape(y, [...lead, outDim]);
+  if (x.rank === 2) return y;
+  // The 2-D handles go now, not when the caller's scope ends: a caller that releases the result early
+  // (lib/nn/mlp.ts, attention.ts) then really frees its data (a reshape shares it with every handle).
+  const out = reshape(y, [...lead, outDim]);
+  tf.dispose([x2, y]);
+  return out;
 };
 
 /** {@link linear} by tfjs autodiff of plain ops: the reference its gradient is tested against. */

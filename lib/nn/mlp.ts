@@ -80,10 +80,16 @@ const halfGelu = halfActivation(false), halfQuickGelu = halfActivation(true);
 export const mlp = (p: MlpParams, x: tf.Tensor, act: Activation = "gelu"): tf.Tensor => {
   const h = linear(p.fc1, x);
   const quick = act === "quickGelu";
-  // In f16 on the fused kernels: the activation keeps its input packed.
-  if (precision() === "f16" && fusedKernelOn("CaeGelu")) {
-    return linear(p.fc2, quick ? halfQuickGelu(h) : halfGelu(h));
-  }
-  // The fused WebGPU kernel when lib/core/kernels is on (same math); the references otherwise.
-  return linear(p.fc2, fusedActivation(h, quick) ?? (act === "gelu" ? geluOp(h) : quickGeluOp(h)));
+  // In f16 on the fused kernels the activation keeps its input packed; else the fused WebGPU kernel when
+  // lib/core/kernels is on (same math), or the references.
+  const a = precision() === "f16" && fusedKernelOn("CaeGelu")
+    ? (quick ? halfQuickGelu(h) : halfGelu(h))
+    : fusedActivation(h, quick) ?? (act === "gelu" ? geluOp(h) : quickGeluOp(h));
+  // Each hidden-sized tensor is released once its consumer has run: whatever the backward pass needs, the
+  // consumer kept its own handle on (or, in f16, a packed copy of), so in f16 the f32 originals go at once
+  // instead of living to the end of the forward pass.
+  h.dispose();
+  const y = linear(p.fc2, a);
+  a.dispose();
+  return y;
 };

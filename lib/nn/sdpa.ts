@@ -6,6 +6,7 @@
 import { tf } from "../deps.ts";
 import { customOp } from "../core/autodiff.ts";
 import { restoreSaved, toSaved } from "../core/precision.ts";
+import { reshape } from "./views.ts";
 
 /**
  * `softmax(q k^T / sqrt(dh)) v`.
@@ -60,11 +61,17 @@ export const attentionCore = customOp(
 /** `[B, N, H*dh] -> [B, H, N, dh]`. */
 export const splitHeads = (x: tf.Tensor, heads: number): tf.Tensor4D => {
   const [b, n, d] = x.shape as [number, number, number];
-  return tf.transpose(tf.reshape(x, [b, n, heads, d / heads]), [0, 2, 1, 3]);
+  const split = reshape(x, [b, n, heads, d / heads]);
+  const moved = tf.transpose(split, [0, 2, 1, 3]) as tf.Tensor4D;
+  split.dispose(); // shares x's data: released with x, not at the end of the caller's scope
+  return moved;
 };
 
 /** `[B, H, N, dh] -> [B, N, H*dh]`. */
 export const mergeHeads = (x: tf.Tensor4D): tf.Tensor3D => {
   const [b, h, n, dh] = x.shape;
-  return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [b, n, h * dh]);
+  const moved = tf.transpose(x, [0, 2, 1, 3]);
+  const merged = reshape<tf.Tensor3D>(moved, [b, n, h * dh]);
+  moved.dispose(); // the reshape shares its data: released with the result, not at the scope's end
+  return merged;
 };

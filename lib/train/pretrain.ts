@@ -588,8 +588,10 @@ const shareStart = async (
 };
 
 /** `state` with a loss scale (f16: its own, or the initial one) or without one (f32). */
-const withLossScale = <S>(state: PretrainState<S>, f16: boolean): PretrainState<S> => {
-  if (f16) return { ...state, lossScale: state.lossScale ?? initialLossScale() };
+const withLossScale = <S>(state: PretrainState<S>, f16: boolean, initial: number): PretrainState<S> => {
+  if (f16) {
+    return { ...state, lossScale: state.lossScale ?? initialLossScale({ ...DEFAULT_LOSS_SCALE, initial }) };
+  }
   const { lossScale: _, ...rest } = state;
   return rest;
 };
@@ -625,7 +627,7 @@ const runLocked = async (
   if (comm.size > 1) start = await shareStart(comm, r.optimizer, start);
   // f16 keeps a loss scale (the checkpoint's when it has one: resumed exactly); f32 none, whatever the
   // checkpoint was written in.
-  let state: PretrainState<AdamWState> = withLossScale(start.state, cfg.precision === "f16");
+  let state: PretrainState<AdamWState> = withLossScale(start.state, cfg.precision === "f16", cfg.lossScale);
   let position = start.position;
   if (cfg.precision === "f16") {
     io.log(
@@ -763,7 +765,9 @@ const runLocked = async (
       }
       const m = { loss: values[0], lossVisible: values[1], lossMasked: values[2], gradNorm: values[3] };
       const probe = values.subarray(METRIC_NAMES.length);
-      const lrNow = lr(state.step);
+      // The lr of this update: the schedule runs on the optimizer's count, which skipped f16 steps (as in
+      // optax's apply_if_finite) did not advance.
+      const lrNow = lr(state.step - (state.lossScale?.skipped ?? 0));
       const badParams = nonFiniteNames(Object.keys(newParams), probe);
       const badOpt = nonFiniteNames(Object.keys(newOpt), probe.subarray(Object.keys(newParams).length));
       const finiteStep = Number.isFinite(m.loss) && Number.isFinite(m.gradNorm);
