@@ -106,8 +106,20 @@ Deno.test("parity: unknown flags are refused with a suggestion", async () => {
 
 Deno.test("parity: files, --backend, --no-step (which the old parser ignored) and --help parse", () => {
   const r = right(parseParityArgs(["a.safetensors", "--no-step", "b.safetensors", "--backend", "wasm"]));
-  assertEquals(r, { files: ["a.safetensors", "b.safetensors"], backend: "wasm", step: false, help: false });
-  assertEquals(right(parseParityArgs([])), { files: [], backend: "auto", step: true, help: false });
+  assertEquals(r, {
+    files: ["a.safetensors", "b.safetensors"],
+    backend: "wasm",
+    precision: "f32",
+    step: false,
+    help: false,
+  });
+  assertEquals(right(parseParityArgs([])), {
+    files: [],
+    backend: "auto",
+    precision: "f32",
+    step: true,
+    help: false,
+  });
   assertEquals(right(parseParityArgs(["-h"])).help, true);
   assertEquals(
     left(parseParityArgs(["--no-stpe"])).split("\n")[0],
