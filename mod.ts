@@ -172,6 +172,8 @@ export { type LabelMap, parseSegSource, readLabelPng, type SegSource } from "./d
 export { lars, scaleByLars } from "./lib/optim/lars.ts";
 export { loadStudent, type Naming, saveStudent } from "./lib/models/student_io.ts";
 export { PrecisionError, type RuntimeOptions, startRuntime } from "./lib/core/runtime.ts";
+// Measured matmul tiles (`deno task bench --tune`, docs/tuning.md): startRuntime installs the adapter's.
+export { installTileTable, TILE_TABLE_ENV } from "./lib/core/kernels/tile_table.ts";
 // Mixed precision (`--precision f16`): the setting, its checks, and the dynamic loss scale.
 export {
   type Precision,

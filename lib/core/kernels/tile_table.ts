@@ -50,11 +50,15 @@ export const TILE_TABLE_VERSION = 1;
 
 /** One measured product shape. */
 export interface TileEntry {
+  /** The product measured. */
   readonly shape: GemmShape;
   /** What ran fastest (among the candidates that matched the default plan's output). */
   readonly choice: {
+    /** The workgroup tile. */
     readonly tile: Tile;
+    /** K split across workgroups (1: none). */
     readonly splits: number;
+    /** f16 operands only: the accumulation. */
     readonly accumulate?: "f32" | "f16";
   };
   /** Median ms per product of the choice, by the table's `timer`. */
@@ -69,18 +73,23 @@ export interface TileEntry {
 
 /** A tile table as written to and read from a file. */
 export interface TileTable {
+  /** Always {@link TILE_TABLE_FORMAT}. */
   readonly format: typeof TILE_TABLE_FORMAT;
+  /** Always {@link TILE_TABLE_VERSION}. */
   readonly version: typeof TILE_TABLE_VERSION;
   /** The adapter's description (lib/core/backend.ts `BackendInfo.adapter`) the table was measured on. */
   readonly adapter: string;
   /** ISO date of the measurement. */
   readonly date: string;
+  /** Deno's version at the measurement. */
   readonly deno: string;
+  /** tfjs-core's version at the measurement. */
   readonly tfjs: string;
   /** What was tuned, in words (e.g. "base, batch 256, teacher clip-b16, f32"). */
   readonly tuned: string;
   /** What the ms are: GPU kernel time (WebGPU timestamp queries) or wall time (readback floor subtracted). */
   readonly timer: "kernel" | "wall";
+  /** One entry per measured product. */
   readonly entries: readonly TileEntry[];
 }
 
@@ -363,7 +372,9 @@ export const tileCachePath = (
 
 /** A table and where it came from, in words. */
 export interface FoundTable {
+  /** The table. */
   readonly table: TileTable;
+  /** Where it came from, in words (the variable, the cache file, or "shipped"). */
   readonly source: string;
 }
 
@@ -429,7 +440,7 @@ export const installTileTable = async (info: BackendInfo): Promise<string | unde
   const found = await findTileTable(adapter);
   if (found === null) return `tile table: none (${TILE_TABLE_ENV}=none), default tile rule`;
   if (found === undefined) {
-    return `tile table: none for "${adapter}", default tile rule (deno task bench --tune measures one)`;
+    return "default matmul tiles (no tuned table for this adapter; deno task bench --tune measures one)";
   }
   const limits = webgpuDevice()?.limits;
   if (limits !== undefined) {
