@@ -303,10 +303,32 @@ export const customOp = <X extends tf.Tensor[]>(
   });
   // Off the tape (inference, the frozen teacher) the forward pass runs as plain ops: no custom-gradient
   // node, so profiles list its kernels once and nothing is saved.
-  return (...xs: X) => recording() ? op(...xs) as tf.Tensor : tf.tidy(() => forward(...xs).value);
+  return (...xs: X) => {
+    // Whether this op's forward pass keeps its saves; nested ops inside it run off the tape and do not.
+    const was = saving;
+    saving = recording();
+    try {
+      return saving ? op(...xs) as tf.Tensor : tf.tidy(() => forward(...xs).value);
+    } finally {
+      saving = was;
+    }
+  };
 };
 
-/** Whether ops are being recorded on a tape now (tfjs-core 4.22 `isTapeOn` in `runKernelFunc`). */
+let saving = false;
+
+/**
+ * Whether the custom op whose forward pass is running will keep what it saves (it is on a tape). Off the
+ * tape its `save` list is dropped at once, so work done only to save (packing to f16,
+ * lib/core/precision.ts `toSaved`) can be skipped.
+ */
+export const savingForBackward = (): boolean => saving;
+
+/**
+ * Whether ops are being recorded on a tape now (tfjs-core 4.22 `isTapeOn` in `runKernelFunc`). Inside a
+ * custom op's forward pass this is false; {@link customOp} runs `forward` off the tape only when the op
+ * itself is not recorded, which `savingForBackward` tells a forward pass.
+ */
 const recording = (): boolean => {
   const s = engine().state;
   return s.activeTape != null && s.kernelDepth === 0;

@@ -20,6 +20,7 @@ import { tf } from "../deps.ts";
 import type { BackendInfo } from "./backend.ts";
 import { setMatMulPrecision } from "./kernels/matmul.ts";
 import { packHalf, unpackHalf } from "./kernels/half.ts";
+import { savingForBackward } from "./autodiff.ts";
 
 /** The precisions a step can run in. */
 export const precisionNames = ["f32", "f16"] as const;
@@ -64,10 +65,13 @@ const packing = (): boolean => current === "f16" && tf.getBackend() === "webgpu"
 
 /**
  * What a custom op keeps of `x` for its backward pass: `x` itself, or in f16 a packed f16 copy (last axis
- * even; an odd one keeps `x`). {@link restoreSaved} gives the float32 tensor back.
+ * even; an odd one keeps `x`; off the tape, where nothing is kept, `x`). {@link restoreSaved} gives the
+ * float32 tensor back.
  */
 export const toSaved = (x: tf.Tensor): tf.Tensor =>
-  packing() && x.dtype === "float32" && x.rank > 0 && x.shape[x.rank - 1] % 2 === 0 ? packHalf(x) : x;
+  packing() && savingForBackward() && x.dtype === "float32" && x.rank > 0 && x.shape[x.rank - 1] % 2 === 0
+    ? packHalf(x)
+    : x;
 
 /** The float32 tensor of a {@link toSaved} result (a new tensor when it was packed, else `s` itself). */
 export const restoreSaved = (s: tf.Tensor): tf.Tensor => (s.dtype === "int32" ? unpackHalf(s) : s);
