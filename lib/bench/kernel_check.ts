@@ -9,7 +9,16 @@
 import { tf, type WebGPUBackend } from "../deps.ts";
 import { withErrorScope } from "../core/webgpu_errors.ts";
 import { type Key, key, seedOf, split } from "../core/random.ts";
-import { planMatMul, registerFastMatMul, restoreStockMatMul, runMatMul } from "../core/kernels/matmul.ts";
+import {
+  matMulBias,
+  type MatMulPrecision,
+  matMulPrecision,
+  planMatMul,
+  registerFastMatMul,
+  restoreStockMatMul,
+  runMatMul,
+  setMatMulPrecision,
+} from "../core/kernels/matmul.ts";
 import { packHalf, unpackHalf } from "../core/kernels/half.ts";
 import { toTensor } from "../core/kernels/program.ts";
 import { registerKernels, restoreStockKernels } from "../core/kernels/dispatch.ts";
@@ -158,6 +167,89 @@ export const checkMatMulF16 = async (
       y.dispose();
     }
     tf.dispose([a, b, ah, bh, ref]);
+  }
+  return out;
+};
+
+/** A linear layer's product `x W + b`: `x: [M, K]`, `W: [K, N]`, `b: [N]`. */
+export interface MatMulBiasCase {
+  readonly x: readonly [number, number];
+  readonly w: readonly [number, number];
+  readonly what: string;
+}
+
+/**
+ * Small cases on 64 x 64 tiles: the bias in the epilogue with vec4 and with scalar stores (N % 4 != 0,
+ * ragged M and N), and in the split-sum pass with vec4 and scalar sums (N % 4 != 0 with M N % 4 == 0,
+ * where the unbiased sum would have gone vec4).
+ */
+export const smallMatMulBiasCases: readonly MatMulBiasCase[] = [
+  { x: [37, 16], w: [16, 48], what: "epilogue, vec4 stores, ragged M" },
+  { x: [37, 24], w: [24, 37], what: "epilogue, scalar stores (N % 4 != 0)" },
+  { x: [40, 2048], w: [2048, 48], what: "split K, vec4 sum" },
+  { x: [40, 1024], w: [1024, 30], what: "split K, scalar sum (N % 4 != 0)" },
+];
+
+/** Linear layers at the model's shapes (ViT-B/16 batch 32, 99 tokens; ViT-T batch 32, 167 tokens). */
+export const modelMatMulBiasCases: readonly MatMulBiasCase[] = [
+  { x: [3168, 768], w: [768, 2304], what: "ViT-B qkv (128x128 tiles)" },
+  { x: [3168, 3072], w: [3072, 768], what: "ViT-B fc2 (split K)" },
+  { x: [3168, 768], w: [768, 512], what: "ViT-B head into the CLIP width" },
+  { x: [5344, 192], w: [192, 768], what: "ViT-T fc1" },
+];
+
+/**
+ * The fused `x W + b` ({@link matMulBias}) against `tf.add(tf.matMul(x, W), b)` on tfjs's own kernels
+ * (WebGPU), per precision: f32 on the same operands; f16 against the reference on `x` and `W` rounded to
+ * f16 on the host (the bias stays f32 in both), which f32 accumulation must match to f32 rounding. A
+ * case the fused kernel does not take fails (relative error Infinity). `precisions` defaults to f32, and
+ * f16 where the device has `shader-f16`. Leaves the tiled matmul registered and the precision as found.
+ */
+export const checkMatMulBias = async (
+  cases: readonly MatMulBiasCase[],
+  precisions?: readonly MatMulPrecision[],
+  tolerance = 1e-5,
+): Promise<CheckResult[]> => {
+  const backend = tf.backend() as WebGPUBackend;
+  const run = precisions ?? (backend.device.features.has("shader-f16") ? ["f32", "f16"] : ["f32"]);
+  const before = matMulPrecision();
+  const out: CheckResult[] = [];
+  let k = key(61);
+  try {
+    for (const c of cases) {
+      const [kc, kb, next] = split(k, 3);
+      k = next;
+      const [x, w] = randomPair(kc, [...c.x], [...c.w]);
+      const bias = tf.randomNormal([c.w[1]], 0, 1, "float32", seedOf(kb));
+      for (const precision of run) {
+        const [xr, wr] = precision === "f16" ? [await roundedToHalf(x), await roundedToHalf(w)] : [x, w];
+        restoreStockMatMul();
+        const ref = tf.tidy(() => tf.add(tf.matMul(xr, wr), bias));
+        const refData = await ref.data();
+        registerFastMatMul();
+        setMatMulPrecision(precision);
+        const plan = planMatMul(c.x, c.w, false, false);
+        const y = await withErrorScope(async () => {
+          const y = matMulBias(x as tf.Tensor2D, w as tf.Tensor2D, bias as tf.Tensor1D);
+          await y?.data();
+          return y;
+        });
+        const detail = `${JSON.stringify(c.x)} x ${JSON.stringify(c.w)} + b, ` +
+          (y && plan ? `tile ${plan.tile.bm}, splits ${plan.splits}` : "not taken by the fused kernel");
+        out.push(
+          result(
+            `matmul+bias ${precision} ${c.what}`,
+            detail,
+            y ? relativeError(await y.data(), refData) : Infinity,
+            tolerance,
+          ),
+        );
+        tf.dispose([ref, ...(y ? [y] : []), ...(precision === "f16" ? [xr, wr] : [])]);
+      }
+      tf.dispose([x, w, bias]);
+    }
+  } finally {
+    setMatMulPrecision(before);
   }
   return out;
 };

@@ -8,6 +8,7 @@ import type { Tensor1D, Tensor2D } from "../core/tree.ts";
 import type { Key } from "../core/random.ts";
 import { customOp } from "../core/autodiff.ts";
 import { restoreSaved, toSaved } from "../core/precision.ts";
+import { matMulBias } from "../core/kernels/matmul.ts";
 import { xavierUniform } from "./init.ts";
 import { reshape } from "./views.ts";
 
@@ -24,11 +25,13 @@ export const linearInit = (k: Key, inDim: number, outDim: number, bias = true): 
  * `x W (+ b)` on `x: [M, in]` with a backward pass that keeps only `x` and `W` (both alive anyway: the
  * layer's input and its parameter; in f16, `x` as packed f16). Autodiff of `add(matMul(x, W), b)` would also keep the product
  * `[M, out]`, which tfjs's `Add` saves for its shape. Same products as tfjs's `BatchMatMul` gradient:
- * `dx = dy W^T`, `dW = x^T dy`, `db = sum(dy, 0)`.
+ * `dx = dy W^T`, `dW = x^T dy`, `db = sum(dy, 0)`. On WebGPU with the tiled matmul registered the
+ * forward is one kernel with the bias in the GEMM's epilogue ({@link matMulBias}); elsewhere (wasm, cpu,
+ * stock kernels) the two ops as before.
  */
 const affine = customOp(
   (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => ({
-    value: tf.add(tf.matMul(x, w), b),
+    value: matMulBias(x as Tensor2D, w as Tensor2D, b as Tensor1D) ?? tf.add(tf.matMul(x, w), b),
     save: [toSaved(x), w],
   }),
   (dy, [x, w]) => [tf.matMul(dy, w, false, true), weightGrad(x, dy), tf.sum(dy, 0)],

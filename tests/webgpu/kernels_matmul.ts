@@ -1,6 +1,7 @@
 /**
  * The tiled WebGPU matmul (lib/core/kernels/matmul.ts) against tfjs's own kernel on random inputs, in
- * every load/store layout, with broadcasting, split K and through gradients; on the WebGPU adapter present
+ * every load/store layout, with broadcasting, split K and through gradients, and the fused `x W + b` of the
+ * linear layers (f32 and f16, bias in the epilogue or the split-sum pass); on the WebGPU adapter present
  * (llvmpipe on the CPU machines; `deno task bench --check` runs the model-scale cases on the H200).
  * Skipped where no WebGPU adapter exists. The 128 x 128 tile takes ~30 s to compile on llvmpipe, so it is
  * checked here only with CAEV2_FULL_KERNEL_TESTS=1 (and always by `bench --check`).
@@ -9,17 +10,29 @@
  */
 import { tf } from "../../lib/deps.ts";
 import { selectBackend } from "../../lib/core/backend.ts";
-import { planMatMul, restoreStockMatMul } from "../../lib/core/kernels/matmul.ts";
+import {
+  type GemmChooser,
+  gemmChooser,
+  matMulBias,
+  planMatMul,
+  restoreStockMatMul,
+  setGemmChooser,
+} from "../../lib/core/kernels/matmul.ts";
 import { registerKernels, restoreStockKernels } from "../../lib/core/kernels/dispatch.ts";
 import { BindingSizeError, checkBindable } from "../../lib/core/kernels/program.ts";
 import {
   checkMatMul,
+  checkMatMulBias,
   checkMatMulGrad,
   formatChecks,
+  modelMatMulBiasCases,
   modelMatMulCases,
+  smallMatMulBiasCases,
   smallMatMulCases,
 } from "../../lib/bench/kernel_check.ts";
 import { relativeError } from "../../lib/core/compare.ts";
+import { key, seedOf, split } from "../../lib/core/random.ts";
+import { linear, type LinearParams, linearReference } from "../../lib/nn/linear.ts";
 import { assert, assertEquals, assertThrows } from "../../lib/core/std.ts";
 
 const hasWebGPU = await selectBackend("webgpu").then(() => tf.getBackend() === "webgpu", () => false);
@@ -39,6 +52,115 @@ Deno.test({
       assert(rs.every((r) => r.ok), formatChecks(rs));
     } finally {
       restoreStockMatMul();
+    }
+  },
+});
+
+Deno.test({
+  name: "fused x W + b matches matMul then add: epilogue (vec4, scalar), split K (vec4, scalar), f32 and f16",
+  ignore: !hasWebGPU,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const before = tf.memory().numTensors;
+    try {
+      // f16 where the adapter has shader-f16 (lavapipe does): checkMatMulBias's default.
+      const rs = await checkMatMulBias(
+        full ? [...smallMatMulBiasCases, modelMatMulBiasCases[0]] : smallMatMulBiasCases,
+      );
+      assert(rs.length >= smallMatMulBiasCases.length, "every case checked");
+      assert(rs.every((r) => r.ok), formatChecks(rs));
+    } finally {
+      restoreStockMatMul();
+    }
+    assertEquals(tf.memory().numTensors, before, "tensors leaked");
+  },
+});
+
+/** A linear layer and an input on 64 x 64 tiles (M N < 256^2), N % 4 == 0, ragged M. */
+const linearCase = () => {
+  const [k1, k2, k3, k4] = split(key(71), 4);
+  const p: LinearParams = {
+    kernel: tf.randomNormal([24, 36], 0, 0.3, "float32", seedOf(k1)) as tf.Tensor2D,
+    bias: tf.randomNormal([36], 0, 1, "float32", seedOf(k2)) as tf.Tensor1D,
+  };
+  const x = tf.randomNormal([2, 19, 24], 0, 1, "float32", seedOf(k3));
+  const w = tf.randomNormal([2, 19, 36], 0, 1, "float32", seedOf(k4));
+  return { p, x, w, dispose: () => tf.dispose([p.kernel, p.bias!, x, w]) };
+};
+
+Deno.test({
+  name:
+    "linear on WebGPU with the kernels registered matches linearReference on stock kernels, with gradients",
+  ignore: !hasWebGPU,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const c = linearCase();
+    const run = async (f: typeof linear) => {
+      const loss = (x: tf.Tensor, k: tf.Tensor, b: tf.Tensor) =>
+        tf.sum(tf.mul(f({ kernel: k as tf.Tensor2D, bias: b as tf.Tensor1D }, x), c.w));
+      const y = tf.tidy(() => f(c.p, c.x));
+      const gs = tf.grads(loss)([c.x, c.p.kernel, c.p.bias!]);
+      const out = await Promise.all([y, ...gs].map((t) => t.data()));
+      tf.dispose([y, ...gs]);
+      return out;
+    };
+    try {
+      restoreStockKernels();
+      const ref = await run(linearReference);
+      registerKernels();
+      const got = await run(linear);
+      ["y", "dx", "dW", "db"].forEach((n, i) => {
+        const e = relativeError(got[i], ref[i]);
+        assert(e < 1e-5, `${n}: relative error ${e}`);
+      });
+    } finally {
+      restoreStockKernels();
+      c.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "linear's forward is one CaeMatMulBias kernel (no BatchMatMul, no Add), asking the chooser once",
+  ignore: !hasWebGPU,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const c = linearCase();
+    const saved = gemmChooser();
+    let asked = 0;
+    const counting: GemmChooser = (s) => (asked++, saved?.(s));
+    try {
+      registerKernels();
+      setGemmChooser(counting);
+      assertEquals(gemmChooser(), counting, "gemmChooser returns what setGemmChooser installed");
+      const names = async (f: () => tf.Tensor) => {
+        let y: tf.Tensor | undefined;
+        const info = await tf.profile(() => (y = f()));
+        await y!.data();
+        y!.dispose();
+        return info.kernels.map((k) => k.name);
+      };
+      // Off the tape (inference) and on it (the custom op's forward inside a gradient).
+      const off = await names(() => linear(c.p, c.x));
+      assert(off.includes("CaeMatMulBias"), `kernels: ${off}`);
+      assert(!off.includes("Add") && !off.includes("BatchMatMul"), `kernels: ${off}`);
+      assertEquals(asked, 1, "one product planned once");
+      const on = await names(() => tf.grad((x: tf.Tensor) => tf.sum(linear(c.p, x)))(c.x));
+      assert(on.includes("CaeMatMulBias") && !on.includes("Add"), `kernels: ${on}`);
+      // The stock path where the tiled matmul is off: matMulBias declines.
+      restoreStockKernels();
+      const x2 = c.x.reshape([38, 24]) as tf.Tensor2D;
+      assertEquals(matMulBias(x2, c.p.kernel, c.p.bias!), undefined);
+      x2.dispose();
+      const stock = await names(() => linear(c.p, c.x));
+      assert(stock.includes("Add") && stock.includes("BatchMatMul"), `kernels: ${stock}`);
+    } finally {
+      setGemmChooser(saved);
+      restoreStockKernels();
+      c.dispose();
     }
   },
 });

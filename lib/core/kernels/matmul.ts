@@ -18,13 +18,17 @@
  * partial products. Accumulation is float32 throughout; the sum order differs from tfjs's kernel (and
  * PyTorch's), at rounding level.
  *
+ * The linear layers' `x W + b` runs as one kernel ({@link matMulBias}, the tfjs kernel `CaeMatMulBias`,
+ * registered with the override): the bias is added in the GEMM's store epilogue, or with a split K in the
+ * split-sum pass, instead of by a broadcast Add over the whole product.
+ *
  * Sizes: each operand and the output must fit one storage binding ({@link BindingSizeError}).
  *
  * @module
  */
-import type { WebGPUBackend } from "../../deps.ts";
+import { tf, type WebGPUBackend } from "../../deps.ts";
 import { type Program, runProgram, type TensorInfo } from "./program.ts";
-import { type Info, type KernelArgs, kernelOverride } from "./override.ts";
+import { type Info, type KernelArgs, type KernelConfig, kernelOverride } from "./override.ts";
 
 /** A tile configuration. Threads: `(BN / TN) x (BM / TM)`. */
 export interface Tile {
@@ -89,6 +93,9 @@ let chooser: GemmChooser | undefined;
 export const setGemmChooser = (f: GemmChooser | undefined): void => {
   chooser = f;
 };
+
+/** The chooser installed now (for code that borrows the hook and must put it back). */
+export const gemmChooser = (): GemmChooser | undefined => chooser;
 
 /**
  * Operand precision of the tiled kernel: "f32", or "f16" (`--precision f16`): each operand element is
@@ -193,12 +200,18 @@ fn toHalf(v: vec4<f32>) -> vec4<f16> {
 }
 `;
 
-/** WGSL of one GEMM variant (tfjs supplies the bindings and `uniforms`). */
+/**
+ * WGSL of one GEMM variant (tfjs supplies the bindings and `uniforms`). `bias`: a third input `Bias: [N]`
+ * (vec4 where C is, `l.vecC`) added to every output row in the store epilogue, in f32 after accumulation
+ * (and after the f16 overflow rule: an overflowed tile stays NaN). Only for an unsplit K; a split product
+ * adds its bias in the split-sum pass ({@link splitSumSource}), once.
+ */
 export const gemmSource = (
   t: Tile,
   l: GemmLayout,
   precision: MatMulPrecision = "f32",
   accumulate = "f32",
+  bias = false,
 ): string => {
   const half = precision === "f16";
   // f16 accumulation: a per-slice f16 accumulator (`h_...`), folded into the f32 one after each BK slice.
@@ -229,12 +242,25 @@ export const gemmSource = (
     );
   }
   const stores: string[] = [];
+  // The bias quads of this thread's columns, read once (not once per row); zero past N.
+  const biasLoads = bias
+    ? range(rn).map((c) => {
+      const col = `n0 + ${c * tx * 4} + tx * 4`;
+      const read = l.vecC
+        ? `if (col < uniforms.N) { bias${c} = Bias[col / 4]; }`
+        : range(4).map((j) => `if (col + ${j} < uniforms.N) { bias${c}[${j}] = Bias[col + ${j}]; }`).join(
+          " ",
+        );
+      return `var bias${c} = vec4<f32>(0.0); { let col = ${col}; ${read} }`;
+    })
+    : [];
   for (let r = 0; r < rm; r++) {
     for (let i = 0; i < 4; i++) {
       const row = `m0 + ${r * ty * 4} + ty * 4 + ${i}`;
       for (let c = 0; c < rn; c++) {
         const col = `n0 + ${c * tx * 4} + tx * 4`;
-        const v = half ? `select(${acc(r, i, c)}, nan4, bad)` : acc(r, i, c);
+        const raw = half ? `select(${acc(r, i, c)}, nan4, bad)` : acc(r, i, c);
+        const v = bias ? `(${raw} + bias${c})` : raw;
         if (l.vecC) {
           stores.push(
             `{ let row = ${row}; let col = ${col}; if (row < uniforms.M && col < uniforms.N) { result[(cOff + row * uniforms.N + col) / 4] = ${v}; } }`,
@@ -306,13 +332,18 @@ fn main(index: i32) {
     workgroupBarrier();
   }
   ${flag}
+  ${biasLoads.join("\n  ")}
   ${stores.join("\n  ")}
 }
 `;
 };
 
-/** Sums `parts: [batch * S, M*N]` over S -> `[batch, M*N]` (the split-K second pass). */
-const splitSumSource = (splits: number, vec: boolean) => `
+/**
+ * Sums `parts: [batch * S, M*N]` over S -> `[batch, M*N]` (the split-K second pass). `bias`: adds
+ * `Bias: [N]` (`uniforms.n` wide) to each row after the sum; then `vec` needs N % 4 == 0, so that a quad
+ * of the output never straddles two rows.
+ */
+const splitSumSource = (splits: number, vec: boolean, bias = false) => `
 fn main(index: i32) {
   let per = uniforms.mn / ${vec ? 4 : 1};
   let total = uniforms.batches * per;
@@ -321,7 +352,7 @@ fn main(index: i32) {
   let i = index % per;
   var s = ${vec ? "vec4<f32>(0.0)" : "0.0"};
   for (var k = 0; k < ${splits}; k++) { s = s + P[(b * ${splits} + k) * per + i]; }
-  result[index] = s;
+  result[index] = s${bias ? ` + Bias[i % (uniforms.n / ${vec ? 4 : 1})]` : ""};
 }
 `;
 
@@ -419,34 +450,43 @@ export const planMatMul = (
   };
 };
 
-const key = (t: Tile, l: GemmLayout, precision: MatMulPrecision, accumulate: string) =>
+const key = (t: Tile, l: GemmLayout, precision: MatMulPrecision, accumulate: string, bias: boolean) =>
   `caeGemm_${t.bm}x${t.bn}x${t.bk}_${t.tm}x${t.tn}_${+l.transA}${+l.transB}${+l.vecA}${+l.vecB}${+l.vecC}` +
-  (precision === "f16" ? `_h${accumulate}` : "");
+  (precision === "f16" ? `_h${accumulate}` : "") + (bias ? "_bias" : "");
 
-/** Runs a planned product on WebGPU. `a`, `b` float32 TensorInfos; returns the output TensorInfo. */
+/**
+ * Runs a planned product on WebGPU. `a`, `b` float32 TensorInfos; returns the output TensorInfo. `bias`
+ * (float32 `[N]`): the output is `a b + bias`, the bias added in the GEMM's epilogue, or with a split K
+ * in the split-sum pass.
+ */
 export const runMatMul = (
   backend: WebGPUBackend,
   a: TensorInfo,
   b: TensorInfo,
   p: MatMulPlan,
+  bias?: TensorInfo,
 ): TensorInfo => {
   const { m, n, k, tile: t, layout: l } = p;
+  if (bias !== undefined && (bias.shape.length !== 1 || bias.shape[0] !== n)) {
+    throw new Error(`runMatMul: bias of shape [${bias.shape}] for a product with N = ${n}`);
+  }
   const a3: TensorInfo = { ...a, shape: [p.batchA, l.transA ? k : m, l.transA ? m : k] };
   const b3: TensorInfo = { ...b, shape: [p.batchB, l.transB ? n : k, l.transB ? k : n] };
+  const inEpilogue = bias !== undefined && p.splits === 1;
   const program: Program = {
-    variableNames: ["A", "B"],
-    variableComponents: [l.vecA ? 4 : 1, l.vecB ? 4 : 1],
+    variableNames: inEpilogue ? ["A", "B", "Bias"] : ["A", "B"],
+    variableComponents: [l.vecA ? 4 : 1, l.vecB ? 4 : 1, ...(inEpilogue ? [l.vecC ? 4 : 1] : [])],
     outputShape: [p.batch * p.splits, m, n],
     outputComponent: l.vecC ? 4 : 1,
-    shaderKey: key(t, l, p.precision, p.accumulate),
+    shaderKey: key(t, l, p.precision, p.accumulate, inEpilogue),
     dispatchLayout: { x: [0] },
     dispatch: [Math.ceil(n / t.bn), Math.ceil(m / t.bm), p.batch * p.splits],
     workgroupSize: [t.bn / t.tn, t.bm / t.tm, 1],
     uniforms: "M : i32, N : i32, K : i32, aStride : i32, bStride : i32, kChunk : i32, splits : i32,",
-    getUserCode: () => gemmSource(t, l, p.precision, p.accumulate),
+    getUserCode: () => gemmSource(t, l, p.precision, p.accumulate, inEpilogue),
   };
   const int = (v: number) => ({ type: "int32" as const, data: [v] });
-  const out = runProgram(backend, program, [a3, b3], [
+  const out = runProgram(backend, program, inEpilogue ? [a3, b3, bias] : [a3, b3], [
     int(m),
     int(n),
     int(k),
@@ -456,29 +496,35 @@ export const runMatMul = (
     int(p.splits),
   ]);
   if (p.splits === 1) return { ...out, shape: p.outShape };
-  const vec = (m * n) % 4 === 0;
+  const withBias = bias !== undefined;
+  const vec = withBias ? n % 4 === 0 : (m * n) % 4 === 0;
   const total = p.batch * m * n / (vec ? 4 : 1);
   const sum: Program = {
-    variableNames: ["P"],
-    variableComponents: [vec ? 4 : 1],
+    variableNames: withBias ? ["P", "Bias"] : ["P"],
+    variableComponents: withBias ? [vec ? 4 : 1, vec ? 4 : 1] : [vec ? 4 : 1],
     outputShape: [p.batch, m * n],
     outputComponent: vec ? 4 : 1,
-    shaderKey: `caeSplitSum_${p.splits}_${+vec}`,
+    shaderKey: `caeSplitSum_${p.splits}_${+vec}${withBias ? "_bias" : ""}`,
     dispatchLayout: { x: [0] },
     dispatch: [Math.ceil(total / 256), 1, 1],
     workgroupSize: [256, 1, 1],
-    uniforms: "mn : i32, batches : i32,",
-    getUserCode: () => splitSumSource(p.splits, vec),
+    uniforms: withBias ? "mn : i32, batches : i32, n : i32," : "mn : i32, batches : i32,",
+    getUserCode: () => splitSumSource(p.splits, vec, withBias),
   };
   // A flat dispatch over 65535 workgroups is folded into 2-D/3-D by tfjs; getGlobalIndex follows.
   const partial: TensorInfo = { ...out, shape: [p.batch * p.splits, m * n] };
-  const summed = runProgram(backend, sum, [partial], [int(m * n), int(p.batch)]);
+  const summed = runProgram(
+    backend,
+    sum,
+    withBias ? [partial, bias] : [partial],
+    withBias ? [int(m * n), int(p.batch), int(n)] : [int(m * n), int(p.batch)],
+  );
   backend.disposeData(out.dataId);
   return { ...summed, shape: p.outShape };
 };
 
 // ---------------------------------------------------------------------------------------------------
-// Registration over tfjs's BatchMatMul
+// Registration over tfjs's BatchMatMul, and the fused `x W + b` kernel that comes with it
 
 /** BatchMatMul on WebGPU: the tiled kernel where {@link planMatMul} takes the case, else the stock one. */
 const batchMatMul = (args: KernelArgs, stock: (args: KernelArgs) => Info): Info => {
@@ -493,11 +539,102 @@ const batchMatMul = (args: KernelArgs, stock: (args: KernelArgs) => Info): Info 
 
 const override = kernelOverride("BatchMatMul", "webgpu", batchMatMul);
 
+/**
+ * The fused `x W + b` as the tfjs kernel `CaeMatMulBias` (a kernel, not a bare program, so that
+ * `tf.profile` and the step profile list it and its time). Its attrs carry the plan {@link matMulBias}
+ * made, so the chooser is asked once per product (the tuner counts its calls) and the kernel is a pure
+ * function of inputs and attrs. No gradient is registered: it runs inside custom ops' forward passes
+ * (lib/nn/linear.ts), which bring their own.
+ */
+const MATMUL_BIAS = "CaeMatMulBias";
+
+/** {@link MatMulPlan}'s choices as kernel attrs (plain numbers and strings). */
+interface BiasAttrs {
+  readonly bm: number;
+  readonly bn: number;
+  readonly bk: number;
+  readonly tm: number;
+  readonly tn: number;
+  readonly splits: number;
+  readonly kChunk: number;
+  readonly precision: MatMulPrecision;
+  readonly accumulate: "f32" | "f16";
+}
+
+const matMulBiasKernel = (args: KernelArgs): Info => {
+  const { x, w, bias } = args.inputs as unknown as { x: TensorInfo; w: TensorInfo; bias: TensorInfo };
+  const at = args.attrs as unknown as BiasAttrs;
+  const tile: Tile = { bm: at.bm, bn: at.bn, bk: at.bk, tm: at.tm, tn: at.tn };
+  const plan = planMatMul(x.shape, w.shape, false, false, {
+    tile,
+    splits: at.splits,
+    accumulate: at.accumulate,
+  }, at.precision);
+  if (plan === null) throw new Error(`${MATMUL_BIAS}: [${x.shape}] x [${w.shape}] is not planned`);
+  // The attrs' split, exactly as planned (re-planning a split count may round it differently).
+  const exact: MatMulPlan = { ...plan, splits: at.splits, kChunk: at.kChunk };
+  return runMatMul(args.backend as WebGPUBackend, x, w, exact, bias) as unknown as Info;
+};
+
+const registerBiasKernel = () => {
+  if (tf.getKernel(MATMUL_BIAS, "webgpu") !== undefined) return;
+  tf.registerKernel({
+    kernelName: MATMUL_BIAS,
+    backendName: "webgpu",
+    kernelFunc: matMulBiasKernel as unknown as KernelConfig["kernelFunc"],
+  });
+};
+
+const unregisterBiasKernel = () => {
+  if (tf.getKernel(MATMUL_BIAS, "webgpu") !== undefined) tf.unregisterKernel(MATMUL_BIAS, "webgpu");
+};
+
 /** Whether the tiled matmul is registered. */
 export const fastMatMulRegistered = override.registered;
 
-/** Registers the tiled kernel as webgpu's BatchMatMul (idempotent; a no-op while WebGPU is not loaded). */
-export const registerFastMatMul = override.register;
+/**
+ * Registers the tiled kernel as webgpu's BatchMatMul, and `CaeMatMulBias` beside it (idempotent; a
+ * no-op while WebGPU is not loaded).
+ */
+export const registerFastMatMul = (): void => {
+  override.register();
+  if (override.registered()) registerBiasKernel();
+};
 
-/** Puts tfjs's own BatchMatMul back (idempotent). */
-export const restoreStockMatMul = override.restore;
+/** Puts tfjs's own BatchMatMul back and removes `CaeMatMulBias` (idempotent). */
+export const restoreStockMatMul = (): void => {
+  override.restore();
+  unregisterBiasKernel();
+};
+
+/**
+ * `x W + b` (`x: [M, K]`, `W: [K, N]`, `b: [N]`, float32) as one kernel: the tiled GEMM with the bias
+ * added in its store epilogue (split K: in the split-sum pass), at the operand precision set now
+ * ({@link setMatMulPrecision}; the bias is added in f32). Undefined where the caller must run
+ * `tf.add(tf.matMul(x, W), b)` itself: the tiled kernel not registered, another backend than WebGPU,
+ * another dtype or shape, or a product {@link planMatMul} does not take.
+ *
+ * Why: on the stock path every linear layer's forward is a matmul and then a broadcast Add that reads and
+ * writes the whole `[M, N]` product again (one more kernel, and one more pass over the largest tensor of
+ * the layer). Not differentiable by itself: call it in a forward pass that has its own gradient.
+ */
+export const matMulBias = (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D | undefined => {
+  if (!override.registered() || tf.getBackend() !== "webgpu") return undefined;
+  if (tf.getKernel(MATMUL_BIAS, "webgpu") === undefined) return undefined;
+  if (x.dtype !== "float32" || w.dtype !== "float32" || b.dtype !== "float32") return undefined;
+  if (x.rank !== 2 || w.rank !== 2 || b.rank !== 1 || b.shape[0] !== w.shape[1]) return undefined;
+  const plan = planMatMul(x.shape, w.shape, false, false);
+  if (plan === null) return undefined;
+  const attrs: BiasAttrs = {
+    ...plan.tile,
+    splits: plan.splits,
+    kChunk: plan.kChunk,
+    precision: plan.precision,
+    accumulate: plan.accumulate,
+  };
+  return tf.engine().runKernel(
+    MATMUL_BIAS,
+    { x, w, bias: b },
+    attrs as unknown as tf.NamedAttrMap,
+  ) as tf.Tensor2D;
+};
