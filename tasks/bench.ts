@@ -94,12 +94,15 @@ import {
   checkHalfPack,
   checkLayerNorm,
   checkMatMul,
+  checkMatMulBias,
   checkMatMulF16,
   checkMatMulGrad,
   checkReduceAndTile,
   type CheckResult,
   formatChecks,
+  modelMatMulBiasCases,
   modelMatMulCases,
+  smallMatMulBiasCases,
   smallMatMulCases,
 } from "../lib/bench/kernel_check.ts";
 
@@ -315,6 +318,8 @@ if (args.check) {
   };
   await step("matmul", () => checkMatMul([...smallMatMulCases, ...modelMatMulCases]));
   await step("matmul grad", () => checkMatMulGrad());
+  // The bias epilogue of the linear layers (f32, and f16 where the adapter has shader-f16).
+  await step("matmul+bias", () => checkMatMulBias([...smallMatMulBiasCases, ...modelMatMulBiasCases]));
   await step(
     "layernorm",
     async () => [...await checkLayerNorm([32, 99, 768]), ...await checkLayerNorm([8, 167, 192])],

@@ -185,7 +185,7 @@ webgpuTest(
         // The user cache, found by the adapter's name.
         await withEnv({ XDG_CACHE_HOME: `${dir}/cache` }, async () => {
           const note = await installTileTable(info!);
-          assertStringIncludes(note!, "none for");
+          assertStringIncludes(note!, "no tuned table for this adapter");
           const cached = `${dir}/cache/caev2/tiles/${
             adapter.toLowerCase().replace(/[^a-z0-9._]+/g, "-").replace(/^[-.]+|-+$/g, "")
           }.json`;

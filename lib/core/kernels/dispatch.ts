@@ -3,7 +3,9 @@
  * backend is WebGPU, the plain-tfjs references (lib/nn, lib/optim) everywhere else. `registerKernels()`
  * turns them on (the benchmark does; training may), `restoreStockKernels()` off (tests compare both).
  *
- * - `BatchMatMul` (every tf.matMul and its gradients): lib/core/kernels/matmul.ts, registered over tfjs's.
+ * - `BatchMatMul` (every tf.matMul and its gradients): lib/core/kernels/matmul.ts, registered over tfjs's;
+ *   with it `CaeMatMulBias`, a linear layer's `x W + b` in one kernel (the bias added in the epilogue),
+ *   which lib/nn/linear.ts calls through `matMulBias`.
  * - LayerNorm: {@link fusedLayerNorm}, called first by `layerNorm` in lib/nn/norm.ts.
  * - GELU / QuickGELU: {@link fusedActivation}, called by `mlp` in lib/nn/mlp.ts.
  * - `Sum` over every axis (gradient norms): two-stage reduction (lib/core/kernels/reduce.ts).
