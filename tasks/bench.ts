@@ -33,28 +33,12 @@
  * `--max-shapes N`: only the N shapes with the most arithmetic per step. Every other mode (and every task,
  * through lib/core/runtime.ts) uses the adapter's table when there is one.
  *
- * On an H200 device machine (figures in BENCHMARKS.md). Once, here:
- *
- * ```sh
- * npm install --prefix .tools deno@2.9.6
- * xz -T2 -6 -c .tools/node_modules/@deno/linux-x64-glibc/deno > .tools/deno.xz
- * deno bundle --platform deno tasks/bench.ts -o .tools/bench.js   # re-run after every change
- * # .gl: the Vulkan loader debs (`apt-get download libvulkan1` and its dependencies)
- * ```
- *
- * then `run` with `carry: [".tools/deno.xz", ".tools/bench.js", ".gl"]` and the command:
- *
- * ```sh
- * for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig; xz -dc .tools/deno.xz > /tmp/deno && chmod +x /tmp/deno &&
- * export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json &&
- * /tmp/deno run -A --no-config .tools/bench.js --ops --backend webgpu --out $OUT/ops-base-b32.json 2>&1 | tee $OUT/ops.log
- * /tmp/deno run -A --no-config .tools/bench.js --model base --batch 256 --backend webgpu --out $OUT/step-base-b256.json
- * ```
- *
- * Phase-2 runs (2026-11-26) used `.tools/run_h200.sh` (untracked: the lines above in a loop, one
- * `nvidia-smi --query-gpu=memory.used -lms 200` sampler per run for the peak GPU memory, results tarred
- * into $OUT). `deno bundle` cannot parse the `import.source` in lib/deps.ts (loadResvg): bundle from a
- * copy of the tree with that block removed.
+ * On an H200 device machine (figures in BENCHMARKS.md): `bash tools/device/prepare.sh` here (Deno, this
+ * task bundled, the Vulkan loaders; re-run after every change), then one `run` per stage of
+ * `tools/device/h200.sh check|tune|step` with `carry: [".tools/deno.xz", ".tools/bench.js", ".gl"]`: every
+ * kernel against its reference at model shapes, the matmul's TFLOP/s, tile tables for ViT-B batch 256, and
+ * ViT-B / ViT-T batch-256 steps in f32 and f16, each with an `nvidia-smi` sampler for the peak GPU memory
+ * (`smoke` runs the plumbing on any adapter, lavapipe included, in seconds).
  *
  * @module
  */

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The H200 measurements of issues 12 (matmul speed) and 13 (f16), one stage per device call (each stage
+# fits the 10-minute limit of one command; all three take about 15 minutes with the machine's start).
+# Prepare with tools/device/prepare.sh; run with carry [".tools/deno.xz", ".tools/bench.js", ".gl"]:
+#   bash tools/device/h200.sh check   # every kernel against its reference at model shapes, f32 and f16;
+#                                     # matmul TFLOP/s (4096^3 and the model's products), f32 and f16
+#   bash tools/device/h200.sh tune    # tile tables for ViT-B batch 256, f32 and f16 (into $OUT)
+#   bash tools/device/h200.sh step    # ViT-B and ViT-T batch 256 steps, f32 and f16, with the tables of
+#                                     # `tune` if present in .tools/ (copy them there from its $OUT)
+# Every stage writes its logs and JSON into $OUT, and samples nvidia-smi for the peak GPU memory of each run.
+set -uo pipefail
+stage=${1:?usage: h200.sh check|tune|step|smoke}
+if [ "$stage" != smoke ]; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
+xz -dc .tools/deno.xz > /tmp/deno && chmod +x /tmp/deno
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+bench() { /tmp/deno run -A --no-config .tools/bench.js --backend webgpu "$@"; }
+# Runs a bench with a GPU-memory sampler beside it; $1 names the log, the rest are bench's arguments.
+sampled() {
+  local name=$1
+  shift
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$OUT/$name.mem" &
+  local sampler=$!
+  timeout "${LIMIT:-240}" bash -c "$(declare -f bench); bench $*" > "$OUT/$name.log" 2>&1
+  echo "exit $?" >> "$OUT/$name.log"
+  kill "$sampler" 2>/dev/null
+  echo "$name: peak GPU memory $(sort -n "$OUT/$name.mem" | tail -1) MiB" | tee -a "$OUT/summary.txt"
+  grep -E "^step |memory:|checks|FAIL|tune: |error" "$OUT/$name.log" | tee -a "$OUT/summary.txt"
+}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/summary.txt"
+case "$stage" in
+  check)
+    LIMIT=240 sampled check --check --out "$OUT/check.json"
+    LIMIT=90 sampled ops-f32 --ops --model base --batch 32 --only matmul-square,matmul-qkv,matmul-fc1,attn-qk,attn-av --out "$OUT/ops-f32.json"
+    LIMIT=90 sampled ops-f16 --ops --model base --batch 32 --only matmul-square,matmul-qkv,matmul-fc1,attn-qk,attn-av --precision f16 --out "$OUT/ops-f16.json"
+    ;;
+  tune)
+    LIMIT=280 sampled tune-f32 --tune --model base --batch 256 --tune-quick --out "$OUT/tiles-f32.json"
+    LIMIT=280 sampled tune-f16 --tune --model base --batch 256 --tune-quick --precision f16 --out "$OUT/tiles-f16.json"
+    ;;
+  step)
+    # One table for both precisions: entries are keyed by precision, so the two files are merged first.
+    if [ -s .tools/tiles-f32.json ] && [ -s .tools/tiles-f16.json ]; then
+      /tmp/deno eval 'const [a, b] = ["f32", "f16"].map((p) => JSON.parse(Deno.readTextFileSync(`.tools/tiles-${p}.json`)));
+        a.entries.push(...b.entries); a.tuned += "; " + b.tuned; Deno.writeTextFileSync("/tmp/tiles.json", JSON.stringify(a));'
+      export CAEV2_TILE_TABLE=/tmp/tiles.json
+    fi
+    for model in base tiny; do
+      for p in f32 f16; do
+        LIMIT=140 sampled "step-$model-$p" --model "$model" --batch 256 --steps 3 --warmup 2 --precision "$p" \
+          --out "$OUT/step-$model-$p.json"
+      done
+    done
+    ;;
+  smoke)
+    # This script's plumbing on any WebGPU adapter (e.g. lavapipe: VK_DRIVER_FILES=<lvp_icd.json>), in seconds.
+    LIMIT=300 sampled smoke --model tiny --batch 2 --teacher micro --steps 1 --warmup 1 --no-phases --no-profile \
+      --precision f16 --out "$OUT/smoke.json"
+    ;;
+  *) echo "unknown stage $stage" >&2; exit 2 ;;
+esac
