@@ -171,14 +171,18 @@ export interface TuneSpace {
 const tile = (bm: number, bn: number, bk: number, tm: number, tn: number): Tile => ({ bm, bn, bk, tm, tn });
 
 /**
- * The full space: 15 tiles from 128 x 128 (8 x 8 per thread, 256 threads) down to 32 x 32 (4 x 4, 64
- * threads), slices 8 to 32 deep where `checkTile` allows them, K split in 1 to 16.
+ * The full space: 17 tiles from 128 x 256 and 256 x 128 (8 x 16 per thread, 256 threads) down to 32 x 32
+ * (4 x 4, 64 threads), slices 8 to 32 deep where `checkTile` allows them, K split in 1 to 16.
  */
 export const FULL_SPACE: TuneSpace = {
   tiles: [
     tile(128, 128, 8, 8, 8),
     tile(128, 128, 16, 8, 8),
     tile(128, 128, 32, 8, 8),
+    // Larger register blocks (8 x 16 per thread): more arithmetic per workgroup-memory read, for the
+    // long products of the linear layers, if the registers hold (the tuner measures whether they spill).
+    tile(128, 256, 16, 8, 16),
+    tile(256, 128, 16, 16, 8),
     tile(128, 64, 16, 8, 4),
     tile(128, 64, 32, 8, 4),
     tile(64, 128, 16, 4, 8),
