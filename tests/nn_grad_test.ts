@@ -24,7 +24,7 @@ import { linear, type LinearParams, linearReference } from "../lib/nn/linear.ts"
 import { layerNorm, type LayerNormParams, layerNormReference } from "../lib/nn/norm.ts";
 import { gelu, geluOp, quickGelu, quickGeluOp } from "../lib/nn/mlp.ts";
 import { attentionCore, scaledDotProductAttention } from "../lib/nn/sdpa.ts";
-import { add } from "../lib/nn/residual.ts";
+import { add, scaledResidual } from "../lib/nn/residual.ts";
 import { assert, assertEquals } from "../lib/core/std.ts";
 import { TEST_BACKEND } from "./helpers.ts";
 
@@ -150,6 +150,20 @@ const addCases: Case[] = [
   make: () => ({ xs: [randn(sa, 60 + 2 * i), randn(sb, 61 + 2 * i)], custom: add, reference: tf.add }),
 }));
 
+// x + dropPath(a * gamma): without drop path, and with rows dropped (0) and kept (1 / keep).
+const residualCases: Case[] = [undefined, Float32Array.from([0, 1 / 0.9])].map((rowScale, i): Case => ({
+  name: `scaledResidual, ${rowScale ? "rows dropped and kept" : "no drop path"}`,
+  names: ["x", "a", "gamma"],
+  make: () => ({
+    xs: [randn([2, 5, 7], 80 + i), randn([2, 5, 7], 82 + i), randn([7], 84 + i)],
+    custom: (x, a, g) => scaledResidual(x, a, g, rowScale),
+    reference: (x, a, g) => {
+      const ag = tf.mul(a, g);
+      return add(x, rowScale ? tf.mul(ag, tf.tensor(rowScale, [2, 1, 1])) : ag);
+    },
+  }),
+}));
+
 // ---------------------------------------------------------------------------------------------------
 // Values and gradients
 
@@ -166,6 +180,9 @@ Deno.test("attentionCore: value and gradients equal the reference's for Nq = 1..
   checkCases(attentionCases));
 
 Deno.test("add: value and gradients equal tf.add's for every broadcast, no leak", () => checkCases(addCases));
+
+Deno.test("scaledResidual: value and gradients equal the plain ops' (layer scale, drop path), no leak", () =>
+  checkCases(residualCases));
 
 // ---------------------------------------------------------------------------------------------------
 // Memory
@@ -279,5 +296,20 @@ Deno.test("custom ops: lower peak of the backward pass than the references", asy
     const lRef = measure(ln(layerNormReference), [x, scale, bias], true).peak;
     assert(l < 0.8 * lRef, `layerNorm on ${backend}: peak ${l}, reference ${lRef}`);
     tf.dispose([q, k, v, x, scale, bias]);
+  }
+});
+
+Deno.test("scaledResidual keeps a, gamma and the row factors, not the product the drop path keeps", async () => {
+  for (const backend of BACKENDS) {
+    await selectBackend(backend);
+    installMemoryWatermark();
+    const [x, a, g] = [randn([4, 64, 96], 1), randn([4, 64, 96], 2), randn([96], 3)];
+    const rows = Float32Array.from([0, 1.25, 1.25, 1.25]);
+    const aBytes = a.size * F32;
+    const fused = measure((x, a, g) => scaledResidual(x, a, g, rows), [x, a, g]);
+    assertEquals(fused.saved, aBytes + (96 + 4) * F32, `scaledResidual on ${backend}`);
+    const plain = measure((x, a, g) => add(x, tf.mul(tf.mul(a, g), tf.tensor(rows, [4, 1, 1]))), [x, a, g]);
+    assert(plain.saved >= 2 * aBytes, `the plain ops on ${backend}: ${plain.saved}`);
+    tf.dispose([x, a, g]);
   }
 });

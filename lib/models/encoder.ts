@@ -10,13 +10,13 @@ import { flatten, type Tensor1D, type Tensor3D, type Tensor4D, unflatten } from 
 import { recomputed } from "../core/autodiff.ts";
 import { type Key, split } from "../core/random.ts";
 import { attention, attentionInit, type AttentionParams } from "../nn/attention.ts";
-import { type BatchRows, dropPath, dropPathRates } from "../nn/drop_path.ts";
+import { type BatchRows, dropPathRates, dropPathScale } from "../nn/drop_path.ts";
 import type { LinearParams } from "../nn/linear.ts";
 import { mlp, mlpInit, type MlpParams } from "../nn/mlp.ts";
 import { layerNorm, layerNormInit, type LayerNormParams } from "../nn/norm.ts";
 import { patchEmbed, patchEmbedInit } from "../nn/patch_embed.ts";
 import { truncNormal } from "../nn/init.ts";
-import { add } from "../nn/residual.ts";
+import { scaledResidual } from "../nn/residual.ts";
 import type { CaeV2Config } from "./config.ts";
 import { gatherTokens, type MaskIndex } from "./mask_index.ts";
 
@@ -92,13 +92,15 @@ export const block = (
   const n1 = layerNorm(p.norm1, x, eps) as Tensor3D;
   const att = attention(p.attn, n1, heads);
   n1.dispose();
-  const a = tf.mul(att, p.gamma1);
-  const x1 = add(x, dropPath(a, drop, ctx.training, k1, ctx.rows)) as Tensor3D;
+  const b = x.shape[0];
+  const x1 = scaledResidual(x, att, p.gamma1, dropPathScale(b, drop, ctx.training, k1, ctx.rows)) as Tensor3D;
+  att.dispose();
   const n2 = layerNorm(p.norm2, x1, eps);
   const h = mlp(p.mlp, n2);
   n2.dispose();
-  const m = tf.mul(h, p.gamma2);
-  return add(x1, dropPath(m, drop, ctx.training, k2, ctx.rows)) as Tensor3D;
+  const y = scaledResidual(x1, h, p.gamma2, dropPathScale(b, drop, ctx.training, k2, ctx.rows)) as Tensor3D;
+  h.dispose();
+  return y;
 };
 
 /** {@link block} whose activations are recomputed in the backward pass; keeps only `x` and the block's parameters. */

@@ -14,10 +14,10 @@ import { tf } from "../deps.ts";
 import type { Tensor1D, Tensor3D } from "../core/tree.ts";
 import { type Key, split } from "../core/random.ts";
 import { crossAttention, crossAttentionInit, type CrossAttentionParams } from "../nn/cross_attention.ts";
-import { dropPath, dropPathRates } from "../nn/drop_path.ts";
+import { dropPathRates, dropPathScale } from "../nn/drop_path.ts";
 import { mlp, mlpInit, type MlpParams } from "../nn/mlp.ts";
 import { layerNorm, layerNormInit, type LayerNormParams } from "../nn/norm.ts";
-import { add } from "../nn/residual.ts";
+import { add, scaledResidual } from "../nn/residual.ts";
 import type { CaeV2Config } from "./config.ts";
 import { type Ctx, layerScaleInit } from "./encoder.ts";
 
@@ -98,11 +98,20 @@ export const regressor = (
         layerNorm(blk.normV, kv, c.eps) as Tensor3D,
         c.regressorHeads,
       );
-      const x1 = add(xin, dropPath(tf.mul(attn, blk.gamma1), rates[i], ctx.training, k1, ctx.rows));
+      const b = xin.shape[0];
+      const x1 = scaledResidual(
+        xin,
+        attn,
+        blk.gamma1,
+        dropPathScale(b, rates[i], ctx.training, k1, ctx.rows),
+      );
       const x2 = layerNorm(blk.norm2, x1, c.eps);
-      return add(
+      const m = mlp(blk.mlp, x2);
+      return scaledResidual(
         x2,
-        dropPath(tf.mul(mlp(blk.mlp, x2), blk.gamma2), rates[i], ctx.training, k2, ctx.rows),
+        m,
+        blk.gamma2,
+        dropPathScale(b, rates[i], ctx.training, k2, ctx.rows),
       ) as Tensor3D;
     });
   }

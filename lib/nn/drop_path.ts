@@ -20,6 +20,27 @@ export interface BatchRows {
   readonly total: number;
 }
 
+/**
+ * The per-row factors of {@link dropPath} for a batch of `b` rows: 0 (dropped) or `1 / (1 - rate)`; undefined
+ * when it is the identity (`rate == 0` or not training).
+ */
+export const dropPathScale = (
+  b: number,
+  rate: number,
+  training: boolean,
+  k?: Key,
+  rows?: BatchRows,
+): Float32Array | undefined => {
+  if (!training || rate === 0) return undefined;
+  if (!k) throw new Error("dropPath: a key is required when training with a drop-path rate > 0");
+  const keep = 1 - rate;
+  // One draw per row of the whole batch; this slice's rows read theirs.
+  const u = rows ? uniform(k, rows.total).subarray(rows.offset, rows.offset + b) : uniform(k, b);
+  const scale = new Float32Array(b);
+  for (let i = 0; i < b; i++) scale[i] = Math.floor(keep + u[i]) / keep;
+  return scale;
+};
+
 /** `x: [B, ...]`. Identity when `rate == 0` or not training. */
 export const dropPath = (
   x: tf.Tensor,
@@ -28,15 +49,9 @@ export const dropPath = (
   k?: Key,
   rows?: BatchRows,
 ): tf.Tensor => {
-  if (!training || rate === 0) return x;
-  if (!k) throw new Error("dropPath: a key is required when training with a drop-path rate > 0");
   const b = x.shape[0];
-  const keep = 1 - rate;
-  // One draw per row of the whole batch; this slice's rows read theirs.
-  const u = rows ? uniform(k, rows.total).subarray(rows.offset, rows.offset + b) : uniform(k, b);
-  const scale = new Float32Array(b);
-  for (let i = 0; i < b; i++) scale[i] = Math.floor(keep + u[i]) / keep;
-  return tf.mul(x, tf.tensor(scale, [b, ...x.shape.slice(1).map(() => 1)]));
+  const scale = dropPathScale(b, rate, training, k, rows);
+  return scale === undefined ? x : tf.mul(x, tf.tensor(scale, [b, ...x.shape.slice(1).map(() => 1)]));
 };
 
 /** Linearly increasing rates `0 .. rate` over `depth` blocks (official `torch.linspace(0, rate, depth)`). */

@@ -28,3 +28,37 @@ export const add = (a: tf.Tensor, b: tf.Tensor): tf.Tensor => {
     (dy) => [unbroadcast(dy, sa), unbroadcast(dy, sb)],
   )(a, b);
 };
+
+/**
+ * A block's residual branch with layer scale and stochastic depth, `x + dropPath(a * gamma)`
+ * (`x, a: [B, N, D]`, `gamma: [D]`, `rowScale`: the `[B]` factors of lib/nn/drop_path.ts `dropPathScale` or undefined), keeping
+ * only `a` and `gamma` (and the row factors) for the backward pass. Autodiff of the plain ops also keeps the
+ * product `a * gamma`, which the drop-path multiply saves: one more `[B, N, D]` tensor per branch while
+ * training. Same ops in the same order both ways, so the same numbers bit for bit.
+ */
+export const scaledResidual = (
+  x: tf.Tensor,
+  a: tf.Tensor,
+  gamma: tf.Tensor,
+  rowScale: Float32Array | undefined,
+): tf.Tensor => {
+  const [b] = a.shape;
+  const s = rowScale === undefined ? undefined : tf.tensor(rowScale, [b, ...a.shape.slice(1).map(() => 1)]);
+  const sx = x.shape, sg = gamma.shape;
+  const y = customOp(
+    (x: tf.Tensor, a: tf.Tensor, gamma: tf.Tensor) => {
+      const ag = tf.mul(a, gamma);
+      return {
+        value: tf.add(x, s === undefined ? ag : tf.mul(ag, s)),
+        save: s === undefined ? [a, gamma] : [a, gamma, s],
+      };
+    },
+    (dy, [a, gamma, s]) => {
+      // tfjs's Mul gradients, in its order: d(a gamma) = dy s; da = d(a gamma) gamma; dgamma = sum(d(a gamma) a).
+      const dag = s === undefined ? dy : tf.mul(dy, s);
+      return [unbroadcast(dy, sx), tf.mul(dag, gamma), unbroadcast(tf.mul(dag, a), sg)];
+    },
+  )(x, a, gamma);
+  s?.dispose();
+  return y;
+};
