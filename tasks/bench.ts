@@ -81,6 +81,7 @@ import {
   checkMatMulBias,
   checkMatMulF16,
   checkMatMulGrad,
+  checkMlpEpilogue,
   checkReduceAndTile,
   type CheckResult,
   formatChecks,
@@ -304,6 +305,16 @@ if (args.check) {
   await step("matmul grad", () => checkMatMulGrad());
   // The bias epilogue of the linear layers (f32, and f16 where the adapter has shader-f16).
   await step("matmul+bias", () => checkMatMulBias([...smallMatMulBiasCases, ...modelMatMulBiasCases]));
+  // The teacher's MLP (and inference): bias and QuickGELU / GELU in the epilogue; ViT-B/16 at batch 32, ViT-T.
+  await step(
+    "matmul+bias+act",
+    () =>
+      checkMlpEpilogue([{ rows: 32 * 197, dim: 768, hidden: 3072 }, {
+        rows: 8 * 197,
+        dim: 192,
+        hidden: 768,
+      }]),
+  );
   await step(
     "layernorm",
     async () => [...await checkLayerNorm([32, 99, 768]), ...await checkLayerNorm([8, 167, 192])],

@@ -448,3 +448,46 @@ export const formatChecks = (rs: readonly CheckResult[]): string =>
       r.relErr.toExponential(2)
     } (tol ${r.tolerance}) ${r.detail}`
   ).join("\n");
+
+/**
+ * The MLP's first layer off the tape (`act(x W + b)` in one kernel, the activation in the matmul's
+ * epilogue: lib/nn/mlp.ts) against the separate kernels (the fused `x W + b`, then the fused activation)
+ * on the same inputs: the same WGSL on the same values, so equal to f32 rounding (`tolerance`). `x`:
+ * `[M, D]` rows, `hidden` units; GELU and QuickGELU. Leaves the kernels registered.
+ */
+export const checkMlpEpilogue = async (
+  cases: readonly { readonly rows: number; readonly dim: number; readonly hidden: number }[],
+  tolerance = 1e-6,
+): Promise<CheckResult[]> => {
+  registerKernels();
+  const out: CheckResult[] = [];
+  let k = key(29);
+  for (const c of cases) {
+    const [kx, kw, next] = split(k, 3);
+    k = next;
+    const x = tf.randomNormal([c.rows, c.dim], 0, 1, "float32", seedOf(kx)) as tf.Tensor2D;
+    const w = tf.randomNormal([c.dim, c.hidden], 0, 0.05, "float32", seedOf(kw)) as tf.Tensor2D;
+    const b = tf.randomNormal([c.hidden], 0, 0.05, "float32", seedOf(kw) + 1) as tf.Tensor1D;
+    for (const act of ["gelu", "quickGelu"] as const) {
+      const h = matMulBias(x, w, b);
+      const fused = matMulBias(x, w, b, act);
+      const detail = `[${c.rows}, ${c.dim}] x [${c.dim}, ${c.hidden}]`;
+      if (h === undefined || fused === undefined) {
+        out.push(result(`matmul+bias+${act} epilogue`, `${detail}: not planned`, Infinity, tolerance));
+        continue;
+      }
+      const ref = fusedActivation(h, act === "quickGelu")!;
+      out.push(
+        result(
+          `matmul+bias+${act} epilogue`,
+          detail,
+          relativeError(await fused.data(), await ref.data()),
+          tolerance,
+        ),
+      );
+      tf.dispose([h, fused, ref]);
+    }
+    tf.dispose([x, w, b]);
+  }
+  return out;
+};

@@ -318,6 +318,12 @@ export const customOp = <X extends tf.Tensor[]>(
 let saving = false;
 
 /**
+ * Whether ops are being recorded on a tape now: false in inference, for the frozen teacher, and inside a
+ * custom op's forward pass. Layers may take a path that keeps nothing for a backward pass when it is false.
+ */
+export const onTape = (): boolean => recording();
+
+/**
  * Whether the custom op whose forward pass is running will keep what it saves (it is on a tape). Off the
  * tape its `save` list is dropped at once, so work done only to save (packing to f16,
  * lib/core/precision.ts `toSaved`) can be skipped.

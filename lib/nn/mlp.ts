@@ -8,7 +8,8 @@ import type { Key } from "../core/random.ts";
 import { split } from "../core/random.ts";
 import { fusedActivation, fusedActivationGrad, fusedKernelOn } from "../core/kernels/dispatch.ts";
 import { precision, restoreSaved, toSaved } from "../core/precision.ts";
-import { customOp } from "../core/autodiff.ts";
+import { customOp, onTape } from "../core/autodiff.ts";
+import { matMulBias } from "../core/kernels/matmul.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
 
 /** Parameters of an MLP. */
@@ -76,8 +77,31 @@ const halfActivation = (quick: boolean) =>
   );
 const halfGelu = halfActivation(false), halfQuickGelu = halfActivation(true);
 
+/**
+ * Off the tape (the frozen teacher, inference): `act(x W1 + b1)` as one WebGPU kernel (the activation in
+ * the matmul's epilogue; lib/core/kernels/matmul.ts `matMulBias`), or undefined where it does not run.
+ * Nothing is kept for a backward pass there, so the pre-activation never needs to exist.
+ */
+const fusedHidden = (fc1: LinearParams, x: tf.Tensor, act: Activation): tf.Tensor | undefined => {
+  if (onTape() || fc1.bias === undefined || !fusedKernelOn("CaeGelu")) return undefined;
+  const [inDim, hidden] = fc1.kernel.shape;
+  const x2 = (x.rank === 2 ? x : tf.reshape(x, [-1, inDim])) as tf.Tensor2D;
+  const h2 = matMulBias(x2, fc1.kernel, fc1.bias, act);
+  if (x2 !== x) x2.dispose();
+  if (h2 === undefined || x.rank === 2) return h2;
+  const h = tf.reshape(h2, [...x.shape.slice(0, -1), hidden]);
+  h2.dispose();
+  return h;
+};
+
 /** `x: [..., D] -> [..., D]`. */
 export const mlp = (p: MlpParams, x: tf.Tensor, act: Activation = "gelu"): tf.Tensor => {
+  const fused = fusedHidden(p.fc1, x, act);
+  if (fused !== undefined) {
+    const y = linear(p.fc2, fused);
+    fused.dispose();
+    return y;
+  }
   const h = linear(p.fc1, x);
   const quick = act === "quickGelu";
   // In f16 on the fused kernels the activation keeps its input packed; else the fused WebGPU kernel when

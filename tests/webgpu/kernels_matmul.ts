@@ -17,6 +17,7 @@ import {
   planMatMul,
   restoreStockMatMul,
   setGemmChooser,
+  setMatMulPrecision,
 } from "../../lib/core/kernels/matmul.ts";
 import { registerKernels, restoreStockKernels } from "../../lib/core/kernels/dispatch.ts";
 import { BindingSizeError, checkBindable } from "../../lib/core/kernels/program.ts";
@@ -33,9 +34,13 @@ import {
 import { relativeError } from "../../lib/core/compare.ts";
 import { key, seedOf, split } from "../../lib/core/random.ts";
 import { linear, type LinearParams, linearReference } from "../../lib/nn/linear.ts";
+import { mlp, mlpInit } from "../../lib/nn/mlp.ts";
+import { fusedActivation } from "../../lib/core/kernels/dispatch.ts";
 import { assert, assertEquals, assertThrows } from "../../lib/core/std.ts";
 
 const hasWebGPU = await selectBackend("webgpu").then(() => tf.getBackend() === "webgpu", () => false);
+const hasF16 = hasWebGPU &&
+  (tf.backend() as unknown as { device: GPUDevice }).device.features.has("shader-f16");
 const full = Deno.env.get("CAEV2_FULL_KERNEL_TESTS") === "1";
 
 Deno.test({
@@ -161,6 +166,53 @@ Deno.test({
       setGemmChooser(saved);
       restoreStockKernels();
       c.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "off the tape, the MLP's first layer, bias and GELU / QuickGELU are one kernel with the same values",
+  ignore: !hasWebGPU,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await selectBackend("webgpu");
+    registerKernels();
+    const [k1, k2] = split(key(23));
+    // 96 -> 40: vec4 epilogue; 2048 rows x 8 into 30: a long K, few tiles (split K), scalar epilogue.
+    const cases = [
+      { x: [3, 37, 96], hidden: 40 },
+      { x: [8, 2048], hidden: 30 },
+    ];
+    try {
+      for (const c of cases) {
+        const dim = c.x[c.x.length - 1];
+        const p = mlpInit(k1, dim, c.hidden);
+        const x = tf.randomNormal(c.x, 0, 1, "float32", seedOf(k2));
+        for (const act of ["gelu", "quickGelu"] as const) {
+          for (const precision of hasF16 ? ["f32", "f16"] as const : ["f32"] as const) {
+            setMatMulPrecision(precision);
+            // The separate kernels: the fused linear, then the fused activation.
+            const h = linear(p.fc1, x);
+            const a = fusedActivation(h, act === "quickGelu")!;
+            const want = await linear(p.fc2, a).data();
+            const profile = await tf.profile(async () => {
+              const y = mlp(p, x, act);
+              const got = await y.data();
+              assertEquals(got, want, `${act} ${precision} [${c.x}] -> ${c.hidden}`);
+              y.dispose();
+            });
+            const kernels = profile.kernelNames;
+            assert(!kernels.includes("CaeGelu"), `one kernel for fc1 and ${act}: ${kernels}`);
+            tf.dispose([h, a]);
+          }
+        }
+        tf.dispose([x, p.fc1.kernel, p.fc1.bias!, p.fc2.kernel, p.fc2.bias!]);
+      }
+      assert(planMatMul([8, 2048], [2048, 30], false, false)!.splits > 1, "the second case splits K");
+    } finally {
+      setMatMulPrecision("f32");
+      restoreStockKernels();
     }
   },
 });

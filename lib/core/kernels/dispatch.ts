@@ -5,7 +5,8 @@
  *
  * - `BatchMatMul` (every tf.matMul and its gradients): lib/core/kernels/matmul.ts, registered over tfjs's;
  *   with it `CaeMatMulBias`, a linear layer's `x W + b` in one kernel (the bias added in the epilogue),
- *   which lib/nn/linear.ts calls through `matMulBias`.
+ *   which lib/nn/linear.ts calls through `matMulBias`; off the tape (the teacher, inference) lib/nn/mlp.ts
+ *   runs the MLP's first layer, its bias and its GELU / QuickGELU as that one kernel too.
  * - LayerNorm: {@link fusedLayerNorm}, called first by `layerNorm` in lib/nn/norm.ts.
  * - GELU / QuickGELU: {@link fusedActivation}, called by `mlp` in lib/nn/mlp.ts.
  * - `Sum` over every axis (gradient norms): two-stage reduction (lib/core/kernels/reduce.ts).

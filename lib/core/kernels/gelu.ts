@@ -17,7 +17,8 @@ import { type Program, runProgram, type TensorInfo } from "./program.ts";
 
 const WG = 256;
 
-const ERF = `
+/** WGSL of `erf_` and `sigmoid_` on vec4 (the fused activation's, and the matmul epilogue's: one text). */
+export const ACTIVATION_WGSL = `
 fn erf_(a: vec4<f32>) -> vec4<f32> {
   // tfjs-backend-webgpu's ERF (Abramowitz & Stegun 7.1.26).
   let p = 0.3275911;
@@ -49,7 +50,7 @@ const program = (name: string, inputs: string[], n: number, expr: string): Progr
     workgroupSize: [WG, 1, 1],
     uniforms: "n : i32,",
     getUserCode: () =>
-      `${ERF}
+      `${ACTIVATION_WGSL}
 fn main(index: i32) {
   if (index >= uniforms.n) { return; }
   ${inputs.map((v) => `let ${v.toLowerCase()} = ${load(v)};`).join("\n  ")}
@@ -60,7 +61,8 @@ fn main(index: i32) {
   };
 };
 
-const forwardExpr = (quick: boolean) =>
+/** WGSL of the activation of a vec4 `x` (with {@link ACTIVATION_WGSL}). */
+export const forwardExpr = (quick: boolean): string =>
   quick
     ? "x * sigmoid_(x * 1.702)" // lib/nn/mlp.ts quickGelu
     : "(x * 0.5) * (erf_(x * 0.7071067811865476) + 1.0)"; // lib/nn/mlp.ts gelu, same grouping

@@ -29,6 +29,7 @@
 import { tf, type WebGPUBackend } from "../../deps.ts";
 import { type Program, runProgram, type TensorInfo } from "./program.ts";
 import { type Info, type KernelArgs, type KernelConfig, kernelOverride } from "./override.ts";
+import { ACTIVATION_WGSL, forwardExpr } from "./gelu.ts";
 
 /** A tile configuration. Threads: `(BN / TN) x (BM / TM)`. */
 export interface Tile {
@@ -61,6 +62,23 @@ export const setGemmTiles = (t: { big?: Tile; small?: Tile }): void => {
   if (t.small) checkTile(t.small);
   gemmTiles = { big: t.big ?? gemmTiles.big, small: t.small ?? gemmTiles.small };
 };
+
+/**
+ * An activation applied in the epilogue after the bias (`x W + b` then GELU or QuickGELU, one kernel): the
+ * WGSL of lib/core/kernels/gelu.ts, so the values are the fused activation kernel's.
+ */
+export type EpilogueActivation = "none" | "gelu" | "quickGelu";
+
+/** `act(v)` for a vec4 expression `v`. */
+const activate = (act: EpilogueActivation, v: string): string => act === "none" ? v : `act_(${v})`;
+
+/** The WGSL helpers of `act`: `act_` over vec4 (and gelu.ts's erf_/sigmoid_). */
+const activationSource = (act: EpilogueActivation): string =>
+  act === "none"
+    ? ""
+    : `${ACTIVATION_WGSL}\nfn act_(x: vec4<f32>) -> vec4<f32> { return ${
+      forwardExpr(act === "quickGelu")
+    }; }\n`;
 
 /** One product as a tile table sees it (lib/core/kernels/tile_table.ts keys its entries by these). */
 export interface GemmShape {
@@ -212,6 +230,7 @@ export const gemmSource = (
   precision: MatMulPrecision = "f32",
   accumulate = "f32",
   bias = false,
+  act: EpilogueActivation = "none",
 ): string => {
   const half = precision === "f16";
   // f16 accumulation: a per-slice f16 accumulator (`h_...`), folded into the f32 one after each BK slice.
@@ -260,7 +279,7 @@ export const gemmSource = (
       for (let c = 0; c < rn; c++) {
         const col = `n0 + ${c * tx * 4} + tx * 4`;
         const raw = half ? `select(${acc(r, i, c)}, nan4, bad)` : acc(r, i, c);
-        const v = bias ? `(${raw} + bias${c})` : raw;
+        const v = activate(act, bias ? `(${raw} + bias${c})` : raw);
         if (l.vecC) {
           stores.push(
             `{ let row = ${row}; let col = ${col}; if (row < uniforms.M && col < uniforms.N) { result[(cOff + row * uniforms.N + col) / 4] = ${v}; } }`,
@@ -284,7 +303,7 @@ export const gemmSource = (
   let bad = atomicLoad(&overflowed) != 0u;
   let nan4 = bitcast<vec4<f32>>(vec4<u32>(0x7fc00000u | (localIndex & 0u)));`
     : "";
-  return `${half ? HALF_HELPERS : ""}
+  return `${half ? HALF_HELPERS : ""}${activationSource(act)}
 var<workgroup> As: array<${wt}, ${t.bk * t.bm / 4}>;
 var<workgroup> Bs: array<${wt}, ${t.bk * t.bn / 4}>;
 
@@ -343,7 +362,10 @@ fn main(index: i32) {
  * `Bias: [N]` (`uniforms.n` wide) to each row after the sum; then `vec` needs N % 4 == 0, so that a quad
  * of the output never straddles two rows.
  */
-const splitSumSource = (splits: number, vec: boolean, bias = false) => `
+const splitSumSource = (splits: number, vec: boolean, bias = false, act: EpilogueActivation = "none") => {
+  const sum = `s${bias ? ` + Bias[i % (uniforms.n / ${vec ? 4 : 1})]` : ""}`;
+  const out = act === "none" ? sum : vec ? activate(act, sum) : `${activate(act, `vec4<f32>(${sum})`)}.x`;
+  return `${activationSource(act)}
 fn main(index: i32) {
   let per = uniforms.mn / ${vec ? 4 : 1};
   let total = uniforms.batches * per;
@@ -352,9 +374,10 @@ fn main(index: i32) {
   let i = index % per;
   var s = ${vec ? "vec4<f32>(0.0)" : "0.0"};
   for (var k = 0; k < ${splits}; k++) { s = s + P[(b * ${splits} + k) * per + i]; }
-  result[index] = s${bias ? ` + Bias[i % (uniforms.n / ${vec ? 4 : 1})]` : ""};
+  result[index] = ${out};
 }
 `;
+};
 
 /** A planned product: shapes folded to 3-D, the variant and the K split. */
 export interface MatMulPlan {
@@ -450,9 +473,16 @@ export const planMatMul = (
   };
 };
 
-const key = (t: Tile, l: GemmLayout, precision: MatMulPrecision, accumulate: string, bias: boolean) =>
+const key = (
+  t: Tile,
+  l: GemmLayout,
+  precision: MatMulPrecision,
+  accumulate: string,
+  bias: boolean,
+  act: EpilogueActivation,
+) =>
   `caeGemm_${t.bm}x${t.bn}x${t.bk}_${t.tm}x${t.tn}_${+l.transA}${+l.transB}${+l.vecA}${+l.vecB}${+l.vecC}` +
-  (precision === "f16" ? `_h${accumulate}` : "") + (bias ? "_bias" : "");
+  (precision === "f16" ? `_h${accumulate}` : "") + (bias ? "_bias" : "") + (act === "none" ? "" : `_${act}`);
 
 /**
  * Runs a planned product on WebGPU. `a`, `b` float32 TensorInfos; returns the output TensorInfo. `bias`
@@ -465,6 +495,7 @@ export const runMatMul = (
   b: TensorInfo,
   p: MatMulPlan,
   bias?: TensorInfo,
+  act: EpilogueActivation = "none",
 ): TensorInfo => {
   const { m, n, k, tile: t, layout: l } = p;
   if (bias !== undefined && (bias.shape.length !== 1 || bias.shape[0] !== n)) {
@@ -473,17 +504,19 @@ export const runMatMul = (
   const a3: TensorInfo = { ...a, shape: [p.batchA, l.transA ? k : m, l.transA ? m : k] };
   const b3: TensorInfo = { ...b, shape: [p.batchB, l.transB ? n : k, l.transB ? k : n] };
   const inEpilogue = bias !== undefined && p.splits === 1;
+  // The activation goes where the final values are: the GEMM's epilogue, or the split-sum pass.
+  const actHere: EpilogueActivation = p.splits === 1 ? act : "none";
   const program: Program = {
     variableNames: inEpilogue ? ["A", "B", "Bias"] : ["A", "B"],
     variableComponents: [l.vecA ? 4 : 1, l.vecB ? 4 : 1, ...(inEpilogue ? [l.vecC ? 4 : 1] : [])],
     outputShape: [p.batch * p.splits, m, n],
     outputComponent: l.vecC ? 4 : 1,
-    shaderKey: key(t, l, p.precision, p.accumulate, inEpilogue),
+    shaderKey: key(t, l, p.precision, p.accumulate, inEpilogue, actHere),
     dispatchLayout: { x: [0] },
     dispatch: [Math.ceil(n / t.bn), Math.ceil(m / t.bm), p.batch * p.splits],
     workgroupSize: [t.bn / t.tn, t.bm / t.tm, 1],
     uniforms: "M : i32, N : i32, K : i32, aStride : i32, bStride : i32, kChunk : i32, splits : i32,",
-    getUserCode: () => gemmSource(t, l, p.precision, p.accumulate, inEpilogue),
+    getUserCode: () => gemmSource(t, l, p.precision, p.accumulate, inEpilogue, actHere),
   };
   const int = (v: number) => ({ type: "int32" as const, data: [v] });
   const out = runProgram(backend, program, inEpilogue ? [a3, b3, bias] : [a3, b3], [
@@ -504,12 +537,12 @@ export const runMatMul = (
     variableComponents: withBias ? [vec ? 4 : 1, vec ? 4 : 1] : [vec ? 4 : 1],
     outputShape: [p.batch, m * n],
     outputComponent: vec ? 4 : 1,
-    shaderKey: `caeSplitSum_${p.splits}_${+vec}${withBias ? "_bias" : ""}`,
+    shaderKey: `caeSplitSum_${p.splits}_${+vec}${withBias ? "_bias" : ""}${act === "none" ? "" : `_${act}`}`,
     dispatchLayout: { x: [0] },
     dispatch: [Math.ceil(total / 256), 1, 1],
     workgroupSize: [256, 1, 1],
     uniforms: withBias ? "mn : i32, batches : i32, n : i32," : "mn : i32, batches : i32,",
-    getUserCode: () => splitSumSource(p.splits, vec, withBias),
+    getUserCode: () => splitSumSource(p.splits, vec, withBias, act),
   };
   // A flat dispatch over 65535 workgroups is folded into 2-D/3-D by tfjs; getGlobalIndex follows.
   const partial: TensorInfo = { ...out, shape: [p.batch * p.splits, m * n] };
@@ -559,6 +592,7 @@ interface BiasAttrs {
   readonly kChunk: number;
   readonly precision: MatMulPrecision;
   readonly accumulate: "f32" | "f16";
+  readonly act: EpilogueActivation;
 }
 
 const matMulBiasKernel = (args: KernelArgs): Info => {
@@ -573,7 +607,7 @@ const matMulBiasKernel = (args: KernelArgs): Info => {
   if (plan === null) throw new Error(`${MATMUL_BIAS}: [${x.shape}] x [${w.shape}] is not planned`);
   // The attrs' split, exactly as planned (re-planning a split count may round it differently).
   const exact: MatMulPlan = { ...plan, splits: at.splits, kChunk: at.kChunk };
-  return runMatMul(args.backend as WebGPUBackend, x, w, exact, bias) as unknown as Info;
+  return runMatMul(args.backend as WebGPUBackend, x, w, exact, bias, at.act ?? "none") as unknown as Info;
 };
 
 const registerBiasKernel = () => {
@@ -617,8 +651,17 @@ export const restoreStockMatMul = (): void => {
  * Why: on the stock path every linear layer's forward is a matmul and then a broadcast Add that reads and
  * writes the whole `[M, N]` product again (one more kernel, and one more pass over the largest tensor of
  * the layer). Not differentiable by itself: call it in a forward pass that has its own gradient.
+ *
+ * `act`: GELU or QuickGELU applied after the bias, in the same kernel (the MLP's first layer where
+ * nothing is kept for a backward pass: the frozen teacher, inference; lib/nn/mlp.ts), with the fused
+ * activation kernel's WGSL, so the values are those of `matMulBias` followed by that kernel.
  */
-export const matMulBias = (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D | undefined => {
+export const matMulBias = (
+  x: tf.Tensor2D,
+  w: tf.Tensor2D,
+  b: tf.Tensor1D,
+  act: EpilogueActivation = "none",
+): tf.Tensor2D | undefined => {
   if (!override.registered() || tf.getBackend() !== "webgpu") return undefined;
   if (tf.getKernel(MATMUL_BIAS, "webgpu") === undefined) return undefined;
   if (x.dtype !== "float32" || w.dtype !== "float32" || b.dtype !== "float32") return undefined;
@@ -631,6 +674,7 @@ export const matMulBias = (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.T
     kChunk: plan.kChunk,
     precision: plan.precision,
     accumulate: plan.accumulate,
+    act,
   };
   return tf.engine().runKernel(
     MATMUL_BIAS,
