@@ -14,9 +14,11 @@ import { tf } from "../deps.ts";
 import { precision } from "../core/precision.ts";
 import { initialLossScale } from "../optim/loss_scale.ts";
 import { foldIn, type Key, key, permutation, seedOf, split } from "../core/random.ts";
-import { caev2Apply, caev2Buffers, caev2Init, type CaeV2Params } from "../models/caev2.ts";
-import { clipApply, clipInit } from "../models/clip.ts";
-import type { ClipConfig } from "../models/config.ts";
+import { caev2Apply, type CaeV2Buffers, caev2Buffers, caev2Init, type CaeV2Params } from "../models/caev2.ts";
+import { clipApply, clipInit, type ClipParams } from "../models/clip.ts";
+import type { CaeV2Config, ClipConfig } from "../models/config.ts";
+import type { GradientTransformation } from "../optim/transform.ts";
+import { disposeTree } from "../core/tree.ts";
 import { clipB16, clipMicro, defaultNumMasked, type PresetName, studentPreset } from "../models/presets.ts";
 import { alignmentTargets, latentAlignment } from "../objectives/alignment.ts";
 import type { AdamWState } from "../optim/adamw.ts";
@@ -26,6 +28,7 @@ import {
   type PretrainState,
   type StepBatch,
   type StepConfig,
+  type StepResult,
   studentLossAndGrads,
   trainStep,
 } from "../train/step.ts";
@@ -150,9 +153,47 @@ const gpuAllocated = (): number | null => {
 };
 
 /** Runs the benchmark on the current backend. */
-export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResult> => {
-  const log = cfg.log ?? (() => {});
-  const t0 = performance.now();
+/** What {@link syntheticStep} builds: the model, its shapes and a step's worth of synthetic data. */
+export interface SyntheticStepConfig {
+  readonly model: PresetName;
+  readonly batch: number;
+  readonly teacher: TeacherName;
+  readonly seed?: number;
+  /** Recompute each encoder block in the backward pass (`--remat`). */
+  readonly remat?: boolean;
+  /** What the backend holds: a step estimated not to fit is refused before any tensor is made. */
+  readonly limits?: BackendLimits;
+}
+
+/** One training step ready to run on synthetic data, and what its caller disposes. */
+export interface SyntheticStep {
+  readonly student: CaeV2Config;
+  readonly teacher: ClipConfig;
+  readonly teacherParams: ClipParams;
+  readonly buffers: CaeV2Buffers;
+  readonly optimizer: GradientTransformation<AdamWState>;
+  readonly numPatches: number;
+  readonly numMasked: number;
+  /** The step's estimated footprint (lib/train/footprint.ts). */
+  readonly footprint: ReturnType<typeof stepFootprint>;
+  /** The training step (kernels as registered now). */
+  readonly step: (state: PretrainState<AdamWState>, batches: readonly StepBatch[]) => StepResult<AdamWState>;
+  /** The step's config (the phases time its parts). */
+  readonly stepCfg: StepConfig<AdamWState>;
+  /** The state before the first step (in f16 with the loss scale a run starts with). */
+  readonly state: PretrainState<AdamWState>;
+  /** One batch: random images (the teacher's view is the student's), a random mask. */
+  readonly batch: StepBatch;
+  /** Releases the teacher, the buffers and the images (not the state, which the caller replaces). */
+  readonly dispose: () => void;
+}
+
+/**
+ * The synthetic training step the benchmark and the tuner (lib/bench/tune.ts) run: a preset student with
+ * random weights, the CLIP ViT-B/16 shape or a small teacher with random weights, random images and masks.
+ * Refused (throws) before any tensor is made when the step is estimated not to fit `limits`.
+ */
+export const syntheticStep = (cfg: SyntheticStepConfig): SyntheticStep => {
   const teacher: ClipConfig = cfg.teacher === "clip-b16" ? clipB16 : clipMicro(224, 16);
   const student = studentPreset(cfg.model, { outDim: teacher.outDim });
   const numPatches = (student.imageSize / student.patchSize) ** 2;
@@ -188,15 +229,42 @@ export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResul
     optimizer,
     remat: cfg.remat,
   };
-  const step = trainStep(stepCfg);
   // In f16, the loss scale a training run starts with (its scaling and unscaling are part of the step).
-  let state: PretrainState<AdamWState> = {
+  const state: PretrainState<AdamWState> = {
     params,
     opt: optimizer.init(params),
     step: 0,
     key: kRun,
     ...(precision() === "f16" ? { lossScale: initialLossScale() } : {}),
   };
+  return {
+    student,
+    teacher,
+    teacherParams,
+    buffers,
+    optimizer,
+    numPatches,
+    numMasked,
+    footprint,
+    step: trainStep(stepCfg),
+    stepCfg,
+    state,
+    batch,
+    dispose: () => {
+      disposeTree(teacherParams);
+      tf.dispose([buffers.pos, buffers.regressorPos, images]);
+    },
+  };
+};
+
+export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResult> => {
+  const log = cfg.log ?? (() => {});
+  const t0 = performance.now();
+  const run = syntheticStep(cfg);
+  const { student, teacher, teacherParams, buffers, optimizer, numPatches, numMasked, footprint } = run;
+  const { step, stepCfg, batch } = run;
+  const images = batch.studentImages;
+  let state = run.state;
   await settle(images);
   const setupMs = performance.now() - t0;
   log(`step bench: ${cfg.model} B=${cfg.batch}, teacher ${cfg.teacher}; setup ${setupMs.toFixed(0)} ms`);
@@ -249,7 +317,7 @@ export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResul
       return median(ts);
     };
     const p = state.params;
-    const fwdKey = foldIn(kRun, 1_000_000);
+    const fwdKey = foldIn(state.key, 1_000_000);
     const teacherMs = await time(() => clipApply(teacherParams, teacher, images));
     const features = clipApply(teacherParams, teacher, images);
     const studentForwardMs = await time(() =>
@@ -340,6 +408,7 @@ export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResul
     profile,
     lastLoss,
   };
-  tf.dispose([...tensorsOf(state), ...tensorsOf(teacherParams), ...tensorsOf(buffers), images]);
+  tf.dispose(tensorsOf(state));
+  run.dispose();
   return result;
 };

@@ -54,14 +54,9 @@ import {
   type TileTable,
   tileTableChooser,
 } from "../core/kernels/tile_table.ts";
-import { caev2Buffers, caev2Init } from "../models/caev2.ts";
-import { clipInit } from "../models/clip.ts";
-import { clipB16, clipMicro, defaultNumMasked, type PresetName, studentPreset } from "../models/presets.ts";
-import { fusedAdamw } from "../optim/fused_adamw.ts";
-import { type PretrainState, trainStep } from "../train/step.ts";
-import type { AdamWState } from "../optim/adamw.ts";
-import { type BackendLimits, checkFits, stepFootprint } from "../train/footprint.ts";
-import { randomMask, type TeacherName } from "./step.ts";
+import type { PresetName } from "../models/presets.ts";
+import type { BackendLimits } from "../train/footprint.ts";
+import { syntheticStep, type TeacherName } from "./step.ts";
 import { hasKernelTimer, readbackFloorMs, timeOp, type TimingOptions } from "./timing.ts";
 
 // ---------------------------------------------------------------------------------------------------
@@ -113,37 +108,17 @@ export interface StepShapesConfig {
  * by running one step on synthetic data on the current backend with the tiled kernel registered.
  */
 export const stepShapes = async (cfg: StepShapesConfig): Promise<ShapeCount[]> => {
-  const teacher = cfg.teacher === "clip-b16" ? clipB16 : clipMicro(224, 16);
-  const student = studentPreset(cfg.model, { outDim: teacher.outDim });
-  const numPatches = (student.imageSize / student.patchSize) ** 2;
-  const numMasked = defaultNumMasked(cfg.model, numPatches);
-  const refused = cfg.limits &&
-    checkFits(stepFootprint(student, teacher, cfg.batch, numMasked, false), cfg.limits, false, "--batch");
-  if (refused) throw new Error(`--model ${cfg.model} --batch ${cfg.batch}: ${refused}`);
-  const [kParams, kTeacher, kImages, kMask, kRun] = split(key(2026), 5);
-  const params = caev2Init(kParams, student);
-  const teacherParams = clipInit(kTeacher, teacher);
-  const buffers = caev2Buffers(student);
-  const optimizer = fusedAdamw({ lr: 1e-4, weightDecay: 0.05, clip: 3 });
-  const images = tf.randomNormal(
-    [cfg.batch, student.imageSize, student.imageSize, 3],
-    0,
-    1,
-    "float32",
-    seedOf(kImages),
-  ) as tf.Tensor4D;
-  const mask = randomMask(kMask, cfg.batch, numPatches, numMasked);
-  const step = trainStep({ student, teacher, teacherParams, buffers, optimizer });
-  const state: PretrainState<AdamWState> = { params, opt: optimizer.init(params), step: 0, key: kRun };
+  const run = syntheticStep(cfg);
   registerFastMatMul();
   try {
     return await recordShapes(async () => {
-      const r = step(state, [{ studentImages: images, teacherImages: images, mask }]);
+      const r = run.step(run.state, [run.batch]);
       await r.metrics.data();
       tf.dispose([r.metrics, ...tensorsOf(r.state)]);
     });
   } finally {
-    tf.dispose([...tensorsOf(state), ...tensorsOf(teacherParams), ...tensorsOf(buffers), images]);
+    tf.dispose(tensorsOf(run.state));
+    run.dispose();
   }
 };
 
