@@ -35,9 +35,9 @@
  *
  * On an H200 device machine (figures in BENCHMARKS.md): `bash tools/device/prepare.sh` here (Deno, this
  * task bundled, the Vulkan loaders; re-run after every change), then one `run` per stage of
- * `tools/device/h200.sh check|tune|step` with `carry: [".tools/deno.xz", ".tools/bench.js", ".gl"]`: every
+ * `tools/device/h200.sh check|tune|step|loss` with `carry: [".tools/device", ".gl"]`: every
  * kernel against its reference at model shapes, the matmul's TFLOP/s, tile tables for ViT-B batch 256, and
- * ViT-B / ViT-T batch-256 steps in f32 and f16, each with an `nvidia-smi` sampler for the peak GPU memory
+ * ViT-B / ViT-T batch-256 steps and 300-step runs in f32 and f16, each with an `nvidia-smi` sampler for the peak GPU memory
  * (`smoke` runs the plumbing on any adapter, lavapipe included, in seconds).
  *
  * @module

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The H200 measurements of issues 12 (matmul speed) and 13 (f16), one stage per device call (each stage
 # fits the 10-minute limit of one command; all three take about 15 minutes with the machine's start).
-# Prepare with tools/device/prepare.sh; run with carry [".tools/deno.xz", ".tools/bench.js", ".gl"]:
+# Prepare with tools/device/prepare.sh; run with carry [".tools/device", ".gl"]:
 #   bash tools/device/h200.sh check   # every kernel against its reference at model shapes, f32 and f16;
 #                                     # matmul TFLOP/s (4096^3 and the model's products), f32 and f16
 #   bash tools/device/h200.sh tune    # tile tables for ViT-B batch 256, f32 and f16 (into $OUT)
 #   bash tools/device/h200.sh step    # ViT-B and ViT-T batch 256 steps, f32 and f16, with the tables of
-#                                     # `tune` if present in .tools/ (copy them there from its $OUT)
+#                                     # `tune` if present in .tools/device/ (copy them there from its $OUT)
+#   bash tools/device/h200.sh loss    # 300-step pretraining runs (ViT-T, batch 256, synthetic data) in f32
+#                                     # and f16: the losses of the two precisions side by side
 # Every stage writes its logs and JSON into $OUT, and samples nvidia-smi for the peak GPU memory of each run.
 set -uo pipefail
 stage=${1:?usage: h200.sh check|tune|step|smoke}
@@ -15,15 +17,16 @@ if [ "$stage" != smoke ]; then
   ldconfig
 fi
 export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
-xz -dc .tools/deno.xz > /tmp/deno && chmod +x /tmp/deno
+D=.tools/device
+xz -dc $D/deno.xz > /tmp/deno && chmod +x /tmp/deno
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
-bench() { /tmp/deno run -A --no-config .tools/bench.js --backend webgpu "$@"; }
+bench() { /tmp/deno run -A --no-config .tools/device/bench.js --backend webgpu "$@"; }
 # Runs a bench with a GPU-memory sampler beside it; $1 names the log, the rest are bench's arguments.
 sampled() {
   local name=$1
   shift
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$OUT/$name.mem" &
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$OUT/$name.mem" 2>/dev/null &
   local sampler=$!
   timeout "${LIMIT:-240}" bash -c "$(declare -f bench); bench $*" > "$OUT/$name.log" 2>&1
   echo "exit $?" >> "$OUT/$name.log"
@@ -44,8 +47,8 @@ case "$stage" in
     ;;
   step)
     # One table for both precisions: entries are keyed by precision, so the two files are merged first.
-    if [ -s .tools/tiles-f32.json ] && [ -s .tools/tiles-f16.json ]; then
-      /tmp/deno eval 'const [a, b] = ["f32", "f16"].map((p) => JSON.parse(Deno.readTextFileSync(`.tools/tiles-${p}.json`)));
+    if [ -s $D/tiles-f32.json ] && [ -s $D/tiles-f16.json ]; then
+      /tmp/deno eval 'const [a, b] = ["f32", "f16"].map((p) => JSON.parse(Deno.readTextFileSync(`.tools/device/tiles-${p}.json`)));
         a.entries.push(...b.entries); a.tuned += "; " + b.tuned; Deno.writeTextFileSync("/tmp/tiles.json", JSON.stringify(a));'
       export CAEV2_TILE_TABLE=/tmp/tiles.json
     fi
@@ -54,6 +57,19 @@ case "$stage" in
         LIMIT=140 sampled "step-$model-$p" --model "$model" --batch 256 --steps 3 --warmup 2 --precision "$p" \
           --out "$OUT/step-$model-$p.json"
       done
+    done
+    ;;
+  loss)
+    for p in f32 f16; do
+      nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 > "$OUT/loss-$p.mem" 2>/dev/null &
+      sampler=$!
+      timeout 280 /tmp/deno run -A --no-config $D/pretrain.js --backend webgpu --model tiny --batch-size 256 \
+        --steps 300 --workers 8 --log-every 50 --precision "$p" --out "/tmp/run-$p" > "$OUT/loss-$p.log" 2>&1
+      echo "exit $?" >> "$OUT/loss-$p.log"
+      kill "$sampler" 2>/dev/null
+      cp "/tmp/run-$p/metrics.jsonl" "$OUT/loss-$p.metrics.jsonl" 2>/dev/null
+      echo "loss-$p: peak GPU memory $(sort -n "$OUT/loss-$p.mem" | tail -1) MiB" | tee -a "$OUT/summary.txt"
+      grep -E "done at|error|overflow" "$OUT/loss-$p.log" | tail -3 | tee -a "$OUT/summary.txt"
     done
     ;;
   smoke)
