@@ -6,7 +6,8 @@
  */
 import { tf } from "../deps.ts";
 import type { Tensor1D } from "../core/tree.ts";
-import { fusedLayerNorm } from "../core/kernels/dispatch.ts";
+import { fusedKernelOn, fusedLayerNorm, fusedLayerNormGrad } from "../core/kernels/dispatch.ts";
+import { precision, restoreSaved, toSaved } from "../core/precision.ts";
 import { customOp } from "../core/autodiff.ts";
 
 /** Parameters of a LayerNorm. */
@@ -30,6 +31,25 @@ const normalise = (x: tf.Tensor, scale: tf.Tensor, bias: tf.Tensor, eps: number)
 };
 
 /** Leading axes of `x` (all but the last), the axes the scale and bias gradients sum over. */
+/**
+ * The fused LayerNorm keeping its input as packed f16 for the backward pass (`--precision f16`): the
+ * residual stream `[B, N, D]` that every block's two norms keep. The backward pass recomputes the
+ * statistics, in f32, from the f16-rounded input.
+ */
+const halfLayerNorm = (eps: number) =>
+  customOp(
+    (x: tf.Tensor, scale: tf.Tensor, bias: tf.Tensor) => ({
+      value: fusedLayerNorm(x, scale, bias, eps)!,
+      save: [toSaved(x), scale],
+    }),
+    (dy, [saved, scale]) => {
+      const x = restoreSaved(saved);
+      const grads = fusedLayerNormGrad(x, scale, dy, eps)!;
+      if (x !== saved) x.dispose();
+      return grads;
+    },
+  );
+
 const leading = (x: tf.Tensor) => Array.from({ length: x.rank - 1 }, (_, i) => i);
 
 /**
@@ -58,6 +78,8 @@ const layerNormOp = (eps: number) =>
 
 /** `x: [..., D] -> [..., D]`. */
 export const layerNorm = (p: LayerNormParams, x: tf.Tensor, eps: number): tf.Tensor => {
+  // In f16 on the fused kernels: the input is kept as packed f16 (lib/core/precision.ts).
+  if (precision() === "f16" && fusedKernelOn("CaeLayerNorm")) return halfLayerNorm(eps)(x, p.scale, p.bias);
   // The fused WebGPU kernel when lib/core/kernels is on (same math, its gradient keeps x and the scale).
   const fused = fusedLayerNorm(x, p.scale, p.bias, eps);
   if (fused !== undefined) return fused;

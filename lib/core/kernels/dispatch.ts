@@ -24,7 +24,12 @@
 import { tf } from "../../deps.ts";
 import { registerAdamwKernel, unregisterAdamwKernel } from "./adamw.ts";
 import { geluGradKernel, geluKernel, registerGeluKernels, unregisterGeluKernels } from "./gelu.ts";
-import { layerNormKernel, registerLayerNormKernels, unregisterLayerNormKernels } from "./layernorm.ts";
+import {
+  layerNormGradKernel,
+  layerNormKernel,
+  registerLayerNormKernels,
+  unregisterLayerNormKernels,
+} from "./layernorm.ts";
 import { registerFastMatMul, restoreStockMatMul } from "./matmul.ts";
 import { registerWasmMatMul, restoreWasmMatMul } from "./matmul_wasm.ts";
 import { registerFastSum, restoreStockSum } from "./reduce.ts";
@@ -93,3 +98,17 @@ export const fusedActivation = (x: tf.Tensor, quick: boolean): tf.Tensor | undef
  */
 export const fusedActivationGrad = (x: tf.Tensor, dy: tf.Tensor, quick: boolean): tf.Tensor | undefined =>
   fusedKernelOn("CaeGeluGrad") && x.dtype === "float32" ? geluGradKernel(x, dy, quick) : undefined;
+
+/**
+ * The gradients `[dx, dscale, dbias]` of {@link fusedLayerNorm} by the fused kernel, or undefined where the
+ * reference must run (for custom ops that keep `x` themselves, e.g. as packed f16).
+ */
+export const fusedLayerNormGrad = (
+  x: tf.Tensor,
+  scale: tf.Tensor,
+  dy: tf.Tensor,
+  eps: number,
+): tf.Tensor[] | undefined =>
+  fusedKernelOn("CaeLayerNormGrad") && x.dtype === "float32"
+    ? layerNormGradKernel(x, scale, dy, eps)
+    : undefined;

@@ -294,6 +294,14 @@ export const registerLayerNormKernels = (): void => {
 export const layerNormKernel = (x: tf.Tensor, scale: tf.Tensor, bias: tf.Tensor, eps: number): tf.Tensor =>
   tf.engine().runKernel("CaeLayerNorm", { x, scale, bias }, { eps }) as tf.Tensor;
 
+/** The fused LayerNorm's gradients `[dx, dscale, dbias]` on WebGPU (kernels must be registered). */
+export const layerNormGradKernel = (
+  x: tf.Tensor,
+  scale: tf.Tensor,
+  dy: tf.Tensor,
+  eps: number,
+): tf.Tensor[] => tf.engine().runKernel("CaeLayerNormGrad", { x, scale, dy }, { eps }) as tf.Tensor[];
+
 /** Unregisters `CaeLayerNorm` and `CaeLayerNormGrad` (idempotent): the references run again. */
 export const unregisterLayerNormKernels = (): void => {
   for (const k of ["CaeLayerNorm", "CaeLayerNormGrad"]) {
