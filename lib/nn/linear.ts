@@ -23,8 +23,8 @@ export const linearInit = (k: Key, inDim: number, outDim: number, bias = true): 
 
 /**
  * `x W (+ b)` on `x: [M, in]` with a backward pass that keeps only `x` and `W` (both alive anyway: the
- * layer's input and its parameter; in f16, `x` as packed f16). Autodiff of `add(matMul(x, W), b)` would also keep the product
- * `[M, out]`, which tfjs's `Add` saves for its shape. Same products as tfjs's `BatchMatMul` gradient:
+ * layer's input and its parameter; in f16, `x` as packed f16). Autodiff of `add(matMul(x, W), b)` would
+ * also keep the product `[M, out]`, which tfjs's `Add` saves for its shape. Same products as tfjs's `BatchMatMul` gradient:
  * `dx = dy W^T`, `dW = x^T dy`, `db = sum(dy, 0)`. On WebGPU with the tiled matmul registered the
  * forward is one kernel with the bias in the GEMM's epilogue ({@link matMulBias}); elsewhere (wasm, cpu,
  * stock kernels) the two ops as before.
