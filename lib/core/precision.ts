@@ -5,8 +5,8 @@
  * - every matrix product on the tiled kernel rounds its operands to f16 as they are loaded and
  *   accumulates in f32 (lib/core/kernels/matmul.ts `setMatMulPrecision`; weights stay f32 tensors, so the
  *   f32 master copy is the parameters themselves and each product sees their f16 rounding);
- * - the tensors the linear layers, attention, GELU and LayerNorm keep for the backward pass are packed f16
- *   (lib/core/kernels/half.ts), half the bytes of the tape's largest entries;
+ * - the tensors the linear layers, attention, GELU, LayerNorm and the residual branches keep for the
+ *   backward pass are packed f16 (lib/core/kernels/half.ts), half the bytes of the tape's largest entries;
  * - everything else stays float32 (tfjs has no f16 dtype): LayerNorm statistics, softmax, the loss, the
  *   gradient norm, the optimizer state and the update;
  * - the loss is scaled dynamically so small gradients survive f16 (lib/optim/loss_scale.ts).

@@ -10,6 +10,7 @@
  */
 import { tf } from "../deps.ts";
 import { customOp } from "../core/autodiff.ts";
+import { restoreSaved, toSaved } from "../core/precision.ts";
 
 /** `dy` reduced to `shape` over the axes `shape` was broadcast along to reach `dy.shape`. */
 export const unbroadcast = (dy: tf.Tensor, shape: readonly number[]): tf.Tensor => {
@@ -50,13 +51,17 @@ export const scaledResidual = (
       const ag = tf.mul(a, gamma);
       return {
         value: tf.add(x, s === undefined ? ag : tf.mul(ag, s)),
-        save: s === undefined ? [a, gamma] : [a, gamma, s],
+        // In f16, `a` is kept as packed f16 (lib/core/precision.ts): it only enters dgamma.
+        save: s === undefined ? [toSaved(a), gamma] : [toSaved(a), gamma, s],
       };
     },
-    (dy, [a, gamma, s]) => {
+    (dy, [saved, gamma, s]) => {
       // tfjs's Mul gradients, in its order: d(a gamma) = dy s; da = d(a gamma) gamma; dgamma = sum(d(a gamma) a).
+      const a = restoreSaved(saved);
       const dag = s === undefined ? dy : tf.mul(dy, s);
-      return [unbroadcast(dy, sx), tf.mul(dag, gamma), unbroadcast(tf.mul(dag, a), sg)];
+      const grads = [unbroadcast(dy, sx), tf.mul(dag, gamma), unbroadcast(tf.mul(dag, a), sg)];
+      if (a !== saved) a.dispose();
+      return grads;
     },
   )(x, a, gamma);
   s?.dispose();
