@@ -206,22 +206,21 @@ const precisionArg = (args.precision as string | undefined) ?? "f32";
 if (!(precisionNames as readonly string[]).includes(precisionArg)) {
   fail(`--precision ${precisionArg}: expected ${precisionNames.join(" or ")}`);
 }
-if (!args.tune) {
-  const problem = precisionProblem(precisionArg as Precision, backendInfo, kernels as "fused" | "stock");
-  if (problem !== undefined) fail(problem);
-  setPrecision(precisionArg as Precision);
-}
+const precisionRefused = precisionProblem(
+  precisionArg as Precision,
+  backendInfo,
+  kernels as "fused" | "stock",
+);
+if (precisionRefused !== undefined) fail(precisionRefused);
+// The tuner plans each candidate at the precision it tunes; every other mode runs its steps in it.
+if (!args.tune) setPrecision(precisionArg as Precision);
 
 if (args.tune) {
   // The autotune pass (lib/bench/tune.ts). No table is installed first: the default rule is the baseline,
   // and an invalid table in the cache must not stop the tune that replaces it.
   if (backend !== "webgpu") fail("--tune needs --backend webgpu");
   if (kernels !== "fused") fail("--tune tunes the fused matmul: drop --kernels stock");
-  const precision = (args.precision as string | undefined) ?? "f32";
-  if (precision !== "f32" && precision !== "f16") fail(`--precision ${precision}: expected f32 or f16`);
-  if (precision === "f16" && !(backendInfo.features ?? []).includes("shader-f16")) {
-    fail(`--precision f16 needs the device feature shader-f16, which adapter "${backendInfo.adapter}" lacks`);
-  }
+  const precision = precisionArg as MatMulPrecision;
   const batches = String(args.batch ?? "32").split(",").map((v) => {
     const n = Number(v);
     return Number.isInteger(n) && n > 0
@@ -259,7 +258,7 @@ if (args.tune) {
     }`,
   );
   const t0 = performance.now();
-  const r = await tuneShapes(shapes, precision as MatMulPrecision, {
+  const r = await tuneShapes(shapes, precision, {
     space: quick ? QUICK_SPACE : FULL_SPACE,
     timing: quick ? QUICK_TIMING : FULL_TIMING,
     log: (m) => console.error(m),

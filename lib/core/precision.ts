@@ -65,7 +65,7 @@ const packing = (): boolean => current === "f16" && tf.getBackend() === "webgpu"
 
 /**
  * What a custom op keeps of `x` for its backward pass: `x` itself, or in f16 a packed f16 copy (last axis
- * even; an odd one keeps `x`; off the tape, where nothing is kept, `x`). {@link restoreSaved} gives the
+ * even; an odd one keeps `x`; off the tape, where nothing is kept, `x`). {@link withRestored} gives the
  * float32 tensor back.
  */
 export const toSaved = (x: tf.Tensor): tf.Tensor =>
@@ -74,4 +74,17 @@ export const toSaved = (x: tf.Tensor): tf.Tensor =>
     : x;
 
 /** The float32 tensor of a {@link toSaved} result (a new tensor when it was packed, else `s` itself). */
-export const restoreSaved = (s: tf.Tensor): tf.Tensor => (s.dtype === "int32" ? unpackHalf(s) : s);
+const restoreSaved = (s: tf.Tensor): tf.Tensor => (s.dtype === "int32" ? unpackHalf(s) : s);
+
+/**
+ * `f` of the float32 tensors of {@link toSaved} results, the widened copies released as soon as it returns
+ * (a backward pass's scope would otherwise hold them, each as large as the tensor it was packed from).
+ */
+export const withRestored = <T>(saved: readonly tf.Tensor[], f: (xs: tf.Tensor[]) => T): T => {
+  const xs = saved.map(restoreSaved);
+  try {
+    return f(xs);
+  } finally {
+    tf.dispose(xs.filter((x, i) => x !== saved[i]));
+  }
+};

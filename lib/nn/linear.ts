@@ -7,7 +7,7 @@ import { tf } from "../deps.ts";
 import type { Tensor1D, Tensor2D } from "../core/tree.ts";
 import type { Key } from "../core/random.ts";
 import { customOp } from "../core/autodiff.ts";
-import { restoreSaved, toSaved } from "../core/precision.ts";
+import { toSaved, withRestored } from "../core/precision.ts";
 import { matMulBias } from "../core/kernels/matmul.ts";
 import { xavierUniform } from "./init.ts";
 import { reshape } from "./views.ts";
@@ -45,12 +45,8 @@ const product = customOp(
  * `dW = x^T dy` from the saved input, which `--precision f16` keeps as packed f16 (lib/core/precision.ts):
  * the forward product rounded x to f16 too, so the widened copy gives the same `dW`.
  */
-const weightGrad = (saved: tf.Tensor, dy: tf.Tensor): tf.Tensor => {
-  const x = restoreSaved(saved);
-  const dw = tf.matMul(x, dy, true, false);
-  if (x !== saved) x.dispose();
-  return dw;
-};
+const weightGrad = (saved: tf.Tensor, dy: tf.Tensor): tf.Tensor =>
+  withRestored([saved], ([x]) => tf.matMul(x, dy, true, false));
 
 /** `x: [..., in] -> [..., out]`. Folds leading axes into one matmul. */
 export const linear = (p: LinearParams, x: tf.Tensor, extraBias?: Tensor1D): tf.Tensor => {

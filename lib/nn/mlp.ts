@@ -7,7 +7,7 @@ import { tf } from "../deps.ts";
 import type { Key } from "../core/random.ts";
 import { split } from "../core/random.ts";
 import { fusedActivation, fusedActivationGrad, fusedKernelOn } from "../core/kernels/dispatch.ts";
-import { precision, restoreSaved, toSaved } from "../core/precision.ts";
+import { precision, toSaved, withRestored } from "../core/precision.ts";
 import { customOp, onTape } from "../core/autodiff.ts";
 import { matMulBias } from "../core/kernels/matmul.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
@@ -68,12 +68,7 @@ export const mlpInit = (k: Key, dim: number, hidden: number): MlpParams => {
 const halfActivation = (quick: boolean) =>
   customOp(
     (x: tf.Tensor) => ({ value: fusedActivation(x, quick)!, save: [toSaved(x)] }),
-    (dy, [saved]) => {
-      const x = restoreSaved(saved);
-      const dx = fusedActivationGrad(x, dy, quick)!;
-      if (x !== saved) x.dispose();
-      return [dx];
-    },
+    (dy, saved) => withRestored(saved, ([x]) => [fusedActivationGrad(x, dy, quick)!]),
   );
 const halfGelu = halfActivation(false), halfQuickGelu = halfActivation(true);
 

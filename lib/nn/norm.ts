@@ -7,7 +7,7 @@
 import { tf } from "../deps.ts";
 import type { Tensor1D } from "../core/tree.ts";
 import { fusedKernelOn, fusedLayerNorm, fusedLayerNormGrad } from "../core/kernels/dispatch.ts";
-import { precision, restoreSaved, toSaved } from "../core/precision.ts";
+import { precision, toSaved, withRestored } from "../core/precision.ts";
 import { customOp } from "../core/autodiff.ts";
 
 /** Parameters of a LayerNorm. */
@@ -42,12 +42,7 @@ const halfLayerNorm = (eps: number) =>
       value: fusedLayerNorm(x, scale, bias, eps)!,
       save: [toSaved(x), scale],
     }),
-    (dy, [saved, scale]) => {
-      const x = restoreSaved(saved);
-      const grads = fusedLayerNormGrad(x, scale, dy, eps)!;
-      if (x !== saved) x.dispose();
-      return grads;
-    },
+    (dy, [saved, scale]) => withRestored([saved], ([x]) => fusedLayerNormGrad(x, scale, dy, eps)!),
   );
 
 const leading = (x: tf.Tensor) => Array.from({ length: x.rank - 1 }, (_, i) => i);

@@ -10,7 +10,7 @@
  */
 import { tf } from "../deps.ts";
 import { customOp } from "../core/autodiff.ts";
-import { restoreSaved, toSaved } from "../core/precision.ts";
+import { toSaved, withRestored } from "../core/precision.ts";
 
 /** `dy` reduced to `shape` over the axes `shape` was broadcast along to reach `dy.shape`. */
 export const unbroadcast = (dy: tf.Tensor, shape: readonly number[]): tf.Tensor => {
@@ -55,14 +55,13 @@ export const scaledResidual = (
         save: s === undefined ? [toSaved(a), gamma] : [toSaved(a), gamma, s],
       };
     },
-    (dy, [saved, gamma, s]) => {
-      // tfjs's Mul gradients, in its order: d(a gamma) = dy s; da = d(a gamma) gamma; dgamma = sum(d(a gamma) a).
-      const a = restoreSaved(saved);
-      const dag = s === undefined ? dy : tf.mul(dy, s);
-      const grads = [unbroadcast(dy, sx), tf.mul(dag, gamma), unbroadcast(tf.mul(dag, a), sg)];
-      if (a !== saved) a.dispose();
-      return grads;
-    },
+    (dy, [saved, gamma, s]) =>
+      withRestored([saved], ([a]) => {
+        // tfjs's Mul gradients, in its order: d(a gamma) = dy s; da = d(a gamma) gamma;
+        // dgamma = sum(d(a gamma) a).
+        const dag = s === undefined ? dy : tf.mul(dy, s);
+        return [unbroadcast(dy, sx), tf.mul(dag, gamma), unbroadcast(tf.mul(dag, a), sg)];
+      }),
   )(x, a, gamma);
   s?.dispose();
   return y;

@@ -5,7 +5,7 @@
  */
 import { tf } from "../deps.ts";
 import { customOp } from "../core/autodiff.ts";
-import { restoreSaved, toSaved } from "../core/precision.ts";
+import { toSaved, withRestored } from "../core/precision.ts";
 import { reshape } from "./views.ts";
 
 /**
@@ -32,30 +32,28 @@ export const attentionCore = customOp(
     // In f16 packed to half the bytes (lib/core/precision.ts): the products round them to f16 anyway.
     save: [toSaved(q), toSaved(k), toSaved(v)],
   }),
-  (dy, saved) => {
-    const [q, k, v] = saved.map(restoreSaved);
-    // Each [B, H, Nq, Nk] temporary is released as soon as it is used, so at most three exist at once
-    // (the backward's scope would otherwise hold all six until it ends).
-    const scale = 1 / Math.sqrt(q.shape[3]!);
-    const qs = tf.mul(q, scale);
-    const s = tf.matMul(qs, k, false, true);
-    const p = tf.softmax(s);
-    s.dispose();
-    const dv = tf.matMul(p, dy, true, false);
-    const dp = tf.matMul(dy, v, false, true);
-    const pdp = tf.mul(dp, p);
-    const rows = tf.sum(pdp, -1, true);
-    pdp.dispose();
-    const centred = tf.sub(dp, rows);
-    dp.dispose();
-    const ds = tf.mul(p, centred);
-    tf.dispose([p, centred]);
-    const dq = tf.mul(tf.matMul(ds, k), scale);
-    const dk = tf.matMul(ds, qs, true, false);
-    // The widened copies of packed inputs (never the saved tensors themselves).
-    tf.dispose([q, k, v].filter((t, i) => t !== saved[i]));
-    return [dq, dk, dv];
-  },
+  (dy, saved) =>
+    withRestored(saved, ([q, k, v]) => {
+      // Each [B, H, Nq, Nk] temporary is released as soon as it is used, so at most three exist at once
+      // (the backward's scope would otherwise hold all six until it ends).
+      const scale = 1 / Math.sqrt(q.shape[3]!);
+      const qs = tf.mul(q, scale);
+      const s = tf.matMul(qs, k, false, true);
+      const p = tf.softmax(s);
+      s.dispose();
+      const dv = tf.matMul(p, dy, true, false);
+      const dp = tf.matMul(dy, v, false, true);
+      const pdp = tf.mul(dp, p);
+      const rows = tf.sum(pdp, -1, true);
+      pdp.dispose();
+      const centred = tf.sub(dp, rows);
+      dp.dispose();
+      const ds = tf.mul(p, centred);
+      tf.dispose([p, centred]);
+      const dq = tf.mul(tf.matMul(ds, k), scale);
+      const dk = tf.matMul(ds, qs, true, false);
+      return [dq, dk, dv];
+    }),
 ) as (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D) => tf.Tensor4D;
 
 /** `[B, N, H*dh] -> [B, H, N, dh]`. */

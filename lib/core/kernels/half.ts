@@ -56,7 +56,7 @@ const pairsOf = (shape: readonly number[], what: string): number => {
   if (shape.length === 0 || last % 2 !== 0) {
     throw new Error(`${what}: the last axis must have an even length (got shape [${shape.join(", ")}])`);
   }
-  return shape.reduce((a, b) => a * b, 1) / 2;
+  return tf.util.sizeFromShape([...shape]) / 2;
 };
 
 /** `[..., D]` float32 -> `[..., D/2]` int32 of f16 pairs (WebGPU). The caller owns the result. */
@@ -76,7 +76,7 @@ export const packHalf = (x: tf.Tensor): tf.Tensor => {
 /** The float32 tensor `[..., 2 D]` a {@link packHalf} result `[..., D]` holds (WebGPU). */
 export const unpackHalf = (p: tf.Tensor): tf.Tensor => {
   if (p.dtype !== "int32") throw new Error(`unpackHalf: a packed (int32) tensor expected, got ${p.dtype}`);
-  const pairs = p.shape.reduce((a, b) => a * b, 1);
+  const pairs = tf.util.sizeFromShape(p.shape);
   const shape = [...p.shape.slice(0, -1), p.shape[p.shape.length - 1] * 2];
   const info: TensorInfo = { dataId: p.dataId, shape: [...p.shape], dtype: p.dtype };
   return toTensor(
