@@ -18,7 +18,7 @@ import { caev2Apply, type CaeV2Buffers, caev2Buffers, caev2Init, type CaeV2Param
 import { clipApply, clipInit, type ClipParams } from "../models/clip.ts";
 import type { CaeV2Config, ClipConfig } from "../models/config.ts";
 import type { GradientTransformation } from "../optim/transform.ts";
-import { disposeTree } from "../core/tree.ts";
+import { disposeTree, tensorsIn } from "../core/tree.ts";
 import { clipB16, clipMicro, defaultNumMasked, type PresetName, studentPreset } from "../models/presets.ts";
 import { alignmentTargets, latentAlignment } from "../objectives/alignment.ts";
 import type { AdamWState } from "../optim/adamw.ts";
@@ -124,17 +124,10 @@ const count = (p: Record<string, unknown>): number => {
   return n;
 };
 
-/** Every tensor reachable from a value (records, arrays, tuples). */
-const tensorsOf = (x: unknown, out: tf.Tensor[] = []): tf.Tensor[] => {
-  if (x instanceof tf.Tensor) out.push(x);
-  else if (x != null && typeof x === "object") Object.values(x).forEach((v) => tensorsOf(v, out));
-  return out;
-};
-
 /** Disposes the tensors of `old` that `keep` does not hold. */
 const disposeReplaced = (old: unknown, keep: unknown) => {
-  const kept = new Set(tensorsOf(keep));
-  tf.dispose(tensorsOf(old).filter((t) => !kept.has(t)));
+  const kept = new Set(tensorsIn(keep));
+  tf.dispose(tensorsIn(old).filter((t) => !kept.has(t)));
 };
 
 /** A mask `[B * L]` masking exactly `numMasked` random patches of every image. */
@@ -331,7 +324,7 @@ export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResul
     let grads: CaeV2Params | undefined;
     const lossAndGradsMs = await time(() => {
       const r = studentLossAndGrads(stepCfg, p, batch, fwdKey);
-      return [r.loss, r.aux.visible, r.aux.masked, ...tensorsOf(r.grads)];
+      return [r.loss, r.aux.visible, r.aux.masked, ...tensorsIn(r.grads)];
     });
     // One more for the update phase's input.
     const r = studentLossAndGrads(stepCfg, p, batch, fwdKey);
@@ -340,10 +333,10 @@ export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResul
     const updateMs = await time(() => {
       const [updates, opt] = optimizer.update(grads!, state.opt, p);
       const next = applyUpdates(p, updates);
-      const fresh = tensorsOf([updates, opt]).filter((t) => !tensorsOf(state.opt).includes(t));
-      return [...fresh, ...tensorsOf(next)];
+      const fresh = tensorsIn([updates, opt]).filter((t) => !tensorsIn(state.opt).includes(t));
+      return [...fresh, ...tensorsIn(next)];
     });
-    tf.dispose(tensorsOf(grads));
+    tf.dispose(tensorsIn(grads));
     grads = undefined;
     const studentBackwardMs = Math.max(lossAndGradsMs - teacherMs - studentForwardMs, 0);
     phases = {
@@ -408,7 +401,7 @@ export const runStepBench = async (cfg: StepBenchConfig): Promise<StepBenchResul
     profile,
     lastLoss,
   };
-  tf.dispose(tensorsOf(state));
+  tf.dispose(tensorsIn(state));
   run.dispose();
   return result;
 };

@@ -29,6 +29,7 @@
 import { tf, type WebGPUBackend } from "../deps.ts";
 import { foldIn, key, seedOf, split } from "../core/random.ts";
 import { relativeError } from "../core/compare.ts";
+import { tensorsIn } from "../core/tree.ts";
 import { dirOf, message, statIfExists, writeTextAtomic } from "../core/fs.ts";
 import { checkDeviceErrors, webgpuDevice, withErrorScope } from "../core/webgpu_errors.ts";
 import {
@@ -114,19 +115,12 @@ export const stepShapes = async (cfg: StepShapesConfig): Promise<ShapeCount[]> =
     return await recordShapes(async () => {
       const r = run.step(run.state, [run.batch]);
       await r.metrics.data();
-      tf.dispose([r.metrics, ...tensorsOf(r.state)]);
+      tf.dispose([r.metrics, ...tensorsIn(r.state)]);
     });
   } finally {
-    tf.dispose(tensorsOf(run.state));
+    tf.dispose(tensorsIn(run.state));
     run.dispose();
   }
-};
-
-/** Every tensor reachable from a value (records, arrays), once each. */
-const tensorsOf = (x: unknown, out = new Set<tf.Tensor>()): tf.Tensor[] => {
-  if (x instanceof tf.Tensor) out.add(x);
-  else if (x != null && typeof x === "object") Object.values(x).forEach((v) => tensorsOf(v, out));
-  return [...out];
 };
 
 // ---------------------------------------------------------------------------------------------------
