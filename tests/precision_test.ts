@@ -6,11 +6,10 @@
  * @module
  */
 import { E, tf } from "../lib/deps.ts";
-import { assert, assertEquals, assertStringIncludes } from "../lib/core/std.ts";
+import { assert, assertEquals, assertRejects, assertStringIncludes } from "../lib/core/std.ts";
 import {
   DEFAULT_LOSS_SCALE,
   initialLossScale,
-  isLossScale,
   type LossScale,
   nextLossScale,
 } from "../lib/optim/loss_scale.ts";
@@ -46,9 +45,6 @@ Deno.test("loss scale: halved and counted on an overflow, doubled after growthIn
     2000,
     2,
   ]);
-  assert(isLossScale(ls));
-  assert(!isLossScale({ scale: 0, good: 0, skipped: 0, inARow: 0 }));
-  assert(!isLossScale({ scale: 2, good: 0.5, skipped: 0, inARow: 0 }));
 });
 
 Deno.test("f16 is refused where it cannot run, with what to use instead", () => {
@@ -128,5 +124,14 @@ Deno.test("a checkpoint keeps the f16 loss scale; one without it (f32) loads wit
     const b = await saveCheckpoint(`${dir}/b`, 7, { params, opt: {}, meta });
     assertEquals(right(await loadCheckpoint(a.path)).meta.lossScale, lossScale);
     assertEquals(right(await loadCheckpoint(b.path)).meta.lossScale, undefined);
+    // A scale that is not positive, or counts that are not whole, are refused before anything is written.
+    for (const bad of [{ ...lossScale, scale: 0 }, { ...lossScale, good: 0.5 }]) {
+      await assertRejects(
+        () => saveCheckpoint(`${dir}/c`, 7, { params, opt: {}, meta: { ...meta, lossScale: bad } }),
+        Error,
+        "invalid meta",
+      );
+    }
+    assert(!(await exists(`${dir}/c/checkpoints/step-000007.safetensors`)));
     tf.dispose(params.w);
   }));

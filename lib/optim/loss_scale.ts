@@ -75,12 +75,3 @@ export const nextLossScale = (
     ? { scale: ls.scale * cfg.factor, good: 0, skipped: ls.skipped, inARow: 0 }
     : { scale: ls.scale, good, skipped: ls.skipped, inARow: 0 };
 };
-
-/** Whether a value read from a checkpoint is a loss scale (finite positive scale, counts >= 0). */
-export const isLossScale = (v: unknown): v is LossScale => {
-  if (typeof v !== "object" || v === null) return false;
-  const o = v as Record<string, unknown>;
-  const count = (x: unknown) => typeof x === "number" && Number.isInteger(x) && x >= 0;
-  return typeof o.scale === "number" && Number.isFinite(o.scale) && o.scale > 0 && count(o.good) &&
-    count(o.skipped) && count(o.inARow);
-};
