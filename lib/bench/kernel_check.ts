@@ -28,6 +28,17 @@ import { relativeError } from "../core/compare.ts";
 import { layerNorm } from "../nn/norm.ts";
 import { gelu, quickGelu } from "../nn/mlp.ts";
 import { fusedActivation } from "../core/kernels/dispatch.ts";
+import { gradients } from "../core/autodiff.ts";
+import { precision } from "../core/precision.ts";
+import {
+  attentionCore,
+  type HeadAt,
+  headAttention,
+  type HeadLayout,
+  mergeHeads,
+  splitHeads,
+} from "../nn/sdpa.ts";
+import { slice } from "../nn/views.ts";
 
 /** One compared output. */
 export interface CheckResult {
@@ -488,6 +499,90 @@ export const checkMlpEpilogue = async (
       tf.dispose([h, fused, ref]);
     }
     tf.dispose([x, w, b]);
+  }
+  return out;
+};
+
+/**
+ * An attention case: `batch` sequences of `nq` queries over `nk` keys, width `dim` in `heads` heads;
+ * self-attention reads q, k, v from one `[B, N, 3D]` projection (`nq` = `nk`), cross-attention from three.
+ */
+export interface HeadAttentionCase {
+  readonly batch: number;
+  readonly nq: number;
+  readonly nk: number;
+  readonly dim: number;
+  readonly heads: number;
+  readonly cross: boolean;
+  readonly what: string;
+}
+
+/** Small cases: both kinds, ragged token counts, and a head width that is not a multiple of 4 (scalar access). */
+export const smallHeadAttentionCases: readonly HeadAttentionCase[] = [
+  { batch: 2, nq: 37, nk: 37, dim: 48, heads: 3, cross: false, what: "self, dh 16" },
+  { batch: 2, nq: 13, nk: 29, dim: 32, heads: 2, cross: true, what: "cross, dh 16" },
+  { batch: 2, nq: 11, nk: 11, dim: 18, heads: 3, cross: false, what: "self, dh 6 (scalar loads)" },
+];
+
+/** The model's attention: ViT-B/16 student (99 visible tokens) and teacher (197), ViT-T, the regressor. */
+export const modelHeadAttentionCases: readonly HeadAttentionCase[] = [
+  { batch: 32, nq: 99, nk: 99, dim: 768, heads: 12, cross: false, what: "ViT-B student" },
+  { batch: 32, nq: 197, nk: 197, dim: 768, heads: 12, cross: false, what: "CLIP-B/16 teacher" },
+  { batch: 32, nq: 98, nk: 99, dim: 768, heads: 12, cross: true, what: "ViT-B regressor" },
+  { batch: 64, nq: 99, nk: 99, dim: 192, heads: 3, cross: false, what: "ViT-T student" },
+];
+
+/**
+ * Attention with the heads read in place (lib/nn/sdpa.ts `headAttention`, the `CaeHeadMatMul` products)
+ * against the composition it replaces, on the same tiled matmul: heads split by transposes and slices,
+ * `attentionCore`, heads merged by a transpose. The value and the gradient of every source, at the
+ * precision set now (lib/core/precision.ts). The products are the same term for term, so they agree to
+ * the bit: `tolerance` 0 is what the tests ask. Leaves the kernels registered.
+ */
+export const checkHeadAttention = async (
+  cases: readonly HeadAttentionCase[],
+  tolerance = 0,
+): Promise<CheckResult[]> => {
+  registerKernels();
+  const out: CheckResult[] = [];
+  let k = key(31);
+  for (const c of cases) {
+    const [ks, kw, next] = split(k, 3);
+    k = next;
+    const d = c.dim;
+    const shapes: [number, number, number][] = c.cross
+      ? [[c.batch, c.nq, d], [c.batch, c.nk, d], [c.batch, c.nk, d]]
+      : [[c.batch, c.nq, 3 * d]];
+    const sources = shapes.map((s, i) => tf.randomNormal(s, 0, 1, "float32", seedOf(ks) + i) as tf.Tensor3D);
+    const weights = tf.randomNormal([c.batch, c.nq, d], 0, 1, "float32", seedOf(kw));
+    const layout: HeadLayout = c.cross
+      ? { q: [0, 0], k: [1, 0], v: [2, 0] }
+      : { q: [0, 0], k: [0, d], v: [0, 2 * d] };
+    const fused = gradients(
+      (...xs) => tf.sum(tf.mul(headAttention(xs as tf.Tensor3D[], layout, c.heads), weights)),
+      sources,
+    );
+    const reference = gradients((...xs) => {
+      const part = (at: HeadAt) => splitHeads(slice(xs[at[0]], [0, 0, at[1]], [-1, -1, d]), c.heads);
+      return tf.sum(
+        tf.mul(mergeHeads(attentionCore(part(layout.q), part(layout.k), part(layout.v))), weights),
+      );
+    }, sources);
+    const detail =
+      `${c.what}: B ${c.batch}, ${c.nq} x ${c.nk} tokens, D ${d}, ${c.heads} heads, ${precision()}`;
+    out.push(
+      result(
+        "head attention",
+        detail,
+        relativeError(await fused.value.data(), await reference.value.data()),
+        tolerance,
+      ),
+    );
+    for (let i = 0; i < sources.length; i++) {
+      const e = relativeError(await fused.grads[i].data(), await reference.grads[i].data());
+      out.push(result(`head attention d${c.cross ? ["q", "k", "v"][i] : "qkv"}`, detail, e, tolerance));
+    }
+    tf.dispose([...sources, weights, fused.value, ...fused.grads, reference.value, ...reference.grads]);
   }
   return out;
 };

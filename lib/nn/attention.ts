@@ -10,7 +10,8 @@ import { tf } from "../deps.ts";
 import type { Tensor1D, Tensor3D, Tensor4D } from "../core/tree.ts";
 import { type Key, split } from "../core/random.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
-import { attentionCore, mergeHeads } from "./sdpa.ts";
+import { attentionCore, headAttention, mergeHeads } from "./sdpa.ts";
+import { headProductsOn } from "../core/kernels/heads.ts";
 import { reshape, slice } from "./views.ts";
 
 /** Parameters of self-attention. `qkv.kernel: [D, 3D]` with columns q | k | v. */
@@ -38,8 +39,16 @@ export const attention = (p: AttentionParams, x: Tensor3D, heads: number): Tenso
     ? tf.concat([p.qBias, tf.zerosLike(p.qBias), p.vBias]) as Tensor1D
     : undefined;
   const [b, n, d] = x.shape;
-  const qkv = linear(p.qkv, x, bias); // [B, N, 3D]
+  const qkv = linear(p.qkv, x, bias) as Tensor3D; // [B, N, 3D]
   bias?.dispose();
+  if (headProductsOn()) {
+    // WebGPU: q, k and v read in place from the projection, the context written merged (no transposes).
+    const context = headAttention([qkv], { q: [0, 0], k: [0, d], v: [0, 2 * d] }, heads);
+    qkv.dispose();
+    const out = linear(p.proj, context) as Tensor3D;
+    context.dispose();
+    return out;
+  }
   // One transpose to [3, B, H, N, dh], then slices along the leading axis of a 2-D view: contiguous, so
   // cheap on every backend (a split along the last axis costs a strided copy per part; it dominated the
   // cpu profile). 2-D, because tfjs-webgpu 4.22 computes the gradient of a rank-5 slice (a rank-5 pad) wrong.

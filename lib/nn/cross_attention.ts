@@ -8,7 +8,8 @@ import { tf } from "../deps.ts";
 import type { Tensor1D, Tensor3D } from "../core/tree.ts";
 import { type Key, split } from "../core/random.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
-import { attentionCore, mergeHeads, splitHeads } from "./sdpa.ts";
+import { attentionCore, headAttention, mergeHeads, splitHeads } from "./sdpa.ts";
+import { headProductsOn } from "../core/kernels/heads.ts";
 
 /** Parameters of cross-attention. */
 export type CrossAttentionParams = {
@@ -41,6 +42,19 @@ export const crossAttention = (
   values: Tensor3D,
   heads: number,
 ): Tensor3D => {
+  if (headProductsOn()) {
+    // WebGPU: the heads read in place from the three projections, the context written merged.
+    const qkv = [
+      linear(p.q, queries, p.qBias),
+      linear(p.k, keys),
+      linear(p.v, values, p.vBias),
+    ] as Tensor3D[];
+    const context = headAttention(qkv, { q: [0, 0], k: [1, 0], v: [2, 0] }, heads);
+    tf.dispose(qkv);
+    const out = linear(p.proj, context) as Tensor3D;
+    context.dispose();
+    return out;
+  }
   const q = splitHeads(linear(p.q, queries, p.qBias), heads);
   const k = splitHeads(linear(p.k, keys), heads);
   const v = splitHeads(linear(p.v, values, p.vBias), heads);

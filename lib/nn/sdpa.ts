@@ -6,6 +6,17 @@
 import { tf } from "../deps.ts";
 import { customOp } from "../core/autodiff.ts";
 import { toSaved, withRestored } from "../core/precision.ts";
+import {
+  headContext,
+  headKeyGrad,
+  headOuter,
+  headQueryGrad,
+  type Heads,
+  headScores,
+  headTransposedContext,
+  writing,
+  written,
+} from "../core/kernels/heads.ts";
 import { reshape } from "./views.ts";
 
 /**
@@ -72,4 +83,92 @@ export const mergeHeads = (x: tf.Tensor4D): tf.Tensor3D => {
   const merged = reshape<tf.Tensor3D>(moved, [b, n, h * dh]);
   moved.dispose(); // the reshape shares its data: released with the result, not at the scope's end
   return merged;
+};
+
+/** Where attention reads q, k or v: which source tensor, and the column its first head starts at. */
+export type HeadAt = readonly [source: number, col: number];
+
+/** Where q, k and v lie in the sources of {@link headAttention}. */
+export interface HeadLayout {
+  readonly q: HeadAt;
+  readonly k: HeadAt;
+  readonly v: HeadAt;
+}
+
+/**
+ * {@link attentionCore} with the heads read in place and the context written merged, on WebGPU's tiled
+ * matmul (lib/core/kernels/heads.ts; call it where `headProductsOn()`): `sources` are `[B, N, W]`
+ * projections, q, k and v each `H` heads of `dh = D / H` columns starting at a column of one of them
+ * (self-attention: one `[B, N, 3D]` source at columns 0, D, 2D; cross-attention: three `[B, N, D]`).
+ * Returns the merged context `[B, Nq, D]`, the value of `mergeHeads(attentionCore(q, k, v))` bit for bit,
+ * and its gradients are those of that composition: no transpose, slice or pad in either pass. Keeps the
+ * sources (in f16 packed) for the backward pass, which recomputes the probabilities as `attentionCore`'s.
+ */
+export const headAttention = (sources: tf.Tensor3D[], at: HeadLayout, heads: number): tf.Tensor3D => {
+  const dim = widthOf(sources, at);
+  if (dim % heads !== 0) throw new Error(`headAttention: width ${dim} does not split into ${heads} heads`);
+  const dh = dim / heads;
+  const scale = 1 / Math.sqrt(dh);
+  const op = customOp(
+    (...xs: tf.Tensor[]) => {
+      const h = (r: HeadAt): Heads => ({ x: xs[r[0]], col: r[1] });
+      const [b, nq] = xs[at.q[0]].shape as [number, number];
+      const scores = headScores(h(at.q), h(at.k), heads, dh, scale);
+      const p = tf.softmax(scores);
+      scores.dispose();
+      const out = writing([b, nq, heads * dh]);
+      headContext(p, h(at.v), heads, dh, out);
+      p.dispose();
+      return { value: written(out), save: xs.map(toSaved) };
+    },
+    (dy, saved) =>
+      withRestored(saved, (xs) => {
+        const h = (r: HeadAt): Heads => ({ x: xs[r[0]], col: r[1] });
+        const g: Heads = { x: dy, col: 0 };
+        // Every source's gradient is assembled in place from the q, k, v gradients that read it.
+        const grads = xs.map((x) => writing(x.shape as [number, number, number]));
+        const into = (r: HeadAt) => grads[r[0]];
+        const scores = headScores(h(at.q), h(at.k), heads, dh, scale);
+        const p = tf.softmax(scores);
+        scores.dispose();
+        headTransposedContext(p, g, heads, dh, into(at.v), at.v[1]);
+        const dp = headOuter(g, h(at.v), heads, dh);
+        // dS = P (dP - rowsum(P dP)), in attentionCore's ops and order.
+        const pdp = tf.mul(dp, p);
+        const rows = tf.sum(pdp, -1, true);
+        pdp.dispose();
+        const centred = tf.sub(dp, rows);
+        dp.dispose();
+        const ds = tf.mul(p, centred);
+        tf.dispose([p, centred]);
+        headQueryGrad(ds, h(at.k), heads, dh, scale, into(at.q), at.q[1]);
+        headKeyGrad(ds, h(at.q), heads, dh, scale, into(at.k), at.k[1]);
+        return grads.map(written);
+      }),
+  );
+  return op(...sources) as tf.Tensor3D;
+};
+
+/**
+ * D, the width of q's heads, after checking that q, k and v have it, that every source is exactly covered
+ * by the heads read from it (its gradient is assembled from theirs), and that q and k, k and v agree.
+ */
+const widthOf = (sources: tf.Tensor3D[], at: HeadLayout): number => {
+  const roles = [at.q, at.k, at.v];
+  // Heads of one width D: each source's columns split evenly among the roles reading it.
+  const perSource = sources.map((_, i) => roles.filter((r) => r[0] === i).map((r) => r[1]));
+  const dim = sources[at.q[0]].shape[2] / perSource[at.q[0]].length;
+  sources.forEach((x, i) => {
+    const cols = [...perSource[i]].sort((a, b) => a - b);
+    if (x.shape[2] !== cols.length * dim || cols.some((c, j) => c !== j * dim)) {
+      throw new Error(
+        `headAttention: source ${i} [${x.shape}] is not covered by heads of width ${dim} at columns ${cols}`,
+      );
+    }
+  });
+  const [bq] = sources[at.q[0]].shape, [bk, nk] = sources[at.k[0]].shape, [bv, nv] = sources[at.v[0]].shape;
+  if (bq !== bk || bk !== bv || nk !== nv) {
+    throw new Error(`headAttention: q, k, v of [${sources.map((s) => `[${s.shape}]`)}] do not agree`);
+  }
+  return dim;
 };

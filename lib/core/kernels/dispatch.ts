@@ -7,6 +7,9 @@
  *   with it `CaeMatMulBias`, a linear layer's `x W + b` in one kernel (the bias added in the epilogue),
  *   which lib/nn/linear.ts calls through `matMulBias`; off the tape (the teacher, inference) lib/nn/mlp.ts
  *   runs the MLP's first layer, its bias and its GELU / QuickGELU as that one kernel too.
+ * - `CaeHeadMatMul`: attention's products with the heads read in place from the projections and the
+ *   context and the q, k, v gradients written merged (lib/core/kernels/heads.ts; lib/nn/sdpa.ts
+ *   `headAttention`): no transposes, slices or pads around attention.
  * - LayerNorm: {@link fusedLayerNorm}, called first by `layerNorm` in lib/nn/norm.ts.
  * - GELU / QuickGELU: {@link fusedActivation}, called by `mlp` in lib/nn/mlp.ts.
  * - `Sum` over every axis (gradient norms): two-stage reduction (lib/core/kernels/reduce.ts).
@@ -31,6 +34,7 @@ import {
   unregisterLayerNormKernels,
 } from "./layernorm.ts";
 import { registerFastMatMul, restoreStockMatMul } from "./matmul.ts";
+import { registerHeadMatMul, unregisterHeadMatMul } from "./heads.ts";
 import { registerWasmMatMul, restoreWasmMatMul } from "./matmul_wasm.ts";
 import { registerFastSum, restoreStockSum } from "./reduce.ts";
 import { registerWasmTranspose, restoreWasmTranspose } from "./transpose_wasm.ts";
@@ -43,6 +47,7 @@ export const registerKernels = (): void => {
   registerLayerNormKernels();
   registerGeluKernels();
   registerFastMatMul();
+  registerHeadMatMul();
   registerWasmMatMul();
   registerWasmTranspose();
   registerWasmSlice();
@@ -55,6 +60,7 @@ export const registerKernels = (): void => {
 /** Back to plain tfjs everywhere (idempotent). */
 export const restoreStockKernels = (): void => {
   restoreStockMatMul();
+  unregisterHeadMatMul();
   restoreWasmMatMul();
   restoreWasmTranspose();
   restoreWasmSlice();

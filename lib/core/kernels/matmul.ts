@@ -164,8 +164,11 @@ const tileLoad = (
   kContig: boolean,
   vec: boolean,
   half = false,
+  scaled = false,
 ) => {
   const outerDim = name === "A" ? "uniforms.M" : "uniforms.N";
+  // The stored matrix's row stride: K or the outer extent for a whole tensor, wider for a view.
+  const ld = name === "A" ? "uniforms.lda" : "uniforms.ldb";
   const outer0 = name === "A" ? "m0" : "n0";
   const off = name === "A" ? "aOff" : "bOff";
   const quads = rows / 4;
@@ -186,17 +189,20 @@ const tileLoad = (
       loads.push(
         `{ let g = ${g}; let gk = ${gk}; ${
           reg(i)
-        } = select(vec4<f32>(0.0), ${name}[(${off} + gk * ${outerDim} + g) / 4], g < ${outerDim} && gk < kEnd); }`,
+        } = select(vec4<f32>(0.0), ${name}[(${off} + gk * ${ld} + g) / 4], g < ${outerDim} && gk < kEnd); }`,
       );
     } else {
       const at = (c: number) =>
-        kContig ? `${off} + (g + ${c}) * uniforms.K + gk` : `${off} + gk * ${outerDim} + g + ${c}`;
+        kContig ? `${off} + (g + ${c}) * ${ld} + gk` : `${off} + gk * ${ld} + g + ${c}`;
       const parts = range(4).map((c) => `select(0.0, ${name}[${at(c)}], g + ${c} < ${outerDim} && inK)`);
       loads.push(
         `{ let g = ${g}; let gk = ${gk}; let inK = gk < kEnd; ${reg(i)} = vec4<f32>(${parts.join(", ")}); }`,
       );
     }
-    stores.push(`${shared}[${kk} * ${quads} + ${q}] = ${half ? `toHalf(${reg(i)})` : reg(i)};`);
+    // A scaled operand is multiplied by `uniforms.alpha` as it is stored (before any f16 rounding), which
+    // gives exactly the product of the pre-scaled tensor.
+    const value = scaled ? `(${reg(i)} * uniforms.alpha)` : reg(i);
+    stores.push(`${shared}[${kk} * ${quads} + ${q}] = ${half ? `toHalf(${value})` : value};`);
   }
   return { decl, load: loads.join("\n"), store: stores.join("\n") };
 };
@@ -219,10 +225,22 @@ fn toHalf(v: vec4<f32>) -> vec4<f16> {
 `;
 
 /**
+ * Which operand a product multiplies by `uniforms.alpha`: A or B as it is loaded (the product of the
+ * pre-scaled tensor, exactly), or C in the store epilogue (the scaled product, exactly). Attention's
+ * `1 / sqrt(dh)` (lib/core/kernels/heads.ts).
+ */
+export type GemmScale = "none" | "a" | "b" | "c";
+
+/**
  * WGSL of one GEMM variant (tfjs supplies the bindings and `uniforms`). `bias`: a third input `Bias: [N]`
  * (vec4 where C is, `l.vecC`) added to every output row in the store epilogue, in f32 after accumulation
  * (and after the f16 overflow rule: an overflowed tile stays NaN). Only for an unsplit K; a split product
  * adds its bias in the split-sum pass ({@link splitSumSource}), once.
+ *
+ * Every operand is addressed through its view's uniforms ({@link MatrixView}): product `z` of a batch
+ * reads A at `aBase + (z / heads) aOuter + (z % heads) aInner` with rows `lda` apart (and B, C alike), so a
+ * product can read attention's heads straight out of the qkv projection and write them merged, with no
+ * transpose between.
  */
 export const gemmSource = (
   t: Tile,
@@ -231,14 +249,15 @@ export const gemmSource = (
   accumulate = "f32",
   bias = false,
   act: EpilogueActivation = "none",
+  scale: GemmScale = "none",
 ): string => {
   const half = precision === "f16";
   // f16 accumulation: a per-slice f16 accumulator (`h_...`), folded into the f32 one after each BK slice.
   const halfAcc = half && accumulate === "f16";
   const tx = t.bn / t.tn, ty = t.bm / t.tm, threads = tx * ty;
   const rm = t.tm / 4, rn = t.tn / 4;
-  const a = tileLoad("A", "As", t.bm, t.bk, threads, !l.transA, l.vecA, half);
-  const b = tileLoad("B", "Bs", t.bn, t.bk, threads, l.transB, l.vecB, half);
+  const a = tileLoad("A", "As", t.bm, t.bk, threads, !l.transA, l.vecA, half, scale === "a");
+  const b = tileLoad("B", "Bs", t.bn, t.bk, threads, l.transB, l.vecB, half, scale === "b");
   const acc = (r: number, i: number, c: number) => `acc_${r}_${i}_${c}`;
   const hacc = (r: number, i: number, c: number) => `h_${r}_${i}_${c}`;
   const cells = range(rm).flatMap((r) => range(4).flatMap((i) => range(rn).map((c) => [r, i, c] as const)));
@@ -279,16 +298,17 @@ export const gemmSource = (
       for (let c = 0; c < rn; c++) {
         const col = `n0 + ${c * tx * 4} + tx * 4`;
         const raw = half ? `select(${acc(r, i, c)}, nan4, bad)` : acc(r, i, c);
-        const v = activate(act, bias ? `(${raw} + bias${c})` : raw);
+        const scaled = scale === "c" ? `(${raw} * uniforms.alpha)` : raw;
+        const v = activate(act, bias ? `(${scaled} + bias${c})` : scaled);
         if (l.vecC) {
           stores.push(
-            `{ let row = ${row}; let col = ${col}; if (row < uniforms.M && col < uniforms.N) { result[(cOff + row * uniforms.N + col) / 4] = ${v}; } }`,
+            `{ let row = ${row}; let col = ${col}; if (row < uniforms.M && col < uniforms.N) { result[(cOff + row * uniforms.ldc + col) / 4] = ${v}; } }`,
           );
         } else {
           stores.push(
             `{ let row = ${row}; let col = ${col}; if (row < uniforms.M) { ${
               range(4).map((j) =>
-                `if (col + ${j} < uniforms.N) { result[cOff + row * uniforms.N + col + ${j}] = ${v}[${j}]; }`
+                `if (col + ${j} < uniforms.N) { result[cOff + row * uniforms.ldc + col + ${j}] = ${v}[${j}]; }`
               ).join(" ")
             } } }`,
           );
@@ -315,9 +335,11 @@ fn main(index: i32) {
   let z = i32(workgroupId.z);
   let batch = z / uniforms.splits;
   let split = z % uniforms.splits;
-  let aOff = batch * uniforms.aStride;
-  let bOff = batch * uniforms.bStride;
-  let cOff = z * uniforms.M * uniforms.N;
+  let outer = batch / uniforms.heads;
+  let inner = batch % uniforms.heads;
+  let aOff = uniforms.aBase + outer * uniforms.aOuter + inner * uniforms.aInner;
+  let bOff = uniforms.bBase + outer * uniforms.bOuter + inner * uniforms.bInner;
+  let cOff = uniforms.cBase + outer * uniforms.cOuter + inner * uniforms.cInner + split * uniforms.cSplit;
   let kBegin = split * uniforms.kChunk;
   let kEnd = min(uniforms.K, kBegin + uniforms.kChunk);
   // Uniform trip count (barriers below): ragged ends are zero-filled by the bounds checks.
@@ -473,6 +495,48 @@ export const planMatMul = (
   };
 };
 
+/**
+ * Where one operand's matrices lie in its tensor's flat data: matrix `z` of a batch starts at
+ * `base + floor(z / heads) outer + (z % heads) inner` ({@link ProductViews.heads}), and its rows are `ld`
+ * elements apart. A whole tensor `[batch, rows, cols]` is `{ base: 0, outer: rows cols, inner: 0, ld: cols }`
+ * with one head; head `h` of attention's q in a qkv projection `[B, N, 3 H dh]` is
+ * `{ base: 0, outer: N 3 H dh, inner: dh, ld: 3 H dh }` with H heads.
+ */
+export interface MatrixView {
+  readonly base: number;
+  readonly outer: number;
+  readonly inner: number;
+  readonly ld: number;
+}
+
+/** The views of one product ({@link runMatMul}): its operands and output addressed in place. */
+export interface ProductViews {
+  /** How the batch index splits into (outer, inner): `z = outer heads + inner`. */
+  readonly heads: number;
+  readonly a: MatrixView;
+  readonly b: MatrixView;
+  /** Where the product is written in the output tensor. */
+  readonly c: MatrixView;
+  /** The output tensor's shape (C is a view into it). */
+  readonly outShape: number[];
+  /** An existing output tensor to write into (the other parts of it are left as they are). */
+  readonly into?: TensorInfo;
+  /** Which operand `alpha` multiplies ({@link GemmScale}). */
+  readonly scale?: GemmScale;
+  readonly alpha?: number;
+}
+
+/** The views of a plain product: whole operands, C the (split-K partial) output. */
+const wholeViews = (p: MatMulPlan): ProductViews => ({
+  heads: 1,
+  a: { base: 0, outer: p.batchA === 1 ? 0 : p.m * p.k, inner: 0, ld: p.layout.transA ? p.m : p.k },
+  b: { base: 0, outer: p.batchB === 1 ? 0 : p.k * p.n, inner: 0, ld: p.layout.transB ? p.k : p.n },
+  c: { base: 0, outer: p.splits * p.m * p.n, inner: 0, ld: p.n },
+  outShape: p.outShape,
+});
+
+const quadAligned = (w: MatrixView): boolean => [w.base, w.outer, w.inner, w.ld].every((x) => x % 4 === 0);
+
 const key = (
   t: Tile,
   l: GemmLayout,
@@ -496,38 +560,65 @@ export const runMatMul = (
   p: MatMulPlan,
   bias?: TensorInfo,
   act: EpilogueActivation = "none",
+  views?: ProductViews,
 ): TensorInfo => {
-  const { m, n, k, tile: t, layout: l } = p;
+  const { m, n, k, tile: t } = p;
   if (bias !== undefined && (bias.shape.length !== 1 || bias.shape[0] !== n)) {
     throw new Error(`runMatMul: bias of shape [${bias.shape}] for a product with N = ${n}`);
   }
-  const a3: TensorInfo = { ...a, shape: [p.batchA, l.transA ? k : m, l.transA ? m : k] };
-  const b3: TensorInfo = { ...b, shape: [p.batchB, l.transB ? n : k, l.transB ? k : n] };
+  if (views !== undefined && p.splits !== 1) throw new Error("runMatMul: a product on views is never split");
+  const v = views ?? wholeViews(p);
+  // vec4 access through a view needs every offset and stride of it on a quad boundary.
+  const l: GemmLayout = views === undefined ? p.layout : {
+    ...p.layout,
+    vecA: p.layout.vecA && quadAligned(v.a),
+    vecB: p.layout.vecB && quadAligned(v.b),
+    vecC: p.layout.vecC && quadAligned(v.c),
+  };
+  const flat = (x: TensorInfo): TensorInfo => ({ ...x, shape: [tf.util.sizeFromShape(x.shape)] });
+  const a3: TensorInfo = views ? flat(a) : { ...a, shape: [p.batchA, l.transA ? k : m, l.transA ? m : k] };
+  const b3: TensorInfo = views ? flat(b) : { ...b, shape: [p.batchB, l.transB ? n : k, l.transB ? k : n] };
   const inEpilogue = bias !== undefined && p.splits === 1;
   // The activation goes where the final values are: the GEMM's epilogue, or the split-sum pass.
   const actHere: EpilogueActivation = p.splits === 1 ? act : "none";
+  const scale = v.scale ?? "none";
   const program: Program = {
     variableNames: inEpilogue ? ["A", "B", "Bias"] : ["A", "B"],
     variableComponents: [l.vecA ? 4 : 1, l.vecB ? 4 : 1, ...(inEpilogue ? [l.vecC ? 4 : 1] : [])],
-    outputShape: [p.batch * p.splits, m, n],
+    outputShape: views ? [tf.util.sizeFromShape(views.outShape)] : [p.batch * p.splits, m, n],
     outputComponent: l.vecC ? 4 : 1,
-    shaderKey: key(t, l, p.precision, p.accumulate, inEpilogue, actHere),
+    shaderKey: key(t, l, p.precision, p.accumulate, inEpilogue, actHere) +
+      (scale === "none" ? "" : `_s${scale}`),
     dispatchLayout: { x: [0] },
     dispatch: [Math.ceil(n / t.bn), Math.ceil(m / t.bm), p.batch * p.splits],
     workgroupSize: [t.bn / t.tn, t.bm / t.tm, 1],
-    uniforms: "M : i32, N : i32, K : i32, aStride : i32, bStride : i32, kChunk : i32, splits : i32,",
-    getUserCode: () => gemmSource(t, l, p.precision, p.accumulate, inEpilogue, actHere),
+    uniforms: "M : i32, N : i32, K : i32, heads : i32, aBase : i32, aOuter : i32, aInner : i32, lda : i32, " +
+      "bBase : i32, bOuter : i32, bInner : i32, ldb : i32, cBase : i32, cOuter : i32, cInner : i32, ldc : i32, " +
+      "cSplit : i32, kChunk : i32, splits : i32, alpha : f32,",
+    getUserCode: () => gemmSource(t, l, p.precision, p.accumulate, inEpilogue, actHere, scale),
   };
-  const int = (v: number) => ({ type: "int32" as const, data: [v] });
-  const out = runProgram(backend, program, inEpilogue ? [a3, b3, bias] : [a3, b3], [
-    int(m),
-    int(n),
-    int(k),
-    int(p.batchA === 1 ? 0 : m * k),
-    int(p.batchB === 1 ? 0 : k * n),
-    int(p.kChunk),
-    int(p.splits),
-  ]);
+  const int = (x: number) => ({ type: "int32" as const, data: [x] });
+  const ints = (w: MatrixView) => [int(w.base), int(w.outer), int(w.inner), int(w.ld)];
+  const out = runProgram(
+    backend,
+    program,
+    inEpilogue ? [a3, b3, bias] : [a3, b3],
+    [
+      int(m),
+      int(n),
+      int(k),
+      int(v.heads),
+      ...ints(v.a),
+      ...ints(v.b),
+      ...ints(v.c),
+      int(m * n),
+      int(p.kChunk),
+      int(p.splits),
+      { type: "float32", data: [v.alpha ?? 1] },
+    ],
+    views?.into,
+  );
+  if (views) return { ...out, shape: views.outShape };
   if (p.splits === 1) return { ...out, shape: p.outShape };
   const withBias = bias !== undefined;
   const vec = withBias ? n % 4 === 0 : (m * n) % 4 === 0;
