@@ -76,8 +76,10 @@ import {
   checkAdamw,
   checkGelu,
   checkHalfPack,
+  checkHeadAttention,
   checkLayerNorm,
   checkMatMul,
+  checkMatMulActGrad,
   checkMatMulBias,
   checkMatMulF16,
   checkMatMulGrad,
@@ -85,8 +87,10 @@ import {
   checkReduceAndTile,
   type CheckResult,
   formatChecks,
+  modelHeadAttentionCases,
   modelMatMulBiasCases,
   modelMatMulCases,
+  smallHeadAttentionCases,
   smallMatMulBiasCases,
   smallMatMulCases,
 } from "../lib/bench/kernel_check.ts";
@@ -323,10 +327,33 @@ if (args.check) {
     async () => [...await checkGelu([3168, 3072], false), ...await checkGelu([32, 197, 3072], true)],
   );
   await step("adamw", () => checkAdamw());
+  // The MLP's backward: the activation's gradient in the epilogue of the product that makes its dy.
+  await step(
+    "matmul+act' epilogue",
+    () =>
+      checkMatMulActGrad([{ rows: 32 * 99, dim: 768, hidden: 3072 }, {
+        rows: 64 * 99,
+        dim: 192,
+        hidden: 768,
+      }]),
+  );
+  // Attention on heads in place (CaeHeadMatMul): bit for bit the transposes + attentionCore it replaces.
+  await step(
+    "head attention",
+    () => checkHeadAttention([...smallHeadAttentionCases, ...modelHeadAttentionCases]),
+  );
   if ((backendInfo.features ?? []).includes("shader-f16")) {
     // --precision f16's kernels: f16 products at the model's shapes (both accumulations), packed saves.
     await step("matmul f16", () => checkMatMulF16([...smallMatMulCases, ...modelMatMulCases]));
     await step("f16 pack", () => checkHalfPack([32, 99, 3072]));
+    await step("head attention f16", async () => {
+      setPrecision("f16");
+      try {
+        return await checkHeadAttention([...smallHeadAttentionCases, ...modelHeadAttentionCases]);
+      } finally {
+        setPrecision(precisionArg as Precision);
+      }
+    });
   } else console.error("check: no shader-f16 on this adapter; the f16 kernels are not checked");
   await step("reduce/tile", () => checkReduceAndTile(10_000_000));
   restoreStockKernels();

@@ -9,8 +9,9 @@ import { split } from "../core/random.ts";
 import { fusedActivation, fusedActivationGrad, fusedKernelOn } from "../core/kernels/dispatch.ts";
 import { precision, toSaved, withRestored } from "../core/precision.ts";
 import { customOp, onTape } from "../core/autodiff.ts";
-import { matMulBias } from "../core/kernels/matmul.ts";
+import { matMulActGrad, matMulBias } from "../core/kernels/matmul.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
+import { reshape } from "./views.ts";
 
 /** Parameters of an MLP. */
 export type MlpParams = { readonly fc1: LinearParams; readonly fc2: LinearParams };
@@ -89,8 +90,65 @@ const fusedHidden = (fc1: LinearParams, x: tf.Tensor, act: Activation): tf.Tenso
   return h;
 };
 
+/**
+ * The whole MLP as one op on the fused WebGPU kernels, for training: it keeps `x` and the pre-activation
+ * `u = x W1 + b1` (in f16 both packed), not the hidden layer `h = act(u)`, which its backward pass
+ * recomputes from `u` (one elementwise kernel) for `dW2 = h^T dy`. The activation's gradient is the
+ * epilogue of the product that makes its `dy` (`du = (dy W2^T) act'(u)`, lib/core/kernels/matmul.ts
+ * `matMulActGrad`), so the hidden layer's gradient never exists either. Same kernels on the same values as
+ * linear → activation → linear in f32 (bit for bit); in f16 `dW2` reads `act(u)` of the f16-rounded `u`
+ * where the separate ops read the f16-rounded `act(u)`.
+ *
+ * Why: `h` is `[B N, 4D]`, the widest tensor a block keeps; this drops one per block from the tape.
+ */
+const fusedMlp = (act: Activation) => {
+  const quick = act === "quickGelu";
+  const affine = (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) =>
+    matMulBias(x, w, b) ?? tf.add(tf.matMul(x, w), b) as tf.Tensor2D;
+  return customOp(
+    (x: tf.Tensor, w1: tf.Tensor, b1: tf.Tensor, w2: tf.Tensor, b2: tf.Tensor) => {
+      const u = affine(x as tf.Tensor2D, w1 as tf.Tensor2D, b1 as tf.Tensor1D);
+      const h = fusedActivation(u, quick)!;
+      const y = affine(h as tf.Tensor2D, w2 as tf.Tensor2D, b2 as tf.Tensor1D);
+      h.dispose();
+      return { value: y, save: [toSaved(x), w1, toSaved(u), w2] };
+    },
+    (dy, saved) =>
+      withRestored(saved, ([x, w1, u, w2]) => {
+        const du = matMulActGrad(dy as tf.Tensor2D, w2 as tf.Tensor2D, u as tf.Tensor2D, act) ??
+          tf.tidy(() => fusedActivationGrad(u, tf.matMul(dy, w2, false, true), quick)!);
+        const h = fusedActivation(u, quick)!;
+        const dw2 = tf.matMul(h, dy, true, false);
+        h.dispose();
+        return [
+          tf.matMul(du, w1, false, true),
+          tf.matMul(x, du, true, false),
+          tf.sum(du, 0),
+          dw2,
+          tf.sum(dy, 0),
+        ];
+      }),
+  );
+};
+const fusedGeluMlp = fusedMlp("gelu"), fusedQuickGeluMlp = fusedMlp("quickGelu");
+
+/** Whether {@link fusedMlp} runs: on the tape, WebGPU's fused activation and product kernels on, both biases. */
+const fusedMlpOn = (p: MlpParams): boolean =>
+  onTape() && p.fc1.bias !== undefined && p.fc2.bias !== undefined && fusedKernelOn("CaeGelu") &&
+  fusedKernelOn("CaeGeluGrad") && fusedKernelOn("CaeMatMulActGrad");
+
 /** `x: [..., D] -> [..., D]`. */
 export const mlp = (p: MlpParams, x: tf.Tensor, act: Activation = "gelu"): tf.Tensor => {
+  if (fusedMlpOn(p)) {
+    const [inDim] = p.fc1.kernel.shape, outDim = p.fc2.kernel.shape[1];
+    const x2 = x.rank === 2 ? x : reshape(x, [-1, inDim]);
+    const op = act === "quickGelu" ? fusedQuickGeluMlp : fusedGeluMlp;
+    const y2 = op(x2, p.fc1.kernel, p.fc1.bias!, p.fc2.kernel, p.fc2.bias!);
+    if (x.rank === 2) return y2;
+    const y = reshape(y2, [...x.shape.slice(0, -1), outDim]);
+    tf.dispose([x2, y2]);
+    return y;
+  }
   const fused = fusedHidden(p.fc1, x, act);
   if (fused !== undefined) {
     const y = linear(p.fc2, fused);

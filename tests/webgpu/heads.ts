@@ -30,13 +30,16 @@ const hasWebGPU = await selectBackend("webgpu").then(() => tf.getBackend() === "
 const hasF16 = hasWebGPU &&
   (tf.backend() as unknown as { device: GPUDevice }).device.features.has("shader-f16");
 const gpu = { ignore: !hasWebGPU, sanitizeOps: false, sanitizeResources: false };
+/** Each test starts on WebGPU: suites run in one process, and another may have left wasm active. */
+const onWebGPU = () => selectBackend("webgpu");
 
 Deno.test({
   ...gpu,
   name: "head attention equals transposes + attentionCore + merge to the bit, value and gradients, f32",
   fn: async () => {
+    await onWebGPU();
     try {
-      const rs = await checkHeadAttention(smallHeadAttentionCases);
+      const rs = await checkHeadAttention(smallHeadAttentionCases, 0);
       assertEquals(rs.length, 2 + 4 + 2, "value and every source's gradient of each case");
       assert(rs.every((r) => r.relErr === 0), formatChecks(rs));
     } finally {
@@ -50,9 +53,10 @@ Deno.test({
   ignore: !hasF16,
   name: "head attention in f16 (packed saves, f16 operands) equals the composition to the bit",
   fn: async () => {
+    await onWebGPU();
     setPrecision("f16");
     try {
-      const rs = await checkHeadAttention(smallHeadAttentionCases);
+      const rs = await checkHeadAttention(smallHeadAttentionCases, 0);
       assert(rs.every((r) => r.relErr === 0), formatChecks(rs));
     } finally {
       setPrecision("f32");
@@ -84,6 +88,7 @@ Deno.test({
   ...gpu,
   name: "attention layers on the head products: within rounding of stock tfjs, no transposes, slices or pads",
   fn: async () => {
+    await onWebGPU();
     const [b, n, nq, d, heads] = [2, 21, 9, 32, 4];
     const self = attentionInit(key(1), d);
     const cross = crossAttentionInit(key(2), d);
@@ -159,7 +164,8 @@ const unflat = <P>(names: string[], leaves: tf.Tensor[]): P =>
 Deno.test({
   ...gpu,
   name: "headAttention refuses sources its heads do not exactly cover, and mismatched q, k, v",
-  fn: () => {
+  fn: async () => {
+    await onWebGPU();
     registerKernels();
     const x = tf.zeros([2, 5, 24]) as tf.Tensor3D, y = tf.zeros([2, 6, 8]) as tf.Tensor3D;
     try {

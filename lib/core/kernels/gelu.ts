@@ -67,7 +67,8 @@ export const forwardExpr = (quick: boolean): string =>
     ? "x * sigmoid_(x * 1.702)" // lib/nn/mlp.ts quickGelu
     : "(x * 0.5) * (erf_(x * 0.7071067811865476) + 1.0)"; // lib/nn/mlp.ts gelu, same grouping
 
-const gradExpr = (quick: boolean) =>
+/** WGSL of `dy act'(x)` for vec4 `dy` and `x` (with {@link ACTIVATION_WGSL}). */
+export const gradExpr = (quick: boolean): string =>
   quick
     ? "dy * (sigmoid_(x * 1.702) + 1.702 * x * sigmoid_(x * 1.702) * (1.0 - sigmoid_(x * 1.702)))"
     : "dy * (0.5 * (1.0 + erf_(x * 0.7071067811865476)) + x * exp(-0.5 * x * x) * 0.3989422804014327)";

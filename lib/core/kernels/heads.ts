@@ -91,15 +91,17 @@ const headMatMulKernel = (args: KernelArgs): Info => {
     c = { base: at.cCol, outer: m * width, inner: at.dh, ld: width };
     outShape = [batch, m, width];
   }
-  const out = runMatMul(backend, a, b, plan, undefined, "none", {
-    heads: at.heads,
-    a: view(a, at.aCol, at.heads, at.dh),
-    b: view(b, at.bCol, at.heads, at.dh),
-    c,
-    outShape,
-    into,
-    scale: at.scale,
-    alpha: at.alpha,
+  const out = runMatMul(backend, a, b, plan, {
+    views: {
+      heads: at.heads,
+      a: view(a, at.aCol, at.heads, at.dh),
+      b: view(b, at.bCol, at.heads, at.dh),
+      c,
+      outShape,
+      into,
+      scale: at.scale,
+      alpha: at.alpha,
+    },
   });
   // Written into `into`: the result is one more handle on its data (as tfjs's Reshape returns one).
   if (into !== undefined) backend.incRef(into.dataId);

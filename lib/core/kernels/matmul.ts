@@ -29,7 +29,7 @@
 import { tf, type WebGPUBackend } from "../../deps.ts";
 import { type Program, runProgram, type TensorInfo } from "./program.ts";
 import { type Info, type KernelArgs, type KernelConfig, kernelOverride } from "./override.ts";
-import { ACTIVATION_WGSL, forwardExpr } from "./gelu.ts";
+import { ACTIVATION_WGSL, forwardExpr, gradExpr } from "./gelu.ts";
 
 /** A tile configuration. Threads: `(BN / TN) x (BM / TM)`. */
 export interface Tile {
@@ -250,7 +250,11 @@ export const gemmSource = (
   bias = false,
   act: EpilogueActivation = "none",
   scale: GemmScale = "none",
+  actGrad: EpilogueActivation = "none",
 ): string => {
+  if (actGrad !== "none" && !l.vecC) {
+    throw new Error("gemmSource: the activation-gradient epilogue needs vec4 C");
+  }
   const half = precision === "f16";
   // f16 accumulation: a per-slice f16 accumulator (`h_...`), folded into the f32 one after each BK slice.
   const halfAcc = half && accumulate === "f16";
@@ -300,7 +304,15 @@ export const gemmSource = (
         const raw = half ? `select(${acc(r, i, c)}, nan4, bad)` : acc(r, i, c);
         const scaled = scale === "c" ? `(${raw} * uniforms.alpha)` : raw;
         const v = activate(act, bias ? `(${scaled} + bias${c})` : scaled);
-        if (l.vecC) {
+        if (actGrad !== "none") {
+          // `dy act'(x)` with dy the product and x the activation's input U (C's shape, contiguous): the
+          // fused activation gradient's WGSL (lib/core/kernels/gelu.ts), so its values.
+          stores.push(
+            `{ let row = ${row}; let col = ${col}; if (row < uniforms.M && col < uniforms.N) { let x = U[(row * uniforms.N + col) / 4]; let dy = ${v}; result[(cOff + row * uniforms.ldc + col) / 4] = ${
+              gradExpr(actGrad === "quickGelu")
+            }; } }`,
+          );
+        } else if (l.vecC) {
           stores.push(
             `{ let row = ${row}; let col = ${col}; if (row < uniforms.M && col < uniforms.N) { result[(cOff + row * uniforms.ldc + col) / 4] = ${v}; } }`,
           );
@@ -323,7 +335,8 @@ export const gemmSource = (
   let bad = atomicLoad(&overflowed) != 0u;
   let nan4 = bitcast<vec4<f32>>(vec4<u32>(0x7fc00000u | (localIndex & 0u)));`
     : "";
-  return `${half ? HALF_HELPERS : ""}${activationSource(act)}
+  const helpers = actGrad !== "none" && act === "none" ? ACTIVATION_WGSL : activationSource(act);
+  return `${half ? HALF_HELPERS : ""}${helpers}
 var<workgroup> As: array<${wt}, ${t.bk * t.bm / 4}>;
 var<workgroup> Bs: array<${wt}, ${t.bk * t.bn / 4}>;
 
@@ -526,6 +539,21 @@ export interface ProductViews {
   readonly alpha?: number;
 }
 
+/** What {@link runMatMul} does besides the product. */
+export interface MatMulExtras {
+  /** float32 `[N]`, added in the epilogue (or with a split K in the split-sum pass). */
+  readonly bias?: TensorInfo;
+  /** Applied after the bias. */
+  readonly act?: EpilogueActivation;
+  /** The operands and output addressed in place. */
+  readonly views?: ProductViews;
+  /**
+   * The product is `dy`, and the output `dy act'(u)` for `u` (float32, C's shape `[M, N]`): the gradient of
+   * an activation whose input was `u`, in the epilogue of the product that makes its `dy`.
+   */
+  readonly actGrad?: { readonly u: TensorInfo; readonly act: "gelu" | "quickGelu" };
+}
+
 /** The views of a plain product: whole operands, C the (split-K partial) output. */
 const wholeViews = (p: MatMulPlan): ProductViews => ({
   heads: 1,
@@ -558,11 +586,12 @@ export const runMatMul = (
   a: TensorInfo,
   b: TensorInfo,
   p: MatMulPlan,
-  bias?: TensorInfo,
-  act: EpilogueActivation = "none",
-  views?: ProductViews,
+  { bias, act = "none", views, actGrad }: MatMulExtras = {},
 ): TensorInfo => {
   const { m, n, k, tile: t } = p;
+  if (actGrad !== undefined && (p.splits !== 1 || p.batch !== 1 || !p.layout.vecC || bias || views)) {
+    throw new Error("runMatMul: the activation-gradient epilogue takes one unsplit product with N % 4 == 0");
+  }
   if (bias !== undefined && (bias.shape.length !== 1 || bias.shape[0] !== n)) {
     throw new Error(`runMatMul: bias of shape [${bias.shape}] for a product with N = ${n}`);
   }
@@ -582,27 +611,33 @@ export const runMatMul = (
   // The activation goes where the final values are: the GEMM's epilogue, or the split-sum pass.
   const actHere: EpilogueActivation = p.splits === 1 ? act : "none";
   const scale = v.scale ?? "none";
+  const gradKind: EpilogueActivation = actGrad?.act ?? "none";
   const program: Program = {
-    variableNames: inEpilogue ? ["A", "B", "Bias"] : ["A", "B"],
-    variableComponents: [l.vecA ? 4 : 1, l.vecB ? 4 : 1, ...(inEpilogue ? [l.vecC ? 4 : 1] : [])],
+    variableNames: ["A", "B", ...(inEpilogue ? ["Bias"] : []), ...(actGrad ? ["U"] : [])],
+    variableComponents: [
+      l.vecA ? 4 : 1,
+      l.vecB ? 4 : 1,
+      ...(inEpilogue ? [l.vecC ? 4 : 1] : []),
+      ...(actGrad ? [4] : []),
+    ],
     outputShape: views ? [tf.util.sizeFromShape(views.outShape)] : [p.batch * p.splits, m, n],
     outputComponent: l.vecC ? 4 : 1,
     shaderKey: key(t, l, p.precision, p.accumulate, inEpilogue, actHere) +
-      (scale === "none" ? "" : `_s${scale}`),
+      (scale === "none" ? "" : `_s${scale}`) + (gradKind === "none" ? "" : `_d${gradKind}`),
     dispatchLayout: { x: [0] },
     dispatch: [Math.ceil(n / t.bn), Math.ceil(m / t.bm), p.batch * p.splits],
     workgroupSize: [t.bn / t.tn, t.bm / t.tm, 1],
     uniforms: "M : i32, N : i32, K : i32, heads : i32, aBase : i32, aOuter : i32, aInner : i32, lda : i32, " +
       "bBase : i32, bOuter : i32, bInner : i32, ldb : i32, cBase : i32, cOuter : i32, cInner : i32, ldc : i32, " +
       "cSplit : i32, kChunk : i32, splits : i32, alpha : f32,",
-    getUserCode: () => gemmSource(t, l, p.precision, p.accumulate, inEpilogue, actHere, scale),
+    getUserCode: () => gemmSource(t, l, p.precision, p.accumulate, inEpilogue, actHere, scale, gradKind),
   };
   const int = (x: number) => ({ type: "int32" as const, data: [x] });
   const ints = (w: MatrixView) => [int(w.base), int(w.outer), int(w.inner), int(w.ld)];
   const out = runProgram(
     backend,
     program,
-    inEpilogue ? [a3, b3, bias] : [a3, b3],
+    [a3, b3, ...(inEpilogue ? [bias] : []), ...(actGrad ? [actGrad.u] : [])],
     [
       int(m),
       int(n),
@@ -698,20 +733,58 @@ const matMulBiasKernel = (args: KernelArgs): Info => {
   if (plan === null) throw new Error(`${MATMUL_BIAS}: [${x.shape}] x [${w.shape}] is not planned`);
   // The attrs' split, exactly as planned (re-planning a split count may round it differently).
   const exact: MatMulPlan = { ...plan, splits: at.splits, kChunk: at.kChunk };
-  return runMatMul(args.backend as WebGPUBackend, x, w, exact, bias, at.act ?? "none") as unknown as Info;
+  return runMatMul(args.backend as WebGPUBackend, x, w, exact, {
+    bias,
+    act: at.act ?? "none",
+  }) as unknown as Info;
 };
 
+/**
+ * `dy W^T` with the activation's gradient in the epilogue, `(dy W^T) act'(u)`, as the tfjs kernel
+ * `CaeMatMulActGrad` (inputs `dy: [M, K]`, `w: [N, K]`, `u: [M, N]`; attrs as {@link BiasAttrs}, never split).
+ */
+const MATMUL_ACT_GRAD = "CaeMatMulActGrad";
+
+const matMulActGradKernel = (args: KernelArgs): Info => {
+  const { dy, w, u } = args.inputs as unknown as { dy: TensorInfo; w: TensorInfo; u: TensorInfo };
+  const at = args.attrs as unknown as BiasAttrs;
+  const tile: Tile = { bm: at.bm, bn: at.bn, bk: at.bk, tm: at.tm, tn: at.tn };
+  const plan = planMatMul(
+    dy.shape,
+    w.shape,
+    false,
+    true,
+    { tile, splits: 1, accumulate: at.accumulate },
+    at.precision,
+  );
+  if (plan === null || at.act === "none") {
+    throw new Error(`${MATMUL_ACT_GRAD}: [${dy.shape}] x [${w.shape}]^T is not planned`);
+  }
+  return runMatMul(args.backend as WebGPUBackend, dy, w, plan, {
+    actGrad: { u, act: at.act },
+  }) as unknown as Info;
+};
+
+const KERNELS: readonly [string, (args: KernelArgs) => Info][] = [
+  [MATMUL_BIAS, matMulBiasKernel],
+  [MATMUL_ACT_GRAD, matMulActGradKernel],
+];
+
 const registerBiasKernel = () => {
-  if (tf.getKernel(MATMUL_BIAS, "webgpu") !== undefined) return;
-  tf.registerKernel({
-    kernelName: MATMUL_BIAS,
-    backendName: "webgpu",
-    kernelFunc: matMulBiasKernel as unknown as KernelConfig["kernelFunc"],
-  });
+  for (const [kernelName, f] of KERNELS) {
+    if (tf.getKernel(kernelName, "webgpu") !== undefined) continue;
+    tf.registerKernel({
+      kernelName,
+      backendName: "webgpu",
+      kernelFunc: f as unknown as KernelConfig["kernelFunc"],
+    });
+  }
 };
 
 const unregisterBiasKernel = () => {
-  if (tf.getKernel(MATMUL_BIAS, "webgpu") !== undefined) tf.unregisterKernel(MATMUL_BIAS, "webgpu");
+  for (const [kernelName] of KERNELS) {
+    if (tf.getKernel(kernelName, "webgpu") !== undefined) tf.unregisterKernel(kernelName, "webgpu");
+  }
 };
 
 /** Whether the tiled matmul is registered. */
@@ -770,6 +843,42 @@ export const matMulBias = (
   return tf.engine().runKernel(
     MATMUL_BIAS,
     { x, w, bias: b },
+    attrs as unknown as tf.NamedAttrMap,
+  ) as tf.Tensor2D;
+};
+
+/**
+ * The gradient of `act(u)` where its `dy` is made by a product: `(g W^T) act'(u)` (`g: [M, K]`,
+ * `W: [N, K]`, `u: [M, N]`, float32, N a multiple of 4) as one kernel, the activation's gradient in the
+ * product's epilogue with the fused activation gradient's WGSL (lib/core/kernels/gelu.ts), so the values
+ * of `dy = matMul(g, W, false, true)` then that kernel. Undefined where the caller must run the two
+ * itself (as {@link matMulBias}).
+ *
+ * Why: in the MLP's backward pass the gradient of the hidden layer `[B N, 4D]` is written by the product
+ * and read back by the activation's gradient; here it never exists (lib/nn/mlp.ts).
+ */
+export const matMulActGrad = (
+  g: tf.Tensor2D,
+  w: tf.Tensor2D,
+  u: tf.Tensor2D,
+  act: "gelu" | "quickGelu",
+): tf.Tensor2D | undefined => {
+  if (!override.registered() || tf.getBackend() !== "webgpu") return undefined;
+  if (tf.getKernel(MATMUL_ACT_GRAD, "webgpu") === undefined) return undefined;
+  if ([g, w, u].some((t) => t.dtype !== "float32" || t.rank !== 2)) return undefined;
+  const plan = planMatMul(g.shape, w.shape, false, true);
+  if (plan === null || plan.n % 4 !== 0 || u.shape[0] !== plan.m || u.shape[1] !== plan.n) return undefined;
+  const attrs: BiasAttrs = {
+    ...plan.tile,
+    splits: 1,
+    kChunk: plan.k,
+    precision: plan.precision,
+    accumulate: plan.accumulate,
+    act,
+  };
+  return tf.engine().runKernel(
+    MATMUL_ACT_GRAD,
+    { dy: g, w, u },
     attrs as unknown as tf.NamedAttrMap,
   ) as tf.Tensor2D;
 };
