@@ -23,6 +23,7 @@ import {
   candidateChoices,
   candidateTiles,
   checkWritable,
+  doubleBufferedChoice,
   formatTileTable,
   FULL_SPACE,
   QUICK_SPACE,
@@ -56,6 +57,7 @@ const table: TileTable = tileTableOf("Test Adapter (v1, 2 units)", "test", {
     entry(3168, 2304, 768, 1, T128x64),
     entry(99, 99, 64, 384, T32, 1, [false, true]),
     entry(768, 2304, 3168, 1, T32, 4, [true, false]),
+    { ...entry(64, 64, 64, 1, T32, 1, [true, true]), choice: { tile: T32, splits: 1, buffers: 2 } },
   ],
 });
 const tableJson = (): Record<string, unknown> => JSON.parse(formatTileTable(table));
@@ -72,7 +74,7 @@ Deno.test("tile table: the written text parses back to the same table", () => {
   assert(E.isRight(r), E.isLeft(r) ? r.left : "");
   assertEquals(r.right, table);
   // "{", 8 header fields, "entries": [, one line per entry, "]", "}", and the final newline.
-  assertEquals(formatTileTable(table).split("\n").length, 1 + 8 + 1 + 3 + 1 + 1 + 1);
+  assertEquals(formatTileTable(table).split("\n").length, 1 + 8 + 1 + 4 + 1 + 1 + 1);
 });
 
 Deno.test("tile table: a malformed table is refused with the file, the path and what to do", () => {
@@ -104,6 +106,10 @@ Deno.test("tile table: a malformed table is refused with the file, the path and 
     "at entries[2].choice.tile: matmul tile",
   );
   assertStringIncludes(bad((j) => (entries(j)[0].tiel = 1)), 'at entries[0]: unknown key "tiel"');
+  assertStringIncludes(
+    bad((j) => ((entries(j)[1].choice as Record<string, unknown>).buffers = 3)),
+    "at entries[1].choice.buffers",
+  );
   assertStringIncludes(bad((j) => (entries(j)[0].ms = -1)), "at entries[0].ms: expected a number >= 0");
 });
 
@@ -227,6 +233,15 @@ Deno.test("tile limits: threads, workgroup size and workgroup memory", () => {
   assertStringIncludes(tileMisfit({ bm: 128, bn: 128, bk: 32, tm: 8, tn: 8 }, limits, "f32")!, "32768 bytes");
   assertEquals(tileStorageBytes({ bm: 128, bn: 128, bk: 32, tm: 8, tn: 8 }, "f32"), 32768);
   assertEquals(
+    tileStorageBytes({ bm: 128, bn: 128, bk: 32, tm: 8, tn: 8 }, "f32", 2),
+    65536,
+    "double-buffered",
+  );
+  assertStringIncludes(
+    tileMisfit(T32, { ...limits, maxComputeWorkgroupStorageSize: 6000 }, "f32", 2)!,
+    "8192 bytes",
+  );
+  assertEquals(
     tileStorageBytes({ bm: 128, bn: 128, bk: 32, tm: 8, tn: 8 }, "f16"),
     16388,
     "half, and a flag",
@@ -259,6 +274,18 @@ Deno.test("tune candidates: supported tiles that fit, K splits only for few tile
   assertEquals(candidateChoices(shape(25344, 2304, 768), T128x64, FULL_SPACE).map((c) => c.splits), [1]);
   const f16 = candidateChoices({ ...shape(99, 99, 64, 384), precision: "f16" }, T32, QUICK_SPACE);
   assertEquals(f16.map((c) => c.accumulate), ["f32", "f16"]);
+  // Stage 3: the leader double-buffered, only where the device has the workgroup memory (12 KiB a buffer
+  // of 128 x 64 x 16, 16 KiB the limit) and the space asks for it.
+  const leader = { tile: T32, splits: 4 };
+  assertEquals(doubleBufferedChoice(shape(64, 64, 4096), leader, FULL_SPACE, limits), {
+    ...leader,
+    buffers: 2,
+  });
+  assertEquals(
+    doubleBufferedChoice(shape(64, 64, 4096), { tile: { ...T128x64, bk: 16 } }, FULL_SPACE, limits),
+    undefined,
+  );
+  assertEquals(doubleBufferedChoice(shape(64, 64, 4096), leader, { ...FULL_SPACE, buffers: [1] }), undefined);
 });
 
 Deno.test("tune: an existing table is not overwritten without --force", async () => {

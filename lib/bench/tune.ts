@@ -10,11 +10,12 @@
  * so the list is the step's, whatever the models do, with how many times each runs per step.
  *
  * Candidates ({@link candidateChoices}), in two stages so that the count stays bounded (a ViT-B step has
- * about 50 distinct products; each gets at most about 25 candidates):
+ * about 50 distinct products; each gets at most 28 candidates, 38 in f16):
  * 1. every tile of the space that `checkTile` accepts and the device fits (threads, workgroup size and
  *    workgroup memory from `device.limits`), with the default rule's K split;
  * 2. for the `top` fastest tiles of stage 1: the K splits of the space (where the product has few output
- *    tiles and a long K), and for f16 operands both accumulations.
+ *    tiles and a long K), and for f16 operands both accumulations;
+ * 3. the fastest so far double-buffered ({@link doubleBufferedChoice}), where the device fits it.
  * The default rule's own plan is always measured: it is the baseline and the output every candidate is
  * checked against (relative error, lib/core/compare.ts; f16 candidates against the f32 default). A
  * candidate that throws (a shader the driver refuses, an f16 variant missing) or differs is reported and
@@ -133,6 +134,8 @@ export interface TuneSpace {
   readonly splits: readonly number[];
   /** f16 operands: accumulations tried in stage 2. */
   readonly accumulate: readonly ("f32" | "f16")[];
+  /** Workgroup buffers per operand; with 2, stage 3 tries the leader double-buffered. Unset: 1 only. */
+  readonly buffers?: readonly (1 | 2)[];
   /** How many of stage 1's fastest tiles stage 2 varies. */
   readonly top: number;
 }
@@ -167,6 +170,7 @@ export const FULL_SPACE: TuneSpace = {
   ],
   splits: [1, 2, 4, 8, 16],
   accumulate: ["f32", "f16"],
+  buffers: [1, 2],
   top: 2,
 };
 
@@ -181,6 +185,7 @@ export const QUICK_SPACE: TuneSpace = {
   ],
   splits: [1, 4, 16],
   accumulate: ["f32", "f16"],
+  buffers: [1, 2],
   top: 1,
 };
 
@@ -193,10 +198,13 @@ const MIN_CHUNK = 128;
 export const tileName = (t: Tile): string => `${t.bm}x${t.bn}x${t.bk}/${t.tm}x${t.tn}`;
 
 /** A planned choice as text: `128x64x16/8x4 split 4` (f16 accumulation appended). */
-export const choiceName = (p: { tile: Tile; splits: number; accumulate?: string }, precision = "f32") =>
+export const choiceName = (
+  p: { tile: Tile; splits: number; accumulate?: string; buffers?: 1 | 2 },
+  precision = "f32",
+) =>
   `${tileName(p.tile)}${p.splits > 1 ? ` split ${p.splits}` : ""}${
     precision === "f16" ? ` acc ${p.accumulate ?? "f32"}` : ""
-  }`;
+  }${p.buffers === 2 ? " double-buffered" : ""}`;
 
 /** The stage-1 tiles of `space` for `s`, and why the others were left out. */
 export const candidateTiles = (
@@ -229,13 +237,34 @@ export const candidateChoices = (s: GemmShape, t: Tile, space: TuneSpace): GemmC
   return splits.flatMap((p) => accs.map((accumulate) => ({ tile: t, splits: p, accumulate })));
 };
 
+/**
+ * Stage 3: the leader of stages 1 and 2 double-buffered, when the space tries that and the device has the
+ * workgroup memory (one candidate more per shape; the buffers change when the loads are waited for, not
+ * which tile suits the shape).
+ */
+export const doubleBufferedChoice = (
+  s: GemmShape,
+  leader: GemmChoice,
+  space: TuneSpace,
+  limits?: TileLimits,
+): GemmChoice | undefined => {
+  if (!(space.buffers ?? []).includes(2) || leader.buffers === 2) return undefined;
+  if (limits !== undefined && tileMisfit(leader.tile, limits, s.precision, 2) !== undefined) return undefined;
+  return { ...leader, buffers: 2 };
+};
+
 // ---------------------------------------------------------------------------------------------------
 // Measuring
 
 /** One candidate's outcome. */
 export interface CandidateResult {
   /** As planned (splits resolved by planMatMul). */
-  readonly choice: { readonly tile: Tile; readonly splits: number; readonly accumulate: "f32" | "f16" };
+  readonly choice: {
+    readonly tile: Tile;
+    readonly splits: number;
+    readonly accumulate: "f32" | "f16";
+    readonly buffers: 1 | 2;
+  };
   /** Median ms by the tune's timer (kernel time where the backend has one, else wall); undefined: failed. */
   readonly ms?: number;
   /** Median wall ms per product (readback floor subtracted). */
@@ -298,8 +327,10 @@ const resolved = (p: MatMulPlan): CandidateResult["choice"] => ({
   tile: p.tile,
   splits: p.splits,
   accumulate: p.accumulate,
+  buffers: p.buffers,
 });
-const planKey = (c: CandidateResult["choice"]) => `${tileName(c.tile)}:${c.splits}:${c.accumulate}`;
+const planKey = (c: CandidateResult["choice"]) =>
+  `${tileName(c.tile)}:${c.splits}:${c.accumulate}:${c.buffers}`;
 
 /** Puts back the chooser of the installed table (or none), after the tuner borrowed the hook. */
 const reinstallChooser = () => {
@@ -399,6 +430,9 @@ export const tuneShape = async (
         (x, y) => (x === undefined || y.ms! < x.ms! ? y : x),
         undefined,
       );
+    const before3 = fastestOf([...done.values()]);
+    const doubled = before3 && doubleBufferedChoice(s, before3.choice, opts.space, limits);
+    if (doubled) await tryChoice(doubled);
     // A second look at the default and the winner, one after the other: the load of a shared machine
     // drifts over the minutes a shape takes, and each keeps the better of its two medians.
     const leader = fastestOf([...done.values()]);
@@ -423,6 +457,7 @@ export const tuneShape = async (
         tile: best.choice.tile,
         splits: best.choice.splits,
         ...(s.precision === "f16" ? { accumulate: best.choice.accumulate } : {}),
+        ...(best.choice.buffers === 2 ? { buffers: 2 as const } : {}),
       },
       ms: round(best.ms!),
       tflops: round(flopsOf(s) / (best.ms! * 1e-3) / 1e12),

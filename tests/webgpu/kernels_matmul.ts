@@ -13,6 +13,7 @@ import { selectBackend } from "../../lib/core/backend.ts";
 import {
   type GemmChooser,
   gemmChooser,
+  matMulActGrad,
   matMulBias,
   planMatMul,
   restoreStockMatMul,
@@ -256,5 +257,63 @@ Deno.test({
     restoreStockKernels();
     ref.forEach((r, i) => assert(relativeError(got[i], r) < 1e-6, `product ${i}`));
     tf.dispose([a, b]);
+  },
+});
+
+Deno.test({
+  name:
+    "double-buffered workgroup tiles give the single-buffered values: every layout, split K, f16, epilogues",
+  ignore: !hasWebGPU,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await selectBackend("webgpu");
+    registerKernels();
+    const saved = gemmChooser();
+    // A small tile (quick to compile on llvmpipe); K split 4 where K is long, as the default rule would.
+    const tile = { bm: 32, bn: 32, bk: 8, tm: 4, tn: 4 };
+    const [ka, kb, kc] = split(key(41), 3);
+    const x = tf.randomNormal([70, 36], 0, 1, "float32", seedOf(ka)) as tf.Tensor2D;
+    const w = tf.randomNormal([36, 52], 0, 1, "float32", seedOf(kb)) as tf.Tensor2D;
+    const bias = tf.randomNormal([52], 0, 1, "float32", seedOf(kc)) as tf.Tensor1D;
+    const u = tf.randomNormal([70, 52], 0, 1, "float32", seedOf(kc) + 1) as tf.Tensor2D;
+    const g = tf.randomNormal([70, 36], 0, 1, "float32", seedOf(kc) + 2) as tf.Tensor2D;
+    const run = async (buffers: 1 | 2, accumulate: "f32" | "f16") => {
+      setGemmChooser((s) => ({ tile, splits: s.k >= 1024 ? 4 : 1, accumulate, buffers }));
+      const out: Float32Array[] = [];
+      let k = key(43);
+      for (const c of smallMatMulCases) {
+        const [k1, k2, next] = split(k, 3);
+        k = next;
+        const a = tf.randomNormal(c.a, 0, 1, "float32", seedOf(k1));
+        const b = tf.randomNormal(c.b, 0, 1, "float32", seedOf(k2));
+        const y = tf.matMul(a, b, c.ta, c.tb);
+        out.push(await y.data() as Float32Array);
+        tf.dispose([a, b, y]);
+      }
+      for (
+        const y of [matMulBias(x, w, bias)!, matMulActGrad(g, tf.transpose(w) as tf.Tensor2D, u, "gelu")!]
+      ) {
+        out.push(await y.data() as Float32Array);
+        y.dispose();
+      }
+      return out;
+    };
+    try {
+      for (const [precision, accumulate] of [["f32", "f32"], ["f16", "f32"], ["f16", "f16"]] as const) {
+        if (precision === "f16" && !hasF16) continue;
+        setMatMulPrecision(precision);
+        const one = await run(1, accumulate), two = await run(2, accumulate);
+        assertEquals(one.length, smallMatMulCases.length + 2);
+        one.forEach((o, i) =>
+          assertEquals(relativeError(two[i], o), 0, `${precision}/${accumulate} output ${i}`)
+        );
+      }
+    } finally {
+      setMatMulPrecision("f32");
+      setGemmChooser(saved);
+      restoreStockKernels();
+      tf.dispose([x, w, bias, u, g]);
+    }
   },
 });

@@ -77,6 +77,7 @@ const headMatMulKernel = (args: KernelArgs): Info => {
     tile: first.tile,
     splits: 1,
     accumulate: first.accumulate,
+    buffers: first.buffers,
   })!;
   const { m, n } = plan;
   let c: MatrixView, outShape: number[];

@@ -100,6 +100,12 @@ export interface GemmChoice {
   readonly splits?: number;
   /** f16 operands only: accumulate each BK-deep slice in f16 and fold it into f32 ("f16"), or f32 throughout. */
   readonly accumulate?: "f32" | "f16";
+  /**
+   * Workgroup buffers per operand: 1 (default; registers prefetch the next BK slice while the current one
+   * is multiplied, two barriers a slice) or 2 (double buffering: the next slice is stored into the other
+   * buffer, one barrier a slice, twice the workgroup memory). Same arithmetic, same values.
+   */
+  readonly buffers?: 1 | 2;
 }
 
 /** Chooses a product's tile (a tuned table), or undefined for the defaults. */
@@ -202,9 +208,11 @@ const tileLoad = (
     // A scaled operand is multiplied by `uniforms.alpha` as it is stored (before any f16 rounding), which
     // gives exactly the product of the pre-scaled tensor.
     const value = scaled ? `(${reg(i)} * uniforms.alpha)` : reg(i);
-    stores.push(`${shared}[${kk} * ${quads} + ${q}] = ${half ? `toHalf(${value})` : value};`);
+    stores.push(`${shared}[OFF${kk} * ${quads} + ${q}] = ${half ? `toHalf(${value})` : value};`);
   }
-  return { decl, load: loads.join("\n"), store: stores.join("\n") };
+  const all = stores.join("\n");
+  // `at`: the offset of the workgroup buffer stored into (double buffering), "" for the first.
+  return { decl, load: loads.join("\n"), store: (at = "") => all.replaceAll("OFF", at ? `${at} + ` : "") };
 };
 
 /**
@@ -231,6 +239,20 @@ fn toHalf(v: vec4<f32>) -> vec4<f16> {
  */
 export type GemmScale = "none" | "a" | "b" | "c";
 
+/** What a GEMM kernel does besides the product (each field's default: none, f32, one buffer). */
+export interface GemmVariant {
+  readonly precision?: MatMulPrecision;
+  /** f16 operands: where the products accumulate ({@link GemmChoice.accumulate}). */
+  readonly accumulate?: "f32" | "f16";
+  readonly bias?: boolean;
+  readonly act?: EpilogueActivation;
+  readonly scale?: GemmScale;
+  /** The activation whose gradient the epilogue applies ({@link MatMulExtras.actGrad}). */
+  readonly actGrad?: EpilogueActivation;
+  /** Workgroup buffers per operand ({@link GemmChoice.buffers}). */
+  readonly buffers?: 1 | 2;
+}
+
 /**
  * WGSL of one GEMM variant (tfjs supplies the bindings and `uniforms`). `bias`: a third input `Bias: [N]`
  * (vec4 where C is, `l.vecC`) added to every output row in the store epilogue, in f32 after accumulation
@@ -242,16 +264,16 @@ export type GemmScale = "none" | "a" | "b" | "c";
  * product can read attention's heads straight out of the qkv projection and write them merged, with no
  * transpose between.
  */
-export const gemmSource = (
-  t: Tile,
-  l: GemmLayout,
-  precision: MatMulPrecision = "f32",
-  accumulate = "f32",
-  bias = false,
-  act: EpilogueActivation = "none",
-  scale: GemmScale = "none",
-  actGrad: EpilogueActivation = "none",
-): string => {
+export const gemmSource = (t: Tile, l: GemmLayout, v: GemmVariant = {}): string => {
+  const {
+    precision = "f32",
+    accumulate = "f32",
+    bias = false,
+    act = "none",
+    scale = "none",
+    actGrad = "none",
+    buffers = 1,
+  } = v;
   if (actGrad !== "none" && !l.vecC) {
     throw new Error("gemmSource: the activation-gradient epilogue needs vec4 C");
   }
@@ -274,8 +296,15 @@ export const gemmSource = (
   const inner: string[] = [];
   // f16 operands with f32 accumulation: each quad is widened once per k step.
   const widen = (x: string) => (half && !halfAcc ? `vec4<f32>(${x})` : x);
-  for (let r = 0; r < rm; r++) inner.push(`let a${r} = ${widen(`As[kk * ${t.bm / 4} + ${r * ty} + ty]`)};`);
-  for (let c = 0; c < rn; c++) inner.push(`let b${c} = ${widen(`Bs[kk * ${t.bn / 4} + ${c * tx} + tx]`)};`);
+  // Double buffering: the slice being multiplied is at aCur / bCur in the workgroup arrays.
+  const db = buffers === 2;
+  const curA = db ? "aCur + " : "", curB = db ? "bCur + " : "";
+  for (let r = 0; r < rm; r++) {
+    inner.push(`let a${r} = ${widen(`As[${curA}kk * ${t.bm / 4} + ${r * ty} + ty]`)};`);
+  }
+  for (let c = 0; c < rn; c++) {
+    inner.push(`let b${c} = ${widen(`Bs[${curB}kk * ${t.bn / 4} + ${c * tx} + tx]`)};`);
+  }
   for (const [r, i, c] of cells) {
     inner.push(
       halfAcc
@@ -337,8 +366,8 @@ export const gemmSource = (
     : "";
   const helpers = actGrad !== "none" && act === "none" ? ACTIVATION_WGSL : activationSource(act);
   return `${half ? HALF_HELPERS : ""}${helpers}
-var<workgroup> As: array<${wt}, ${t.bk * t.bm / 4}>;
-var<workgroup> Bs: array<${wt}, ${t.bk * t.bn / 4}>;
+var<workgroup> As: array<${wt}, ${buffers * t.bk * t.bm / 4}>;
+var<workgroup> Bs: array<${wt}, ${buffers * t.bk * t.bn / 4}>;
 
 fn main(index: i32) {
   let tx = i32(localId.x);
@@ -363,8 +392,8 @@ fn main(index: i32) {
   var k0 = kBegin;
   ${a.load}
   ${b.load}
-  ${a.store}
-  ${b.store}
+  ${a.store()}
+  ${b.store()}
   workgroupBarrier();
   for (var t = 0; t < tiles; t++) {
     k0 = kBegin + (t + 1) * ${t.bk};
@@ -373,17 +402,33 @@ fn main(index: i32) {
       ${a.load}
       ${b.load}
     }
+    ${
+    db
+      ? `let aCur = (t % 2) * ${t.bk * t.bm / 4};
+    let bCur = (t % 2) * ${t.bk * t.bn / 4};`
+      : ""
+  }
     ${slice.join("\n    ")}
     for (var kk = 0; kk < ${t.bk}; kk++) {
       ${inner.join("\n      ")}
     }
     ${fold.join("\n    ")}
-    workgroupBarrier();
-    if (more) {
-      ${a.store}
-      ${b.store}
+    ${
+    db
+      // The next slice goes into the other buffer, which nobody reads in this step: one barrier a step
+      // (the next step reads what this one stored; its stores go where this one read, after the barrier).
+      ? `if (more) {
+      ${a.store(`(1 - t % 2) * ${t.bk * t.bm / 4}`)}
+      ${b.store(`(1 - t % 2) * ${t.bk * t.bn / 4}`)}
     }
-    workgroupBarrier();
+    workgroupBarrier();`
+      : `workgroupBarrier();
+    if (more) {
+      ${a.store()}
+      ${b.store()}
+    }
+    workgroupBarrier();`
+  }
   }
   ${flag}
   ${biasLoads.join("\n  ")}
@@ -430,6 +475,8 @@ export interface MatMulPlan {
   readonly precision: MatMulPrecision;
   /** f16 operands: where the products accumulate ({@link GemmChoice.accumulate}). */
   readonly accumulate: "f32" | "f16";
+  /** Workgroup buffers per operand ({@link GemmChoice.buffers}). */
+  readonly buffers: 1 | 2;
 }
 
 const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
@@ -505,6 +552,7 @@ export const planMatMul = (
     kChunk,
     precision,
     accumulate,
+    buffers: chosen?.buffers ?? 1,
   };
 };
 
@@ -623,14 +671,24 @@ export const runMatMul = (
     outputShape: views ? [tf.util.sizeFromShape(views.outShape)] : [p.batch * p.splits, m, n],
     outputComponent: l.vecC ? 4 : 1,
     shaderKey: key(t, l, p.precision, p.accumulate, inEpilogue, actHere) +
-      (scale === "none" ? "" : `_s${scale}`) + (gradKind === "none" ? "" : `_d${gradKind}`),
+      (scale === "none" ? "" : `_s${scale}`) + (gradKind === "none" ? "" : `_d${gradKind}`) +
+      (p.buffers === 2 ? "_db" : ""),
     dispatchLayout: { x: [0] },
     dispatch: [Math.ceil(n / t.bn), Math.ceil(m / t.bm), p.batch * p.splits],
     workgroupSize: [t.bn / t.tn, t.bm / t.tm, 1],
     uniforms: "M : i32, N : i32, K : i32, heads : i32, aBase : i32, aOuter : i32, aInner : i32, lda : i32, " +
       "bBase : i32, bOuter : i32, bInner : i32, ldb : i32, cBase : i32, cOuter : i32, cInner : i32, ldc : i32, " +
       "cSplit : i32, kChunk : i32, splits : i32, alpha : f32,",
-    getUserCode: () => gemmSource(t, l, p.precision, p.accumulate, inEpilogue, actHere, scale, gradKind),
+    getUserCode: () =>
+      gemmSource(t, l, {
+        precision: p.precision,
+        accumulate: p.accumulate,
+        bias: inEpilogue,
+        act: actHere,
+        scale,
+        actGrad: gradKind,
+        buffers: p.buffers,
+      }),
   };
   const int = (x: number) => ({ type: "int32" as const, data: [x] });
   const ints = (w: MatrixView) => [int(w.base), int(w.outer), int(w.inner), int(w.ld)];
@@ -719,6 +777,7 @@ interface BiasAttrs {
   readonly precision: MatMulPrecision;
   readonly accumulate: "f32" | "f16";
   readonly act: EpilogueActivation;
+  readonly buffers: 1 | 2;
 }
 
 const matMulBiasKernel = (args: KernelArgs): Info => {
@@ -729,6 +788,7 @@ const matMulBiasKernel = (args: KernelArgs): Info => {
     tile,
     splits: at.splits,
     accumulate: at.accumulate,
+    buffers: at.buffers,
   }, at.precision);
   if (plan === null) throw new Error(`${MATMUL_BIAS}: [${x.shape}] x [${w.shape}] is not planned`);
   // The attrs' split, exactly as planned (re-planning a split count may round it differently).
@@ -754,7 +814,7 @@ const matMulActGradKernel = (args: KernelArgs): Info => {
     w.shape,
     false,
     true,
-    { tile, splits: 1, accumulate: at.accumulate },
+    { tile, splits: 1, accumulate: at.accumulate, buffers: at.buffers },
     at.precision,
   );
   if (plan === null || at.act === "none") {
@@ -839,6 +899,7 @@ export const matMulBias = (
     precision: plan.precision,
     accumulate: plan.accumulate,
     act,
+    buffers: plan.buffers,
   };
   return tf.engine().runKernel(
     MATMUL_BIAS,
@@ -875,6 +936,7 @@ export const matMulActGrad = (
     precision: plan.precision,
     accumulate: plan.accumulate,
     act,
+    buffers: plan.buffers,
   };
   return tf.engine().runKernel(
     MATMUL_ACT_GRAD,

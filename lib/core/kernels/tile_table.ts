@@ -60,6 +60,8 @@ export interface TileEntry {
     readonly splits: number;
     /** f16 operands only: the accumulation. */
     readonly accumulate?: "f32" | "f16";
+    /** Workgroup buffers per operand (2: double buffering); unset: 1. */
+    readonly buffers?: 1 | 2;
   };
   /** Median ms per product of the choice, by the table's `timer`. */
   readonly ms: number;
@@ -141,8 +143,9 @@ const ShapeC = closed("a shape { m, n, k, batch, transA, transB, precision }", {
 }, {});
 const EntryC = closed("an entry { shape, choice, ms, tflops, defaultMs, calls? }", {
   shape: ShapeC,
-  choice: closed("a choice { tile, splits, accumulate? }", { tile: TileC, splits: t.number }, {
+  choice: closed("a choice { tile, splits, accumulate?, buffers? }", { tile: TileC, splits: t.number }, {
     accumulate: Precision,
+    buffers: t.union([t.literal(1), t.literal(2)]),
   }),
   ms: t.number,
   tflops: t.number,
@@ -311,17 +314,21 @@ export interface TileLimits {
   readonly maxComputeWorkgroupSizeY: number;
 }
 
-/** Workgroup memory of a tile's kernel in bytes: BK-deep slices of A and B (f16 operands: half). */
-export const tileStorageBytes = (tile: Tile, precision: MatMulPrecision): number =>
-  tile.bk * (tile.bm + tile.bn) * (precision === "f16" ? 2 : 4) + (precision === "f16" ? 4 : 0);
+/**
+ * Workgroup memory of a tile's kernel in bytes: BK-deep slices of A and B (f16 operands: half), `buffers`
+ * of each (double buffering: 2).
+ */
+export const tileStorageBytes = (tile: Tile, precision: MatMulPrecision, buffers: 1 | 2 = 1): number =>
+  buffers * tile.bk * (tile.bm + tile.bn) * (precision === "f16" ? 2 : 4) + (precision === "f16" ? 4 : 0);
 
 /** Why `tile` does not fit the device, or undefined when it does. */
 export const tileMisfit = (
   tile: Tile,
   limits: TileLimits,
   precision: MatMulPrecision,
+  buffers: 1 | 2 = 1,
 ): string | undefined => {
-  const x = tile.bn / tile.tn, y = tile.bm / tile.tm, bytes = tileStorageBytes(tile, precision);
+  const x = tile.bn / tile.tn, y = tile.bm / tile.tm, bytes = tileStorageBytes(tile, precision, buffers);
   if (x * y > limits.maxComputeInvocationsPerWorkgroup) {
     return `${x * y} threads > maxComputeInvocationsPerWorkgroup ${limits.maxComputeInvocationsPerWorkgroup}`;
   }
@@ -445,7 +452,7 @@ export const installTileTable = async (info: BackendInfo): Promise<string | unde
   const limits = webgpuDevice()?.limits;
   if (limits !== undefined) {
     for (const [i, e] of found.table.entries.entries()) {
-      const why = tileMisfit(e.choice.tile, limits, e.shape.precision);
+      const why = tileMisfit(e.choice.tile, limits, e.shape.precision, e.choice.buffers);
       if (why !== undefined) {
         throw new Error(
           `tile table ${found.source}: at entries[${i}].choice.tile: does not fit this device (${why}); ` +
