@@ -306,6 +306,11 @@ if (args.check) {
   };
   await step("matmul", () => checkMatMul([...smallMatMulCases, ...modelMatMulCases]));
   await step("matmul grad", () => checkMatMulGrad());
+  // Double-buffered workgroup tiles (a tile table's choice): the same products, the same tolerance.
+  await step(
+    "matmul double-buffered",
+    () => checkMatMul([...smallMatMulCases, ...modelMatMulCases], 1e-5, 2),
+  );
   // The bias epilogue of the linear layers (f32, and f16 where the adapter has shader-f16).
   await step("matmul+bias", () => checkMatMulBias([...smallMatMulBiasCases, ...modelMatMulBiasCases]));
   // The teacher's MLP (and inference): bias and QuickGELU / GELU in the epilogue; ViT-B/16 at batch 32, ViT-T.

@@ -10,6 +10,8 @@ import { tf, type WebGPUBackend } from "../deps.ts";
 import { withErrorScope } from "../core/webgpu_errors.ts";
 import { type Key, key, seedOf, split } from "../core/random.ts";
 import {
+  BIG,
+  gemmChooser,
   matMulActGrad,
   matMulBias,
   type MatMulPrecision,
@@ -18,7 +20,9 @@ import {
   registerFastMatMul,
   restoreStockMatMul,
   runMatMul,
+  setGemmChooser,
   setMatMulPrecision,
+  SMALL,
 } from "../core/kernels/matmul.ts";
 import { packHalf, unpackHalf } from "../core/kernels/half.ts";
 import { toTensor } from "../core/kernels/program.ts";
@@ -94,8 +98,30 @@ const randomPair = (k: Key, a: number[], b: number[]) => {
   ];
 };
 
-/** The tiled matmul against tfjs's own kernel on the same inputs (WebGPU). */
-export const checkMatMul = async (cases: readonly MatMulCase[], tolerance = 1e-5): Promise<CheckResult[]> => {
+/**
+ * The tiled matmul against tfjs's own kernel on the same inputs (WebGPU). `buffers` 2: every product
+ * double-buffered (the default rule's tile and split otherwise), as a tile table may choose.
+ */
+export const checkMatMul = async (
+  cases: readonly MatMulCase[],
+  tolerance = 1e-5,
+  buffers: 1 | 2 = 1,
+): Promise<CheckResult[]> => {
+  const saved = gemmChooser();
+  // The default rule's tile (and, splits unset, its K split), double-buffered.
+  if (buffers === 2) setGemmChooser((s) => ({ tile: s.m * s.n >= 256 * 256 ? BIG : SMALL, buffers: 2 }));
+  try {
+    return await checkMatMulOnce(cases, tolerance, buffers);
+  } finally {
+    setGemmChooser(saved);
+  }
+};
+
+const checkMatMulOnce = async (
+  cases: readonly MatMulCase[],
+  tolerance: number,
+  buffers: 1 | 2,
+): Promise<CheckResult[]> => {
   const out: CheckResult[] = [];
   let k = key(7);
   for (const c of cases) {
@@ -112,10 +138,12 @@ export const checkMatMul = async (cases: readonly MatMulCase[], tolerance = 1e-5
       await y.data();
       return y;
     });
-    const detail = plan ? `tile ${plan.tile.bm}, splits ${plan.splits}` : "stock (not planned)";
+    const detail = plan
+      ? `tile ${plan.tile.bm}, splits ${plan.splits}${plan.buffers === 2 ? ", double-buffered" : ""}`
+      : "stock (not planned)";
     out.push(
       result(
-        `matmul ${c.what}`,
+        `matmul ${buffers === 2 ? "double-buffered " : ""}${c.what}`,
         `${JSON.stringify(c.a)} x ${JSON.stringify(c.b)}, ${detail}`,
         relativeError(await y.data(), refData),
         tolerance,
