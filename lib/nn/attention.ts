@@ -41,7 +41,7 @@ export const attention = (p: AttentionParams, x: Tensor3D, heads: number): Tenso
   const [b, n, d] = x.shape;
   const qkv = linear(p.qkv, x, bias) as Tensor3D; // [B, N, 3D]
   bias?.dispose();
-  if (headProductsOn()) {
+  if (headProductsOn(b * heads)) {
     // WebGPU: q, k and v read in place from the projection, the context written merged (no transposes).
     const context = headAttention([qkv], { q: [0, 0], k: [0, d], v: [0, 2 * d] }, heads);
     qkv.dispose();

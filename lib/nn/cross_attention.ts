@@ -42,7 +42,7 @@ export const crossAttention = (
   values: Tensor3D,
   heads: number,
 ): Tensor3D => {
-  if (headProductsOn()) {
+  if (headProductsOn(queries.shape[0] * heads)) {
     // WebGPU: the heads read in place from the three projections, the context written merged.
     const qkv = [
       linear(p.q, queries, p.qBias),

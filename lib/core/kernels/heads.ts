@@ -126,10 +126,16 @@ export const unregisterHeadMatMul = (): void => {
 
 /**
  * Whether the in-place head products run now: WebGPU active, `CaeHeadMatMul` and the tiled matmul
- * registered (lib/core/kernels/dispatch.ts `registerKernels`).
+ * registered (lib/core/kernels/dispatch.ts `registerKernels`), and `batchHeads` (B H) products within one
+ * dispatch.
  */
-export const headProductsOn = (): boolean =>
-  tf.getBackend() === "webgpu" && tf.getKernel(HEAD_MATMUL, "webgpu") !== undefined && fastMatMulRegistered();
+export const headProductsOn = (batchHeads = 1): boolean =>
+  tf.getBackend() === "webgpu" && tf.getKernel(HEAD_MATMUL, "webgpu") !== undefined &&
+  fastMatMulRegistered() &&
+  batchHeads <= MAX_PRODUCTS;
+
+/** One workgroup layer per (batch, head) pair: WebGPU's dispatch limit per dimension. */
+const MAX_PRODUCTS = 65535;
 
 type Operand = Heads | tf.Tensor;
 
