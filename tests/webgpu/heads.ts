@@ -163,13 +163,16 @@ const unflat = <P>(names: string[], leaves: tf.Tensor[]): P =>
 
 Deno.test({
   ...gpu,
-  name: "headAttention refuses sources its heads do not exactly cover, and mismatched q, k, v",
+  name:
+    "headAttention refuses sources its heads do not exactly cover, and mismatched q, k, v; dispatch limit",
   fn: async () => {
     await onWebGPU();
     registerKernels();
     const x = tf.zeros([2, 5, 24]) as tf.Tensor3D, y = tf.zeros([2, 6, 8]) as tf.Tensor3D;
     try {
       assertThrows(() => headAttention([x], { q: [0, 0], k: [0, 8], v: [0, 8] }, 2), Error, "not covered");
+      // More (batch, head) pairs than one dispatch dimension holds: the transposes path runs instead.
+      assert(headProductsOn(65535) && !headProductsOn(65536));
       assertThrows(
         () => headAttention([x, y], { q: [0, 0], k: [0, 8], v: [0, 16] }, 2),
         Error,

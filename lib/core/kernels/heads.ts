@@ -111,7 +111,12 @@ const headMatMulKernel = (args: KernelArgs): Info => {
 
 /** Registers `CaeHeadMatMul` on WebGPU (idempotent; a no-op while WebGPU is not loaded). */
 export const registerHeadMatMul = (): void => {
-  if (tf.findBackend("webgpu") === null || tf.getKernel(HEAD_MATMUL, "webgpu") !== undefined) return;
+  // The WebGPU package is loaded when tfjs has its kernels (asking for the backend itself would start it).
+  if (
+    tf.getKernel("BatchMatMul", "webgpu") === undefined || tf.getKernel(HEAD_MATMUL, "webgpu") !== undefined
+  ) {
+    return;
+  }
   tf.registerKernel({
     kernelName: HEAD_MATMUL,
     backendName: "webgpu",
