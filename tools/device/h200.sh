@@ -9,10 +9,16 @@
 #                                     # `tune` if present in .tools/device/ (copy them there from its $OUT)
 #   bash tools/device/h200.sh loss    # 300-step pretraining runs (ViT-T, batch 256, synthetic data) in f32
 #                                     # and f16: the losses of the two precisions side by side
+#   bash tools/device/h200.sh review  # issue 12's figures in ONE call (about 9 minutes), for a session whose
+#                                     # device time allows one: matmul TFLOP/s, the kernel checks, ViT-B
+#                                     # batch 256 f32 with the default tiles, a quick tile table, ViT-B and
+#                                     # ViT-T with it, ViT-B f16 (REVIEW_MODEL, REVIEW_BATCH, REVIEW_TEACHER
+#                                     # shrink it for a dry run on lavapipe)
 # Every stage writes its logs and JSON into $OUT, and samples nvidia-smi for the peak GPU memory of each run.
 set -uo pipefail
-stage=${1:?usage: h200.sh check|tune|step|smoke}
-if [ "$stage" != smoke ]; then
+stage=${1:?usage: h200.sh check|tune|step|loss|review|smoke}
+# NO_GL=1: the Vulkan loaders are already installed (a dry run on a CPU machine with lavapipe).
+if [ "$stage" != smoke ] && [ -z "${NO_GL:-}" ]; then
   for f in .gl/*.deb; do dpkg -x "$f" /; done
   ldconfig
 fi
@@ -71,6 +77,26 @@ case "$stage" in
       echo "loss-$p: peak GPU memory $(sort -n "$OUT/loss-$p.mem" | tail -1) MiB" | tee -a "$OUT/summary.txt"
       grep -E "done at|error|overflow" "$OUT/loss-$p.log" | tail -3 | tee -a "$OUT/summary.txt"
     done
+    ;;
+  review)
+    # In the order of what matters most, each under its own limit (565 s in all, inside one 600-s call); the
+    # kernel checks last, as they print only when all are done.
+    m=${REVIEW_MODEL:-base} b=${REVIEW_BATCH:-256} t=${REVIEW_TEACHER:-clip-b16} small=${REVIEW_SMALL:-tiny}
+    LIMIT=45 sampled ops-f32 --ops --model "$m" --batch 32 --only matmul-square,matmul-qkv,matmul-fc1,attn-qk,attn-av \
+      --out "$OUT/ops-f32.json"
+    LIMIT=70 sampled "step-$m-f32-default" --model "$m" --batch "$b" --teacher "$t" --steps 3 --warmup 2 \
+      --no-phases --out "$OUT/step-$m-f32-default.json"
+    # The products with the most arithmetic first (--max-shapes), so that the table is written in time.
+    LIMIT=160 sampled tune-f32 --tune --model "$m" --batch "$b" --teacher "$t" --tune-quick \
+      --max-shapes "${REVIEW_SHAPES:-16}" --out "$OUT/tiles-f32.json"
+    [ -s "$OUT/tiles-f32.json" ] && export CAEV2_TILE_TABLE="$OUT/tiles-f32.json"
+    LIMIT=60 sampled "step-$m-f32-tuned" --model "$m" --batch "$b" --teacher "$t" --steps 3 --warmup 2 \
+      --no-phases --no-profile --out "$OUT/step-$m-f32-tuned.json"
+    LIMIT=60 sampled "step-$small-f32-tuned" --model "$small" --batch "$b" --teacher "$t" --steps 3 --warmup 2 \
+      --no-phases --no-profile --out "$OUT/step-$small-f32-tuned.json"
+    LIMIT=70 sampled "step-$m-f16" --model "$m" --batch "$b" --teacher "$t" --steps 3 --warmup 2 --no-phases \
+      --no-profile --precision f16 --out "$OUT/step-$m-f16.json"
+    LIMIT=100 sampled check --check --out "$OUT/check.json"
     ;;
   smoke)
     # This script's plumbing on any WebGPU adapter (e.g. lavapipe: VK_DRIVER_FILES=<lvp_icd.json>), in seconds.
