@@ -85,6 +85,7 @@ import {
   checkMatMulGrad,
   checkMlpEpilogue,
   checkReduceAndTile,
+  checkResidualEpilogue,
   type CheckResult,
   formatChecks,
   modelHeadAttentionCases,
@@ -332,6 +333,16 @@ if (args.check) {
     async () => [...await checkGelu([3168, 3072], false), ...await checkGelu([32, 197, 3072], true)],
   );
   await step("adamw", () => checkAdamw());
+  // The teacher's residual adds in the epilogues of its attention output and second MLP layer (CLIP-B/16).
+  await step(
+    "matmul+bias+residual",
+    () =>
+      checkResidualEpilogue([{ rows: 32 * 197, dim: 768, out: 768 }, {
+        rows: 32 * 197,
+        dim: 3072,
+        out: 768,
+      }]),
+  );
   // The MLP's backward: the activation's gradient in the epilogue of the product that makes its dy.
   await step(
     "matmul+act' epilogue",

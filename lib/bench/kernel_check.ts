@@ -659,3 +659,44 @@ export const checkMatMulActGrad = async (
   }
   return out;
 };
+
+/**
+ * The residual add in the epilogue of a branch's last product (`r + x W + b`, off the tape: the teacher's
+ * attention output and second MLP layer; lib/nn/linear.ts) against the fused `x W + b` then `tf.add(r, y)`:
+ * equal to f32 rounding (`tolerance`; the tests ask for 0 on lavapipe). Leaves the kernels registered.
+ */
+export const checkResidualEpilogue = async (
+  cases: readonly { readonly rows: number; readonly dim: number; readonly out: number }[],
+  tolerance = 1e-6,
+): Promise<CheckResult[]> => {
+  registerKernels();
+  const out: CheckResult[] = [];
+  let k = key(47);
+  for (const c of cases) {
+    const [kx, kw, kr, next] = split(k, 4);
+    k = next;
+    const x = tf.randomNormal([c.rows, c.dim], 0, 1, "float32", seedOf(kx)) as tf.Tensor2D;
+    const w = tf.randomNormal([c.dim, c.out], 0, 0.05, "float32", seedOf(kw)) as tf.Tensor2D;
+    const b = tf.randomNormal([c.out], 0, 0.05, "float32", seedOf(kw) + 1) as tf.Tensor1D;
+    const r = tf.randomNormal([c.rows, c.out], 0, 1, "float32", seedOf(kr)) as tf.Tensor2D;
+    const detail = `[${c.rows}, ${c.dim}] x [${c.dim}, ${c.out}] + r, ${matMulPrecision()}`;
+    const fused = matMulBias(x, w, b, "none", r);
+    const y = matMulBias(x, w, b);
+    if (fused === undefined || y === undefined) {
+      out.push(result("matmul+bias+residual epilogue", `${detail}: not planned`, Infinity, tolerance));
+    } else {
+      const ref = tf.add(r, y);
+      out.push(
+        result(
+          "matmul+bias+residual epilogue",
+          detail,
+          relativeError(await fused.data(), await ref.data()),
+          tolerance,
+        ),
+      );
+      ref.dispose();
+    }
+    tf.dispose([x, w, b, r, fused!, y!].filter((t) => t !== undefined));
+  }
+  return out;
+};

@@ -33,8 +33,11 @@ export const attentionInit = (k: Key, dim: number): AttentionParams => {
   };
 };
 
-/** `x: [B, N, D] -> [B, N, D]`. */
-export const attention = (p: AttentionParams, x: Tensor3D, heads: number): Tensor3D => {
+/**
+ * `x: [B, N, D] -> [B, N, D]`. `residual` (`[B, N, D]`): returns `residual + attention(x)`, the add in the
+ * output projection's epilogue off the tape (lib/nn/linear.ts).
+ */
+export const attention = (p: AttentionParams, x: Tensor3D, heads: number, residual?: Tensor3D): Tensor3D => {
   const bias = p.qBias && p.vBias
     ? tf.concat([p.qBias, tf.zerosLike(p.qBias), p.vBias]) as Tensor1D
     : undefined;
@@ -45,7 +48,7 @@ export const attention = (p: AttentionParams, x: Tensor3D, heads: number): Tenso
     // WebGPU: q, k and v read in place from the projection, the context written merged (no transposes).
     const context = headAttention([qkv], { q: [0, 0], k: [0, d], v: [0, 2 * d] }, heads);
     qkv.dispose();
-    const out = linear(p.proj, context) as Tensor3D;
+    const out = linear(p.proj, context, undefined, residual) as Tensor3D;
     context.dispose();
     return out;
   }
@@ -73,7 +76,7 @@ export const attention = (p: AttentionParams, x: Tensor3D, heads: number): Tenso
   tf.dispose(qkvParts);
   const merged = mergeHeads(o);
   o.dispose();
-  const y = linear(p.proj, merged) as Tensor3D;
+  const y = linear(p.proj, merged, undefined, residual) as Tensor3D;
   merged.dispose();
   return y;
 };

@@ -12,6 +12,7 @@ import { customOp, onTape } from "../core/autodiff.ts";
 import { matMulActGrad, matMulBias } from "../core/kernels/matmul.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
 import { reshape } from "./views.ts";
+import { add } from "./residual.ts";
 
 /** Parameters of an MLP. */
 export type MlpParams = { readonly fc1: LinearParams; readonly fc2: LinearParams };
@@ -137,8 +138,22 @@ const fusedMlpOn = (p: MlpParams): boolean =>
   onTape() && p.fc1.bias !== undefined && p.fc2.bias !== undefined && fusedKernelOn("CaeGelu") &&
   fusedKernelOn("CaeGeluGrad") && fusedKernelOn("CaeMatMulActGrad");
 
-/** `x: [..., D] -> [..., D]`. */
-export const mlp = (p: MlpParams, x: tf.Tensor, act: Activation = "gelu"): tf.Tensor => {
+/**
+ * `x: [..., D] -> [..., D]`. `residual` (`x`'s shape): returns `residual + mlp(x)`, the add in the second
+ * layer's epilogue off the tape (lib/nn/linear.ts).
+ */
+export const mlp = (
+  p: MlpParams,
+  x: tf.Tensor,
+  act: Activation = "gelu",
+  residual?: tf.Tensor,
+): tf.Tensor => {
+  if (residual !== undefined && fusedMlpOn(p)) {
+    const y = mlp(p, x, act);
+    const out = add(residual, y);
+    y.dispose();
+    return out;
+  }
   if (fusedMlpOn(p)) {
     const [inDim] = p.fc1.kernel.shape, outDim = p.fc2.kernel.shape[1];
     const x2 = x.rank === 2 ? x : reshape(x, [-1, inDim]);
@@ -151,7 +166,7 @@ export const mlp = (p: MlpParams, x: tf.Tensor, act: Activation = "gelu"): tf.Te
   }
   const fused = fusedHidden(p.fc1, x, act);
   if (fused !== undefined) {
-    const y = linear(p.fc2, fused);
+    const y = linear(p.fc2, fused, undefined, residual);
     fused.dispose();
     return y;
   }
@@ -166,7 +181,7 @@ export const mlp = (p: MlpParams, x: tf.Tensor, act: Activation = "gelu"): tf.Te
   // consumer kept its own handle on (or, in f16, a packed copy of), so in f16 the f32 originals go at once
   // instead of living to the end of the forward pass.
   h.dispose();
-  const y = linear(p.fc2, a);
+  const y = linear(p.fc2, a, undefined, residual);
   a.dispose();
   return y;
 };

@@ -26,6 +26,7 @@ import {
   checkMatMul,
   checkMatMulBias,
   checkMatMulGrad,
+  checkResidualEpilogue,
   formatChecks,
   modelMatMulBiasCases,
   modelMatMulCases,
@@ -314,6 +315,39 @@ Deno.test({
       setGemmChooser(saved);
       restoreStockKernels();
       tf.dispose([x, w, bias, u, g]);
+    }
+  },
+});
+
+Deno.test({
+  name: "off the tape, a residual add is the epilogue of the branch's last product: the same values, no Add",
+  ignore: !hasWebGPU,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await selectBackend("webgpu");
+    registerKernels();
+    const c = linearCase();
+    const r = tf.randomNormal([...c.x.shape.slice(0, -1), c.p.kernel.shape[1]], 0, 1, "float32", 9);
+    try {
+      const info = await tf.profile(() => linear(c.p, c.x, undefined, r));
+      const fused = info.result as tf.Tensor;
+      const names = info.kernels.map((k) => k.name);
+      assert(names.includes("CaeMatMulBias") && !names.includes("Add"), `kernels: ${names}`);
+      const plain = linear(c.p, c.x), ref = tf.add(r, plain);
+      assertEquals(relativeError(await fused.data(), await ref.data()), 0);
+      // On the tape the add is a separate op (nothing fused), with the same value and gradients.
+      const g = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(linear(c.p, x, undefined, r), c.w)))(c.x);
+      const gRef = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(tf.add(r, linear(c.p, x)), c.w)))(c.x);
+      assertEquals(relativeError(await g.data(), await gRef.data()), 0);
+      tf.dispose([fused, plain, ref, g, gRef]);
+      // bench --check's comparison, on ragged rows.
+      const rs = await checkResidualEpilogue([{ rows: 75, dim: 24, out: 36 }], 0);
+      assert(rs.length === 1 && rs[0].ok, formatChecks(rs));
+    } finally {
+      restoreStockKernels();
+      r.dispose();
+      c.dispose();
     }
   },
 });

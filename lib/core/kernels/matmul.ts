@@ -249,6 +249,8 @@ export interface GemmVariant {
   readonly scale?: GemmScale;
   /** The activation whose gradient the epilogue applies ({@link MatMulExtras.actGrad}). */
   readonly actGrad?: EpilogueActivation;
+  /** A residual `R: [M, N]` added last ({@link MatMulExtras.residual}). */
+  readonly residual?: boolean;
   /** Workgroup buffers per operand ({@link GemmChoice.buffers}). */
   readonly buffers?: 1 | 2;
 }
@@ -273,7 +275,9 @@ export const gemmSource = (t: Tile, l: GemmLayout, v: GemmVariant = {}): string 
     scale = "none",
     actGrad = "none",
     buffers = 1,
+    residual = false,
   } = v;
+  if (residual && !l.vecC) throw new Error("gemmSource: the residual epilogue needs vec4 C");
   if (actGrad !== "none" && !l.vecC) {
     throw new Error("gemmSource: the activation-gradient epilogue needs vec4 C");
   }
@@ -342,8 +346,10 @@ export const gemmSource = (t: Tile, l: GemmLayout, v: GemmVariant = {}): string 
             }; } }`,
           );
         } else if (l.vecC) {
+          // The residual as `tf.add(r, y)` adds it: r first.
+          const out = residual ? `(R[(row * uniforms.N + col) / 4] + ${v})` : v;
           stores.push(
-            `{ let row = ${row}; let col = ${col}; if (row < uniforms.M && col < uniforms.N) { result[(cOff + row * uniforms.ldc + col) / 4] = ${v}; } }`,
+            `{ let row = ${row}; let col = ${col}; if (row < uniforms.M && col < uniforms.N) { result[(cOff + row * uniforms.ldc + col) / 4] = ${out}; } }`,
           );
         } else {
           stores.push(
@@ -600,6 +606,11 @@ export interface MatMulExtras {
    * an activation whose input was `u`, in the epilogue of the product that makes its `dy`.
    */
   readonly actGrad?: { readonly u: TensorInfo; readonly act: "gelu" | "quickGelu" };
+  /**
+   * float32 `[M, N]` added to the output last (`r + act(a b + bias)`): a residual connection in the epilogue
+   * of the product that makes its branch (unsplit, one product, N % 4 == 0).
+   */
+  readonly residual?: TensorInfo;
 }
 
 /** The views of a plain product: whole operands, C the (split-K partial) output. */
@@ -634,8 +645,11 @@ export const runMatMul = (
   a: TensorInfo,
   b: TensorInfo,
   p: MatMulPlan,
-  { bias, act = "none", views, actGrad }: MatMulExtras = {},
+  { bias, act = "none", views, actGrad, residual }: MatMulExtras = {},
 ): TensorInfo => {
+  if (residual !== undefined && (p.splits !== 1 || p.batch !== 1 || !p.layout.vecC || views || actGrad)) {
+    throw new Error("runMatMul: the residual epilogue takes one unsplit product with N % 4 == 0");
+  }
   const { m, n, k, tile: t } = p;
   if (actGrad !== undefined && (p.splits !== 1 || p.batch !== 1 || !p.layout.vecC || bias || views)) {
     throw new Error("runMatMul: the activation-gradient epilogue takes one unsplit product with N % 4 == 0");
@@ -661,18 +675,25 @@ export const runMatMul = (
   const scale = v.scale ?? "none";
   const gradKind: EpilogueActivation = actGrad?.act ?? "none";
   const program: Program = {
-    variableNames: ["A", "B", ...(inEpilogue ? ["Bias"] : []), ...(actGrad ? ["U"] : [])],
+    variableNames: [
+      "A",
+      "B",
+      ...(inEpilogue ? ["Bias"] : []),
+      ...(actGrad ? ["U"] : []),
+      ...(residual ? ["R"] : []),
+    ],
     variableComponents: [
       l.vecA ? 4 : 1,
       l.vecB ? 4 : 1,
       ...(inEpilogue ? [l.vecC ? 4 : 1] : []),
       ...(actGrad ? [4] : []),
+      ...(residual ? [4] : []),
     ],
     outputShape: views ? [tf.util.sizeFromShape(views.outShape)] : [p.batch * p.splits, m, n],
     outputComponent: l.vecC ? 4 : 1,
     shaderKey: key(t, l, p.precision, p.accumulate, inEpilogue, actHere) +
       (scale === "none" ? "" : `_s${scale}`) + (gradKind === "none" ? "" : `_d${gradKind}`) +
-      (p.buffers === 2 ? "_db" : ""),
+      (p.buffers === 2 ? "_db" : "") + (residual ? "_res" : ""),
     dispatchLayout: { x: [0] },
     dispatch: [Math.ceil(n / t.bn), Math.ceil(m / t.bm), p.batch * p.splits],
     workgroupSize: [t.bn / t.tn, t.bm / t.tm, 1],
@@ -688,6 +709,7 @@ export const runMatMul = (
         scale,
         actGrad: gradKind,
         buffers: p.buffers,
+        residual: residual !== undefined,
       }),
   };
   const int = (x: number) => ({ type: "int32" as const, data: [x] });
@@ -695,7 +717,7 @@ export const runMatMul = (
   const out = runProgram(
     backend,
     program,
-    [a3, b3, ...(inEpilogue ? [bias] : []), ...(actGrad ? [actGrad.u] : [])],
+    [a3, b3, ...(inEpilogue ? [bias] : []), ...(actGrad ? [actGrad.u] : []), ...(residual ? [residual] : [])],
     [
       int(m),
       int(n),
@@ -781,7 +803,12 @@ interface BiasAttrs {
 }
 
 const matMulBiasKernel = (args: KernelArgs): Info => {
-  const { x, w, bias } = args.inputs as unknown as { x: TensorInfo; w: TensorInfo; bias: TensorInfo };
+  const { x, w, bias, residual } = args.inputs as unknown as {
+    x: TensorInfo;
+    w: TensorInfo;
+    bias: TensorInfo;
+    residual?: TensorInfo;
+  };
   const at = args.attrs as unknown as BiasAttrs;
   const tile: Tile = { bm: at.bm, bn: at.bn, bk: at.bk, tm: at.tm, tn: at.tn };
   const plan = planMatMul(x.shape, w.shape, false, false, {
@@ -796,6 +823,7 @@ const matMulBiasKernel = (args: KernelArgs): Info => {
   return runMatMul(args.backend as WebGPUBackend, x, w, exact, {
     bias,
     act: at.act ?? "none",
+    residual,
   }) as unknown as Info;
 };
 
@@ -879,12 +907,17 @@ export const restoreStockMatMul = (): void => {
  * `act`: GELU or QuickGELU applied after the bias, in the same kernel (the MLP's first layer where
  * nothing is kept for a backward pass: the frozen teacher, inference; lib/nn/mlp.ts), with the fused
  * activation kernel's WGSL, so the values are those of `matMulBias` followed by that kernel.
+ *
+ * `residual` (`[M, N]`): `residual + (x W + b)` in the same kernel, added as `tf.add(residual, y)` adds it
+ * (a residual connection where nothing is kept for a backward pass; lib/nn/linear.ts `linear`). Undefined
+ * where the product would split K or N is not a multiple of 4.
  */
 export const matMulBias = (
   x: tf.Tensor2D,
   w: tf.Tensor2D,
   b: tf.Tensor1D,
   act: EpilogueActivation = "none",
+  residual?: tf.Tensor2D,
 ): tf.Tensor2D | undefined => {
   if (!override.registered() || tf.getBackend() !== "webgpu") return undefined;
   if (tf.getKernel(MATMUL_BIAS, "webgpu") === undefined) return undefined;
@@ -892,6 +925,11 @@ export const matMulBias = (
   if (x.rank !== 2 || w.rank !== 2 || b.rank !== 1 || b.shape[0] !== w.shape[1]) return undefined;
   const plan = planMatMul(x.shape, w.shape, false, false);
   if (plan === null) return undefined;
+  if (
+    residual !== undefined &&
+    (residual.dtype !== "float32" || residual.rank !== 2 || residual.shape[0] !== plan.m ||
+      residual.shape[1] !== plan.n || plan.splits !== 1 || !plan.layout.vecC)
+  ) return undefined;
   const attrs: BiasAttrs = {
     ...plan.tile,
     splits: plan.splits,
@@ -903,7 +941,7 @@ export const matMulBias = (
   };
   return tf.engine().runKernel(
     MATMUL_BIAS,
-    { x, w, bias: b },
+    residual ? { x, w, bias: b, residual } : { x, w, bias: b },
     attrs as unknown as tf.NamedAttrMap,
   ) as tf.Tensor2D;
 };
