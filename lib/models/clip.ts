@@ -97,9 +97,9 @@ export const clipApply = (p: ClipParams, c: ClipConfig, images: Tensor4D): Tenso
       // block (without it all 12 blocks' intermediates stay alive: ViT-B B=256 ran out of H200 memory).
       const xin = x;
       x = tf.tidy(() => {
-        // Each residual add is the epilogue of the branch's last product on WebGPU (lib/nn/linear.ts).
-        const h = attention(blk.attn, layerNorm(blk.ln1, xin, c.eps) as Tensor3D, c.heads, xin);
-        return mlp(blk.mlp, layerNorm(blk.ln2, h, c.eps), "quickGelu", h) as Tensor3D;
+        // Each residual add is the epilogue of the branch's last product on WebGPU (lib/nn/residual.ts).
+        const h = attention(blk.attn, layerNorm(blk.ln1, xin, c.eps) as Tensor3D, c.heads, { x: xin });
+        return mlp(blk.mlp, layerNorm(blk.ln2, h, c.eps), "quickGelu", { x: h }) as Tensor3D;
       });
     }
     const y = layerNorm(p.lnPost, x, c.eps);

@@ -16,7 +16,6 @@ import { mlp, mlpInit, type MlpParams } from "../nn/mlp.ts";
 import { layerNorm, layerNormInit, type LayerNormParams } from "../nn/norm.ts";
 import { patchEmbed, patchEmbedInit } from "../nn/patch_embed.ts";
 import { truncNormal } from "../nn/init.ts";
-import { scaledResidual } from "../nn/residual.ts";
 import type { CaeV2Config } from "./config.ts";
 import { gatherTokens, type MaskIndex } from "./mask_index.ts";
 
@@ -89,17 +88,23 @@ export const block = (
   const [k1, k2] = ctx.key ? split(ctx.key) : [undefined, undefined];
   // Each norm's output is released once its consumer has run: the consumer keeps what its backward pass
   // needs (in f16 a packed copy, so the float32 tensor must not live to the end of the forward pass).
-  const n1 = layerNorm(p.norm1, x, eps) as Tensor3D;
-  const att = attention(p.attn, n1, heads);
-  n1.dispose();
+  // Each branch ends in its residual connection (lib/nn/residual.ts): on WebGPU the layer scale, drop path
+  // and add are the epilogue of the branch's last product.
   const b = x.shape[0];
-  const x1 = scaledResidual(x, att, p.gamma1, dropPathScale(b, drop, ctx.training, k1, ctx.rows)) as Tensor3D;
-  att.dispose();
+  const n1 = layerNorm(p.norm1, x, eps) as Tensor3D;
+  const x1 = attention(p.attn, n1, heads, {
+    x,
+    gamma: p.gamma1,
+    rowScale: dropPathScale(b, drop, ctx.training, k1, ctx.rows),
+  });
+  n1.dispose();
   const n2 = layerNorm(p.norm2, x1, eps);
-  const h = mlp(p.mlp, n2);
+  const y = mlp(p.mlp, n2, "gelu", {
+    x: x1,
+    gamma: p.gamma2,
+    rowScale: dropPathScale(b, drop, ctx.training, k2, ctx.rows),
+  }) as Tensor3D;
   n2.dispose();
-  const y = scaledResidual(x1, h, p.gamma2, dropPathScale(b, drop, ctx.training, k2, ctx.rows)) as Tensor3D;
-  h.dispose();
   return y;
 };
 

@@ -17,7 +17,7 @@ import { crossAttention, crossAttentionInit, type CrossAttentionParams } from ".
 import { dropPathRates, dropPathScale } from "../nn/drop_path.ts";
 import { mlp, mlpInit, type MlpParams } from "../nn/mlp.ts";
 import { layerNorm, layerNormInit, type LayerNormParams } from "../nn/norm.ts";
-import { add, scaledResidual } from "../nn/residual.ts";
+import { add } from "../nn/residual.ts";
 import type { CaeV2Config } from "./config.ts";
 import { type Ctx, layerScaleInit } from "./encoder.ts";
 
@@ -91,28 +91,22 @@ export const regressor = (
     // One scope per block, as in the encoder: only what the tape keeps outlives the block.
     x = tf.tidy(() => {
       const kv = tf.concat([visible, xin], 1) as Tensor3D;
-      const attn = crossAttention(
+      const b = xin.shape[0];
+      // Each branch ends in its residual connection (lib/nn/residual.ts).
+      const x1 = crossAttention(
         blk.crossAttn,
         layerNorm(blk.normQ, add(xin, posQ), c.eps) as Tensor3D,
         layerNorm(blk.normK, add(kv, posKv), c.eps) as Tensor3D,
         layerNorm(blk.normV, kv, c.eps) as Tensor3D,
         c.regressorHeads,
-      );
-      const b = xin.shape[0];
-      const x1 = scaledResidual(
-        xin,
-        attn,
-        blk.gamma1,
-        dropPathScale(b, rates[i], ctx.training, k1, ctx.rows),
+        { x: xin, gamma: blk.gamma1, rowScale: dropPathScale(b, rates[i], ctx.training, k1, ctx.rows) },
       );
       const x2 = layerNorm(blk.norm2, x1, c.eps);
-      const m = mlp(blk.mlp, x2);
-      return scaledResidual(
-        x2,
-        m,
-        blk.gamma2,
-        dropPathScale(b, rates[i], ctx.training, k2, ctx.rows),
-      ) as Tensor3D;
+      return mlp(blk.mlp, x2, "gelu", {
+        x: x2,
+        gamma: blk.gamma2,
+        rowScale: dropPathScale(b, rates[i], ctx.training, k2, ctx.rows),
+      }) as Tensor3D;
     });
   }
   return x;

@@ -13,6 +13,11 @@ import { linear, linearInit, type LinearParams } from "./linear.ts";
 import { attentionCore, headAttention, mergeHeads } from "./sdpa.ts";
 import { headProductsOn } from "../core/kernels/heads.ts";
 import { reshape, slice } from "./views.ts";
+import { type Residual, residualLinear } from "./residual.ts";
+
+/** The output projection, or with `residual` the residual connection around the branch it ends. */
+export const project = (p: LinearParams, context: Tensor3D, residual?: Residual): Tensor3D =>
+  (residual === undefined ? linear(p, context) : residualLinear(p, context, residual)) as Tensor3D;
 
 /** Parameters of self-attention. `qkv.kernel: [D, 3D]` with columns q | k | v. */
 export type AttentionParams = {
@@ -34,10 +39,10 @@ export const attentionInit = (k: Key, dim: number): AttentionParams => {
 };
 
 /**
- * `x: [B, N, D] -> [B, N, D]`. `residual` (`[B, N, D]`): returns `residual + attention(x)`, the add in the
- * output projection's epilogue off the tape (lib/nn/linear.ts).
+ * `x: [B, N, D] -> [B, N, D]`. `residual`: returns the residual connection around it instead,
+ * `x_r + dropPath(gamma attention(x))`, fused into the output projection on WebGPU (lib/nn/residual.ts).
  */
-export const attention = (p: AttentionParams, x: Tensor3D, heads: number, residual?: Tensor3D): Tensor3D => {
+export const attention = (p: AttentionParams, x: Tensor3D, heads: number, residual?: Residual): Tensor3D => {
   const bias = p.qBias && p.vBias
     ? tf.concat([p.qBias, tf.zerosLike(p.qBias), p.vBias]) as Tensor1D
     : undefined;
@@ -48,7 +53,7 @@ export const attention = (p: AttentionParams, x: Tensor3D, heads: number, residu
     // WebGPU: q, k and v read in place from the projection, the context written merged (no transposes).
     const context = headAttention([qkv], { q: [0, 0], k: [0, d], v: [0, 2 * d] }, heads);
     qkv.dispose();
-    const out = linear(p.proj, context, undefined, residual) as Tensor3D;
+    const out = project(p.proj, context, residual);
     context.dispose();
     return out;
   }
@@ -76,7 +81,7 @@ export const attention = (p: AttentionParams, x: Tensor3D, heads: number, residu
   tf.dispose(qkvParts);
   const merged = mergeHeads(o);
   o.dispose();
-  const y = linear(p.proj, merged, undefined, residual) as Tensor3D;
+  const y = project(p.proj, merged, residual);
   merged.dispose();
   return y;
 };

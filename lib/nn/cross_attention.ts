@@ -10,6 +10,8 @@ import { type Key, split } from "../core/random.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
 import { attentionCore, headAttention, mergeHeads, splitHeads } from "./sdpa.ts";
 import { headProductsOn } from "../core/kernels/heads.ts";
+import { project } from "./attention.ts";
+import type { Residual } from "./residual.ts";
 
 /** Parameters of cross-attention. */
 export type CrossAttentionParams = {
@@ -34,13 +36,17 @@ export const crossAttentionInit = (key: Key, dim: number): CrossAttentionParams 
   };
 };
 
-/** queries `[B, Nq, D]`, keys and values `[B, Nk, D]` -> `[B, Nq, D]`. */
+/**
+ * queries `[B, Nq, D]`, keys and values `[B, Nk, D]` -> `[B, Nq, D]`. `residual`: returns the residual
+ * connection around it instead (lib/nn/attention.ts `project`).
+ */
 export const crossAttention = (
   p: CrossAttentionParams,
   queries: Tensor3D,
   keys: Tensor3D,
   values: Tensor3D,
   heads: number,
+  residual?: Residual,
 ): Tensor3D => {
   if (headProductsOn(queries.shape[0] * heads)) {
     // WebGPU: the heads read in place from the three projections, the context written merged.
@@ -51,12 +57,12 @@ export const crossAttention = (
     ] as Tensor3D[];
     const context = headAttention(qkv, { q: [0, 0], k: [1, 0], v: [2, 0] }, heads);
     tf.dispose(qkv);
-    const out = linear(p.proj, context) as Tensor3D;
+    const out = project(p.proj, context, residual);
     context.dispose();
     return out;
   }
   const q = splitHeads(linear(p.q, queries, p.qBias), heads);
   const k = splitHeads(linear(p.k, keys), heads);
   const v = splitHeads(linear(p.v, values, p.vBias), heads);
-  return linear(p.proj, mergeHeads(attentionCore(q, k, v))) as Tensor3D;
+  return project(p.proj, mergeHeads(attentionCore(q, k, v)), residual);
 };

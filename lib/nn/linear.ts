@@ -6,12 +6,11 @@
 import { tf } from "../deps.ts";
 import type { Tensor1D, Tensor2D } from "../core/tree.ts";
 import type { Key } from "../core/random.ts";
-import { customOp, onTape } from "../core/autodiff.ts";
+import { customOp } from "../core/autodiff.ts";
 import { toSaved, withRestored } from "../core/precision.ts";
 import { matMulBias } from "../core/kernels/matmul.ts";
 import { xavierUniform } from "./init.ts";
 import { reshape } from "./views.ts";
-import { add } from "./residual.ts";
 
 /** Parameters of a linear layer. */
 export type LinearParams = { readonly kernel: Tensor2D; readonly bias?: Tensor1D };
@@ -49,30 +48,12 @@ const product = customOp(
 const weightGrad = (saved: tf.Tensor, dy: tf.Tensor): tf.Tensor =>
   withRestored([saved], ([x]) => tf.matMul(x, dy, true, false));
 
-/**
- * `x: [..., in] -> [..., out]`. Folds leading axes into one matmul. `residual` (`[..., out]`): returns
- * `residual + x W + b`, the residual connection added in the product's epilogue where nothing is kept for
- * a backward pass (the frozen teacher, inference; lib/core/kernels/matmul.ts `matMulBias`), else by an add
- * that keeps nothing for its gradient.
- */
-export const linear = (
-  p: LinearParams,
-  x: tf.Tensor,
-  extraBias?: Tensor1D,
-  residual?: tf.Tensor,
-): tf.Tensor => {
+/** `x: [..., in] -> [..., out]`. Folds leading axes into one matmul. */
+export const linear = (p: LinearParams, x: tf.Tensor, extraBias?: Tensor1D): tf.Tensor => {
   const inDim = p.kernel.shape[0], outDim = p.kernel.shape[1];
   const lead = x.shape.slice(0, -1);
-  const bias = extraBias ?? p.bias;
-  if (residual !== undefined) {
-    const fused = onTape() || bias === undefined ? undefined : residualEpilogue(p.kernel, bias, x, residual);
-    if (fused !== undefined) return fused;
-    const y = linear(p, x, extraBias);
-    const out = add(residual, y);
-    y.dispose();
-    return out;
-  }
   const x2 = x.rank === 2 ? x as Tensor2D : reshape<Tensor2D>(x, [-1, inDim]);
+  const bias = extraBias ?? p.bias;
   const y = bias ? affine(x2, p.kernel, bias) : product(x2, p.kernel);
   if (x.rank === 2) return y;
   // The 2-D handles go now, not when the caller's scope ends: a caller that releases the result early
@@ -80,29 +61,6 @@ export const linear = (
   const out = reshape(y, [...lead, outDim]);
   tf.dispose([x2, y]);
   return out;
-};
-
-/** `residual + x W + b` as one kernel off the tape, or undefined where it does not run. */
-const residualEpilogue = (
-  w: Tensor2D,
-  b: Tensor1D,
-  x: tf.Tensor,
-  residual: tf.Tensor,
-): tf.Tensor | undefined => {
-  const [inDim, outDim] = w.shape;
-  if (residual.shape.length !== x.shape.length || residual.shape[residual.rank - 1] !== outDim) {
-    return undefined;
-  }
-  return tf.tidy(() => {
-    const y = matMulBias(
-      tf.reshape(x, [-1, inDim]) as Tensor2D,
-      w,
-      b,
-      "none",
-      tf.reshape(residual, [-1, outDim]) as Tensor2D,
-    );
-    return y === undefined ? undefined : tf.reshape(y, residual.shape);
-  });
 };
 
 /** {@link linear} by tfjs autodiff of plain ops: the reference its gradient is tested against. */

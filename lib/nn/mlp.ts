@@ -12,7 +12,7 @@ import { customOp, onTape } from "../core/autodiff.ts";
 import { matMulActGrad, matMulBias } from "../core/kernels/matmul.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
 import { reshape } from "./views.ts";
-import { add } from "./residual.ts";
+import { branchGrads, perSample, type Residual, residualLinear } from "./residual.ts";
 
 /** Parameters of an MLP. */
 export type MlpParams = { readonly fc1: LinearParams; readonly fc2: LinearParams };
@@ -102,32 +102,54 @@ const fusedHidden = (fc1: LinearParams, x: tf.Tensor, act: Activation): tf.Tenso
  *
  * Why: `h` is `[B N, 4D]`, the widest tensor a block keeps; this drops one per block from the tape.
  */
-const fusedMlp = (act: Activation) => {
+const fusedMlp = (
+  act: Activation,
+  residual: "none" | "add" | "scaled" = "none",
+  s?: tf.Tensor1D,
+  rowsPer = 1,
+) => {
   const quick = act === "quickGelu";
   const affine = (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) =>
     matMulBias(x, w, b) ?? tf.add(tf.matMul(x, w), b) as tf.Tensor2D;
+  // With a residual (`rest`: [r] or [gamma, r]) the second layer's epilogue adds it (lib/nn/residual.ts).
+  const second = (h: tf.Tensor2D, w2: tf.Tensor2D, b2: tf.Tensor1D, rest: tf.Tensor[]) => {
+    if (rest.length === 0) return affine(h, w2, b2);
+    const [gamma, r] = rest.length === 2
+      ? rest as [tf.Tensor1D, tf.Tensor2D]
+      : [undefined, rest[0] as tf.Tensor2D];
+    return matMulBias(h, w2, b2, "none", { x: r, gamma, rowScale: s, rowsPer }) ??
+      tf.tidy(() => {
+        const y = affine(h, w2, b2);
+        if (gamma === undefined) return tf.add(r, y);
+        return tf.add(r, perSample(tf.mul(y, gamma), s));
+      });
+  };
   return customOp(
-    (x: tf.Tensor, w1: tf.Tensor, b1: tf.Tensor, w2: tf.Tensor, b2: tf.Tensor) => {
+    (x: tf.Tensor, w1: tf.Tensor, b1: tf.Tensor, w2: tf.Tensor, b2: tf.Tensor, ...rest: tf.Tensor[]) => {
       const u = affine(x as tf.Tensor2D, w1 as tf.Tensor2D, b1 as tf.Tensor1D);
       const h = fusedActivation(u, quick)!;
-      const y = affine(h as tf.Tensor2D, w2 as tf.Tensor2D, b2 as tf.Tensor1D);
+      const y = second(h as tf.Tensor2D, w2 as tf.Tensor2D, b2 as tf.Tensor1D, rest);
       h.dispose();
-      return { value: y, save: [toSaved(x), w1, toSaved(u), w2] };
+      const scale = residual === "scaled" ? [b2, rest[0], ...(s ? [s] : [])] : [];
+      return { value: y, save: [toSaved(x), w1, toSaved(u), w2, ...scale] };
     },
     (dy, saved) =>
-      withRestored(saved, ([x, w1, u, w2]) => {
-        const du = matMulActGrad(dy as tf.Tensor2D, w2 as tf.Tensor2D, u as tf.Tensor2D, act) ??
-          tf.tidy(() => fusedActivationGrad(u, tf.matMul(dy, w2, false, true), quick)!);
+      withRestored(saved.slice(0, 4), ([x, w1, u, w2]) => {
+        // With a layer scale: dy per sample, and the second layer's gradients without its output
+        // (lib/nn/residual.ts branchGrads); without: the plain ones.
+        const [b2, gamma, rows] = saved.slice(4);
+        const scaled = residual === "scaled";
+        const dys = scaled ? perSample(dy, rows) : dy;
         const h = fusedActivation(u, quick)!;
-        const dw2 = tf.matMul(h, dy, true, false);
+        const g2 = tf.matMul(h, dys, true, false);
         h.dispose();
-        return [
-          tf.matMul(du, w1, false, true),
-          tf.matMul(x, du, true, false),
-          tf.sum(du, 0),
-          dw2,
-          tf.sum(dy, 0),
-        ];
+        const last = scaled ? branchGrads(g2, dys, w2, b2, gamma) : undefined;
+        const wUp = last?.wGamma ?? w2;
+        const du = matMulActGrad(dys as tf.Tensor2D, wUp as tf.Tensor2D, u as tf.Tensor2D, act) ??
+          tf.tidy(() => fusedActivationGrad(u, tf.matMul(dys, wUp, false, true), quick)!);
+        const first = [tf.matMul(du, w1, false, true), tf.matMul(x, du, true, false), tf.sum(du, 0)];
+        if (last === undefined) return [...first, g2, tf.sum(dy, 0), ...(residual === "add" ? [dy] : [])];
+        return [...first, last.dw, last.db, last.dgamma, dy];
       }),
   );
 };
@@ -139,34 +161,44 @@ const fusedMlpOn = (p: MlpParams): boolean =>
   fusedKernelOn("CaeGeluGrad") && fusedKernelOn("CaeMatMulActGrad");
 
 /**
- * `x: [..., D] -> [..., D]`. `residual` (`x`'s shape): returns `residual + mlp(x)`, the add in the second
- * layer's epilogue off the tape (lib/nn/linear.ts).
+ * `x: [..., D] -> [..., D]`. `residual`: returns the residual connection around it instead,
+ * `x_r + dropPath(gamma mlp(x))`, fused into the second layer on WebGPU (lib/nn/residual.ts).
  */
-export const mlp = (
-  p: MlpParams,
-  x: tf.Tensor,
-  act: Activation = "gelu",
-  residual?: tf.Tensor,
-): tf.Tensor => {
-  if (residual !== undefined && fusedMlpOn(p)) {
-    const y = mlp(p, x, act);
-    const out = add(residual, y);
-    y.dispose();
-    return out;
-  }
+export const mlp = (p: MlpParams, x: tf.Tensor, act: Activation = "gelu", residual?: Residual): tf.Tensor => {
   if (fusedMlpOn(p)) {
     const [inDim] = p.fc1.kernel.shape, outDim = p.fc2.kernel.shape[1];
     const x2 = x.rank === 2 ? x : reshape(x, [-1, inDim]);
-    const op = act === "quickGelu" ? fusedQuickGeluMlp : fusedGeluMlp;
-    const y2 = op(x2, p.fc1.kernel, p.fc1.bias!, p.fc2.kernel, p.fc2.bias!);
-    if (x.rank === 2) return y2;
-    const y = reshape(y2, [...x.shape.slice(0, -1), outDim]);
-    tf.dispose([x2, y2]);
+    const rows = x2.shape[0];
+    const weights = [p.fc1.kernel, p.fc1.bias!, p.fc2.kernel, p.fc2.bias!];
+    let y2: tf.Tensor;
+    if (residual === undefined) {
+      y2 = (act === "quickGelu" ? fusedQuickGeluMlp : fusedGeluMlp)(
+        x2,
+        ...weights as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor],
+      );
+    } else {
+      const r2 = reshape(residual.x, [rows, outDim]);
+      const s = residual.rowScale === undefined ? undefined : tf.tensor1d(residual.rowScale);
+      const kind = residual.gamma === undefined ? "add" : "scaled";
+      const op = fusedMlp(act, kind, s, rows / residual.x.shape[0]);
+      const [w1, b1, w2, b2] = weights;
+      y2 = kind === "add" ? op(x2, w1, b1, w2, b2, r2) : op(x2, w1, b1, w2, b2, residual.gamma!, r2);
+      s?.dispose();
+      r2.dispose();
+    }
+    if (x2 !== x) x2.dispose();
+    const shape = residual?.x.shape ?? [...x.shape.slice(0, -1), outDim];
+    if (y2.shape.length === shape.length) return y2;
+    const y = reshape(y2, shape);
+    y2.dispose();
     return y;
   }
+  const last = (
+    h: tf.Tensor,
+  ) => (residual === undefined ? linear(p.fc2, h) : residualLinear(p.fc2, h, residual));
   const fused = fusedHidden(p.fc1, x, act);
   if (fused !== undefined) {
-    const y = linear(p.fc2, fused, undefined, residual);
+    const y = last(fused);
     fused.dispose();
     return y;
   }
@@ -181,7 +213,7 @@ export const mlp = (
   // consumer kept its own handle on (or, in f16, a packed copy of), so in f16 the f32 originals go at once
   // instead of living to the end of the forward pass.
   h.dispose();
-  const y = linear(p.fc2, a, undefined, residual);
+  const y = last(a);
   a.dispose();
   return y;
 };

@@ -1,16 +1,23 @@
 /**
- * Addition that saves nothing for its gradient: residual connections and bias adds.
+ * Residual connections: additions that save nothing for their gradients, a block's branch with layer scale
+ * and drop path, and that branch fused into its last linear layer.
  *
  * tfjs's `Add` gradient keeps both inputs (`inputsToSave: ["a", "b"]`), only to read their shapes, so
  * every residual add held the branch's output until the end of the backward pass: one `[B, N, D]` per
  * branch, two per transformer block. The gradient of a sum needs no values: `dy` for each input, summed
- * over the axes that input was broadcast along.
+ * over the axes that input was broadcast along. On WebGPU {@link residualLinear} goes further: the layer
+ * scale, drop path and add are the epilogue of the branch's last product, and the branch's output is never
+ * kept.
  *
  * @module
  */
 import { tf } from "../deps.ts";
-import { customOp } from "../core/autodiff.ts";
+import { customOp, onTape } from "../core/autodiff.ts";
 import { toSaved, withRestored } from "../core/precision.ts";
+import { fusedKernelOn } from "../core/kernels/dispatch.ts";
+import { matMulBias } from "../core/kernels/matmul.ts";
+import { linear, type LinearParams } from "./linear.ts";
+import { reshape } from "./views.ts";
 
 /** `dy` reduced to `shape` over the axes `shape` was broadcast along to reach `dy.shape`. */
 export const unbroadcast = (dy: tf.Tensor, shape: readonly number[]): tf.Tensor => {
@@ -65,4 +72,127 @@ export const scaledResidual = (
   )(x, a, gamma);
   s?.dispose();
   return y;
+};
+
+/**
+ * A residual connection around a branch: the result is `x + dropPath(gamma * branch)` ({@link scaledResidual}),
+ * or `x + branch` without `gamma` (OpenAI CLIP). `x` has the branch's shape `[B, N, D]`; `rowScale` holds the
+ * `[B]` drop-path factors (lib/nn/drop_path.ts `dropPathScale`), and needs `gamma`.
+ */
+export interface Residual {
+  readonly x: tf.Tensor;
+  readonly gamma?: tf.Tensor1D;
+  readonly rowScale?: Float32Array;
+}
+
+/** The residual connection by the separate ops: what {@link residualLinear} gives where nothing is fused. */
+export const residualAdd = (r: Residual, branch: tf.Tensor): tf.Tensor =>
+  r.gamma === undefined ? add(r.x, branch) : scaledResidual(r.x, branch, r.gamma, r.rowScale);
+
+/**
+ * The gradients of a residual branch's last layer, `y = x + s (gamma (a W + b))` (`s` per sample), from
+ * `dys = dy s` and `G = a^T dys`, without the branch's output `p = a W + b`:
+ * `dW = G gamma`, `db = gamma colsum(dys)`, `dgamma = colsum(W G) + b colsum(dys)` (columns of `W G`
+ * elementwise: `sum_i dys_ij p_ij = sum_k W_kj G_kj + b_j sum_i dys_ij`), and `W gamma` for `da = dys (W gamma)^T`.
+ */
+export const branchGrads = (
+  g: tf.Tensor,
+  dys: tf.Tensor,
+  w: tf.Tensor,
+  b: tf.Tensor,
+  gamma: tf.Tensor,
+): { dw: tf.Tensor; db: tf.Tensor; dgamma: tf.Tensor; wGamma: tf.Tensor } => {
+  const cs = tf.sum(dys, 0);
+  return {
+    dw: tf.mul(g, gamma),
+    db: tf.mul(gamma, cs),
+    dgamma: tf.tidy(() => tf.add(tf.sum(tf.mul(w, g), 0), tf.mul(b, cs))),
+    wGamma: tf.mul(w, gamma),
+  };
+};
+
+/** `dy` scaled per sample: `dy: [M, N]` in `s.length` groups of rows, each times its factor. */
+export const perSample = (dy: tf.Tensor, s: tf.Tensor | undefined): tf.Tensor => {
+  if (s === undefined) return dy;
+  const [m, n] = dy.shape as [number, number];
+  const b = s.shape[0]!;
+  return tf.tidy(() => tf.reshape(tf.mul(tf.reshape(dy, [b, m / b, n]), tf.reshape(s, [b, 1, 1])), [m, n]));
+};
+
+/**
+ * `r.x + dropPath(gamma (x W + b))` for a branch ending in the linear layer `p` (`x: [..., in]`): on WebGPU
+ * one kernel, the layer scale, the drop-path factor and the residual add in the product's epilogue
+ * (lib/core/kernels/matmul.ts `matMulBias`), with the same values as the separate ops. On the tape it keeps
+ * the layer's input, not the branch's output `[B N, D]` that {@link scaledResidual} keeps for `dgamma`:
+ * {@link branchGrads} has `dgamma` from the weight gradient's product. Elsewhere (no bias, other backends,
+ * kernels off) the separate ops ({@link residualAdd}).
+ */
+export const residualLinear = (
+  p: LinearParams,
+  x: tf.Tensor,
+  r: Residual,
+  extraBias?: tf.Tensor1D,
+): tf.Tensor => {
+  const bias = extraBias ?? p.bias;
+  const [inDim, outDim] = p.kernel.shape;
+  if (bias === undefined || !fusedKernelOn("CaeMatMulBias") || r.x.shape[r.x.rank - 1] !== outDim) {
+    const y = linear(p, x, extraBias);
+    const out = residualAdd(r, y);
+    y.dispose();
+    return out;
+  }
+  const rows = r.x.size / outDim;
+  const b = r.x.shape[0];
+  const s = r.rowScale === undefined ? undefined : tf.tensor1d(r.rowScale);
+  const x2 = reshape<tf.Tensor2D>(x, [rows, inDim]), r2 = reshape<tf.Tensor2D>(r.x, [rows, outDim]);
+  const fused = (
+    a: tf.Tensor2D,
+    w: tf.Tensor2D,
+    bb: tf.Tensor1D,
+    gamma: tf.Tensor1D | undefined,
+    res: tf.Tensor2D,
+  ) =>
+    matMulBias(a, w, bb, "none", { x: res, gamma, rowScale: s, rowsPer: rows / b }) ??
+      tf.tidy(() => {
+        // A product the kernel does not take: the same ops, one by one.
+        const y = tf.add(tf.matMul(a, w), bb);
+        if (gamma === undefined) return tf.add(res, y);
+        const ag = tf.mul(y, gamma);
+        return tf.add(res, s === undefined ? ag : perSample(ag, s));
+      });
+  let y2: tf.Tensor;
+  if (r.gamma === undefined) {
+    // CLIP: no layer scale; the gradient of a plain add is dy for both.
+    if (onTape()) {
+      const y = linear(p, x2, extraBias);
+      y2 = add(r2, y);
+      y.dispose();
+    } else y2 = fused(x2, p.kernel, bias, undefined, r2);
+  } else {
+    const gamma = r.gamma;
+    y2 = customOp(
+      (a: tf.Tensor, w: tf.Tensor, bb: tf.Tensor, g: tf.Tensor, res: tf.Tensor) => ({
+        value: fused(
+          a as tf.Tensor2D,
+          w as tf.Tensor2D,
+          bb as tf.Tensor1D,
+          g as tf.Tensor1D,
+          res as tf.Tensor2D,
+        ),
+        save: s === undefined ? [toSaved(a), w, bb, g] : [toSaved(a), w, bb, g, s],
+      }),
+      (dy, [saved, w, bb, g, ss]) =>
+        withRestored([saved], ([a]) => {
+          const dys = perSample(dy, ss);
+          const gw = tf.matMul(a, dys, true, false);
+          const { dw, db, dgamma, wGamma } = branchGrads(gw, dys, w, bb, g);
+          const da = tf.matMul(dys, wGamma, false, true);
+          return [da, dw, db, dgamma, dy];
+        }),
+    )(x2, p.kernel, bias, gamma, r2);
+  }
+  s?.dispose();
+  const out = reshape(y2, r.x.shape);
+  tf.dispose([x2, r2, y2]);
+  return out;
 };

@@ -249,8 +249,12 @@ export interface GemmVariant {
   readonly scale?: GemmScale;
   /** The activation whose gradient the epilogue applies ({@link MatMulExtras.actGrad}). */
   readonly actGrad?: EpilogueActivation;
-  /** A residual `R: [M, N]` added last ({@link MatMulExtras.residual}). */
-  readonly residual?: boolean;
+  /**
+   * A residual `R: [M, N]` added last ({@link MatMulExtras.residual}); `gamma`: the branch scaled by a
+   * per-column `Gamma: [N]` first (layer scale), `rows`: and by a per-sample `S` (drop path; row `r` is
+   * sample `r / uniforms.rowsPer`).
+   */
+  readonly residual?: { readonly gamma: boolean; readonly rows: boolean };
   /** Workgroup buffers per operand ({@link GemmChoice.buffers}). */
   readonly buffers?: 1 | 2;
 }
@@ -275,7 +279,7 @@ export const gemmSource = (t: Tile, l: GemmLayout, v: GemmVariant = {}): string 
     scale = "none",
     actGrad = "none",
     buffers = 1,
-    residual = false,
+    residual,
   } = v;
   if (residual && !l.vecC) throw new Error("gemmSource: the residual epilogue needs vec4 C");
   if (actGrad !== "none" && !l.vecC) {
@@ -286,6 +290,14 @@ export const gemmSource = (t: Tile, l: GemmLayout, v: GemmVariant = {}): string 
   const halfAcc = half && accumulate === "f16";
   const tx = t.bn / t.tn, ty = t.bm / t.tm, threads = tx * ty;
   const rm = t.tm / 4, rn = t.tn / 4;
+  // The layer scale's quads of this thread's columns, read once (N % 4 == 0 here).
+  const gammaLoads = residual?.gamma
+    ? range(rn).map((c) =>
+      `var gamma${c} = vec4<f32>(0.0); { let col = n0 + ${
+        c * tx * 4
+      } + tx * 4; if (col < uniforms.N) { gamma${c} = Gamma[col / 4]; } }`
+    )
+    : [];
   const a = tileLoad("A", "As", t.bm, t.bk, threads, !l.transA, l.vecA, half, scale === "a");
   const b = tileLoad("B", "Bs", t.bn, t.bk, threads, l.transB, l.vecB, half, scale === "b");
   const acc = (r: number, i: number, c: number) => `acc_${r}_${i}_${c}`;
@@ -346,8 +358,10 @@ export const gemmSource = (t: Tile, l: GemmLayout, v: GemmVariant = {}): string 
             }; } }`,
           );
         } else if (l.vecC) {
-          // The residual as `tf.add(r, y)` adds it: r first.
-          const out = residual ? `(R[(row * uniforms.N + col) / 4] + ${v})` : v;
+          // The residual as lib/nn/residual.ts `scaledResidual` computes it: `x + ((a * gamma) * s)`.
+          const branch = residual?.gamma ? `(${v} * gamma${c})` : v;
+          const dropped = residual?.rows ? `(${branch} * S[row / uniforms.rowsPer])` : branch;
+          const out = residual ? `(R[(row * uniforms.N + col) / 4] + ${dropped})` : v;
           stores.push(
             `{ let row = ${row}; let col = ${col}; if (row < uniforms.M && col < uniforms.N) { result[(cOff + row * uniforms.ldc + col) / 4] = ${out}; } }`,
           );
@@ -438,6 +452,7 @@ fn main(index: i32) {
   }
   ${flag}
   ${biasLoads.join("\n  ")}
+  ${gammaLoads.join("\n  ")}
   ${stores.join("\n  ")}
 }
 `;
@@ -607,10 +622,16 @@ export interface MatMulExtras {
    */
   readonly actGrad?: { readonly u: TensorInfo; readonly act: "gelu" | "quickGelu" };
   /**
-   * float32 `[M, N]` added to the output last (`r + act(a b + bias)`): a residual connection in the epilogue
-   * of the product that makes its branch (unsplit, one product, N % 4 == 0).
+   * A residual connection in the epilogue of the product that makes its branch (unsplit, one product,
+   * N % 4 == 0): the output is `r + ((act(a b + bias) * gamma) * s[row / rowsPer])`, `r: [M, N]`, the layer
+   * scale `gamma: [N]` and the drop-path factors `s: [M / rowsPer]` each optional (float32).
    */
-  readonly residual?: TensorInfo;
+  readonly residual?: {
+    readonly r: TensorInfo;
+    readonly gamma?: TensorInfo;
+    readonly rowScale?: TensorInfo;
+    readonly rowsPer?: number;
+  };
 }
 
 /** The views of a plain product: whole operands, C the (split-K partial) output. */
@@ -681,6 +702,8 @@ export const runMatMul = (
       ...(inEpilogue ? ["Bias"] : []),
       ...(actGrad ? ["U"] : []),
       ...(residual ? ["R"] : []),
+      ...(residual?.gamma ? ["Gamma"] : []),
+      ...(residual?.rowScale ? ["S"] : []),
     ],
     variableComponents: [
       l.vecA ? 4 : 1,
@@ -688,18 +711,21 @@ export const runMatMul = (
       ...(inEpilogue ? [l.vecC ? 4 : 1] : []),
       ...(actGrad ? [4] : []),
       ...(residual ? [4] : []),
+      ...(residual?.gamma ? [4] : []),
+      ...(residual?.rowScale ? [1] : []),
     ],
     outputShape: views ? [tf.util.sizeFromShape(views.outShape)] : [p.batch * p.splits, m, n],
     outputComponent: l.vecC ? 4 : 1,
     shaderKey: key(t, l, p.precision, p.accumulate, inEpilogue, actHere) +
       (scale === "none" ? "" : `_s${scale}`) + (gradKind === "none" ? "" : `_d${gradKind}`) +
-      (p.buffers === 2 ? "_db" : "") + (residual ? "_res" : ""),
+      (p.buffers === 2 ? "_db" : "") +
+      (residual ? `_res${residual.gamma ? "g" : ""}${residual.rowScale ? "s" : ""}` : ""),
     dispatchLayout: { x: [0] },
     dispatch: [Math.ceil(n / t.bn), Math.ceil(m / t.bm), p.batch * p.splits],
     workgroupSize: [t.bn / t.tn, t.bm / t.tm, 1],
     uniforms: "M : i32, N : i32, K : i32, heads : i32, aBase : i32, aOuter : i32, aInner : i32, lda : i32, " +
       "bBase : i32, bOuter : i32, bInner : i32, ldb : i32, cBase : i32, cOuter : i32, cInner : i32, ldc : i32, " +
-      "cSplit : i32, kChunk : i32, splits : i32, alpha : f32,",
+      "cSplit : i32, kChunk : i32, splits : i32, alpha : f32, rowsPer : i32,",
     getUserCode: () =>
       gemmSource(t, l, {
         precision: p.precision,
@@ -709,7 +735,7 @@ export const runMatMul = (
         scale,
         actGrad: gradKind,
         buffers: p.buffers,
-        residual: residual !== undefined,
+        residual: residual && { gamma: residual.gamma !== undefined, rows: residual.rowScale !== undefined },
       }),
   };
   const int = (x: number) => ({ type: "int32" as const, data: [x] });
@@ -717,7 +743,15 @@ export const runMatMul = (
   const out = runProgram(
     backend,
     program,
-    [a3, b3, ...(inEpilogue ? [bias] : []), ...(actGrad ? [actGrad.u] : []), ...(residual ? [residual] : [])],
+    [
+      a3,
+      b3,
+      ...(inEpilogue ? [bias] : []),
+      ...(actGrad ? [actGrad.u] : []),
+      ...(residual ? [residual.r] : []),
+      ...(residual?.gamma ? [residual.gamma] : []),
+      ...(residual?.rowScale ? [residual.rowScale] : []),
+    ],
     [
       int(m),
       int(n),
@@ -730,6 +764,7 @@ export const runMatMul = (
       int(p.kChunk),
       int(p.splits),
       { type: "float32", data: [v.alpha ?? 1] },
+      int(residual?.rowsPer ?? 1),
     ],
     views?.into,
   );
@@ -800,14 +835,18 @@ interface BiasAttrs {
   readonly accumulate: "f32" | "f16";
   readonly act: EpilogueActivation;
   readonly buffers: 1 | 2;
+  /** Rows per drop-path factor of a residual epilogue (tokens per sample). */
+  readonly rowsPer?: number;
 }
 
 const matMulBiasKernel = (args: KernelArgs): Info => {
-  const { x, w, bias, residual } = args.inputs as unknown as {
+  const { x, w, bias, residual, gamma, rowScale } = args.inputs as unknown as {
     x: TensorInfo;
     w: TensorInfo;
     bias: TensorInfo;
     residual?: TensorInfo;
+    gamma?: TensorInfo;
+    rowScale?: TensorInfo;
   };
   const at = args.attrs as unknown as BiasAttrs;
   const tile: Tile = { bm: at.bm, bn: at.bn, bk: at.bk, tm: at.tm, tn: at.tn };
@@ -823,7 +862,7 @@ const matMulBiasKernel = (args: KernelArgs): Info => {
   return runMatMul(args.backend as WebGPUBackend, x, w, exact, {
     bias,
     act: at.act ?? "none",
-    residual,
+    residual: residual && { r: residual, gamma, rowScale, rowsPer: at.rowsPer },
   }) as unknown as Info;
 };
 
@@ -908,16 +947,16 @@ export const restoreStockMatMul = (): void => {
  * nothing is kept for a backward pass: the frozen teacher, inference; lib/nn/mlp.ts), with the fused
  * activation kernel's WGSL, so the values are those of `matMulBias` followed by that kernel.
  *
- * `residual` (`[M, N]`): `residual + (x W + b)` in the same kernel, added as `tf.add(residual, y)` adds it
- * (a residual connection where nothing is kept for a backward pass; lib/nn/linear.ts `linear`). Undefined
- * where the product would split K or N is not a multiple of 4.
+ * `residual`: `r + ((x W + b) * gamma) * s` in the same kernel ({@link MatMulResidual}), in the order
+ * lib/nn/residual.ts `scaledResidual` computes it (without gamma and s: `tf.add(r, y)`), so its values.
+ * Undefined where the product would split K or N is not a multiple of 4.
  */
 export const matMulBias = (
   x: tf.Tensor2D,
   w: tf.Tensor2D,
   b: tf.Tensor1D,
   act: EpilogueActivation = "none",
-  residual?: tf.Tensor2D,
+  residual?: MatMulResidual,
 ): tf.Tensor2D | undefined => {
   if (!override.registered() || tf.getBackend() !== "webgpu") return undefined;
   if (tf.getKernel(MATMUL_BIAS, "webgpu") === undefined) return undefined;
@@ -925,11 +964,14 @@ export const matMulBias = (
   if (x.rank !== 2 || w.rank !== 2 || b.rank !== 1 || b.shape[0] !== w.shape[1]) return undefined;
   const plan = planMatMul(x.shape, w.shape, false, false);
   if (plan === null) return undefined;
-  if (
-    residual !== undefined &&
-    (residual.dtype !== "float32" || residual.rank !== 2 || residual.shape[0] !== plan.m ||
-      residual.shape[1] !== plan.n || plan.splits !== 1 || !plan.layout.vecC)
-  ) return undefined;
+  if (residual !== undefined) {
+    const { x: r, gamma, rowScale, rowsPer = 1 } = residual;
+    const ok = [r, gamma, rowScale].every((t) => t === undefined || t.dtype === "float32") && r.rank === 2 &&
+      r.shape[0] === plan.m && r.shape[1] === plan.n && plan.splits === 1 && plan.layout.vecC &&
+      (gamma === undefined || (gamma.rank === 1 && gamma.shape[0] === plan.n)) &&
+      (rowScale === undefined || (rowScale.rank === 1 && rowScale.shape[0] * rowsPer === plan.m));
+    if (!ok) return undefined;
+  }
   const attrs: BiasAttrs = {
     ...plan.tile,
     splits: plan.splits,
@@ -938,13 +980,29 @@ export const matMulBias = (
     accumulate: plan.accumulate,
     act,
     buffers: plan.buffers,
+    rowsPer: residual?.rowsPer ?? 1,
   };
+  const inputs: tf.NamedTensorMap = { x, w, bias: b };
+  if (residual) inputs.residual = residual.x;
+  if (residual?.gamma) inputs.gamma = residual.gamma;
+  if (residual?.rowScale) inputs.rowScale = residual.rowScale;
   return tf.engine().runKernel(
     MATMUL_BIAS,
-    residual ? { x, w, bias: b, residual } : { x, w, bias: b },
+    inputs,
     attrs as unknown as tf.NamedAttrMap,
   ) as tf.Tensor2D;
 };
+
+/**
+ * A residual connection for {@link matMulBias}'s epilogue: `x: [M, N]` the residual stream, `gamma: [N]` the
+ * branch's layer scale, `rowScale: [M / rowsPer]` its drop-path factors per sample (rows `rowsPer` at a time).
+ */
+export interface MatMulResidual {
+  readonly x: tf.Tensor2D;
+  readonly gamma?: tf.Tensor1D;
+  readonly rowScale?: tf.Tensor1D;
+  readonly rowsPer?: number;
+}
 
 /**
  * The gradient of `act(u)` where its `dy` is made by a product: `(g W^T) act'(u)` (`g: [M, K]`,
