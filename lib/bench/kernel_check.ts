@@ -44,6 +44,7 @@ import {
   splitHeads,
 } from "../nn/sdpa.ts";
 import { slice } from "../nn/views.ts";
+import { scaledResidual } from "../nn/residual.ts";
 
 /** One compared output. */
 export interface CheckResult {
@@ -661,9 +662,10 @@ export const checkMatMulActGrad = async (
 };
 
 /**
- * The residual add in the epilogue of a branch's last product (`r + x W + b`, off the tape: the teacher's
- * attention output and second MLP layer; lib/nn/linear.ts) against the fused `x W + b` then `tf.add(r, y)`:
- * equal to f32 rounding (`tolerance`; the tests ask for 0 on lavapipe). Leaves the kernels registered.
+ * The residual connection in the epilogue of a branch's last product (lib/nn/residual.ts `residualLinear`:
+ * `r + dropPath(gamma (x W + b))`, and the teacher's plain `r + x W + b`) against the fused `x W + b` then
+ * the separate ops (`scaledResidual`, `tf.add`): equal to f32 rounding (`tolerance`; the tests ask for 0
+ * on lavapipe). `rows` in 4 samples (drop-path factors 0, 2, 1.25, 1). Leaves the kernels registered.
  */
 export const checkResidualEpilogue = async (
   cases: readonly { readonly rows: number; readonly dim: number; readonly out: number }[],
@@ -679,24 +681,34 @@ export const checkResidualEpilogue = async (
     const w = tf.randomNormal([c.dim, c.out], 0, 0.05, "float32", seedOf(kw)) as tf.Tensor2D;
     const b = tf.randomNormal([c.out], 0, 0.05, "float32", seedOf(kw) + 1) as tf.Tensor1D;
     const r = tf.randomNormal([c.rows, c.out], 0, 1, "float32", seedOf(kr)) as tf.Tensor2D;
-    const detail = `[${c.rows}, ${c.dim}] x [${c.dim}, ${c.out}] + r, ${matMulPrecision()}`;
-    const fused = matMulBias(x, w, b, "none", r);
+    const gamma = tf.randomNormal([c.out], 0, 0.5, "float32", seedOf(kr) + 1) as tf.Tensor1D;
+    const factors = Float32Array.of(0, 2, 1.25, 1);
+    const s = tf.tensor1d(factors);
     const y = matMulBias(x, w, b);
-    if (fused === undefined || y === undefined) {
-      out.push(result("matmul+bias+residual epilogue", `${detail}: not planned`, Infinity, tolerance));
-    } else {
-      const ref = tf.add(r, y);
-      out.push(
-        result(
-          "matmul+bias+residual epilogue",
-          detail,
-          relativeError(await fused.data(), await ref.data()),
-          tolerance,
-        ),
+    for (const scaled of [false, true]) {
+      const what = `matmul+bias+${scaled ? "layer scale+drop path+" : ""}residual epilogue`;
+      const detail = `[${c.rows}, ${c.dim}] x [${c.dim}, ${c.out}], ${matMulPrecision()}`;
+      const fused = matMulBias(
+        x,
+        w,
+        b,
+        "none",
+        scaled ? { x: r, gamma, rowScale: s, rowsPer: c.rows / 4 } : { x: r },
       );
-      ref.dispose();
+      if (fused === undefined || y === undefined) {
+        out.push(result(what, `${detail}: not planned`, Infinity, tolerance));
+        fused?.dispose();
+        continue;
+      }
+      const ref = tf.tidy(() => {
+        if (!scaled) return tf.add(r, y);
+        const r3 = tf.reshape(r, [4, -1, c.out]), y3 = tf.reshape(y, [4, -1, c.out]);
+        return tf.reshape(scaledResidual(r3, y3, gamma, factors), [c.rows, c.out]);
+      });
+      out.push(result(what, detail, relativeError(await fused.data(), await ref.data()), tolerance));
+      tf.dispose([fused, ref]);
     }
-    tf.dispose([x, w, b, r, fused!, y!].filter((t) => t !== undefined));
+    tf.dispose([x, w, b, r, gamma, s, ...(y ? [y] : [])]);
   }
   return out;
 };
