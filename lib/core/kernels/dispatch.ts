@@ -7,6 +7,9 @@
  *   with it `CaeMatMulBias`, a linear layer's `x W + b` in one kernel (the bias added in the epilogue),
  *   which lib/nn/linear.ts calls through `matMulBias`; off the tape (the teacher, inference) lib/nn/mlp.ts
  *   runs the MLP's first layer, its bias and its GELU / QuickGELU as that one kernel too.
+ *   The same kernel takes a residual connection in its epilogue (`r + dropPath(gamma (x W + b))`, lib/nn/
+ *   residual.ts `residualLinear`), and `CaeMatMulActGrad` is `dy W^T` with the activation's gradient in its
+ *   epilogue (the fused MLP's backward pass, lib/nn/mlp.ts).
  * - `CaeHeadMatMul`: attention's products with the heads read in place from the projections and the
  *   context and the q, k, v gradients written merged (lib/core/kernels/heads.ts; lib/nn/sdpa.ts
  *   `headAttention`): no transposes, slices or pads around attention.

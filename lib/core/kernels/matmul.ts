@@ -22,6 +22,12 @@
  * registered with the override): the bias is added in the GEMM's store epilogue, or with a split K in the
  * split-sum pass, instead of by a broadcast Add over the whole product.
  *
+ * The epilogue takes more of what follows a product in the step: an activation (off the tape), the
+ * gradient of an activation (`CaeMatMulActGrad`, the MLP's backward pass), a residual connection with layer
+ * scale and drop path ({@link MatMulExtras.residual}), a scale on one operand. Operands and output can be
+ * views ({@link MatrixView}: attention's heads in place, lib/core/kernels/heads.ts). Workgroup tiles can be
+ * double-buffered ({@link GemmChoice.buffers}), a choice a tile table makes.
+ *
  * Sizes: each operand and the output must fit one storage binding ({@link BindingSizeError}).
  *
  * @module
