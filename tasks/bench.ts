@@ -307,7 +307,7 @@ if (args.check) {
   };
   await step("matmul", () => checkMatMul([...smallMatMulCases, ...modelMatMulCases]));
   await step("matmul grad", () => checkMatMulGrad());
-  // Double-buffered workgroup tiles (a tile table's choice): the same products, the same tolerance.
+  // Double-buffered tiles with written-out slice loops (a tile table's choices): the same products and tolerance.
   await step(
     "matmul double-buffered",
     () => checkMatMul([...smallMatMulCases, ...modelMatMulCases], 1e-5, 2),

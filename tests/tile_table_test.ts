@@ -23,10 +23,10 @@ import {
   candidateChoices,
   candidateTiles,
   checkWritable,
-  doubleBufferedChoice,
   formatTileTable,
   FULL_SPACE,
   QUICK_SPACE,
+  stage3Choices,
   tileTableOf,
 } from "../lib/bench/tune.ts";
 import { withTmp } from "./helpers.ts";
@@ -57,7 +57,10 @@ const table: TileTable = tileTableOf("Test Adapter (v1, 2 units)", "test", {
     entry(3168, 2304, 768, 1, T128x64),
     entry(99, 99, 64, 384, T32, 1, [false, true]),
     entry(768, 2304, 3168, 1, T32, 4, [true, false]),
-    { ...entry(64, 64, 64, 1, T32, 1, [true, true]), choice: { tile: T32, splits: 1, buffers: 2 } },
+    {
+      ...entry(64, 64, 64, 1, T32, 1, [true, true]),
+      choice: { tile: T32, splits: 1, buffers: 2, unroll: true },
+    },
   ],
 });
 const tableJson = (): Record<string, unknown> => JSON.parse(formatTileTable(table));
@@ -274,18 +277,20 @@ Deno.test("tune candidates: supported tiles that fit, K splits only for few tile
   assertEquals(candidateChoices(shape(25344, 2304, 768), T128x64, FULL_SPACE).map((c) => c.splits), [1]);
   const f16 = candidateChoices({ ...shape(99, 99, 64, 384), precision: "f16" }, T32, QUICK_SPACE);
   assertEquals(f16.map((c) => c.accumulate), ["f32", "f16"]);
-  // Stage 3: the leader double-buffered, only where the device has the workgroup memory (12 KiB a buffer
-  // of 128 x 64 x 16, 16 KiB the limit) and the space asks for it.
+  // Stage 3: the leader double-buffered, unrolled, and both; double buffering only where the device has the
+  // workgroup memory (12 KiB a buffer of 128 x 64 x 16, 16 KiB the limit) and the space asks for it.
   const leader = { tile: T32, splits: 4 };
-  assertEquals(doubleBufferedChoice(shape(64, 64, 4096), leader, FULL_SPACE, limits), {
-    ...leader,
-    buffers: 2,
-  });
+  assertEquals(stage3Choices(shape(64, 64, 4096), leader, FULL_SPACE, limits), [
+    { ...leader, buffers: 2 },
+    { ...leader, unroll: true },
+    { ...leader, buffers: 2, unroll: true },
+  ]);
+  const big = { tile: { ...T128x64, bk: 16 } };
+  assertEquals(stage3Choices(shape(64, 64, 4096), big, FULL_SPACE, limits), [{ ...big, unroll: true }]);
   assertEquals(
-    doubleBufferedChoice(shape(64, 64, 4096), { tile: { ...T128x64, bk: 16 } }, FULL_SPACE, limits),
-    undefined,
+    stage3Choices(shape(64, 64, 4096), leader, { ...FULL_SPACE, buffers: [1], unroll: false }),
+    [],
   );
-  assertEquals(doubleBufferedChoice(shape(64, 64, 4096), leader, { ...FULL_SPACE, buffers: [1] }), undefined);
 });
 
 Deno.test("tune: an existing table is not overwritten without --force", async () => {

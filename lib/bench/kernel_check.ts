@@ -109,8 +109,11 @@ export const checkMatMul = async (
   buffers: 1 | 2 = 1,
 ): Promise<CheckResult[]> => {
   const saved = gemmChooser();
-  // The default rule's tile (and, splits unset, its K split), double-buffered.
-  if (buffers === 2) setGemmChooser((s) => ({ tile: s.m * s.n >= 256 * 256 ? BIG : SMALL, buffers: 2 }));
+  // The default rule's tile (and, splits unset, its K split), double-buffered and with the slice loop
+  // written out: the two variants a tile table adds to a tile.
+  if (buffers === 2) {
+    setGemmChooser((s) => ({ tile: s.m * s.n >= 256 * 256 ? BIG : SMALL, buffers: 2, unroll: true }));
+  }
   try {
     return await checkMatMulOnce(cases, tolerance, buffers);
   } finally {
@@ -140,11 +143,13 @@ const checkMatMulOnce = async (
       return y;
     });
     const detail = plan
-      ? `tile ${plan.tile.bm}, splits ${plan.splits}${plan.buffers === 2 ? ", double-buffered" : ""}`
+      ? `tile ${plan.tile.bm}, splits ${plan.splits}${plan.buffers === 2 ? ", double-buffered" : ""}${
+        plan.unroll ? ", unrolled" : ""
+      }`
       : "stock (not planned)";
     out.push(
       result(
-        `matmul ${buffers === 2 ? "double-buffered " : ""}${c.what}`,
+        `matmul ${buffers === 2 ? "double-buffered unrolled " : ""}${c.what}`,
         `${JSON.stringify(c.a)} x ${JSON.stringify(c.b)}, ${detail}`,
         relativeError(await y.data(), refData),
         tolerance,

@@ -10,12 +10,12 @@
  * so the list is the step's, whatever the models do, with how many times each runs per step.
  *
  * Candidates ({@link candidateChoices}), in two stages so that the count stays bounded (a ViT-B step has
- * about 50 distinct products; each gets at most 28 candidates, 38 in f16):
+ * about 50 distinct products; each gets at most 30 candidates, 40 in f16):
  * 1. every tile of the space that `checkTile` accepts and the device fits (threads, workgroup size and
  *    workgroup memory from `device.limits`), with the default rule's K split;
  * 2. for the `top` fastest tiles of stage 1: the K splits of the space (where the product has few output
  *    tiles and a long K), and for f16 operands both accumulations;
- * 3. the fastest so far double-buffered ({@link doubleBufferedChoice}), where the device fits it.
+ * 3. the fastest so far double-buffered, with its slice loop written out, and both ({@link stage3Choices}).
  * The default rule's own plan is always measured: it is the baseline and the output every candidate is
  * checked against (relative error, lib/core/compare.ts; f16 candidates against the f32 default). A
  * candidate that throws (a shader the driver refuses, an f16 variant missing) or differs is reported and
@@ -136,6 +136,8 @@ export interface TuneSpace {
   readonly accumulate: readonly ("f32" | "f16")[];
   /** Workgroup buffers per operand; with 2, stage 3 tries the leader double-buffered. Unset: 1 only. */
   readonly buffers?: readonly (1 | 2)[];
+  /** Stage 3 tries the leader with its slice loop written out (and double-buffered too, with `buffers`). */
+  readonly unroll?: boolean;
   /** How many of stage 1's fastest tiles stage 2 varies. */
   readonly top: number;
 }
@@ -171,6 +173,7 @@ export const FULL_SPACE: TuneSpace = {
   splits: [1, 2, 4, 8, 16],
   accumulate: ["f32", "f16"],
   buffers: [1, 2],
+  unroll: true,
   top: 2,
 };
 
@@ -186,6 +189,7 @@ export const QUICK_SPACE: TuneSpace = {
   splits: [1, 4, 16],
   accumulate: ["f32", "f16"],
   buffers: [1, 2],
+  unroll: true,
   top: 1,
 };
 
@@ -199,12 +203,12 @@ export const tileName = (t: Tile): string => `${t.bm}x${t.bn}x${t.bk}/${t.tm}x${
 
 /** A planned choice as text: `128x64x16/8x4 split 4` (f16 accumulation appended). */
 export const choiceName = (
-  p: { tile: Tile; splits: number; accumulate?: string; buffers?: 1 | 2 },
+  p: { tile: Tile; splits: number; accumulate?: string; buffers?: 1 | 2; unroll?: boolean },
   precision = "f32",
 ) =>
   `${tileName(p.tile)}${p.splits > 1 ? ` split ${p.splits}` : ""}${
     precision === "f16" ? ` acc ${p.accumulate ?? "f32"}` : ""
-  }${p.buffers === 2 ? " double-buffered" : ""}`;
+  }${p.buffers === 2 ? " double-buffered" : ""}${p.unroll ? " unrolled" : ""}`;
 
 /** The stage-1 tiles of `space` for `s`, and why the others were left out. */
 export const candidateTiles = (
@@ -238,19 +242,25 @@ export const candidateChoices = (s: GemmShape, t: Tile, space: TuneSpace): GemmC
 };
 
 /**
- * Stage 3: the leader of stages 1 and 2 double-buffered, when the space tries that and the device has the
- * workgroup memory (one candidate more per shape; the buffers change when the loads are waited for, not
- * which tile suits the shape).
+ * Stage 3: the leader of stages 1 and 2 double-buffered, with its slice loop written out, and both, as far
+ * as the space tries them and the device has the workgroup memory (at most three candidates more per shape;
+ * these change how the kernel waits and loops, not which tile suits the shape).
  */
-export const doubleBufferedChoice = (
+export const stage3Choices = (
   s: GemmShape,
   leader: GemmChoice,
   space: TuneSpace,
   limits?: TileLimits,
-): GemmChoice | undefined => {
-  if (!(space.buffers ?? []).includes(2) || leader.buffers === 2) return undefined;
-  if (limits !== undefined && tileMisfit(leader.tile, limits, s.precision, 2) !== undefined) return undefined;
-  return { ...leader, buffers: 2 };
+): GemmChoice[] => {
+  const doubled = (space.buffers ?? []).includes(2) &&
+    (limits === undefined || tileMisfit(leader.tile, limits, s.precision, 2) === undefined);
+  const out: GemmChoice[] = [];
+  if (doubled && leader.buffers !== 2) out.push({ ...leader, buffers: 2 });
+  if (space.unroll && !leader.unroll) {
+    out.push({ ...leader, unroll: true });
+    if (doubled && leader.buffers !== 2) out.push({ ...leader, buffers: 2, unroll: true });
+  }
+  return out;
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -264,6 +274,7 @@ export interface CandidateResult {
     readonly splits: number;
     readonly accumulate: "f32" | "f16";
     readonly buffers: 1 | 2;
+    readonly unroll: boolean;
   };
   /** Median ms by the tune's timer (kernel time where the backend has one, else wall); undefined: failed. */
   readonly ms?: number;
@@ -328,9 +339,10 @@ const resolved = (p: MatMulPlan): CandidateResult["choice"] => ({
   splits: p.splits,
   accumulate: p.accumulate,
   buffers: p.buffers,
+  unroll: p.unroll,
 });
 const planKey = (c: CandidateResult["choice"]) =>
-  `${tileName(c.tile)}:${c.splits}:${c.accumulate}:${c.buffers}`;
+  `${tileName(c.tile)}:${c.splits}:${c.accumulate}:${c.buffers}:${c.unroll}`;
 
 /** Puts back the chooser of the installed table (or none), after the tuner borrowed the hook. */
 const reinstallChooser = () => {
@@ -431,8 +443,7 @@ export const tuneShape = async (
         undefined,
       );
     const before3 = fastestOf([...done.values()]);
-    const doubled = before3 && doubleBufferedChoice(s, before3.choice, opts.space, limits);
-    if (doubled) await tryChoice(doubled);
+    for (const c of before3 ? stage3Choices(s, before3.choice, opts.space, limits) : []) await tryChoice(c);
     // A second look at the default and the winner, one after the other: the load of a shared machine
     // drifts over the minutes a shape takes, and each keeps the better of its two medians.
     const leader = fastestOf([...done.values()]);
@@ -458,6 +469,7 @@ export const tuneShape = async (
         splits: best.choice.splits,
         ...(s.precision === "f16" ? { accumulate: best.choice.accumulate } : {}),
         ...(best.choice.buffers === 2 ? { buffers: 2 as const } : {}),
+        ...(best.choice.unroll ? { unroll: true } : {}),
       },
       ms: round(best.ms!),
       tflops: round(flopsOf(s) / (best.ms! * 1e-3) / 1e12),

@@ -264,7 +264,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "double-buffered workgroup tiles give the single-buffered values: every layout, split K, f16, epilogues",
+    "double-buffered tiles and written-out slice loops give the plain kernel's values: every layout, split K, f16, epilogues",
   ignore: !hasWebGPU,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -280,8 +280,8 @@ Deno.test({
     const bias = tf.randomNormal([52], 0, 1, "float32", seedOf(kc)) as tf.Tensor1D;
     const u = tf.randomNormal([70, 52], 0, 1, "float32", seedOf(kc) + 1) as tf.Tensor2D;
     const g = tf.randomNormal([70, 36], 0, 1, "float32", seedOf(kc) + 2) as tf.Tensor2D;
-    const run = async (buffers: 1 | 2, accumulate: "f32" | "f16") => {
-      setGemmChooser((s) => ({ tile, splits: s.k >= 1024 ? 4 : 1, accumulate, buffers }));
+    const run = async (buffers: 1 | 2, accumulate: "f32" | "f16", unroll = false) => {
+      setGemmChooser((s) => ({ tile, splits: s.k >= 1024 ? 4 : 1, accumulate, buffers, unroll }));
       const out: Float32Array[] = [];
       let k = key(43);
       for (const c of smallMatMulCases) {
@@ -305,11 +305,18 @@ Deno.test({
       for (const [precision, accumulate] of [["f32", "f32"], ["f16", "f32"], ["f16", "f16"]] as const) {
         if (precision === "f16" && !hasF16) continue;
         setMatMulPrecision(precision);
-        const one = await run(1, accumulate), two = await run(2, accumulate);
+        const one = await run(1, accumulate);
         assertEquals(one.length, smallMatMulCases.length + 2);
-        one.forEach((o, i) =>
-          assertEquals(relativeError(two[i], o), 0, `${precision}/${accumulate} output ${i}`)
-        );
+        for (const [buffers, unroll] of [[2, false], [1, true], [2, true]] as const) {
+          const other = await run(buffers, accumulate, unroll);
+          one.forEach((o, i) =>
+            assertEquals(
+              relativeError(other[i], o),
+              0,
+              `${precision}/${accumulate}, ${buffers} buffers, unroll ${unroll}: output ${i}`,
+            )
+          );
+        }
       }
     } finally {
       setMatMulPrecision("f32");

@@ -28,7 +28,7 @@ const hasWebGPU = info !== undefined && tf.getBackend() === "webgpu";
 const SMALL = { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 }; // the default rule's tile for these shapes
 const T32 = { bm: 32, bn: 32, bk: 16, tm: 4, tn: 4 };
 const opts: TuneOptions = {
-  space: { tiles: [SMALL, T32], splits: [1, 4], accumulate: ["f32"], buffers: [1, 2], top: 1 },
+  space: { tiles: [SMALL, T32], splits: [1, 4], accumulate: ["f32"], buffers: [1, 2], unroll: true, top: 1 },
   timing: { ...QUICK_TIMING, steps: 3, targetMs: 2, budgetMs: 100 },
 };
 const shape = (m: number, n: number, k: number, batch: number, transA: boolean, transB: boolean) => ({
@@ -76,8 +76,11 @@ webgpuTest("tune: picks a correct candidate per shape and writes a table that re
   }
   assert(r.outcomes[2].candidates.some((c) => c.choice.splits > 1), "split K tried for the long K");
   assert(
-    r.outcomes.every((o) => o.candidates.some((c) => c.choice.buffers === 2 && c.ms !== undefined)),
-    "double-buffered candidates ran (and matched the default plan)",
+    r.outcomes.every((o) =>
+      o.candidates.some((c) => c.choice.buffers === 2 && c.ms !== undefined) &&
+      o.candidates.some((c) => c.choice.unroll && c.ms !== undefined)
+    ),
+    "double-buffered and unrolled candidates ran (and matched the default plan)",
   );
   assert(r.stepTunedMs <= r.stepDefaultMs * 1.0001);
   await withTmp("caev2-tune-", async (dir) => {
@@ -112,7 +115,7 @@ Deno.test({
   fn: async () => {
     const r = await tuneShapes(shapes.slice(0, 1), "f16", {
       ...opts,
-      space: { ...opts.space, tiles: [SMALL], accumulate: ["f32", "f16"], buffers: [1] },
+      space: { ...opts.space, tiles: [SMALL], accumulate: ["f32", "f16"], buffers: [1], unroll: false },
     });
     const o = r.outcomes[0];
     assertEquals(o.shape.precision, "f16");

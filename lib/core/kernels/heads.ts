@@ -78,6 +78,7 @@ const headMatMulKernel = (args: KernelArgs): Info => {
     splits: 1,
     accumulate: first.accumulate,
     buffers: first.buffers,
+    unroll: first.unroll,
   })!;
   const { m, n } = plan;
   let c: MatrixView, outShape: number[];

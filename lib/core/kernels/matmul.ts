@@ -112,6 +112,12 @@ export interface GemmChoice {
    * buffer, one barrier a slice, twice the workgroup memory). Same arithmetic, same values.
    */
   readonly buffers?: 1 | 2;
+  /**
+   * The loop over a BK slice written out in the shader, one block per k step with its workgroup-memory
+   * offsets constant (default: a loop of constant trip count, which the driver may unroll itself). Same
+   * arithmetic, same values.
+   */
+  readonly unroll?: boolean;
 }
 
 /** Chooses a product's tile (a tuned table), or undefined for the defaults. */
@@ -263,6 +269,8 @@ export interface GemmVariant {
   readonly residual?: { readonly gamma: boolean; readonly rows: boolean };
   /** Workgroup buffers per operand ({@link GemmChoice.buffers}). */
   readonly buffers?: 1 | 2;
+  /** The k loop over a slice written out step by step ({@link GemmChoice.unroll}). */
+  readonly unroll?: boolean;
 }
 
 /**
@@ -286,6 +294,7 @@ export const gemmSource = (t: Tile, l: GemmLayout, v: GemmVariant = {}): string 
     actGrad = "none",
     buffers = 1,
     residual,
+    unroll = false,
   } = v;
   if (residual && !l.vecC) throw new Error("gemmSource: the residual epilogue needs vec4 C");
   if (actGrad !== "none" && !l.vecC) {
@@ -321,11 +330,13 @@ export const gemmSource = (t: Tile, l: GemmLayout, v: GemmVariant = {}): string 
   // Double buffering: the slice being multiplied is at aCur / bCur in the workgroup arrays.
   const db = buffers === 2;
   const curA = db ? "aCur + " : "", curB = db ? "bCur + " : "";
+  // `kk`: the loop variable, or with `unroll` each step's constant (its offsets folded at compile time).
+  const kkA = unroll ? "KK_A" : `kk * ${t.bm / 4}`, kkB = unroll ? "KK_B" : `kk * ${t.bn / 4}`;
   for (let r = 0; r < rm; r++) {
-    inner.push(`let a${r} = ${widen(`As[${curA}kk * ${t.bm / 4} + ${r * ty} + ty]`)};`);
+    inner.push(`let a${r} = ${widen(`As[${curA}${kkA} + ${r * ty} + ty]`)};`);
   }
   for (let c = 0; c < rn; c++) {
-    inner.push(`let b${c} = ${widen(`Bs[${curB}kk * ${t.bn / 4} + ${c * tx} + tx]`)};`);
+    inner.push(`let b${c} = ${widen(`Bs[${curB}${kkB} + ${c * tx} + tx]`)};`);
   }
   for (const [r, i, c] of cells) {
     inner.push(
@@ -435,9 +446,18 @@ fn main(index: i32) {
       : ""
   }
     ${slice.join("\n    ")}
-    for (var kk = 0; kk < ${t.bk}; kk++) {
-      ${inner.join("\n      ")}
-    }
+    ${
+    unroll
+      ? range(t.bk).map((k) =>
+        `{\n      ${
+          inner.join("\n      ").replaceAll("KK_A", String(k * t.bm / 4)).replaceAll(
+            "KK_B",
+            String(k * t.bn / 4),
+          )
+        }\n    }`
+      ).join("\n    ")
+      : `for (var kk = 0; kk < ${t.bk}; kk++) {\n      ${inner.join("\n      ")}\n    }`
+  }
     ${fold.join("\n    ")}
     ${
     db
@@ -504,6 +524,8 @@ export interface MatMulPlan {
   readonly accumulate: "f32" | "f16";
   /** Workgroup buffers per operand ({@link GemmChoice.buffers}). */
   readonly buffers: 1 | 2;
+  /** The slice loop written out ({@link GemmChoice.unroll}). */
+  readonly unroll: boolean;
 }
 
 const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
@@ -580,6 +602,7 @@ export const planMatMul = (
     precision,
     accumulate,
     buffers: chosen?.buffers ?? 1,
+    unroll: chosen?.unroll ?? false,
   };
 };
 
@@ -724,7 +747,7 @@ export const runMatMul = (
     outputComponent: l.vecC ? 4 : 1,
     shaderKey: key(t, l, p.precision, p.accumulate, inEpilogue, actHere) +
       (scale === "none" ? "" : `_s${scale}`) + (gradKind === "none" ? "" : `_d${gradKind}`) +
-      (p.buffers === 2 ? "_db" : "") +
+      (p.buffers === 2 ? "_db" : "") + (p.unroll ? "_un" : "") +
       (residual ? `_res${residual.gamma ? "g" : ""}${residual.rowScale ? "s" : ""}` : ""),
     dispatchLayout: { x: [0] },
     dispatch: [Math.ceil(n / t.bn), Math.ceil(m / t.bm), p.batch * p.splits],
@@ -741,6 +764,7 @@ export const runMatMul = (
         scale,
         actGrad: gradKind,
         buffers: p.buffers,
+        unroll: p.unroll,
         residual: residual && { gamma: residual.gamma !== undefined, rows: residual.rowScale !== undefined },
       }),
   };
@@ -841,6 +865,7 @@ interface BiasAttrs {
   readonly accumulate: "f32" | "f16";
   readonly act: EpilogueActivation;
   readonly buffers: 1 | 2;
+  readonly unroll: boolean;
   /** Rows per drop-path factor of a residual epilogue (tokens per sample). */
   readonly rowsPer?: number;
 }
@@ -861,6 +886,7 @@ const matMulBiasKernel = (args: KernelArgs): Info => {
     splits: at.splits,
     accumulate: at.accumulate,
     buffers: at.buffers,
+    unroll: at.unroll,
   }, at.precision);
   if (plan === null) throw new Error(`${MATMUL_BIAS}: [${x.shape}] x [${w.shape}] is not planned`);
   // The attrs' split, exactly as planned (re-planning a split count may round it differently).
@@ -887,7 +913,7 @@ const matMulActGradKernel = (args: KernelArgs): Info => {
     w.shape,
     false,
     true,
-    { tile, splits: 1, accumulate: at.accumulate, buffers: at.buffers },
+    { tile, splits: 1, accumulate: at.accumulate, buffers: at.buffers, unroll: at.unroll },
     at.precision,
   );
   if (plan === null || at.act === "none") {
@@ -986,6 +1012,7 @@ export const matMulBias = (
     accumulate: plan.accumulate,
     act,
     buffers: plan.buffers,
+    unroll: plan.unroll,
     rowsPer: residual?.rowsPer ?? 1,
   };
   const inputs: tf.NamedTensorMap = { x, w, bias: b };
@@ -1039,6 +1066,7 @@ export const matMulActGrad = (
     accumulate: plan.accumulate,
     act,
     buffers: plan.buffers,
+    unroll: plan.unroll,
   };
   return tf.engine().runKernel(
     MATMUL_ACT_GRAD,

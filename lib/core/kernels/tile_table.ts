@@ -62,6 +62,8 @@ export interface TileEntry {
     readonly accumulate?: "f32" | "f16";
     /** Workgroup buffers per operand (2: double buffering); unset: 1. */
     readonly buffers?: 1 | 2;
+    /** The slice loop written out in the shader; unset: a loop. */
+    readonly unroll?: boolean;
   };
   /** Median ms per product of the choice, by the table's `timer`. */
   readonly ms: number;
@@ -143,9 +145,13 @@ const ShapeC = closed("a shape { m, n, k, batch, transA, transB, precision }", {
 }, {});
 const EntryC = closed("an entry { shape, choice, ms, tflops, defaultMs, calls? }", {
   shape: ShapeC,
-  choice: closed("a choice { tile, splits, accumulate?, buffers? }", { tile: TileC, splits: t.number }, {
+  choice: closed("a choice { tile, splits, accumulate?, buffers?, unroll? }", {
+    tile: TileC,
+    splits: t.number,
+  }, {
     accumulate: Precision,
     buffers: t.union([t.literal(1), t.literal(2)]),
+    unroll: t.boolean,
   }),
   ms: t.number,
   tflops: t.number,
