@@ -303,7 +303,8 @@ if (args.check) {
     const t0 = performance.now();
     const r = await f();
     rs.push(...r);
-    console.error(`check ${what}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    // Each group's lines as it finishes (a run cut short by a time limit still shows what it checked).
+    console.error(`${formatChecks(r)}\ncheck ${what}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   };
   await step("matmul", () => checkMatMul([...smallMatMulCases, ...modelMatMulCases]));
   await step("matmul grad", () => checkMatMulGrad());
