@@ -31,6 +31,21 @@ export const scaledDotProductAttention = (q: tf.Tensor4D, k: tf.Tensor4D, v: tf.
 };
 
 /**
+ * The scores' gradient `dS = P (dP - rowsum(P dP))` from the probabilities `P` and their gradient `dP`,
+ * releasing both (and each temporary as soon as it is used: at most three `[B, H, Nq, Nk]` tensors exist).
+ */
+const softmaxGrad = (p: tf.Tensor, dp: tf.Tensor): tf.Tensor => {
+  const pdp = tf.mul(dp, p);
+  const rows = tf.sum(pdp, -1, true);
+  pdp.dispose();
+  const centred = tf.sub(dp, rows);
+  tf.dispose([dp, rows]);
+  const ds = tf.mul(p, centred);
+  tf.dispose([p, centred]);
+  return ds;
+};
+
+/**
  * {@link scaledDotProductAttention} with a backward pass in the manner of FlashAttention: it keeps q, k
  * and v only, never the `[B, H, Nq, Nk]` probabilities, and recomputes them from q and k when the
  * gradient is asked for (one extra `q k^T` and softmax per backward pass; the autodiff reference keeps
@@ -53,14 +68,7 @@ export const attentionCore = customOp(
       const p = tf.softmax(s);
       s.dispose();
       const dv = tf.matMul(p, dy, true, false);
-      const dp = tf.matMul(dy, v, false, true);
-      const pdp = tf.mul(dp, p);
-      const rows = tf.sum(pdp, -1, true);
-      pdp.dispose();
-      const centred = tf.sub(dp, rows);
-      dp.dispose();
-      const ds = tf.mul(p, centred);
-      tf.dispose([p, centred]);
+      const ds = softmaxGrad(p, tf.matMul(dy, v, false, true));
       const dq = tf.mul(tf.matMul(ds, k), scale);
       const dk = tf.matMul(ds, qs, true, false);
       return [dq, dk, dv];
@@ -132,15 +140,7 @@ export const headAttention = (sources: tf.Tensor3D[], at: HeadLayout, heads: num
         const p = tf.softmax(scores);
         scores.dispose();
         headTransposedContext(p, g, heads, dh, into(at.v), at.v[1]);
-        const dp = headOuter(g, h(at.v), heads, dh);
-        // dS = P (dP - rowsum(P dP)), in attentionCore's ops and order.
-        const pdp = tf.mul(dp, p);
-        const rows = tf.sum(pdp, -1, true);
-        pdp.dispose();
-        const centred = tf.sub(dp, rows);
-        dp.dispose();
-        const ds = tf.mul(p, centred);
-        tf.dispose([p, centred]);
+        const ds = softmaxGrad(p, headOuter(g, h(at.v), heads, dh));
         headQueryGrad(ds, h(at.k), heads, dh, scale, into(at.q), at.q[1]);
         headKeyGrad(ds, h(at.q), heads, dh, scale, into(at.k), at.k[1]);
         return grads.map(written);
