@@ -6,7 +6,8 @@
  *   `gelu` / `quickGelu`, `attentionCore` vs `scaledDotProductAttention` for every Nq from 1 to Nk, the
  *   residual `add` vs `tf.add` with broadcasts;
  * - with the project's (`registerKernels()`): the fused LayerNorm under `layerNorm`, the fused activations
- *   that `mlp` picks, and one `linear` and one `attentionCore` case on its matmul;
+ *   that `mlp` picks, one `linear` and one `attentionCore` case on its matmul, attention with its heads in
+ *   place (self and cross), the MLP as one op, and residual branches fused into their last product;
  * - each time the value, and the gradient of `sum(op(...) * w)` (a fixed random `w`) w.r.t. every input by
  *   tfjs's walk (`tf.grads`) and the project's (`gradients`, also seeded with `dy = w`), odd sizes (D = 7,
  *   N = 5, dh = 3, 2 heads), no leaked tensor.
@@ -23,7 +24,9 @@ import { linear, type LinearParams, linearReference } from "../../lib/nn/linear.
 import { layerNorm, type LayerNormParams, layerNormReference } from "../../lib/nn/norm.ts";
 import { gelu, geluOp, quickGelu, quickGeluOp } from "../../lib/nn/mlp.ts";
 import { attentionCore, scaledDotProductAttention } from "../../lib/nn/sdpa.ts";
-import { add } from "../../lib/nn/residual.ts";
+import { add, residualLinear } from "../../lib/nn/residual.ts";
+import { headAttention } from "../../lib/nn/sdpa.ts";
+import { mlp } from "../../lib/nn/mlp.ts";
 import { type Case, checkCase, type Op, randn } from "../custom_grad_check.ts";
 import { assert } from "../../lib/core/std.ts";
 
@@ -130,6 +133,107 @@ const addCases: Case[] = [[[2, 5, 7], [7]], [[2, 5, 7], [1, 5, 7]], [[2, 5, 7], 
     make: () => ({ xs: [randn(sa, 70 + 2 * i), randn(sb, 71 + 2 * i)], custom: add, reference: tf.add }),
   }));
 
+/** The heads of `[B, N, H dh]` columns `col..`: `[B, H, N, dh]` by plain ops. */
+const headsOf = (x: tf.Tensor, col: number, heads: number, dh: number) => {
+  const [b, n] = x.shape as [number, number];
+  return tf.transpose(tf.reshape(tf.slice(x, [0, 0, col], [-1, -1, heads * dh]), [b, n, heads, dh]), [
+    0,
+    2,
+    1,
+    3,
+  ]);
+};
+/** `[B, H, N, dh]` merged to `[B, N, H dh]` by plain ops. */
+const merged = (o: tf.Tensor) => {
+  const [b, h, n, dh] = o.shape as [number, number, number, number];
+  return tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [b, n, h * dh]);
+};
+const sdpa = (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) =>
+  scaledDotProductAttention(q as tf.Tensor4D, k as tf.Tensor4D, v as tf.Tensor4D);
+
+/**
+ * The fused paths of issue 12 against plain ops: attention with its heads in place (self: one [2, 5, 3 x 6]
+ * projection; cross: three sources, Nq 3, Nk 5), the MLP as one op, and residual branches fused into their
+ * last product (with layer scale and drop path, and CLIP's plain add), each through `mlp` too.
+ */
+const fusedCases: Case[] = [
+  {
+    name: "headAttention, self, qkv [2,5,18], 2 heads of 3",
+    names: ["qkv"],
+    make: () => ({
+      xs: [randn([2, 5, 18], 80, 0, 2)],
+      custom: (qkv) => headAttention([qkv as tf.Tensor3D], { q: [0, 0], k: [0, 6], v: [0, 12] }, 2),
+      reference: (qkv) => merged(sdpa(headsOf(qkv, 0, 2, 3), headsOf(qkv, 6, 2, 3), headsOf(qkv, 12, 2, 3))),
+    }),
+  },
+  {
+    name: "headAttention, cross, q [2,3,6], k and v [2,5,6], 2 heads of 3",
+    names: ["q", "k", "v"],
+    make: () => ({
+      xs: [randn([2, 3, 6], 81, 0, 2), randn([2, 5, 6], 82, 0, 2), randn([2, 5, 6], 83)],
+      custom: (q, k, v) => headAttention([q, k, v] as tf.Tensor3D[], { q: [0, 0], k: [1, 0], v: [2, 0] }, 2),
+      reference: (q, k, v) => merged(sdpa(headsOf(q, 0, 2, 3), headsOf(k, 0, 2, 3), headsOf(v, 0, 2, 3))),
+    }),
+  },
+  ...[undefined, Float32Array.of(2, 0)].map((rowScale, i): Case => ({
+    name: `residualLinear with layer scale${rowScale ? " and drop path" : ""}, a [2,5,7] -> 4`,
+    names: ["a", "W", "b", "gamma", "x"],
+    make: () => ({
+      xs: [
+        randn([2, 5, 7], 84 + i),
+        randn([7, 4], 86 + i),
+        randn([4], 88 + i),
+        randn([4], 90 + i),
+        randn([2, 5, 4], 92 + i),
+      ],
+      custom: (a, w, b, g, x) =>
+        residualLinear({ kernel: w as tf.Tensor2D, bias: b as tf.Tensor1D }, a, {
+          x,
+          gamma: g as tf.Tensor1D,
+          rowScale,
+        }),
+      reference: (a, w, b, g, x) => {
+        const y = tf.mul(tf.add(tf.matMul(tf.reshape(a, [10, 7]), w), b), g);
+        const s = rowScale ? tf.reshape(tf.tensor1d(rowScale), [2, 1, 1]) : tf.scalar(1);
+        return tf.add(x, tf.mul(tf.reshape(y, [2, 5, 4]), s));
+      },
+    }),
+  })),
+  ...[false, true].map((withResidual, i): Case => ({
+    name: `mlp as one op${
+      withResidual ? " with its residual (layer scale, drop path)" : ""
+    }, x [2,5,4], 8 hidden`,
+    names: ["x", "W1", "b1", "W2", "b2", "gamma"],
+    make: () => ({
+      xs: [
+        randn([2, 5, 4], 94 + i),
+        randn([4, 8], 96 + i),
+        randn([8], 98 + i),
+        randn([8, 4], 100 + i),
+        randn([4], 102 + i),
+        randn([4], 104 + i),
+      ],
+      custom: (x, w1, b1, w2, b2, g) => {
+        const p = {
+          fc1: { kernel: w1 as tf.Tensor2D, bias: b1 as tf.Tensor1D },
+          fc2: { kernel: w2 as tf.Tensor2D, bias: b2 as tf.Tensor1D },
+        };
+        // gamma enters through the residual only; without one it is multiplied in after, as the reference does.
+        return withResidual
+          ? mlp(p, x, "gelu", { x, gamma: g as tf.Tensor1D, rowScale: Float32Array.of(0, 1.5) })
+          : tf.mul(mlp(p, x), g);
+      },
+      reference: (x, w1, b1, w2, b2, g) => {
+        const h = gelu(tf.add(tf.matMul(tf.reshape(x, [10, 4]), w1), b1));
+        const y = tf.reshape(tf.add(tf.matMul(h, w2), b2), [2, 5, 4]);
+        return withResidual
+          ? tf.add(x, tf.mul(tf.mul(y, g), tf.reshape(tf.tensor1d([0, 1.5]), [2, 1, 1])))
+          : tf.mul(y, g);
+      },
+    }),
+  })),
+];
+
 /**
  * With the project's kernels: the fused paths, and one case each of the products through its matmul
  * (every new product shape compiles shaders: all the cases took 30 s on llvmpipe).
@@ -146,6 +250,7 @@ const groups: Record<"tfjs kernels" | "project kernels", [string, Case[]][]> = {
     ["layerNorm (fused)", layerNormCases],
     ["GELU and QuickGELU (fused in mlp)", activationCases],
     ["linear and attentionCore (project matmul)", [linearCases[3], attentionCases[2]]],
+    ["head attention, the MLP as one op, residual branches (fused)", fusedCases],
   ],
 };
 
