@@ -101,6 +101,11 @@ const fusedHidden = (fc1: LinearParams, x: tf.Tensor, act: Activation): tf.Tenso
  * where the separate ops read the f16-rounded `act(u)`.
  *
  * Why: `h` is `[B N, 4D]`, the widest tensor a block keeps; this drops one per block from the tape.
+ *
+ * `residual`: the op ends in the block's residual connection, its extra inputs `r` ("add", CLIP) or
+ * `gamma, r` ("scaled": `r + s (gamma y)`, `s` the per-sample drop-path factors, `rowsPer` rows each), added
+ * in the second layer's epilogue; the second layer's gradients then come without its output
+ * (lib/nn/residual.ts `branchGrads`).
  */
 const fusedMlp = (
   act: Activation,
