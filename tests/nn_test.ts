@@ -13,6 +13,7 @@ import { patchify } from "../lib/nn/patch_embed.ts";
 import { sinCos2dValues } from "../lib/nn/positions.ts";
 import { normalQuantile, truncNormal } from "../lib/nn/init.ts";
 import { dropPath, dropPathRates } from "../lib/nn/drop_path.ts";
+import { residualAdd, residualLinear } from "../lib/nn/residual.ts";
 import { maskIndex } from "../lib/models/mask_index.ts";
 
 await tf.setBackend("cpu");
@@ -111,4 +112,29 @@ Deno.test("mask index: [cls, visible, masked] order, equal counts enforced", () 
   assertEquals([...idx.masked], [1, 3, 4, 7]);
   assertEquals([...idx.clsVisibleMasked], [0, 1, 3, 2, 4, 5, 7, 8, 6, 9]);
   assertThrows(() => maskIndex(Uint8Array.from([0, 1, 1, 1, 1, 0, 0, 0]), 2, 4), Error, "row 1 masks 1");
+});
+
+Deno.test("residual connections: drop-path factors without a layer scale are refused; the separate ops elsewhere", async () => {
+  const x = tf.tensor3d([[[1, 2]], [[3, 4]]]), branch = tf.tensor3d([[[10, 20]], [[30, 40]]]);
+  const gamma = tf.tensor1d([0.5, 2]);
+  try {
+    assertThrows(
+      () => residualAdd({ x, rowScale: Float32Array.of(1, 0) }, branch),
+      Error,
+      "layer scale gamma",
+    );
+    const p = { kernel: tf.eye(2) as tf.Tensor2D, bias: tf.zeros([2]) as tf.Tensor1D };
+    assertThrows(
+      () => residualLinear(p, branch, { x, rowScale: Float32Array.of(1, 0) }),
+      Error,
+      "layer scale gamma",
+    );
+    // On cpu, residualLinear is linear then the separate ops: x + s (gamma (branch I + 0)).
+    const y = residualLinear(p, branch, { x, gamma, rowScale: Float32Array.of(1, 0) });
+    assertEquals(Array.from(await y.data()), [1 + 5, 2 + 40, 3, 4]);
+    assertEquals(Array.from(await residualAdd({ x }, branch).data()), [11, 22, 33, 44]);
+    tf.dispose([p.kernel, p.bias, y]);
+  } finally {
+    tf.dispose([x, branch, gamma]);
+  }
 });

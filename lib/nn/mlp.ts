@@ -12,7 +12,7 @@ import { customOp, onTape } from "../core/autodiff.ts";
 import { matMulActGrad, matMulBias } from "../core/kernels/matmul.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
 import { reshape } from "./views.ts";
-import { branchGrads, perSample, type Residual, residualLinear } from "./residual.ts";
+import { branchGrads, perSample, type Residual, residualKind, residualLinear } from "./residual.ts";
 
 /** Parameters of an MLP. */
 export type MlpParams = { readonly fc1: LinearParams; readonly fc2: LinearParams };
@@ -184,7 +184,7 @@ export const mlp = (p: MlpParams, x: tf.Tensor, act: Activation = "gelu", residu
     } else {
       const r2 = reshape(residual.x, [rows, outDim]);
       const s = residual.rowScale === undefined ? undefined : tf.tensor1d(residual.rowScale);
-      const kind = residual.gamma === undefined ? "add" : "scaled";
+      const kind = residualKind(residual);
       const op = fusedMlp(act, kind, s, rows / residual.x.shape[0]);
       const [w1, b1, w2, b2] = weights;
       y2 = kind === "add" ? op(x2, w1, b1, w2, b2, r2) : op(x2, w1, b1, w2, b2, residual.gamma!, r2);

@@ -85,9 +85,18 @@ export interface Residual {
   readonly rowScale?: Float32Array;
 }
 
+/** "add" (`x + branch`) or "scaled" (layer scale, maybe drop path); drop path without a layer scale is refused. */
+export const residualKind = (r: Residual): "add" | "scaled" => {
+  if (r.gamma !== undefined) return "scaled";
+  if (r.rowScale !== undefined) {
+    throw new Error("a residual with drop-path factors needs its layer scale gamma");
+  }
+  return "add";
+};
+
 /** The residual connection by the separate ops: what {@link residualLinear} gives where nothing is fused. */
 export const residualAdd = (r: Residual, branch: tf.Tensor): tf.Tensor =>
-  r.gamma === undefined ? add(r.x, branch) : scaledResidual(r.x, branch, r.gamma, r.rowScale);
+  residualKind(r) === "add" ? add(r.x, branch) : scaledResidual(r.x, branch, r.gamma!, r.rowScale);
 
 /**
  * The gradients of a residual branch's last layer, `y = x + s (gamma (a W + b))` (`s` per sample), from
@@ -135,6 +144,7 @@ export const residualLinear = (
 ): tf.Tensor => {
   const bias = extraBias ?? p.bias;
   const [inDim, outDim] = p.kernel.shape;
+  const kind = residualKind(r);
   if (bias === undefined || !fusedKernelOn("CaeMatMulBias") || r.x.shape[r.x.rank - 1] !== outDim) {
     const y = linear(p, x, extraBias);
     const out = residualAdd(r, y);
@@ -161,7 +171,7 @@ export const residualLinear = (
         return tf.add(res, s === undefined ? ag : perSample(ag, s));
       });
   let y2: tf.Tensor;
-  if (r.gamma === undefined) {
+  if (kind === "add") {
     // CLIP: no layer scale; the gradient of a plain add is dy for both.
     if (onTape()) {
       const y = linear(p, x2, extraBias);
@@ -169,7 +179,7 @@ export const residualLinear = (
       y.dispose();
     } else y2 = fused(x2, p.kernel, bias, undefined, r2);
   } else {
-    const gamma = r.gamma;
+    const gamma = r.gamma!;
     y2 = customOp(
       (a: tf.Tensor, w: tf.Tensor, bb: tf.Tensor, g: tf.Tensor, res: tf.Tensor) => ({
         value: fused(
