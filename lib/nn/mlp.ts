@@ -12,7 +12,14 @@ import { customOp, onTape } from "../core/autodiff.ts";
 import { matMulActGrad, matMulBias } from "../core/kernels/matmul.ts";
 import { linear, linearInit, type LinearParams } from "./linear.ts";
 import { reshape } from "./views.ts";
-import { branchGrads, perSample, type Residual, residualKind, residualLinear } from "./residual.ts";
+import {
+  branchGrads,
+  perSample,
+  type Residual,
+  residualKind,
+  residualLinear,
+  residualProduct,
+} from "./residual.ts";
 
 /** Parameters of an MLP. */
 export type MlpParams = { readonly fc1: LinearParams; readonly fc2: LinearParams };
@@ -122,12 +129,7 @@ const fusedMlp = (
     const [gamma, r] = rest.length === 2
       ? rest as [tf.Tensor1D, tf.Tensor2D]
       : [undefined, rest[0] as tf.Tensor2D];
-    return matMulBias(h, w2, b2, "none", { x: r, gamma, rowScale: s, rowsPer }) ??
-      tf.tidy(() => {
-        const y = affine(h, w2, b2);
-        if (gamma === undefined) return tf.add(r, y);
-        return tf.add(r, perSample(tf.mul(y, gamma), s));
-      });
+    return residualProduct(h, w2, b2, r, gamma, s, rowsPer);
   };
   return customOp(
     (x: tf.Tensor, w1: tf.Tensor, b1: tf.Tensor, w2: tf.Tensor, b2: tf.Tensor, ...rest: tf.Tensor[]) => {

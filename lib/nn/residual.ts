@@ -129,6 +129,29 @@ export const perSample = (dy: tf.Tensor, s: tf.Tensor | undefined): tf.Tensor =>
 };
 
 /**
+ * `r + s (gamma (a W + b))` on 2-D operands (`s`: per-sample factors, `rowsPer` rows each; `gamma` and `s`
+ * optional), the forward value of a residual branch's last layer: one kernel where the fused epilogue takes
+ * the product (lib/core/kernels/matmul.ts `matMulBias`), else the separate ops in {@link scaledResidual}'s
+ * order. {@link residualLinear} and the fused MLP (lib/nn/mlp.ts) both end in it.
+ */
+export const residualProduct = (
+  a: tf.Tensor2D,
+  w: tf.Tensor2D,
+  b: tf.Tensor1D,
+  r: tf.Tensor2D,
+  gamma?: tf.Tensor1D,
+  s?: tf.Tensor1D,
+  rowsPer = 1,
+): tf.Tensor =>
+  matMulBias(a, w, b, "none", { x: r, gamma, rowScale: s, rowsPer }) ??
+    tf.tidy(() => {
+      // A product the epilogue does not take: the same ops, one by one.
+      const y = matMulBias(a, w, b) ?? tf.add(tf.matMul(a, w), b);
+      if (gamma === undefined) return tf.add(r, y);
+      return tf.add(r, perSample(tf.mul(y, gamma), s));
+    });
+
+/**
  * `r.x + dropPath(gamma (x W + b))` for a branch ending in the linear layer `p` (`x: [..., in]`): on WebGPU
  * one kernel, the layer scale, the drop-path factor and the residual add in the product's epilogue
  * (lib/core/kernels/matmul.ts `matMulBias`), with the same values as the separate ops. On the tape it keeps
@@ -161,15 +184,7 @@ export const residualLinear = (
     bb: tf.Tensor1D,
     gamma: tf.Tensor1D | undefined,
     res: tf.Tensor2D,
-  ) =>
-    matMulBias(a, w, bb, "none", { x: res, gamma, rowScale: s, rowsPer: rows / b }) ??
-      tf.tidy(() => {
-        // A product the kernel does not take: the same ops, one by one.
-        const y = tf.add(tf.matMul(a, w), bb);
-        if (gamma === undefined) return tf.add(res, y);
-        const ag = tf.mul(y, gamma);
-        return tf.add(res, s === undefined ? ag : perSample(ag, s));
-      });
+  ) => residualProduct(a, w, bb, res, gamma, s, rows / b);
   let y2: tf.Tensor;
   if (kind === "add") {
     // CLIP: no layer scale; the gradient of a plain add is dy for both.
