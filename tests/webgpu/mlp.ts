@@ -8,7 +8,7 @@
  * @module
  */
 import { tf } from "../../lib/deps.ts";
-import { selectBackend } from "../../lib/core/backend.ts";
+import { gpu, hasF16, onWebGPU } from "../webgpu_env.ts";
 import { registerKernels, restoreStockKernels } from "../../lib/core/kernels/dispatch.ts";
 import { checkMatMulActGrad, formatChecks } from "../../lib/bench/kernel_check.ts";
 import { gradients } from "../../lib/core/autodiff.ts";
@@ -19,13 +19,6 @@ import { key, split } from "../../lib/core/random.ts";
 import { type Activation, mlp, mlpInit, type MlpParams } from "../../lib/nn/mlp.ts";
 import { flatten, type Params } from "../../lib/core/tree.ts";
 import { assert, assertEquals } from "../../lib/core/std.ts";
-
-const hasWebGPU = await selectBackend("webgpu").then(() => tf.getBackend() === "webgpu", () => false);
-const hasF16 = hasWebGPU &&
-  (tf.backend() as unknown as { device: GPUDevice }).device.features.has("shader-f16");
-const gpu = { ignore: !hasWebGPU, sanitizeOps: false, sanitizeResources: false };
-/** Each test starts on WebGPU: suites run in one process, and another may have left wasm active. */
-const onWebGPU = () => selectBackend("webgpu");
 
 Deno.test({
   ...gpu,

@@ -8,7 +8,7 @@
  * @module
  */
 import { tf } from "../../lib/deps.ts";
-import { selectBackend } from "../../lib/core/backend.ts";
+import { gpu, onWebGPU } from "../webgpu_env.ts";
 import { registerKernels, restoreStockKernels } from "../../lib/core/kernels/dispatch.ts";
 import { gradients } from "../../lib/core/autodiff.ts";
 import { relativeError } from "../../lib/core/compare.ts";
@@ -18,9 +18,6 @@ import { linear, type LinearParams } from "../../lib/nn/linear.ts";
 import { mlp, mlpInit } from "../../lib/nn/mlp.ts";
 import { type Residual, residualLinear, scaledResidual } from "../../lib/nn/residual.ts";
 import { assert, assertEquals } from "../../lib/core/std.ts";
-
-const hasWebGPU = await selectBackend("webgpu").then(() => tf.getBackend() === "webgpu", () => false);
-const gpu = { ignore: !hasWebGPU, sanitizeOps: false, sanitizeResources: false };
 
 const [B, N, K, D] = [3, 21, 40, 36];
 const rnd = (shape: number[], seed: number, std = 1) => tf.randomNormal(shape, 0, std, "float32", seed);
@@ -50,7 +47,7 @@ Deno.test({
   name:
     "residualLinear: the separate ops' value to the bit, their gradients within 1e-5, with and without drop path",
   fn: async () => {
-    await selectBackend("webgpu");
+    await onWebGPU();
     registerKernels();
     const c = setup();
     try {
@@ -98,7 +95,7 @@ Deno.test({
   ...gpu,
   name: "the MLP's residual branch on the fused MLP: the separate ops' value and gradients within 1e-5",
   fn: async () => {
-    await selectBackend("webgpu");
+    await onWebGPU();
     registerKernels();
     const p = mlpInit(key(54), D, 4 * D);
     const x = rnd([B, N, D], 9), w = rnd([B, N, D], 10), gamma = rnd([D], 11, 0.5) as tf.Tensor1D;
