@@ -100,22 +100,23 @@ const randomPair = (k: Key, a: number[], b: number[]) => {
 };
 
 /**
- * The tiled matmul against tfjs's own kernel on the same inputs (WebGPU). `buffers` 2: every product
- * double-buffered (the default rule's tile and split otherwise), as a tile table may choose.
+ * The tiled matmul against tfjs's own kernel on the same inputs (WebGPU). `tableVariants`: every product
+ * double-buffered with its slice loop written out (the default rule's tile and split otherwise), as a tile
+ * table may choose.
  */
 export const checkMatMul = async (
   cases: readonly MatMulCase[],
   tolerance = 1e-5,
-  buffers: 1 | 2 = 1,
+  tableVariants = false,
 ): Promise<CheckResult[]> => {
   const saved = gemmChooser();
   // The default rule's tile (and, splits unset, its K split), double-buffered and with the slice loop
   // written out: the two variants a tile table adds to a tile.
-  if (buffers === 2) {
+  if (tableVariants) {
     setGemmChooser((s) => ({ tile: s.m * s.n >= 256 * 256 ? BIG : SMALL, buffers: 2, unroll: true }));
   }
   try {
-    return await checkMatMulOnce(cases, tolerance, buffers);
+    return await checkMatMulOnce(cases, tolerance, tableVariants);
   } finally {
     setGemmChooser(saved);
   }
@@ -124,7 +125,7 @@ export const checkMatMul = async (
 const checkMatMulOnce = async (
   cases: readonly MatMulCase[],
   tolerance: number,
-  buffers: 1 | 2,
+  tableVariants: boolean,
 ): Promise<CheckResult[]> => {
   const out: CheckResult[] = [];
   let k = key(7);
@@ -149,7 +150,7 @@ const checkMatMulOnce = async (
       : "stock (not planned)";
     out.push(
       result(
-        `matmul ${buffers === 2 ? "double-buffered unrolled " : ""}${c.what}`,
+        `matmul ${tableVariants ? "double-buffered unrolled " : ""}${c.what}`,
         `${JSON.stringify(c.a)} x ${JSON.stringify(c.b)}, ${detail}`,
         relativeError(await y.data(), refData),
         tolerance,
