@@ -15,7 +15,8 @@
  *    workgroup memory from `device.limits`), with the default rule's K split;
  * 2. for the `top` fastest tiles of stage 1: the K splits of the space (where the product has few output
  *    tiles and a long K), and for f16 operands both accumulations;
- * 3. the fastest so far double-buffered, with its slice loop written out, and both ({@link stage3Choices}).
+ * 3. the fastest so far double-buffered, with its slice loop written out, and both; where the device has
+ *    subgroups, each of these and the leader with A shared by subgroup shuffles ({@link stage3Choices}).
  * The default rule's own plan is always measured: it is the baseline and the output every candidate is
  * checked against (relative error, lib/core/compare.ts; f16 candidates against the f32 default). A
  * candidate that throws (a shader the driver refuses, an f16 variant missing) or differs is reported and
@@ -33,6 +34,7 @@ import { relativeError } from "../core/compare.ts";
 import { tensorsIn } from "../core/tree.ts";
 import { dirOf, message, statIfExists, writeTextAtomic } from "../core/fs.ts";
 import { checkDeviceErrors, webgpuDevice, withErrorScope } from "../core/webgpu_errors.ts";
+import { subgroupMinSize } from "../core/webgpu_features.ts";
 import {
   checkTile,
   type GemmChoice,
@@ -138,6 +140,11 @@ export interface TuneSpace {
   readonly buffers?: readonly (1 | 2)[];
   /** Stage 3 tries the leader with its slice loop written out (and double-buffered too, with `buffers`). */
   readonly unroll?: boolean;
+  /**
+   * Stage 3 tries the leader and each of its stage-3 variants again with A shared by subgroup shuffles
+   * (matmul.ts `GemmChoice.subgroup`), where the device has subgroups.
+   */
+  readonly subgroup?: boolean;
   /** How many of stage 1's fastest tiles stage 2 varies. */
   readonly top: number;
 }
@@ -174,6 +181,7 @@ export const FULL_SPACE: TuneSpace = {
   accumulate: ["f32", "f16"],
   buffers: [1, 2],
   unroll: true,
+  subgroup: true,
   top: 2,
 };
 
@@ -190,6 +198,7 @@ export const QUICK_SPACE: TuneSpace = {
   accumulate: ["f32", "f16"],
   buffers: [1, 2],
   unroll: true,
+  subgroup: true,
   top: 1,
 };
 
@@ -203,12 +212,21 @@ export const tileName = (t: Tile): string => `${t.bm}x${t.bn}x${t.bk}/${t.tm}x${
 
 /** A planned choice as text: `128x64x16/8x4 split 4` (f16 accumulation appended). */
 export const choiceName = (
-  p: { tile: Tile; splits: number; accumulate?: string; buffers?: 1 | 2; unroll?: boolean },
+  p: {
+    tile: Tile;
+    splits: number;
+    accumulate?: string;
+    buffers?: 1 | 2;
+    unroll?: boolean;
+    subgroup?: number;
+  },
   precision = "f32",
 ) =>
   `${tileName(p.tile)}${p.splits > 1 ? ` split ${p.splits}` : ""}${
     precision === "f16" ? ` acc ${p.accumulate ?? "f32"}` : ""
-  }${p.buffers === 2 ? " double-buffered" : ""}${p.unroll ? " unrolled" : ""}`;
+  }${p.buffers === 2 ? " double-buffered" : ""}${p.unroll ? " unrolled" : ""}${
+    p.subgroup ? ` subgroup ${p.subgroup}` : ""
+  }`;
 
 /** The stage-1 tiles of `space` for `s`, and why the others were left out. */
 export const candidateTiles = (
@@ -242,15 +260,30 @@ export const candidateChoices = (s: GemmShape, t: Tile, space: TuneSpace): GemmC
 };
 
 /**
+ * The lanes of the subgroup variant for `t` on a device whose subgroups have at least `minSize` lanes: the
+ * largest power of two that divides the thread grid's width and BK and is at most `minSize` (so that every
+ * subgroup size the device may use is a multiple of it), or 0 where that is below 2.
+ */
+export const subgroupLanes = (t: Tile, minSize: number | undefined): number => {
+  if (minSize === undefined) return 0;
+  let g = 2 ** Math.floor(Math.log2(Math.max(1, minSize)));
+  while (g >= 2 && ((t.bn / t.tn) % g !== 0 || t.bk % g !== 0)) g /= 2;
+  return g >= 2 ? g : 0;
+};
+
+/**
  * Stage 3: the leader of stages 1 and 2 double-buffered, with its slice loop written out, and both, as far
- * as the space tries them and the device has the workgroup memory (at most three candidates more per shape;
- * these change how the kernel waits and loops, not which tile suits the shape).
+ * as the space tries them and the device has the workgroup memory; then, where the device has subgroups
+ * (`minSubgroup`: its smallest subgroup size), the leader and each of those with A shared by subgroup
+ * shuffles (at most seven candidates more per shape; these change how the kernel moves data, waits and
+ * loops, not which tile suits the shape).
  */
 export const stage3Choices = (
   s: GemmShape,
   leader: GemmChoice,
   space: TuneSpace,
   limits?: TileLimits,
+  minSubgroup?: number,
 ): GemmChoice[] => {
   const doubled = (space.buffers ?? []).includes(2) &&
     (limits === undefined || tileMisfit(leader.tile, limits, s.precision, 2) === undefined);
@@ -260,7 +293,8 @@ export const stage3Choices = (
     out.push({ ...leader, unroll: true });
     if (doubled && leader.buffers !== 2) out.push({ ...leader, buffers: 2, unroll: true });
   }
-  return out;
+  const lanes = space.subgroup && !leader.subgroup ? subgroupLanes(leader.tile, minSubgroup) : 0;
+  return lanes > 0 ? [...out, ...[leader, ...out].map((c) => ({ ...c, subgroup: lanes }))] : out;
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -275,6 +309,7 @@ export interface CandidateResult {
     readonly accumulate: "f32" | "f16";
     readonly buffers: 1 | 2;
     readonly unroll: boolean;
+    readonly subgroup: number;
   };
   /** Median ms by the tune's timer (kernel time where the backend has one, else wall); undefined: failed. */
   readonly ms?: number;
@@ -314,6 +349,11 @@ export interface TuneOptions {
   readonly limits?: TileLimits;
   /** Progress lines (one per shape). */
   readonly log?: (line: string) => void;
+  /**
+   * The device's smallest subgroup size, for stage 3's subgroup candidates (default: the WebGPU device's
+   * `subgroupMinSize` where it has `subgroups`; none elsewhere).
+   */
+  readonly minSubgroup?: number;
   /** Runs a plan (default: matmul.ts `runMatMul`); tests inject a failing one. */
   readonly execute?: typeof runMatMul;
 }
@@ -340,9 +380,10 @@ const resolved = (p: MatMulPlan): CandidateResult["choice"] => ({
   accumulate: p.accumulate,
   buffers: p.buffers,
   unroll: p.unroll,
+  subgroup: p.subgroup,
 });
 const planKey = (c: CandidateResult["choice"]) =>
-  `${tileName(c.tile)}:${c.splits}:${c.accumulate}:${c.buffers}:${c.unroll}`;
+  `${tileName(c.tile)}:${c.splits}:${c.accumulate}:${c.buffers}:${c.unroll}:${c.subgroup}`;
 
 /** Puts back the chooser of the installed table (or none), after the tuner borrowed the hook. */
 const reinstallChooser = () => {
@@ -443,7 +484,10 @@ export const tuneShape = async (
         undefined,
       );
     const before3 = fastestOf([...done.values()]);
-    for (const c of before3 ? stage3Choices(s, before3.choice, opts.space, limits) : []) await tryChoice(c);
+    const minSubgroup = opts.minSubgroup ?? subgroupMinSize(webgpuDevice());
+    for (const c of before3 ? stage3Choices(s, before3.choice, opts.space, limits, minSubgroup) : []) {
+      await tryChoice(c);
+    }
     // A second look at the default and the winner, one after the other: the load of a shared machine
     // drifts over the minutes a shape takes, and each keeps the better of its two medians.
     const leader = fastestOf([...done.values()]);
@@ -470,6 +514,7 @@ export const tuneShape = async (
         ...(s.precision === "f16" ? { accumulate: best.choice.accumulate } : {}),
         ...(best.choice.buffers === 2 ? { buffers: 2 as const } : {}),
         ...(best.choice.unroll ? { unroll: true } : {}),
+        ...(best.choice.subgroup > 0 ? { subgroup: best.choice.subgroup } : {}),
       },
       ms: round(best.ms!),
       tflops: round(flopsOf(s) / (best.ms! * 1e-3) / 1e12),

@@ -45,7 +45,7 @@ import { capGpuPool } from "./gpu_pool.ts";
 import { message } from "./fs.ts";
 import { registerCpuKernels, registerWasmFallbackKernels } from "./kernels/wasm_fallback.ts";
 import { watchDevice, webgpuDevice } from "./webgpu_errors.ts";
-import { enableF16Shaders, withOptionalFeatures } from "./webgpu_features.ts";
+import { enableShaderExtensions, withOptionalFeatures } from "./webgpu_features.ts";
 
 /** The tfjs backends this project supports, in the order "auto" prefers them. */
 export const backendNames = ["webgpu", "wasm", "cpu"] as const;
@@ -178,7 +178,7 @@ const startWebGPU = async (adapter: GPUAdapter | null): Promise<BackendInfo | st
   const device = webgpuDevice();
   if (device === undefined) return "tfjs reports no WebGPU device";
   watchDevice(device);
-  enableF16Shaders(device);
+  enableShaderExtensions(device);
   capGpuPool(gpuPoolMibFromEnv() * 2 ** 20);
   return {
     name: "webgpu",

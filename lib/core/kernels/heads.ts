@@ -19,7 +19,14 @@
 import { tf, type WebGPUBackend } from "../../deps.ts";
 import type { TensorInfo } from "./program.ts";
 import type { Info, KernelArgs, KernelConfig } from "./override.ts";
-import { fastMatMulRegistered, type GemmScale, type MatrixView, planMatMul, runMatMul } from "./matmul.ts";
+import {
+  fastMatMulRegistered,
+  type GemmScale,
+  type MatrixView,
+  planChoices,
+  planMatMul,
+  runMatMul,
+} from "./matmul.ts";
 
 /**
  * `H` heads of `dh` columns in place: columns `[col, col + H dh)` of `x: [B, N, W]`, head `h` at
@@ -76,9 +83,7 @@ const headMatMulKernel = (args: KernelArgs): Info => {
   const plan = first.splits === 1 ? first : planMatMul([bh, ra, ca], [bh, rb, cb], at.transA, at.transB, {
     tile: first.tile,
     splits: 1,
-    accumulate: first.accumulate,
-    buffers: first.buffers,
-    unroll: first.unroll,
+    ...planChoices(first),
   })!;
   const { m, n } = plan;
   let c: MatrixView, outShape: number[];

@@ -43,6 +43,7 @@ import { tf, type WebGPUBackend } from "../../deps.ts";
 import { type Program, runProgram, type TensorInfo } from "./program.ts";
 import { type Info, type KernelArgs, type KernelConfig, kernelOverride } from "./override.ts";
 import { ACTIVATION_WGSL, forwardExpr, gradExpr } from "./gelu.ts";
+import { hasSubgroups, SUBGROUP_DECLARATIONS } from "../webgpu_features.ts";
 
 /** A tile configuration. Threads: `(BN / TN) x (BM / TM)`. */
 export interface Tile {
@@ -125,6 +126,14 @@ export interface GemmChoice {
    * arithmetic, same values.
    */
   readonly unroll?: boolean;
+  /**
+   * The subgroup variant (where the device has `subgroups`): A's BK slice skips workgroup memory; it is
+   * loaded into registers spread over row segments of this many lanes and passed between them by
+   * `subgroupShuffle` (B still goes through workgroup memory). A power of two dividing the thread grid's
+   * width and BK ({@link checkSubgroup}), at most the adapter's `subgroupMinSize`; unset or 0: A through
+   * workgroup memory. Same arithmetic, same values. Ignored on a device without subgroups.
+   */
+  readonly subgroup?: number;
 }
 
 /** Chooses a product's tile (a tuned table), or undefined for the defaults. */
@@ -235,6 +244,56 @@ const tileLoad = (
 };
 
 /**
+ * The subgroup variant's A: lane `s = tx % G` of a row segment loads, for each of its thread's `rm` row
+ * quads, the slice's k = `j G + s` (j < BK / G) into register `sa_r_j` (the next slice into `na_r_j`
+ * while this one is multiplied); step k of the slice is then `subgroupShuffle(sa_r_j, seg + k % G)`. Same
+ * zero-fill, scale and f16 rounding as {@link tileLoad}.
+ */
+const subgroupLoad = (t: Tile, l: GemmLayout, G: number, half: boolean, scaled: boolean) => {
+  const rm = t.tm / 4, rows = t.bm / t.tm;
+  const regs = range(rm).flatMap((r) => range(t.bk / G).map((j) => [r, j] as const));
+  const wt = half ? "vec4<f16>" : "vec4<f32>";
+  const load = (dst: "sa" | "na") =>
+    regs.map(([r, j]) => {
+      const quad = l.transA && l.vecA
+        ? `select(vec4<f32>(0.0), A[(aOff + gk * uniforms.lda + row) / 4], row < uniforms.M && gk < kEnd)`
+        : `vec4<f32>(${
+          range(4).map((i) =>
+            `select(0.0, A[${
+              l.transA ? `aOff + gk * uniforms.lda + row + ${i}` : `aOff + (row + ${i}) * uniforms.lda + gk`
+            }], row + ${i} < uniforms.M && gk < kEnd)`
+          ).join(", ")
+        })`;
+      const value = scaled ? `(${quad} * uniforms.alpha)` : quad;
+      return `{ let gk = k0 + ${j * G} + tx % ${G}; let row = m0 + ${
+        r * rows * 4
+      } + ty * 4; ${dst}_${r}_${j} = ${half ? `toHalf(${value})` : value}; }`;
+    }).join("\n      ");
+  return {
+    decl: regs.map(([r, j]) => `var sa_${r}_${j}: ${wt};\n  var na_${r}_${j}: ${wt};`).join("\n  "),
+    load,
+    advance: regs.map(([r, j]) => `sa_${r}_${j} = na_${r}_${j};`).join("\n    "),
+  };
+};
+
+/**
+ * Throws unless `g` lanes can share a BK slice of the tile's A in the subgroup variant: a power of two of
+ * at least 2 that divides the thread grid's width (a row segment stays within one row) and BK.
+ */
+export const checkSubgroup = (t: Tile, g: number): void => {
+  const ok = Number.isInteger(g) && g >= 2 && (g & (g - 1)) === 0 && (t.bn / t.tn) % g === 0 &&
+    t.bk % g === 0;
+  if (!ok) {
+    throw new Error(
+      `matmul subgroup ${g} with tile ${
+        JSON.stringify(t)
+      }: the lanes sharing A must be a power of two >= 2 ` +
+        `dividing the thread grid's width ${t.bn / t.tn} and BK ${t.bk}`,
+    );
+  }
+};
+
+/**
  * WGSL of `toHalf`, the f32 -> f16 rounding of an operand quad on its way into workgroup memory. WGSL
  * leaves the conversion of a value outside f16's range indeterminate, so the range is checked on the bits
  * (|v| >= 65520, which rounds to infinity, or Inf/NaN) and such a quad raises the workgroup's `overflowed`
@@ -278,6 +337,8 @@ export interface GemmVariant {
   readonly buffers?: 1 | 2;
   /** The k loop over a slice written out step by step ({@link GemmChoice.unroll}). */
   readonly unroll?: boolean;
+  /** Lanes that share A's slices by subgroup shuffles ({@link GemmChoice.subgroup}); 0 or unset: none. */
+  readonly subgroup?: number;
 }
 
 /**
@@ -302,7 +363,9 @@ export const gemmSource = (t: Tile, l: GemmLayout, v: GemmVariant = {}): string 
     buffers = 1,
     residual,
     unroll = false,
+    subgroup: G = 0,
   } = v;
+  if (G > 0) checkSubgroup(t, G);
   if (residual && !l.vecC) throw new Error("gemmSource: the residual epilogue needs vec4 C");
   if (actGrad !== "none" && !l.vecC) {
     throw new Error("gemmSource: the activation-gradient epilogue needs vec4 C");
@@ -321,6 +384,7 @@ export const gemmSource = (t: Tile, l: GemmLayout, v: GemmVariant = {}): string 
     )
     : [];
   const a = tileLoad("A", "As", t.bm, t.bk, threads, !l.transA, l.vecA, half, scale === "a");
+  const sg = G > 0 ? subgroupLoad(t, l, G, half, scale === "a") : undefined;
   const b = tileLoad("B", "Bs", t.bn, t.bk, threads, l.transB, l.vecB, half, scale === "b");
   const acc = (r: number, i: number, c: number) => `acc_${r}_${i}_${c}`;
   const hacc = (r: number, i: number, c: number) => `h_${r}_${i}_${c}`;
@@ -339,9 +403,10 @@ export const gemmSource = (t: Tile, l: GemmLayout, v: GemmVariant = {}): string 
   const curA = db ? "aCur + " : "", curB = db ? "bCur + " : "";
   // `kk`: the loop variable, or with `unroll` each step's constant (its offsets folded at compile time).
   const kkA = unroll ? "KK_A" : `kk * ${t.bm / 4}`, kkB = unroll ? "KK_B" : `kk * ${t.bn / 4}`;
-  for (let r = 0; r < rm; r++) {
-    inner.push(`let a${r} = ${widen(`As[${curA}${kkA} + ${r * ty} + ty]`)};`);
-  }
+  // The A quads of a k step: from workgroup memory, or (subgroup variant) shuffled from the lane of this
+  // row segment that loaded them, `SRC` (see below).
+  const aShared = range(rm).map((r) => `let a${r} = ${widen(`As[${curA}${kkA} + ${r * ty} + ty]`)};`);
+  const aShuffled = range(rm).map((r) => `let a${r} = ${widen(`subgroupShuffle(sa_${r}_@J@, @SRC@)`)};`);
   for (let c = 0; c < rn; c++) {
     inner.push(`let b${c} = ${widen(`Bs[${curB}${kkB} + ${c * tx} + tx]`)};`);
   }
@@ -402,6 +467,93 @@ export const gemmSource = (t: Tile, l: GemmLayout, v: GemmVariant = {}): string 
     }
   }
   const wt = half ? "vec4<f16>" : "vec4<f32>";
+  // The k loop: each BK slice of A and B into workgroup memory (`viaSubgroup`: B only; A's slice is held in
+  // registers spread over each row segment of G lanes, and shuffled out k step by k step).
+  const block = (lines: string[], j: number, q: number | undefined, kk: number | undefined) =>
+    lines.join("\n      ").replaceAll("@J@", String(j)).replaceAll(
+      "@SRC@",
+      q === undefined ? "seg + q" : `seg + ${q}u`,
+    )
+      .replaceAll("KK_A", String((kk ?? 0) * t.bm / 4)).replaceAll("KK_B", String((kk ?? 0) * t.bn / 4));
+  const steps = (viaSubgroup: boolean): string => {
+    if (!viaSubgroup) {
+      return unroll
+        ? range(t.bk).map((k) => `{\n      ${block([...aShared, ...inner], 0, 0, k)}\n    }`).join("\n    ")
+        : `for (var kk = 0; kk < ${t.bk}; kk++) {\n      ${[...aShared, ...inner].join("\n      ")}\n    }`;
+    }
+    // k = j G + q: lane `seg + q` of the segment holds step k in its register j (k in increasing order,
+    // as the shared path: the same sums).
+    return range(t.bk / G).map((j) =>
+      unroll
+        ? range(G).map((q) => `{\n      ${block([...aShuffled, ...inner], j, q, j * G + q)}\n    }`).join(
+          "\n    ",
+        )
+        : `for (var q = 0u; q < ${G}u; q++) {\n      let kk = ${j * G} + i32(q);\n      ${
+          block([...aShuffled, ...inner], j, undefined, undefined)
+        }\n    }`
+    ).join("\n    ");
+  };
+  const aLoad = (viaSubgroup: boolean, dst: "sa" | "na") => viaSubgroup ? sg!.load(dst) : a.load;
+  const aStore = (viaSubgroup: boolean, at = "") => viaSubgroup ? "" : a.store(at);
+  const loop = (viaSubgroup: boolean): string =>
+    `var k0 = kBegin;
+  ${aLoad(viaSubgroup, "sa")}
+  ${b.load}
+  ${aStore(viaSubgroup)}
+  ${b.store()}
+  workgroupBarrier();
+  for (var t = 0; t < tiles; t++) {
+    k0 = kBegin + (t + 1) * ${t.bk};
+    let more = t + 1 < tiles;
+    if (more) {
+      ${aLoad(viaSubgroup, "na")}
+      ${b.load}
+    }
+    ${
+      db
+        ? `let aCur = (t % 2) * ${t.bk * t.bm / 4};
+    let bCur = (t % 2) * ${t.bk * t.bn / 4};`
+        : ""
+    }
+    ${slice.join("\n    ")}
+    ${steps(viaSubgroup)}
+    ${fold.join("\n    ")}
+    ${
+      db
+        // The next slice goes into the other buffer, which nobody reads in this step: one barrier a step
+        // (the next step reads what this one stored; its stores go where this one read, after the barrier).
+        ? `if (more) {
+      ${aStore(viaSubgroup, `(1 - t % 2) * ${t.bk * t.bm / 4}`)}
+      ${b.store(`(1 - t % 2) * ${t.bk * t.bn / 4}`)}
+    }
+    workgroupBarrier();`
+        : `workgroupBarrier();
+    if (more) {
+      ${aStore(viaSubgroup)}
+      ${b.store()}
+    }
+    workgroupBarrier();`
+    }
+    ${viaSubgroup ? sg!.advance : ""}
+  }`;
+  // The subgroup variant checks what its shuffles assume, that the G lanes of each aligned run of a
+  // subgroup are G consecutive threads of one row of the grid (so a row's threads share its A values); a
+  // workgroup where the driver made subgroups otherwise (or of a size G does not divide) runs the shared
+  // path instead, the same sums. The check is made uniform across the workgroup so that both paths may
+  // hold barriers.
+  const subgroupBody = G === 0 ? "" : `let seg = sgLane - sgLane % ${G}u;
+  let partner = subgroupShuffle(localIndex, seg);
+  if (sgSize % ${G}u != 0u || localIndex % ${G}u != sgLane % ${G}u || partner + sgLane % ${G}u != localIndex) {
+    atomicOr(&sgCheck, 1u);
+  }
+  workgroupBarrier();
+  if (localIndex == 0u) { sgBad = atomicLoad(&sgCheck); }
+  ${sg!.decl}
+  if (workgroupUniformLoad(&sgBad) == 0u) {
+  ${loop(true)}
+  } else {
+  ${loop(false)}
+  }`;
   const flag = half
     ? `// An operand outside f16's range (see toHalf): the whole tile is NaN. The NaN is built at run time
   // (naga refuses a constant one).
@@ -409,13 +561,25 @@ export const gemmSource = (t: Tile, l: GemmLayout, v: GemmVariant = {}): string 
   let nan4 = bitcast<vec4<f32>>(vec4<u32>(0x7fc00000u | (localIndex & 0u)));`
     : "";
   const helpers = actGrad !== "none" && act === "none" ? ACTIVATION_WGSL : activationSource(act);
-  return `${half ? HALF_HELPERS : ""}${helpers}
+  return `${half ? HALF_HELPERS : ""}${helpers}${
+    G > 0
+      ? `${SUBGROUP_DECLARATIONS}var<workgroup> sgCheck: atomic<u32>;
+var<workgroup> sgBad: u32;
+`
+      : ""
+  }
 var<workgroup> As: array<${wt}, ${buffers * t.bk * t.bm / 4}>;
 var<workgroup> Bs: array<${wt}, ${buffers * t.bk * t.bn / 4}>;
 
 fn main(index: i32) {
-  let tx = i32(localId.x);
-  let ty = i32(localId.y);
+  ${
+    G > 0
+      ? `// A one-dimensional workgroup (naga takes the subgroup builtins only there), rows of ${tx} threads.
+  let tx = i32(localIndex) % ${tx};
+  let ty = i32(localIndex) / ${tx};`
+      : `let tx = i32(localId.x);
+  let ty = i32(localId.y);`
+  }
   let n0 = i32(workgroupId.x) * ${t.bn};
   let m0 = i32(workgroupId.y) * ${t.bm};
   let z = i32(workgroupId.z);
@@ -433,56 +597,7 @@ fn main(index: i32) {
   ${accDecl}
   ${a.decl}
   ${b.decl}
-  var k0 = kBegin;
-  ${a.load}
-  ${b.load}
-  ${a.store()}
-  ${b.store()}
-  workgroupBarrier();
-  for (var t = 0; t < tiles; t++) {
-    k0 = kBegin + (t + 1) * ${t.bk};
-    let more = t + 1 < tiles;
-    if (more) {
-      ${a.load}
-      ${b.load}
-    }
-    ${
-    db
-      ? `let aCur = (t % 2) * ${t.bk * t.bm / 4};
-    let bCur = (t % 2) * ${t.bk * t.bn / 4};`
-      : ""
-  }
-    ${slice.join("\n    ")}
-    ${
-    unroll
-      ? range(t.bk).map((k) =>
-        `{\n      ${
-          inner.join("\n      ").replaceAll("KK_A", String(k * t.bm / 4)).replaceAll(
-            "KK_B",
-            String(k * t.bn / 4),
-          )
-        }\n    }`
-      ).join("\n    ")
-      : `for (var kk = 0; kk < ${t.bk}; kk++) {\n      ${inner.join("\n      ")}\n    }`
-  }
-    ${fold.join("\n    ")}
-    ${
-    db
-      // The next slice goes into the other buffer, which nobody reads in this step: one barrier a step
-      // (the next step reads what this one stored; its stores go where this one read, after the barrier).
-      ? `if (more) {
-      ${a.store(`(1 - t % 2) * ${t.bk * t.bm / 4}`)}
-      ${b.store(`(1 - t % 2) * ${t.bk * t.bn / 4}`)}
-    }
-    workgroupBarrier();`
-      : `workgroupBarrier();
-    if (more) {
-      ${a.store()}
-      ${b.store()}
-    }
-    workgroupBarrier();`
-  }
-  }
+  ${G > 0 ? subgroupBody : loop(false)}
   ${flag}
   ${biasLoads.join("\n  ")}
   ${gammaLoads.join("\n  ")}
@@ -533,7 +648,19 @@ export interface MatMulPlan {
   readonly buffers: 1 | 2;
   /** The slice loop written out ({@link GemmChoice.unroll}). */
   readonly unroll: boolean;
+  /** Lanes sharing A's slices by subgroup shuffles, 0 for none ({@link GemmChoice.subgroup}). */
+  readonly subgroup: number;
 }
+
+/** What a plan chose besides its tile and split, as a {@link GemmChoice}'s fields (to plan the same again). */
+export const planChoices = (
+  p: MatMulPlan,
+): Pick<MatMulPlan, "accumulate" | "buffers" | "unroll" | "subgroup"> => ({
+  accumulate: p.accumulate,
+  buffers: p.buffers,
+  unroll: p.unroll,
+  subgroup: p.subgroup,
+});
 
 const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 /** Workgroups that fill the H200 twice over (132 SMs); fewer tiles than this get a split K. */
@@ -594,6 +721,8 @@ export const planMatMul = (
     vecC: n % 4 === 0,
   };
   const accumulate = precision === "f16" ? chosen?.accumulate ?? "f32" : "f32";
+  const subgroup = chosen?.subgroup ?? 0;
+  if (subgroup > 0) checkSubgroup(tile, subgroup);
   return {
     m,
     n,
@@ -610,6 +739,7 @@ export const planMatMul = (
     accumulate,
     buffers: chosen?.buffers ?? 1,
     unroll: chosen?.unroll ?? false,
+    subgroup,
   };
 };
 
@@ -731,6 +861,9 @@ export const runMatMul = (
   const actHere: EpilogueActivation = p.splits === 1 ? act : "none";
   const scale = v.scale ?? "none";
   const gradKind: EpilogueActivation = actGrad?.act ?? "none";
+  // The subgroup variant where the device has subgroups; elsewhere (a table measured on another device)
+  // the same product through workgroup memory.
+  const G = hasSubgroups(backend.device) ? p.subgroup : 0;
   const program: Program = {
     variableNames: [
       "A",
@@ -754,11 +887,11 @@ export const runMatMul = (
     outputComponent: l.vecC ? 4 : 1,
     shaderKey: key(t, l, p.precision, p.accumulate, inEpilogue, actHere) +
       (scale === "none" ? "" : `_s${scale}`) + (gradKind === "none" ? "" : `_d${gradKind}`) +
-      (p.buffers === 2 ? "_db" : "") + (p.unroll ? "_un" : "") +
+      (p.buffers === 2 ? "_db" : "") + (p.unroll ? "_un" : "") + (G > 0 ? `_sg${G}` : "") +
       (residual ? `_res${residual.gamma ? "g" : ""}${residual.rowScale ? "s" : ""}` : ""),
     dispatchLayout: { x: [0] },
     dispatch: [Math.ceil(n / t.bn), Math.ceil(m / t.bm), p.batch * p.splits],
-    workgroupSize: [t.bn / t.tn, t.bm / t.tm, 1],
+    workgroupSize: G > 0 ? [(t.bn / t.tn) * (t.bm / t.tm), 1, 1] : [t.bn / t.tn, t.bm / t.tm, 1],
     uniforms: "M : i32, N : i32, K : i32, heads : i32, aBase : i32, aOuter : i32, aInner : i32, lda : i32, " +
       "bBase : i32, bOuter : i32, bInner : i32, ldb : i32, cBase : i32, cOuter : i32, cInner : i32, ldc : i32, " +
       "cSplit : i32, kChunk : i32, splits : i32, alpha : f32, rowsPer : i32,",
@@ -772,6 +905,7 @@ export const runMatMul = (
         actGrad: gradKind,
         buffers: p.buffers,
         unroll: p.unroll,
+        subgroup: G,
         residual: residual && { gamma: residual.gamma !== undefined, rows: residual.rowScale !== undefined },
       }),
   };
@@ -873,6 +1007,7 @@ interface BiasAttrs {
   readonly act: EpilogueActivation;
   readonly buffers: 1 | 2;
   readonly unroll: boolean;
+  readonly subgroup: number;
   /** Rows per drop-path factor of a residual epilogue (tokens per sample). */
   readonly rowsPer?: number;
 }
@@ -894,6 +1029,7 @@ const matMulBiasKernel = (args: KernelArgs): Info => {
     accumulate: at.accumulate,
     buffers: at.buffers,
     unroll: at.unroll,
+    subgroup: at.subgroup,
   }, at.precision);
   if (plan === null) throw new Error(`${MATMUL_BIAS}: [${x.shape}] x [${w.shape}] is not planned`);
   // The attrs' split, exactly as planned (re-planning a split count may round it differently).
@@ -920,7 +1056,14 @@ const matMulActGradKernel = (args: KernelArgs): Info => {
     w.shape,
     false,
     true,
-    { tile, splits: 1, accumulate: at.accumulate, buffers: at.buffers, unroll: at.unroll },
+    {
+      tile,
+      splits: 1,
+      accumulate: at.accumulate,
+      buffers: at.buffers,
+      unroll: at.unroll,
+      subgroup: at.subgroup,
+    },
     at.precision,
   );
   if (plan === null || at.act === "none") {
@@ -1016,10 +1159,8 @@ export const matMulBias = (
     splits: plan.splits,
     kChunk: plan.kChunk,
     precision: plan.precision,
-    accumulate: plan.accumulate,
     act,
-    buffers: plan.buffers,
-    unroll: plan.unroll,
+    ...planChoices(plan),
     rowsPer: residual?.rowsPer ?? 1,
   };
   const inputs: tf.NamedTensorMap = { x, w, bias: b };
@@ -1070,10 +1211,8 @@ export const matMulActGrad = (
     splits: 1,
     kChunk: plan.k,
     precision: plan.precision,
-    accumulate: plan.accumulate,
     act,
-    buffers: plan.buffers,
-    unroll: plan.unroll,
+    ...planChoices(plan),
   };
   return tf.engine().runKernel(
     MATMUL_ACT_GRAD,

@@ -33,6 +33,7 @@ import type { BackendInfo } from "../backend.ts";
 import { message } from "../fs.ts";
 import { webgpuDevice } from "../webgpu_errors.ts";
 import {
+  checkSubgroup,
   checkTile,
   type GemmChoice,
   type GemmChooser,
@@ -64,6 +65,8 @@ export interface TileEntry {
     readonly buffers?: 1 | 2;
     /** The slice loop written out in the shader; unset: a loop. */
     readonly unroll?: boolean;
+    /** Lanes sharing A's slices by subgroup shuffles (matmul.ts `GemmChoice.subgroup`); unset: none. */
+    readonly subgroup?: number;
   };
   /** Median ms per product of the choice, by the table's `timer`. */
   readonly ms: number;
@@ -145,13 +148,14 @@ const ShapeC = closed("a shape { m, n, k, batch, transA, transB, precision }", {
 }, {});
 const EntryC = closed("an entry { shape, choice, ms, tflops, defaultMs, calls? }", {
   shape: ShapeC,
-  choice: closed("a choice { tile, splits, accumulate?, buffers?, unroll? }", {
+  choice: closed("a choice { tile, splits, accumulate?, buffers?, unroll?, subgroup? }", {
     tile: TileC,
     splits: t.number,
   }, {
     accumulate: Precision,
     buffers: t.union([t.literal(1), t.literal(2)]),
     unroll: t.boolean,
+    subgroup: t.number,
   }),
   ms: t.number,
   tflops: t.number,
@@ -202,6 +206,13 @@ const semanticErrors = (table: TileTable): string[] => {
       checkTile(e.choice.tile);
     } catch (err) {
       errs.push(`${at}.choice.tile: ${message(err)}`);
+    }
+    if (e.choice.subgroup !== undefined && e.choice.subgroup !== 0) {
+      try {
+        checkSubgroup(e.choice.tile, e.choice.subgroup);
+      } catch (err) {
+        errs.push(`${at}.choice.subgroup: ${message(err)}`);
+      }
     }
     if (!posInt(e.choice.splits)) {
       errs.push(`${at}.choice.splits: expected a positive integer, got ${e.choice.splits}`);
