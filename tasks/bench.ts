@@ -311,8 +311,14 @@ if (args.check) {
   // Double-buffered tiles with written-out slice loops (a tile table's choices): the same products and tolerance.
   await step(
     "matmul double-buffered",
-    () => checkMatMul([...smallMatMulCases, ...modelMatMulCases], 1e-5, true),
+    () => checkMatMul([...smallMatMulCases, ...modelMatMulCases], 1e-5, "doubled"),
   );
+  // A shared by subgroup shuffles, where the device has subgroups (nothing checked, and said so, elsewhere).
+  await step("matmul subgroup", async () => {
+    const r = await checkMatMul([...smallMatMulCases, ...modelMatMulCases], 1e-5, "subgroup");
+    if (r.length === 0) console.error("check matmul subgroup: skipped, the device has no subgroups");
+    return r;
+  });
   // The bias epilogue of the linear layers (f32, and f16 where the adapter has shader-f16).
   await step("matmul+bias", () => checkMatMulBias([...smallMatMulBiasCases, ...modelMatMulBiasCases]));
   // The teacher's MLP (and inference): bias and QuickGELU / GELU in the epilogue; ViT-B/16 at batch 32, ViT-T.

@@ -1,11 +1,17 @@
 /**
  * The tile table (lib/core/kernels/tile_table.ts) without a GPU: the file format's parser and its errors,
  * the nearest-entry lookup, planMatMul under an installed table, where a table is found, and the tuner's
- * candidate lists (lib/bench/tune.ts). tests/webgpu/tune.ts runs the tuner and the install on the adapter.
+ * candidate lists (lib/bench/tune.ts) with the subgroup variant's lanes. tests/webgpu/tune.ts runs the tuner and the install on the adapter.
  */
 import { E } from "../lib/deps.ts";
-import { assert, assertEquals, assertRejects, assertStringIncludes } from "../lib/core/std.ts";
-import { planMatMul, setGemmChooser, type Tile } from "../lib/core/kernels/matmul.ts";
+import { assert, assertEquals, assertRejects, assertStringIncludes, assertThrows } from "../lib/core/std.ts";
+import {
+  checkSubgroup,
+  planMatMul,
+  setGemmChooser,
+  subgroupLanes,
+  type Tile,
+} from "../lib/core/kernels/matmul.ts";
 import {
   adapterFileName,
   findTileTable,
@@ -59,7 +65,7 @@ const table: TileTable = tileTableOf("Test Adapter (v1, 2 units)", "test", {
     entry(768, 2304, 3168, 1, T32, 4, [true, false]),
     {
       ...entry(64, 64, 64, 1, T32, 1, [true, true]),
-      choice: { tile: T32, splits: 1, buffers: 2, unroll: true },
+      choice: { tile: T32, splits: 1, buffers: 2, unroll: true, subgroup: 8 },
     },
   ],
 });
@@ -112,6 +118,11 @@ Deno.test("tile table: a malformed table is refused with the file, the path and 
   assertStringIncludes(
     bad((j) => ((entries(j)[1].choice as Record<string, unknown>).buffers = 3)),
     "at entries[1].choice.buffers",
+  );
+  // T32 is 8 threads wide: 16 lanes would span two rows of the grid.
+  assertStringIncludes(
+    bad((j) => ((entries(j)[3].choice as Record<string, unknown>).subgroup = 16)),
+    "at entries[3].choice.subgroup: matmul subgroup 16",
   );
   assertStringIncludes(bad((j) => (entries(j)[0].ms = -1)), "at entries[0].ms: expected a number >= 0");
 });
@@ -291,6 +302,39 @@ Deno.test("tune candidates: supported tiles that fit, K splits only for few tile
     stage3Choices(shape(64, 64, 4096), leader, { ...FULL_SPACE, buffers: [1], unroll: false }),
     [],
   );
+  // Where the device has subgroups: the leader and each of those again with A shared by shuffles, at the
+  // lanes the tile and the device's smallest subgroup allow (T32: 8 threads a row; the device: 32 or 4).
+  const three = stage3Choices(shape(64, 64, 4096), leader, FULL_SPACE, limits);
+  assertEquals(stage3Choices(shape(64, 64, 4096), leader, FULL_SPACE, limits, 32), [
+    ...three,
+    ...[leader, ...three].map((c) => ({ ...c, subgroup: 8 })),
+  ]);
+  assertEquals(
+    stage3Choices(shape(64, 64, 4096), leader, FULL_SPACE, limits, 4).slice(3).map((c) => c.subgroup),
+    [4, 4, 4, 4],
+  );
+  assertEquals(
+    stage3Choices(shape(64, 64, 4096), leader, { ...FULL_SPACE, subgroup: false }, limits, 32),
+    three,
+  );
+  assertEquals(
+    stage3Choices(shape(64, 64, 4096), { ...leader, subgroup: 8 }, FULL_SPACE, limits, 32).length,
+    3,
+  );
+});
+
+Deno.test("subgroup lanes: a power of two dividing the grid's width and BK, at most the smallest subgroup", () => {
+  const T128: Tile = { bm: 128, bn: 128, bk: 16, tm: 8, tn: 8 };
+  assertEquals(subgroupLanes(T128, 32), 16);
+  assertEquals(subgroupLanes(T128, 8), 8);
+  assertEquals(subgroupLanes(T128, 12), 8);
+  assertEquals(subgroupLanes({ ...T128, bk: 8 }, 64), 8);
+  assertEquals(subgroupLanes({ bm: 64, bn: 32, bk: 16, tm: 4, tn: 8 }, 32), 4);
+  assertEquals(subgroupLanes(T128, 1), 0);
+  assertEquals(subgroupLanes(T128, undefined), 0);
+  checkSubgroup(T128, 16);
+  assertThrows(() => checkSubgroup(T128, 32), Error, "grid's width 16");
+  assertThrows(() => checkSubgroup(T128, 6), Error, "power of two");
 });
 
 Deno.test("tune: an existing table is not overwritten without --force", async () => {

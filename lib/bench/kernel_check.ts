@@ -7,11 +7,12 @@
  * @module
  */
 import { tf, type WebGPUBackend } from "../deps.ts";
-import { withErrorScope } from "../core/webgpu_errors.ts";
+import { webgpuDevice, withErrorScope } from "../core/webgpu_errors.ts";
 import { type Key, key, seedOf, split } from "../core/random.ts";
 import {
   BIG,
   gemmChooser,
+  type GemmShape,
   matMulActGrad,
   matMulBias,
   type MatMulPrecision,
@@ -23,7 +24,9 @@ import {
   setGemmChooser,
   setMatMulPrecision,
   SMALL,
+  subgroupLanes,
 } from "../core/kernels/matmul.ts";
+import { subgroupMinSize } from "../core/webgpu_features.ts";
 import { packHalf, unpackHalf } from "../core/kernels/half.ts";
 import { toTensor } from "../core/kernels/program.ts";
 import { registerKernels, restoreStockKernels } from "../core/kernels/dispatch.ts";
@@ -100,23 +103,29 @@ const randomPair = (k: Key, a: number[], b: number[]) => {
 };
 
 /**
- * The tiled matmul against tfjs's own kernel on the same inputs (WebGPU). `tableVariants`: every product
- * double-buffered with its slice loop written out (the default rule's tile and split otherwise), as a tile
- * table may choose.
+ * What {@link checkMatMul} runs besides the default plan, as a tile table may choose: "doubled" (the default
+ * rule's tile and split, double-buffered, with its slice loop written out) or "subgroup" (the default
+ * rule's tile and split with A shared by subgroup shuffles, at the lanes the tuner would give it on this
+ * device; no products where the device has no subgroups).
  */
+export type MatMulVariant = "default" | "doubled" | "subgroup";
+
+/** The tiled matmul against tfjs's own kernel on the same inputs (WebGPU), as `variant` plans it. */
 export const checkMatMul = async (
   cases: readonly MatMulCase[],
   tolerance = 1e-5,
-  tableVariants = false,
+  variant: MatMulVariant = "default",
 ): Promise<CheckResult[]> => {
   const saved = gemmChooser();
-  // The default rule's tile (and, splits unset, its K split), double-buffered and with the slice loop
-  // written out: the two variants a tile table adds to a tile.
-  if (tableVariants) {
-    setGemmChooser((s) => ({ tile: s.m * s.n >= 256 * 256 ? BIG : SMALL, buffers: 2, unroll: true }));
+  const tileOf = (s: GemmShape) => s.m * s.n >= 256 * 256 ? BIG : SMALL;
+  const minSize = subgroupMinSize(webgpuDevice());
+  if (variant === "subgroup" && minSize === undefined) return [];
+  if (variant === "doubled") setGemmChooser((s) => ({ tile: tileOf(s), buffers: 2, unroll: true }));
+  if (variant === "subgroup") {
+    setGemmChooser((s) => ({ tile: tileOf(s), subgroup: subgroupLanes(tileOf(s), minSize) }));
   }
   try {
-    return await checkMatMulOnce(cases, tolerance, tableVariants);
+    return await checkMatMulOnce(cases, tolerance, variant);
   } finally {
     setGemmChooser(saved);
   }
@@ -125,7 +134,7 @@ export const checkMatMul = async (
 const checkMatMulOnce = async (
   cases: readonly MatMulCase[],
   tolerance: number,
-  tableVariants: boolean,
+  variant: MatMulVariant,
 ): Promise<CheckResult[]> => {
   const out: CheckResult[] = [];
   let k = key(7);
@@ -146,11 +155,12 @@ const checkMatMulOnce = async (
     const detail = plan
       ? `tile ${plan.tile.bm}, splits ${plan.splits}${plan.buffers === 2 ? ", double-buffered" : ""}${
         plan.unroll ? ", unrolled" : ""
-      }`
+      }${plan.subgroup ? `, subgroup ${plan.subgroup}` : ""}`
       : "stock (not planned)";
+    const named = { default: "", doubled: "double-buffered unrolled ", subgroup: "subgroup " }[variant];
     out.push(
       result(
-        `matmul ${tableVariants ? "double-buffered unrolled " : ""}${c.what}`,
+        `matmul ${named}${c.what}`,
         `${JSON.stringify(c.a)} x ${JSON.stringify(c.b)}, ${detail}`,
         relativeError(await y.data(), refData),
         tolerance,

@@ -45,6 +45,7 @@ import {
   registerFastMatMul,
   runMatMul,
   setGemmChooser,
+  subgroupLanes,
   type Tile,
 } from "../core/kernels/matmul.ts";
 import type { TensorInfo } from "../core/kernels/program.ts";
@@ -257,18 +258,6 @@ export const candidateChoices = (s: GemmShape, t: Tile, space: TuneSpace): GemmC
     : space.splits.filter((p) => p === 1);
   const accs = s.precision === "f16" ? space.accumulate : ["f32" as const];
   return splits.flatMap((p) => accs.map((accumulate) => ({ tile: t, splits: p, accumulate })));
-};
-
-/**
- * The lanes of the subgroup variant for `t` on a device whose subgroups have at least `minSize` lanes: the
- * largest power of two that divides the thread grid's width and BK and is at most `minSize` (so that every
- * subgroup size the device may use is a multiple of it), or 0 where that is below 2.
- */
-export const subgroupLanes = (t: Tile, minSize: number | undefined): number => {
-  if (minSize === undefined) return 0;
-  let g = 2 ** Math.floor(Math.log2(Math.max(1, minSize)));
-  while (g >= 2 && ((t.bn / t.tn) % g !== 0 || t.bk % g !== 0)) g /= 2;
-  return g >= 2 ? g : 0;
 };
 
 /**

@@ -8,9 +8,10 @@
  *
  * @module
  */
-import { tf } from "../../lib/deps.ts";
+import { tf, type WebGPUBackend } from "../../lib/deps.ts";
 import { selectBackend } from "../../lib/core/backend.ts";
 import {
+  type GemmChoice,
   type GemmChooser,
   gemmChooser,
   matMulActGrad,
@@ -19,9 +20,19 @@ import {
   restoreStockMatMul,
   setGemmChooser,
   setMatMulPrecision,
+  subgroupLanes,
 } from "../../lib/core/kernels/matmul.ts";
+import { SUBGROUP_DECLARATIONS, subgroupMinSize } from "../../lib/core/webgpu_features.ts";
+import { webgpuDevice } from "../../lib/core/webgpu_errors.ts";
+import { headAttention } from "../../lib/nn/sdpa.ts";
 import { registerKernels, restoreStockKernels } from "../../lib/core/kernels/dispatch.ts";
-import { BindingSizeError, checkBindable } from "../../lib/core/kernels/program.ts";
+import {
+  BindingSizeError,
+  checkBindable,
+  type Program,
+  runProgram,
+  toTensor,
+} from "../../lib/core/kernels/program.ts";
 import {
   checkMatMul,
   checkMatMulBias,
@@ -323,6 +334,135 @@ Deno.test({
       setGemmChooser(saved);
       restoreStockKernels();
       tf.dispose([x, w, bias, u, g]);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "the subgroup variant (A shared by subgroupShuffle) gives the plain kernel's values: every layout, split K, heads in place, f16, epilogues; and its shared-path fallback too",
+  ignore: !hasWebGPU || subgroupMinSize(webgpuDevice()) === undefined,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await selectBackend("webgpu");
+    registerKernels();
+    const saved = gemmChooser();
+    const minSize = subgroupMinSize(webgpuDevice())!;
+    // 8 lanes where the subgroups have 8 or more (lavapipe: 8; the shuffles run); 16 lanes on a tile 16
+    // threads wide, which on an 8-lane device takes the shared path (the check in the kernel) and on a
+    // device of 16 or more lanes the shuffles.
+    const T8 = { bm: 32, bn: 32, bk: 8, tm: 4, tn: 4 };
+    const lanes = subgroupLanes(T8, minSize);
+    assertEquals(lanes, Math.min(8, 2 ** Math.floor(Math.log2(minSize))));
+    const [ka, kb, kc] = split(key(51), 3);
+    const x = tf.randomNormal([70, 36], 0, 1, "float32", seedOf(ka)) as tf.Tensor2D;
+    const w = tf.randomNormal([36, 52], 0, 1, "float32", seedOf(kb)) as tf.Tensor2D;
+    const bias = tf.randomNormal([52], 0, 1, "float32", seedOf(kc)) as tf.Tensor1D;
+    const u = tf.randomNormal([70, 52], 0, 1, "float32", seedOf(kc) + 1) as tf.Tensor2D;
+    const g = tf.randomNormal([70, 36], 0, 1, "float32", seedOf(kc) + 2) as tf.Tensor2D;
+    const qkv = tf.randomNormal([2, 37, 3 * 16], 0, 1, "float32", seedOf(kc) + 3) as tf.Tensor3D;
+    const run = async (choice: Omit<GemmChoice, "splits">) => {
+      setGemmChooser((s) => ({ ...choice, splits: s.k >= 1024 ? 4 : 1 }));
+      const out: Float32Array[] = [];
+      let k = key(53);
+      for (const c of smallMatMulCases) {
+        const [k1, k2, next] = split(k, 3);
+        k = next;
+        const a = tf.randomNormal(c.a, 0, 1, "float32", seedOf(k1));
+        const b = tf.randomNormal(c.b, 0, 1, "float32", seedOf(k2));
+        const y = tf.matMul(a, b, c.ta, c.tb);
+        out.push(await y.data() as Float32Array);
+        tf.dispose([a, b, y]);
+      }
+      for (
+        const y of [
+          matMulBias(x, w, bias)!,
+          matMulActGrad(g, tf.transpose(w) as tf.Tensor2D, u, "gelu")!,
+          // Self-attention's products on views of one qkv projection, scaled (lib/core/kernels/heads.ts).
+          headAttention([qkv], { q: [0, 0], k: [0, 16], v: [0, 32] }, 2),
+        ]
+      ) {
+        out.push(await y.data() as Float32Array);
+        y.dispose();
+      }
+      return out;
+    };
+    const same = (a: Float32Array[], b: Float32Array[], what: string) => {
+      assertEquals(a.length, smallMatMulCases.length + 3);
+      a.forEach((o, i) => assertEquals(relativeError(b[i], o), 0, `${what}: output ${i}`));
+    };
+    try {
+      for (const [precision, accumulate] of [["f32", "f32"], ["f16", "f32"], ["f16", "f16"]] as const) {
+        if (precision === "f16" && !hasF16) continue;
+        setMatMulPrecision(precision);
+        const plain = await run({ tile: T8, accumulate });
+        for (const [buffers, unroll] of [[1, false], [2, true]] as const) {
+          const other = await run({ tile: T8, accumulate, buffers, unroll, subgroup: lanes });
+          same(
+            plain,
+            other,
+            `${precision}/${accumulate}, ${buffers} buffers, unroll ${unroll}, ${lanes} lanes`,
+          );
+        }
+      }
+      setMatMulPrecision("f32");
+      // A tile 16 threads wide (and few, for llvmpipe's compile time).
+      const T16 = { bm: 16, bn: 64, bk: 16, tm: 4, tn: 4 };
+      same(await run({ tile: T16 }), await run({ tile: T16, subgroup: 16 }), "16 threads a row, 16 lanes");
+      assertThrows(
+        () => planMatMul([64, 64], [64, 64], false, false, { tile: T8, subgroup: 16 }),
+        Error,
+        "lanes",
+      );
+    } finally {
+      setMatMulPrecision("f32");
+      setGemmChooser(saved);
+      restoreStockKernels();
+      tf.dispose([x, w, bias, u, g, qkv]);
+    }
+  },
+});
+
+Deno.test({
+  name: "the subgroup builtins reach a program through tfjs's entry point: lane, size, and a shuffle",
+  ignore: !hasWebGPU || subgroupMinSize(webgpuDevice()) === undefined,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await selectBackend("webgpu");
+    const backend = tf.backend() as WebGPUBackend;
+    // Each invocation writes its lane, the subgroup size, and the invocation index of the lane after it
+    // (cyclically), as the subgroup variant's check reads its partners.
+    const program: Program = {
+      variableNames: [],
+      outputShape: [3 * 64],
+      shaderKey: "caeTestSubgroupBuiltins",
+      dispatchLayout: { x: [0] },
+      dispatch: [1, 1, 1],
+      workgroupSize: [64, 1, 1],
+      getUserCode: () =>
+        `${SUBGROUP_DECLARATIONS}
+fn main(index: i32) {
+  // (uniforms read: a module that binds nothing at 1 fails tfjs's bind group)
+  if (i32(localIndex) * 3 >= uniforms.outShape) { return; }
+  let next = subgroupShuffle(localIndex, (sgLane + 1u) % sgSize);
+  result[localIndex * 3u] = f32(sgLane);
+  result[localIndex * 3u + 1u] = f32(sgSize);
+  result[localIndex * 3u + 2u] = f32(next);
+}`,
+    };
+    const out = toTensor(runProgram(backend, program, []));
+    const v = await out.data();
+    out.dispose();
+    const size = v[1];
+    assert(size >= subgroupMinSize(webgpuDevice())! && 64 % size === 0, `subgroup size ${size}`);
+    for (let i = 0; i < 64; i++) {
+      assertEquals(v[3 * i + 1], size, `invocation ${i}: size`);
+      // The invocations this device groups: consecutive ones (what the kernel's check assumes; a device that
+      // groups otherwise is told apart by that check, not by this test).
+      assertEquals(v[3 * i], i % size, `invocation ${i}: lane`);
+      assertEquals(v[3 * i + 2], i - (i % size) + ((i + 1) % size), `invocation ${i}: shuffled`);
     }
   },
 });

@@ -28,7 +28,15 @@ const hasWebGPU = info !== undefined && tf.getBackend() === "webgpu";
 const SMALL = { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 }; // the default rule's tile for these shapes
 const T32 = { bm: 32, bn: 32, bk: 16, tm: 4, tn: 4 };
 const opts: TuneOptions = {
-  space: { tiles: [SMALL, T32], splits: [1, 4], accumulate: ["f32"], buffers: [1, 2], unroll: true, top: 1 },
+  space: {
+    tiles: [SMALL, T32],
+    splits: [1, 4],
+    accumulate: ["f32"],
+    buffers: [1, 2],
+    unroll: true,
+    subgroup: true,
+    top: 1,
+  },
   timing: { ...QUICK_TIMING, steps: 3, targetMs: 2, budgetMs: 100 },
 };
 const shape = (m: number, n: number, k: number, batch: number, transA: boolean, transB: boolean) => ({
@@ -82,6 +90,12 @@ webgpuTest("tune: picks a correct candidate per shape and writes a table that re
     ),
     "double-buffered and unrolled candidates ran (and matched the default plan)",
   );
+  if ((info?.features ?? []).includes("subgroups")) {
+    assert(
+      r.outcomes.every((o) => o.candidates.some((c) => c.choice.subgroup > 0 && c.ms !== undefined)),
+      "subgroup candidates ran (and matched the default plan)",
+    );
+  }
   assert(r.stepTunedMs <= r.stepDefaultMs * 1.0001);
   await withTmp("caev2-tune-", async (dir) => {
     const table = tileTableOf(info!.adapter ?? "?", "test", r);
@@ -115,7 +129,14 @@ Deno.test({
   fn: async () => {
     const r = await tuneShapes(shapes.slice(0, 1), "f16", {
       ...opts,
-      space: { ...opts.space, tiles: [SMALL], accumulate: ["f32", "f16"], buffers: [1], unroll: false },
+      space: {
+        ...opts.space,
+        tiles: [SMALL],
+        accumulate: ["f32", "f16"],
+        buffers: [1],
+        unroll: false,
+        subgroup: false,
+      },
     });
     const o = r.outcomes[0];
     assertEquals(o.shape.precision, "f16");

@@ -294,6 +294,18 @@ export const checkSubgroup = (t: Tile, g: number): void => {
 };
 
 /**
+ * The lanes of the subgroup variant for `t` on a device whose subgroups have at least `minSize` lanes: the
+ * largest power of two that divides the thread grid's width and BK and is at most `minSize` (so that every
+ * subgroup size the device may use is a multiple of it), or 0 where that is below 2.
+ */
+export const subgroupLanes = (t: Tile, minSize: number | undefined): number => {
+  if (minSize === undefined) return 0;
+  let g = 2 ** Math.floor(Math.log2(Math.max(1, minSize)));
+  while (g >= 2 && ((t.bn / t.tn) % g !== 0 || t.bk % g !== 0)) g /= 2;
+  return g >= 2 ? g : 0;
+};
+
+/**
  * WGSL of `toHalf`, the f32 -> f16 rounding of an operand quad on its way into workgroup memory. WGSL
  * leaves the conversion of a value outside f16's range indeterminate, so the range is checked on the bits
  * (|v| >= 65520, which rounds to infinity, or Inf/NaN) and such a quad raises the workgroup's `overflowed`
