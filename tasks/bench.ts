@@ -263,15 +263,21 @@ if (args.tune) {
     }`,
   );
   const t0 = performance.now();
+  const tuned = `${model}, batch ${batches.join(",")}, teacher ${teacher}, ${precision}` +
+    `${quick ? ", quick" : ""}${args["max-shapes"] != null ? `, ${shapes.length} largest shapes` : ""}`;
   const r = await tuneShapes(shapes, precision, {
     space: quick ? QUICK_SPACE : FULL_SPACE,
     timing: quick ? QUICK_TIMING : FULL_TIMING,
     log: (m) => console.error(m),
-  });
-  const tuned = `${model}, batch ${batches.join(",")}, teacher ${teacher}, ${precision}` +
-    `${quick ? ", quick" : ""}${args["max-shapes"] != null ? `, ${shapes.length} largest shapes` : ""}`;
-  await writeTileTable(out, tileTableOf(adapter, tuned, r), args.force as boolean)
-    .catch((e: Error) => fail(e.message));
+    // The table so far after each shape (checked writable above; each write atomic), so that a tune cut
+    // short (a time limit, Ctrl-C) leaves the shapes it measured, and says it is partial.
+    onShape: async (sofar, total) => {
+      if (sofar.outcomes.length === total) return;
+      const partial = `${tuned}; partial: ${sofar.outcomes.length} of ${total} shapes`;
+      await writeTileTable(out, tileTableOf(adapter, partial, sofar), true);
+    },
+  }).catch((e: Error) => fail(e.message));
+  await writeTileTable(out, tileTableOf(adapter, tuned, r), true).catch((e: Error) => fail(e.message));
   const failed = r.outcomes.length - r.entries.length;
   console.log(
     `tune: ${r.entries.length} of ${r.outcomes.length} shapes tuned in ${

@@ -343,6 +343,11 @@ export interface TuneOptions {
    * `subgroupMinSize` where it has `subgroups`; none elsewhere).
    */
   readonly minSubgroup?: number;
+  /**
+   * Called after each shape with the result so far and the number of shapes (`deno task bench --tune`
+   * writes the partial table, so that a tune cut short keeps what it measured).
+   */
+  readonly onShape?: (sofar: TuneResult, total: number) => Promise<void> | void;
   /** Runs a plan (default: matmul.ts `runMatMul`); tests inject a failing one. */
   readonly execute?: typeof runMatMul;
 }
@@ -570,14 +575,25 @@ export const tuneShapes = async (
       const o = await tuneShape({ ...shape, precision }, { ...opts, floorMs, calls });
       outcomes.push(o);
       log(formatOutcome(o, i, shapes.length));
+      if (opts.onShape !== undefined) {
+        // The table so far, for the caller to keep (with the chooser back, as outside the tuner).
+        reinstallChooser();
+        await opts.onShape(tuneResultOf(outcomes), shapes.length);
+        setGemmChooser(undefined);
+      }
     }
   } finally {
     reinstallChooser();
   }
+  return tuneResultOf(outcomes);
+};
+
+/** The result of the shapes tuned so far. */
+const tuneResultOf = (outcomes: readonly ShapeOutcome[]): TuneResult => {
   const entries = outcomes.flatMap((o) => o.entry ? [o.entry] : []);
   const sum = (f: (e: TileEntry) => number) => entries.reduce((s, e) => s + f(e) * (e.calls ?? 1), 0);
   return {
-    outcomes,
+    outcomes: [...outcomes],
     entries,
     stepDefaultMs: sum((e) => e.defaultMs),
     stepTunedMs: sum((e) => e.ms),

@@ -69,7 +69,15 @@ const webgpuTest = (name: string, fn: () => Promise<void>) =>
   Deno.test({ name, ignore: !hasWebGPU, sanitizeOps: false, sanitizeResources: false, fn });
 
 webgpuTest("tune: picks a correct candidate per shape and writes a table that reads back", async () => {
-  const r = await tuneShapes(shapes, "f32", opts);
+  const sofar: number[] = [];
+  const r = await tuneShapes(shapes, "f32", {
+    ...opts,
+    onShape: (partial, total) => {
+      assertEquals(total, 3);
+      sofar.push(partial.entries.length);
+    },
+  });
+  assertEquals(sofar, [1, 2, 3], "the table so far after each shape (what bench --tune writes)");
   assertEquals(r.entries.length, 3);
   for (const o of r.outcomes) {
     const ok = o.candidates.filter((c) => c.ms !== undefined);
@@ -243,6 +251,53 @@ webgpuTest(
       } finally {
         setGemmChooser(undefined);
       }
+    });
+  },
+);
+
+webgpuTest(
+  "bench --tune cut short (SIGKILL) leaves the table of the shapes it measured, marked partial",
+  async () => {
+    await withTmp("caev2-tune-kill-", async (dir) => {
+      const out = `${dir}/tiles.json`;
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../../tasks/bench.ts", import.meta.url).pathname,
+          "--backend",
+          "webgpu",
+          "--tune",
+          "--tune-quick",
+          "--model",
+          "micro",
+          "--teacher",
+          "micro",
+          "--batch",
+          "2",
+          "--max-shapes",
+          "4",
+          "--out",
+          out,
+        ],
+        env: { NO_COLOR: "1" },
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+      // Killed once the second shape's line is out: the first shape's table was written before it began.
+      let text = "";
+      const decoder = new TextDecoder();
+      for await (const chunk of child.stderr) {
+        text += decoder.decode(chunk, { stream: true });
+        if (text.includes("tune 2/4")) break;
+      }
+      child.kill("SIGKILL");
+      const status = await child.status;
+      assert(!status.success, `bench ended by itself before the kill:\n${text}`);
+      const table = await readTileTable(out);
+      assertStringIncludes(table.tuned, "partial:");
+      assertStringIncludes(table.tuned, "of 4 shapes");
+      assert(table.entries.length >= 1, JSON.stringify(table));
     });
   },
 );
