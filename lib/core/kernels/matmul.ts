@@ -28,12 +28,12 @@
  * views ({@link MatrixView}: attention's heads in place, lib/core/kernels/heads.ts). Workgroup tiles can be
  * double-buffered ({@link GemmChoice.buffers}), a choice a tile table makes.
  *
- * No subgroup variant (decided 2026-11-30, without a GPU to measure): the threads of a warp share a row of
- * the thread grid, so the A quads they read from workgroup memory are one address (a broadcast) and their
- * B quads all differ; `subgroupShuffle` in place of either moves at least as much through the same
- * load/shuffle pipe (for the 8 x 8 tile, four shuffles per A read), and spreading a slice over lanes needs
- * the subgroup size at compile time (32 on the H200, 8 on lavapipe). The subgroup feature that pays on
- * NVIDIA, cooperative matrices, Deno's WebGPU refuses.
+ * The subgroup variant ({@link GemmChoice.subgroup}, where the device has `subgroups`): A's slices skip
+ * workgroup memory, held in registers spread over the lanes of each row of the thread grid and passed by
+ * `subgroupShuffle`. Why it is only a candidate for the tuner, not the default: the threads of a warp share a
+ * row of the grid, so the A quads they read from workgroup memory are one address (a broadcast), and a shuffle
+ * goes through the same load/shuffle pipe; what it saves is A's workgroup stores and memory. The subgroup
+ * feature that pays on NVIDIA, cooperative matrices, Deno's WebGPU refuses.
  *
  * Sizes: each operand and the output must fit one storage binding ({@link BindingSizeError}).
  *
