@@ -273,6 +273,52 @@ Deno.test({
   },
 });
 
+/**
+ * The outputs of every kind of product under one table choice (K split 4 where K is long, as the default
+ * rule would): the small cases through `tf.matMul`, the fused `x W + b`, the activation-gradient epilogue,
+ * and self-attention's products on views of one qkv projection, scaled (lib/core/kernels/heads.ts).
+ */
+const choiceOutputs = async (choice: Omit<GemmChoice, "splits">): Promise<Float32Array[]> => {
+  setGemmChooser((s) => ({ ...choice, splits: s.k >= 1024 ? 4 : 1 }));
+  const [ka, kb, kc, kd, ke, kf] = split(key(41), 6);
+  const x = tf.randomNormal([70, 36], 0, 1, "float32", seedOf(ka)) as tf.Tensor2D;
+  const w = tf.randomNormal([36, 52], 0, 1, "float32", seedOf(kb)) as tf.Tensor2D;
+  const bias = tf.randomNormal([52], 0, 1, "float32", seedOf(kc)) as tf.Tensor1D;
+  const u = tf.randomNormal([70, 52], 0, 1, "float32", seedOf(kd)) as tf.Tensor2D;
+  const g = tf.randomNormal([70, 36], 0, 1, "float32", seedOf(ke)) as tf.Tensor2D;
+  const qkv = tf.randomNormal([2, 37, 3 * 16], 0, 1, "float32", seedOf(kf)) as tf.Tensor3D;
+  const out: Float32Array[] = [];
+  let k = key(43);
+  for (const c of smallMatMulCases) {
+    const [k1, k2, next] = split(k, 3);
+    k = next;
+    const a = tf.randomNormal(c.a, 0, 1, "float32", seedOf(k1));
+    const b = tf.randomNormal(c.b, 0, 1, "float32", seedOf(k2));
+    const y = tf.matMul(a, b, c.ta, c.tb);
+    out.push(await y.data() as Float32Array);
+    tf.dispose([a, b, y]);
+  }
+  const wt = tf.transpose(w) as tf.Tensor2D;
+  for (
+    const y of [
+      matMulBias(x, w, bias)!,
+      matMulActGrad(g, wt, u, "gelu")!,
+      headAttention([qkv], { q: [0, 0], k: [0, 16], v: [0, 32] }, 2),
+    ]
+  ) {
+    out.push(await y.data() as Float32Array);
+    y.dispose();
+  }
+  tf.dispose([x, w, wt, bias, u, g, qkv]);
+  return out;
+};
+
+/** Asserts two {@link choiceOutputs} are equal bit for bit. */
+const sameOutputs = (a: Float32Array[], b: Float32Array[], what: string) => {
+  assertEquals(a.length, smallMatMulCases.length + 3);
+  a.forEach((o, i) => assertEquals(relativeError(b[i], o), 0, `${what}: output ${i}`));
+};
+
 Deno.test({
   name:
     "double-buffered tiles and written-out slice loops give the plain kernel's values: every layout, split K, f16, epilogues",
@@ -285,47 +331,18 @@ Deno.test({
     const saved = gemmChooser();
     // A small tile (quick to compile on llvmpipe); K split 4 where K is long, as the default rule would.
     const tile = { bm: 32, bn: 32, bk: 8, tm: 4, tn: 4 };
-    const [ka, kb, kc] = split(key(41), 3);
-    const x = tf.randomNormal([70, 36], 0, 1, "float32", seedOf(ka)) as tf.Tensor2D;
-    const w = tf.randomNormal([36, 52], 0, 1, "float32", seedOf(kb)) as tf.Tensor2D;
-    const bias = tf.randomNormal([52], 0, 1, "float32", seedOf(kc)) as tf.Tensor1D;
-    const u = tf.randomNormal([70, 52], 0, 1, "float32", seedOf(kc) + 1) as tf.Tensor2D;
-    const g = tf.randomNormal([70, 36], 0, 1, "float32", seedOf(kc) + 2) as tf.Tensor2D;
-    const run = async (buffers: 1 | 2, accumulate: "f32" | "f16", unroll = false) => {
-      setGemmChooser((s) => ({ tile, splits: s.k >= 1024 ? 4 : 1, accumulate, buffers, unroll }));
-      const out: Float32Array[] = [];
-      let k = key(43);
-      for (const c of smallMatMulCases) {
-        const [k1, k2, next] = split(k, 3);
-        k = next;
-        const a = tf.randomNormal(c.a, 0, 1, "float32", seedOf(k1));
-        const b = tf.randomNormal(c.b, 0, 1, "float32", seedOf(k2));
-        const y = tf.matMul(a, b, c.ta, c.tb);
-        out.push(await y.data() as Float32Array);
-        tf.dispose([a, b, y]);
-      }
-      for (
-        const y of [matMulBias(x, w, bias)!, matMulActGrad(g, tf.transpose(w) as tf.Tensor2D, u, "gelu")!]
-      ) {
-        out.push(await y.data() as Float32Array);
-        y.dispose();
-      }
-      return out;
-    };
+    const run = (buffers: 1 | 2, accumulate: "f32" | "f16", unroll = false) =>
+      choiceOutputs({ tile, accumulate, buffers, unroll });
     try {
       for (const [precision, accumulate] of [["f32", "f32"], ["f16", "f32"], ["f16", "f16"]] as const) {
         if (precision === "f16" && !hasF16) continue;
         setMatMulPrecision(precision);
         const one = await run(1, accumulate);
-        assertEquals(one.length, smallMatMulCases.length + 2);
         for (const [buffers, unroll] of [[2, false], [1, true], [2, true]] as const) {
-          const other = await run(buffers, accumulate, unroll);
-          one.forEach((o, i) =>
-            assertEquals(
-              relativeError(other[i], o),
-              0,
-              `${precision}/${accumulate}, ${buffers} buffers, unroll ${unroll}: output ${i}`,
-            )
+          sameOutputs(
+            one,
+            await run(buffers, accumulate, unroll),
+            `${precision}/${accumulate}, ${buffers} buffers, unroll ${unroll}`,
           );
         }
       }
@@ -333,7 +350,6 @@ Deno.test({
       setMatMulPrecision("f32");
       setGemmChooser(saved);
       restoreStockKernels();
-      tf.dispose([x, w, bias, u, g]);
     }
   },
 });
@@ -355,43 +371,7 @@ Deno.test({
     const T8 = { bm: 32, bn: 32, bk: 8, tm: 4, tn: 4 };
     const lanes = subgroupLanes(T8, minSize);
     assertEquals(lanes, Math.min(8, 2 ** Math.floor(Math.log2(minSize))));
-    const [ka, kb, kc] = split(key(51), 3);
-    const x = tf.randomNormal([70, 36], 0, 1, "float32", seedOf(ka)) as tf.Tensor2D;
-    const w = tf.randomNormal([36, 52], 0, 1, "float32", seedOf(kb)) as tf.Tensor2D;
-    const bias = tf.randomNormal([52], 0, 1, "float32", seedOf(kc)) as tf.Tensor1D;
-    const u = tf.randomNormal([70, 52], 0, 1, "float32", seedOf(kc) + 1) as tf.Tensor2D;
-    const g = tf.randomNormal([70, 36], 0, 1, "float32", seedOf(kc) + 2) as tf.Tensor2D;
-    const qkv = tf.randomNormal([2, 37, 3 * 16], 0, 1, "float32", seedOf(kc) + 3) as tf.Tensor3D;
-    const run = async (choice: Omit<GemmChoice, "splits">) => {
-      setGemmChooser((s) => ({ ...choice, splits: s.k >= 1024 ? 4 : 1 }));
-      const out: Float32Array[] = [];
-      let k = key(53);
-      for (const c of smallMatMulCases) {
-        const [k1, k2, next] = split(k, 3);
-        k = next;
-        const a = tf.randomNormal(c.a, 0, 1, "float32", seedOf(k1));
-        const b = tf.randomNormal(c.b, 0, 1, "float32", seedOf(k2));
-        const y = tf.matMul(a, b, c.ta, c.tb);
-        out.push(await y.data() as Float32Array);
-        tf.dispose([a, b, y]);
-      }
-      for (
-        const y of [
-          matMulBias(x, w, bias)!,
-          matMulActGrad(g, tf.transpose(w) as tf.Tensor2D, u, "gelu")!,
-          // Self-attention's products on views of one qkv projection, scaled (lib/core/kernels/heads.ts).
-          headAttention([qkv], { q: [0, 0], k: [0, 16], v: [0, 32] }, 2),
-        ]
-      ) {
-        out.push(await y.data() as Float32Array);
-        y.dispose();
-      }
-      return out;
-    };
-    const same = (a: Float32Array[], b: Float32Array[], what: string) => {
-      assertEquals(a.length, smallMatMulCases.length + 3);
-      a.forEach((o, i) => assertEquals(relativeError(b[i], o), 0, `${what}: output ${i}`));
-    };
+    const [run, same] = [choiceOutputs, sameOutputs];
     try {
       for (const [precision, accumulate] of [["f32", "f32"], ["f16", "f32"], ["f16", "f16"]] as const) {
         if (precision === "f16" && !hasF16) continue;
@@ -419,7 +399,6 @@ Deno.test({
       setMatMulPrecision("f32");
       setGemmChooser(saved);
       restoreStockKernels();
-      tf.dispose([x, w, bias, u, g, qkv]);
     }
   },
 });
