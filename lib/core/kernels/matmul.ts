@@ -415,8 +415,8 @@ export const gemmSource = (t: Tile, l: GemmLayout, v: GemmVariant = {}): string 
   const curA = db ? "aCur + " : "", curB = db ? "bCur + " : "";
   // `kk`: the loop variable, or with `unroll` each step's constant (its offsets folded at compile time).
   const kkA = unroll ? "KK_A" : `kk * ${t.bm / 4}`, kkB = unroll ? "KK_B" : `kk * ${t.bn / 4}`;
-  // The A quads of a k step: from workgroup memory, or (subgroup variant) shuffled from the lane of this
-  // row segment that loaded them, `SRC` (see below).
+  // The A quads of a k step: from workgroup memory, or (subgroup variant) shuffled out of register `@J@` of
+  // the lane `@SRC@` of this row segment that loaded them (both filled in by `block` below).
   const aShared = range(rm).map((r) => `let a${r} = ${widen(`As[${curA}${kkA} + ${r * ty} + ty]`)};`);
   const aShuffled = range(rm).map((r) => `let a${r} = ${widen(`subgroupShuffle(sa_${r}_@J@, @SRC@)`)};`);
   for (let c = 0; c < rn; c++) {
