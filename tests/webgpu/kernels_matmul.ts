@@ -51,17 +51,13 @@ import { residualLinear } from "../../lib/nn/residual.ts";
 import { mlp, mlpInit } from "../../lib/nn/mlp.ts";
 import { fusedActivation } from "../../lib/core/kernels/dispatch.ts";
 import { assert, assertEquals, assertThrows } from "../../lib/core/std.ts";
+import { gpu, hasF16 } from "../webgpu_env.ts";
 
-const hasWebGPU = await selectBackend("webgpu").then(() => tf.getBackend() === "webgpu", () => false);
-const hasF16 = hasWebGPU &&
-  (tf.backend() as unknown as { device: GPUDevice }).device.features.has("shader-f16");
 const full = Deno.env.get("CAEV2_FULL_KERNEL_TESTS") === "1";
 
 Deno.test({
   name: "tiled matmul matches tfjs's kernel in every layout, and its gradients too",
-  ignore: !hasWebGPU,
-  sanitizeOps: false,
-  sanitizeResources: false,
+  ...gpu,
   fn: async () => {
     try {
       const rs = [
@@ -77,9 +73,7 @@ Deno.test({
 
 Deno.test({
   name: "fused x W + b matches matMul then add: epilogue (vec4, scalar), split K (vec4, scalar), f32 and f16",
-  ignore: !hasWebGPU,
-  sanitizeOps: false,
-  sanitizeResources: false,
+  ...gpu,
   fn: async () => {
     const before = tf.memory().numTensors;
     try {
@@ -111,9 +105,7 @@ const linearCase = () => {
 Deno.test({
   name:
     "linear on WebGPU with the kernels registered matches linearReference on stock kernels, with gradients",
-  ignore: !hasWebGPU,
-  sanitizeOps: false,
-  sanitizeResources: false,
+  ...gpu,
   fn: async () => {
     const c = linearCase();
     const run = async (f: typeof linear) => {
@@ -143,9 +135,7 @@ Deno.test({
 
 Deno.test({
   name: "linear's forward is one CaeMatMulBias kernel (no BatchMatMul, no Add), asking the chooser once",
-  ignore: !hasWebGPU,
-  sanitizeOps: false,
-  sanitizeResources: false,
+  ...gpu,
   fn: async () => {
     const c = linearCase();
     const saved = gemmChooser();
@@ -186,9 +176,7 @@ Deno.test({
 
 Deno.test({
   name: "off the tape, the MLP's first layer, bias and GELU / QuickGELU are one kernel with the same values",
-  ignore: !hasWebGPU,
-  sanitizeOps: false,
-  sanitizeResources: false,
+  ...gpu,
   fn: async () => {
     await selectBackend("webgpu");
     registerKernels();
@@ -322,9 +310,7 @@ const sameOutputs = (a: Float32Array[], b: Float32Array[], what: string) => {
 Deno.test({
   name:
     "double-buffered tiles and written-out slice loops give the plain kernel's values: every layout, split K, f16, epilogues",
-  ignore: !hasWebGPU,
-  sanitizeOps: false,
-  sanitizeResources: false,
+  ...gpu,
   fn: async () => {
     await selectBackend("webgpu");
     registerKernels();
@@ -357,9 +343,8 @@ Deno.test({
 Deno.test({
   name:
     "the subgroup variant (A shared by subgroupShuffle) gives the plain kernel's values: every layout, split K, heads in place, f16, epilogues; and its shared-path fallback too",
-  ignore: !hasWebGPU || subgroupMinSize(webgpuDevice()) === undefined,
-  sanitizeOps: false,
-  sanitizeResources: false,
+  ...gpu,
+  ignore: gpu.ignore || subgroupMinSize(webgpuDevice()) === undefined,
   fn: async () => {
     await selectBackend("webgpu");
     registerKernels();
@@ -405,9 +390,8 @@ Deno.test({
 
 Deno.test({
   name: "the subgroup builtins reach a program through tfjs's entry point: lane, size, and a shuffle",
-  ignore: !hasWebGPU || subgroupMinSize(webgpuDevice()) === undefined,
-  sanitizeOps: false,
-  sanitizeResources: false,
+  ...gpu,
+  ignore: gpu.ignore || subgroupMinSize(webgpuDevice()) === undefined,
   fn: async () => {
     await selectBackend("webgpu");
     const backend = tf.backend() as WebGPUBackend;
@@ -448,9 +432,7 @@ fn main(index: i32) {
 
 Deno.test({
   name: "off the tape, a residual add is the epilogue of the branch's last product: the same values, no Add",
-  ignore: !hasWebGPU,
-  sanitizeOps: false,
-  sanitizeResources: false,
+  ...gpu,
   fn: async () => {
     await selectBackend("webgpu");
     registerKernels();
